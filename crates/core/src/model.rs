@@ -1,0 +1,241 @@
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered (UUIDv7) id, so that ordering by id is
+            /// ordering by creation.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies an organization (a tenant).
+    OrgId
+);
+id_type!(
+    /// Identifies a platform user.
+    UserId
+);
+id_type!(
+    /// Identifies a sign-in session; carried as `sid` in access tokens.
+    SessionId
+);
+
+/// An email address as given, plus the form it is compared in.
+///
+/// Emails are unique across the platform and compared case-insensitively, so
+/// the store indexes [`Email::normalized`] and the user sees what they typed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Email {
+    original: String,
+    normalized: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 254 characters")]
+    TooLong,
+    #[error("must look like name@domain")]
+    Malformed,
+}
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if trimmed.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or(EmailError::Malformed)?;
+        let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+        if local.is_empty()
+            || domain.is_empty()
+            || local.chars().any(bad_char)
+            || domain.chars().any(bad_char)
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+        {
+            return Err(EmailError::Malformed);
+        }
+        Ok(Self { original: trimmed.to_owned(), normalized: trimmed.to_lowercase() })
+    }
+
+    /// Rebuilds an email read back from storage, where it was validated on the
+    /// way in.
+    pub fn from_trusted(original: String) -> Self {
+        let normalized = original.to_lowercase();
+        Self { original, normalized }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.original
+    }
+
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.original, f)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.original)
+    }
+}
+
+/// A password in transit. Its `Debug` and `Display` never show it, so it
+/// cannot leak through a log line or an error message by accident.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    /// The secret itself. Call sites are few and greppable on purpose.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    /// The Enterprise ToolKit entitlement: required for Okta, Azure AD and Ping.
+    pub enterprise_toolkit: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub org_id: OrgId,
+    pub email: Email,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// PHC-format argon2id hash; `None` when the user has no local password.
+    pub password_hash: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("email", &self.email)
+            .field("active", &self.active)
+            .field("has_password", &self.password_hash.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a session was authenticated; recorded on the session and carried in
+/// the access token's `amr`-like `auth_method` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// The platform's own argon2id password store.
+    LocalPassword,
+    /// The organization's external REST authentication service.
+    ExternalRest,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LocalPassword => "password",
+            Self::ExternalRest => "external_rest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "password" => Some(Self::LocalPassword),
+            "external_rest" => Some(Self::ExternalRest),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_compared_case_insensitively_but_kept_as_typed() {
+        let e = Email::parse("  Alice@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "Alice@Example.COM");
+        assert_eq!(e.normalized(), "alice@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        for bad in ["", "alice", "@example.com", "alice@", "a b@example.com", "a@b@c", "a@.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let p = Password::new("hunter2".into());
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,19 @@
+use serde::{Deserialize, Serialize};
+
+/// The claims of a platform access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The platform user id.
+    pub sub: String,
+    /// The user's organization id.
+    pub org: String,
+    pub email: String,
+    /// The session id; refresh tokens and revocation hang off it.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// How the user authenticated (`password`, `external_rest`, ...).
+    pub auth_method: String,
+}

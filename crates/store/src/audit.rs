@@ -1,0 +1,113 @@
+use chrono::{DateTime, Utc};
+use gatehouse_core::{Device, OrgId, UserId};
+use sqlx::Row;
+
+use crate::{Result, Store, clamp_limit, from_millis, millis, parse_id};
+
+/// An audit event as recorded. `detail` is free-form JSON text chosen by the
+/// caller; it must never hold a secret.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub org_id: Option<OrgId>,
+    pub user_id: Option<UserId>,
+    pub kind: &'static str,
+    pub method: Option<&'static str>,
+    pub outcome: &'static str,
+    pub detail: Option<serde_json::Value>,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub org_id: Option<OrgId>,
+    pub user_id: Option<UserId>,
+    pub kind: String,
+    pub method: Option<String>,
+    pub outcome: String,
+    pub detail: Option<serde_json::Value>,
+    pub device_os: Option<String>,
+    pub device_name: Option<String>,
+    pub device_ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` for the next (older) page.
+    pub next: Option<String>,
+}
+
+impl Store {
+    pub async fn record_audit_event(&self, event: &NewAuditEvent, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, \
+             device_ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(event.org_id.map(|o| o.to_string()))
+        .bind(event.user_id.map(|u| u.to_string()))
+        .bind(event.kind)
+        .bind(event.method)
+        .bind(event.outcome)
+        .bind(event.detail.as_ref().map(|d| d.to_string()))
+        .bind(event.device.os.clone())
+        .bind(event.device.name.clone())
+        .bind(event.device.ip.map(|ip| ip.to_string()))
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The organization's events, newest first, `limit` at a time, older than
+    /// the `before` cursor.
+    pub async fn list_audit_events(&self, org: OrgId, before: Option<&str>, limit: u32) -> Result<AuditPage> {
+        let limit = clamp_limit(limit);
+        let rows = sqlx::query(
+            "SELECT id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, created_at \
+             FROM audit_events WHERE org_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(org.to_string())
+        .bind(before.unwrap_or_default())
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: row.try_get("id")?,
+                    org_id: row
+                        .try_get::<Option<String>, _>("org_id")?
+                        .as_deref()
+                        .map(parse_id)
+                        .transpose()?,
+                    user_id: row
+                        .try_get::<Option<String>, _>("user_id")?
+                        .as_deref()
+                        .map(parse_id)
+                        .transpose()?,
+                    kind: row.try_get("kind")?,
+                    method: row.try_get("method")?,
+                    outcome: row.try_get("outcome")?,
+                    detail: row
+                        .try_get::<Option<String>, _>("detail")?
+                        .and_then(|d| serde_json::from_str(&d).ok()),
+                    device_os: row.try_get("device_os")?,
+                    device_name: row.try_get("device_name")?,
+                    device_ip: row.try_get("device_ip")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let next = if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            events.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { events, next })
+    }
+}

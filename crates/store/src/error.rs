@@ -1,0 +1,27 @@
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the text names what was duplicated.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to [`StoreError::Conflict`] naming
+    /// `what`; passes every other error through.
+    pub(crate) fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+            _ => StoreError::Backend(e),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+use chrono::{DateTime, Utc};
+use gatehouse_core::{Email, OrgId, User, UserId};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub org_id: OrgId,
+    pub email: Email,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub password_hash: Option<String>,
+}
+
+/// A partial update. For the optional fields, `Some(None)` clears the value.
+#[derive(Debug, Default, Clone)]
+pub struct UserUpdate {
+    pub email: Option<Email>,
+    pub display_name: Option<String>,
+    pub external_id: Option<Option<String>>,
+    pub active: Option<bool>,
+    pub password_hash: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<UserId>,
+}
+
+const COLUMNS: &str =
+    "id, org_id, email, display_name, external_id, active, password_hash, created_at, updated_at";
+
+fn user_from_row(row: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+        email: Email::from_trusted(row.try_get("email")?),
+        display_name: row.try_get("display_name")?,
+        external_id: row.try_get("external_id")?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        password_hash: row.try_get("password_hash")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// Creates an active user. A duplicate email (compared case-insensitively,
+    /// across every organization) is a conflict; an unknown organization is
+    /// `NotFound`.
+    pub async fn create_user(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User> {
+        let mut tx = self.begin_write().await?;
+        let org_exists = sqlx::query("SELECT 1 FROM organizations WHERE id = $1")
+            .bind(new.org_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if org_exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let id = UserId::new();
+        sqlx::query(
+            "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
+             password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)",
+        )
+        .bind(id.to_string())
+        .bind(new.org_id.to_string())
+        .bind(new.email.as_str())
+        .bind(new.email.normalized())
+        .bind(&new.display_name)
+        .bind(new.external_id.clone())
+        .bind(new.password_hash.clone())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::unique("a user with this email"))?;
+        let user = fetch_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, id: UserId) -> Result<User> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        user_from_row(&row)
+    }
+
+    /// The user with this email, whatever its case.
+    pub async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE email_normalized = $1");
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// The organization's users in creation order, `limit` at a time.
+    pub async fn list_users(&self, org: OrgId, after: Option<UserId>, limit: u32) -> Result<UserPage> {
+        let limit = clamp_limit(limit);
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(after.map(|a| a.to_string()).unwrap_or_default())
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if users.len() as i64 > limit {
+            users.truncate(limit as usize);
+            users.last().map(|u| u.id)
+        } else {
+            None
+        };
+        Ok(UserPage { users, next })
+    }
+
+    /// Applies `update`. Deactivating a user revokes all their sessions in the
+    /// same transaction, so no refresh token outlives the deactivation.
+    pub async fn update_user(&self, id: UserId, update: &UserUpdate, now: DateTime<Utc>) -> Result<User> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE users SET \
+               email = COALESCE($2, email), \
+               email_normalized = COALESCE($3, email_normalized), \
+               display_name = COALESCE($4, display_name), \
+               external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
+               active = COALESCE($7, active), \
+               password_hash = CASE WHEN $8 = 1 THEN $9 ELSE password_hash END, \
+               updated_at = $10 \
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(update.email.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(update.email.as_ref().map(|e| e.normalized().to_owned()))
+        .bind(update.display_name.clone())
+        .bind(i64::from(update.external_id.is_some()))
+        .bind(update.external_id.clone().flatten())
+        .bind(update.active.map(i64::from))
+        .bind(i64::from(update.password_hash.is_some()))
+        .bind(update.password_hash.clone().flatten())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::unique("a user with this email"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if update.active == Some(false) {
+            crate::sessions::revoke_user_sessions(&mut tx, id, "user deactivated", now).await?;
+        }
+        let user = fetch_user(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Deletes the user; their sessions and refresh tokens go with them.
+    pub async fn delete_user(&self, id: UserId) -> Result<()> {
+        let done =
+            sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Removes the local password of every user in the organization, for when
+    /// it switches to an external authentication service. Returns how many
+    /// hashes were erased.
+    pub async fn clear_org_password_hashes(&self, org: OrgId, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = NULL, updated_at = $2 WHERE org_id = $1 AND password_hash IS NOT NULL",
+        )
+        .bind(org.to_string())
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+pub(crate) async fn fetch_user(tx: &mut Transaction<'_, Any>, id: UserId) -> Result<User> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    user_from_row(&row)
+}

@@ -1,0 +1,349 @@
+//! One storage conformance suite, run on SQLite and on PostgreSQL.
+//!
+//! Each scenario is an `async fn(Store)`; the `conformance!` macro at the end
+//! runs each one on a fresh SQLite file and, when `GATEHOUSE_TEST_POSTGRES_URL`
+//! is set, on a fresh PostgreSQL database.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
+use gatehouse_session::{MasterKey, SigningAlgorithm, generate_signing_key};
+use gatehouse_store::{
+    NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, Store, StoreError, UserUpdate,
+};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+}
+
+fn new_user(org: OrgId, email: &str) -> NewUser {
+    NewUser {
+        org_id: org,
+        email: Email::parse(email).unwrap(),
+        display_name: "Someone".into(),
+        external_id: None,
+        password_hash: Some("$argon2id$fake".into()),
+    }
+}
+
+async fn session_for(store: &Store, user: UserId, org: OrgId, refresh_hash: &str) -> SessionId {
+    let session = NewSession {
+        id: SessionId::new(),
+        user_id: user,
+        org_id: org,
+        auth_method: AuthMethod::LocalPassword,
+        device: Device { os: Some("iOS".into()), name: None, ip: Some("10.0.0.1".parse().unwrap()) },
+        expires_at: t0() + Duration::days(30),
+    };
+    store.create_session(&session, refresh_hash, t0()).await.unwrap();
+    session.id
+}
+
+async fn orgs_round_trip(store: Store) {
+    let org = store.create_org("Acme", true, t0()).await.unwrap();
+    assert_eq!(org.name, "Acme");
+    assert!(org.enterprise_toolkit);
+    assert_eq!(org.created_at, t0());
+    assert_eq!(store.get_org(org.id).await.unwrap(), org);
+
+    let later = t0() + Duration::seconds(5);
+    let updated = store
+        .update_org(org.id, &OrgUpdate { name: Some("Acme Corp".into()), enterprise_toolkit: None }, later)
+        .await
+        .unwrap();
+    assert_eq!(updated.name, "Acme Corp");
+    assert!(updated.enterprise_toolkit, "untouched field kept");
+    assert_eq!(updated.updated_at, later);
+
+    let second = store.create_org("Beta", false, t0()).await.unwrap();
+    let all = store.list_orgs(None, 50).await.unwrap();
+    assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), vec![org.id, second.id]);
+    assert_eq!(store.list_orgs(Some(org.id), 50).await.unwrap().len(), 1);
+
+    store.delete_org(org.id).await.unwrap();
+    assert!(matches!(store.get_org(org.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_org(org.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.update_org(OrgId::new(), &OrgUpdate::default(), t0()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn users_are_unique_by_email_in_any_case(store: Store) {
+    let a = store.create_org("A", false, t0()).await.unwrap();
+    let b = store.create_org("B", false, t0()).await.unwrap();
+    let alice = store.create_user(&new_user(a.id, "Alice@Example.com"), t0()).await.unwrap();
+    assert!(alice.active);
+    assert_eq!(alice.email.as_str(), "Alice@Example.com");
+
+    // Unique across the whole platform, not per organization.
+    let dup = store.create_user(&new_user(b.id, "alice@EXAMPLE.com"), t0()).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let found = store.find_user_by_email(&Email::parse("ALICE@example.COM").unwrap()).await.unwrap();
+    assert_eq!(found.map(|u| u.id), Some(alice.id));
+    assert!(store.find_user_by_email(&Email::parse("nobody@example.com").unwrap()).await.unwrap().is_none());
+
+    let unknown_org = store.create_user(&new_user(OrgId::new(), "x@example.com"), t0()).await;
+    assert!(matches!(unknown_org, Err(StoreError::NotFound)));
+
+    // Renaming onto someone else's email is a conflict too, and changes nothing.
+    let bob = store.create_user(&new_user(a.id, "bob@example.com"), t0()).await.unwrap();
+    let clash = UserUpdate { email: Some(Email::parse("ALICE@example.com").unwrap()), ..Default::default() };
+    assert!(matches!(store.update_user(bob.id, &clash, t0()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_user(bob.id).await.unwrap().email.as_str(), "bob@example.com");
+}
+
+async fn user_updates_apply_and_clear(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let mut nu = new_user(org.id, "carol@example.com");
+    nu.external_id = Some("ext-1".into());
+    let carol = store.create_user(&nu, t0()).await.unwrap();
+    assert_eq!(carol.external_id.as_deref(), Some("ext-1"));
+
+    let update = UserUpdate {
+        display_name: Some("Carol".into()),
+        external_id: Some(None),
+        password_hash: Some(None),
+        ..Default::default()
+    };
+    let carol = store.update_user(carol.id, &update, t0()).await.unwrap();
+    assert_eq!(carol.display_name, "Carol");
+    assert_eq!(carol.external_id, None);
+    assert_eq!(carol.password_hash, None);
+    assert_eq!(carol.email.as_str(), "carol@example.com");
+
+    let with_hash = UserUpdate { password_hash: Some(Some("$argon2id$new".into())), ..Default::default() };
+    let carol = store.update_user(carol.id, &with_hash, t0()).await.unwrap();
+    assert_eq!(carol.password_hash.as_deref(), Some("$argon2id$new"));
+    assert_eq!(store.clear_org_password_hashes(org.id, t0()).await.unwrap(), 1);
+    assert_eq!(store.get_user(carol.id).await.unwrap().password_hash, None);
+
+    store.delete_user(carol.id).await.unwrap();
+    assert!(matches!(store.get_user(carol.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_user(carol.id).await, Err(StoreError::NotFound)));
+}
+
+async fn users_page_in_creation_order(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let other = store.create_org("B", false, t0()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(store.create_user(&new_user(org.id, &format!("u{i}@example.com")), t0()).await.unwrap().id);
+    }
+    store.create_user(&new_user(other.id, "elsewhere@example.com"), t0()).await.unwrap();
+
+    let first = store.list_users(org.id, None, 2).await.unwrap();
+    assert_eq!(first.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids[0..2]);
+    let second = store.list_users(org.id, first.next, 2).await.unwrap();
+    assert_eq!(second.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..4]);
+    let last = store.list_users(org.id, second.next, 2).await.unwrap();
+    assert_eq!(last.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids[4..5]);
+    assert_eq!(last.next, None);
+}
+
+async fn refresh_tokens_rotate_once_and_reuse_revokes(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "dave@example.com"), t0()).await.unwrap();
+    let sid = session_for(&store, user.id, org.id, "hash-1").await;
+
+    match store.rotate_refresh_token("hash-1", "hash-2", t0()).await.unwrap() {
+        RefreshOutcome::Rotated { session, user: u } => {
+            assert_eq!(session.id, sid);
+            assert_eq!(session.auth_method, AuthMethod::LocalPassword);
+            assert_eq!(u.id, user.id);
+        }
+        other => panic!("expected rotation, got {other:?}"),
+    }
+    // The spent token is presented again: the whole session dies, including
+    // the token that replaced it.
+    assert!(matches!(
+        store.rotate_refresh_token("hash-1", "hash-3", t0()).await.unwrap(),
+        RefreshOutcome::Reused { session_id } if session_id == sid
+    ));
+    assert!(store.get_session(sid).await.unwrap().revoked_at.is_some());
+    assert!(matches!(
+        store.rotate_refresh_token("hash-2", "hash-4", t0()).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+    assert!(matches!(
+        store.rotate_refresh_token("unknown", "hash-5", t0()).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+}
+
+async fn concurrent_refreshes_have_one_winner(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "erin@example.com"), t0()).await.unwrap();
+    session_for(&store, user.id, org.id, "race").await;
+    let attempts = (0..6).map(|i| {
+        let store = store.clone();
+        async move { store.rotate_refresh_token("race", &format!("next-{i}"), t0()).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let rotated = results.iter().filter(|r| matches!(r, Ok(RefreshOutcome::Rotated { .. }))).count();
+    assert_eq!(rotated, 1, "exactly one concurrent refresh may win: {results:?}");
+    for r in &results {
+        assert!(
+            matches!(
+                r,
+                Ok(RefreshOutcome::Rotated { .. } | RefreshOutcome::Reused { .. } | RefreshOutcome::Invalid)
+            ),
+            "{r:?}"
+        );
+    }
+}
+
+async fn sessions_expire_and_die_with_their_user(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "frank@example.com"), t0()).await.unwrap();
+    let sid = session_for(&store, user.id, org.id, "f-1").await;
+    let after_expiry = t0() + Duration::days(31);
+    assert!(matches!(
+        store.rotate_refresh_token("f-1", "f-2", after_expiry).await.unwrap(),
+        RefreshOutcome::Invalid
+    ));
+
+    let sid2 = session_for(&store, user.id, org.id, "f-3").await;
+    let deactivate = UserUpdate { active: Some(false), ..Default::default() };
+    let frank = store.update_user(user.id, &deactivate, t0()).await.unwrap();
+    assert!(!frank.active);
+    for s in [sid, sid2] {
+        assert!(
+            store.get_session(s).await.unwrap().revoked_at.is_some(),
+            "session {s} survived deactivation"
+        );
+    }
+    assert!(matches!(store.rotate_refresh_token("f-3", "f-4", t0()).await.unwrap(), RefreshOutcome::Invalid));
+
+    let reactivate = UserUpdate { active: Some(true), ..Default::default() };
+    store.update_user(user.id, &reactivate, t0()).await.unwrap();
+    let sid3 = session_for(&store, user.id, org.id, "f-5").await;
+    store.delete_user(user.id).await.unwrap();
+    assert!(matches!(store.get_session(sid3).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.rotate_refresh_token("f-5", "f-6", t0()).await.unwrap(), RefreshOutcome::Invalid));
+}
+
+async fn logout_revokes_the_session(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "gina@example.com"), t0()).await.unwrap();
+    let sid = session_for(&store, user.id, org.id, "g-1").await;
+    assert!(store.revoke_by_refresh_token("g-1", t0()).await.unwrap());
+    assert!(!store.revoke_by_refresh_token("g-1", t0()).await.unwrap(), "second logout finds nothing live");
+    assert!(!store.revoke_by_refresh_token("nope", t0()).await.unwrap());
+    assert!(!store.get_session(sid).await.unwrap().is_live(t0()));
+    assert!(matches!(store.rotate_refresh_token("g-1", "g-2", t0()).await.unwrap(), RefreshOutcome::Invalid));
+}
+
+async fn signing_keys_stay_published_until_retired_long_enough(store: Store) {
+    let master = MasterKey::generate();
+    let k1 = generate_signing_key(SigningAlgorithm::Es256, &master).unwrap();
+    let k2 = generate_signing_key(SigningAlgorithm::EdDsa, &master).unwrap();
+    store.add_signing_key(&k1, t0()).await.unwrap();
+    let rotated_at = t0() + Duration::hours(1);
+    store.add_signing_key(&k2, rotated_at).await.unwrap();
+
+    let keys = store.published_signing_keys(rotated_at - Duration::minutes(15)).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        vec![k2.kid.as_str(), k1.kid.as_str()]
+    );
+    assert_eq!(keys[0].retired_at, None);
+    assert_eq!(keys[1].retired_at, Some(rotated_at));
+    assert_eq!(keys[0].sealed_private_key, k2.sealed_private_key);
+    assert!(!keys[0].sealed_private_key.contains(&keys[0].public_jwk));
+
+    // Once the retired key's tokens have all expired, it is no longer listed.
+    let keys = store.published_signing_keys(rotated_at + Duration::seconds(1)).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].kid, k2.kid);
+}
+
+async fn admin_tokens_are_found_by_hash_until_revoked(store: Store) {
+    let rec = store.create_admin_token("ops", "hash-a", t0()).await.unwrap();
+    assert_eq!(store.find_admin_token("hash-a").await.unwrap(), Some(rec.clone()));
+    assert_eq!(store.find_admin_token("hash-b").await.unwrap(), None);
+    store.revoke_admin_token(&rec.id, t0()).await.unwrap();
+    assert_eq!(store.find_admin_token("hash-a").await.unwrap(), None);
+    assert!(matches!(store.revoke_admin_token(&rec.id, t0()).await, Err(StoreError::NotFound)));
+}
+
+async fn audit_events_list_newest_first(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let other = store.create_org("B", false, t0()).await.unwrap();
+    for (i, org_id) in [org.id, org.id, other.id, org.id].into_iter().enumerate() {
+        let event = NewAuditEvent {
+            org_id: Some(org_id),
+            user_id: None,
+            kind: "login",
+            method: Some("password"),
+            outcome: if i == 3 { "success" } else { "failure" },
+            detail: Some(serde_json::json!({ "n": i })),
+            device: Device { os: Some("Android".into()), name: Some("Pixel".into()), ip: None },
+        };
+        store.record_audit_event(&event, t0() + Duration::seconds(i as i64)).await.unwrap();
+    }
+    let page = store.list_audit_events(org.id, None, 2).await.unwrap();
+    let ns: Vec<_> = page.events.iter().map(|e| e.detail.as_ref().unwrap()["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![3, 1]);
+    assert_eq!(page.events[0].outcome, "success");
+    assert_eq!(page.events[0].device_name.as_deref(), Some("Pixel"));
+    let rest = store.list_audit_events(org.id, page.next.as_deref(), 2).await.unwrap();
+    assert_eq!(rest.events.len(), 1);
+    assert_eq!(rest.next, None);
+}
+
+async fn deleting_an_org_removes_its_users_and_sessions(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "hank@example.com"), t0()).await.unwrap();
+    session_for(&store, user.id, org.id, "h-1").await;
+    store.delete_org(org.id).await.unwrap();
+    assert!(matches!(store.get_user(user.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.rotate_refresh_token("h-1", "h-2", t0()).await.unwrap(), RefreshOutcome::Invalid));
+    // The email is free again.
+    let org2 = store.create_org("A2", false, t0()).await.unwrap();
+    store.create_user(&new_user(org2.id, "hank@example.com"), t0()).await.unwrap();
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let db = gatehouse_testkit::TestDb::sqlite();
+                    let store = gatehouse_store::Store::open(db.url()).await.unwrap();
+                    super::$scenario(store.clone()).await;
+                    store.close().await;
+                    // Reopening runs the migrations again: they must be a no-op.
+                    gatehouse_store::Store::open(db.url()).await.unwrap().ping().await.unwrap();
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let Some(db) = gatehouse_testkit::TestDb::postgres().await else { return };
+                    let store = gatehouse_store::Store::open(db.url()).await.unwrap();
+                    super::$scenario(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    orgs_round_trip,
+    users_are_unique_by_email_in_any_case,
+    user_updates_apply_and_clear,
+    users_page_in_creation_order,
+    refresh_tokens_rotate_once_and_reuse_revokes,
+    concurrent_refreshes_have_one_winner,
+    sessions_expire_and_die_with_their_user,
+    logout_revokes_the_session,
+    signing_keys_stay_published_until_retired_long_enough,
+    admin_tokens_are_found_by_hash_until_revoked,
+    audit_events_list_newest_first,
+    deleting_an_org_removes_its_users_and_sessions,
+);
