@@ -1,1 +1,157 @@
+//! Gatehouse: the HTTP service.
+//!
+//! This crate is the only one that knows HTTP. [`app`] builds the one router
+//! (tests drive it directly); [`serve`] runs it on a listener until a shutdown
+//! signal (main and the multi-process tests). Everything a handler needs is
+//! in [`AppState`], built by [`bootstrap`].
 
+pub mod config;
+mod error;
+mod extract;
+mod keys;
+mod openapi;
+mod passwords;
+mod routes;
+mod sessions;
+mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use gatehouse_core::Clock;
+use gatehouse_session::MasterKey;
+use gatehouse_store::Store;
+use tokio::net::TcpListener;
+use tower_http::LatencyUnit;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use config::{RawSettings, Settings};
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Request bodies above this are refused with 413 before they are parsed.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    telemetry::init_metrics();
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(routes::login::router())
+        .merge(routes::admin::router())
+        .merge(routes::well_known::router())
+        .merge(routes::ops::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(telemetry::track_http))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Opens the database (creating the embedded one on first start), the master
+/// key and the signing key, and returns the state to serve with.
+pub async fn bootstrap(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    gatehouse_session::check_crypto_backend()?;
+    if settings.embedded_database {
+        create_private_dir(&settings.data_dir)?;
+    }
+    let master_key = match &settings.master_key {
+        config::MasterKeySource::Given(key) => key.clone(),
+        config::MasterKeySource::File(path) => load_or_create_master_key(path)?,
+    };
+    let store = Store::open(&settings.database_url).await.context("cannot open the database")?;
+    let alg = settings.signing_alg;
+    let state = AppState::new(settings, store, master_key, clock);
+    state.keys().ensure_signing_key(alg).await.context("cannot load the signing keys")?;
+    Ok(state)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The embedded default keeps its master key in a file only its owner can
+/// read, created on first start.
+fn load_or_create_master_key(path: &Path) -> anyhow::Result<MasterKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(&text)
+            .with_context(|| format!("master key file {} is invalid", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                create_private_dir(dir)?;
+            }
+            let key = MasterKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, key.to_base64().as_bytes())?;
+            tracing::info!(path = %path.display(), "generated a new master key");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read master key file {}", path.display())),
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down; draining in-flight requests");
+}

@@ -1,1 +1,133 @@
-fn main() {}
+//! The `gatehouse` command: serve, and the operator tasks that touch the
+//! database directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gatehouse::config::{ENV_HELP, RawSettings, Settings};
+use gatehouse_core::SystemClock;
+use gatehouse_session::{OpaqueToken, SigningAlgorithm};
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Identity federation for multi-tenant platforms", after_help = ENV_HELP)]
+struct Cli {
+    /// A TOML file with settings (same names as the environment variables,
+    /// lower case, without the GATEHOUSE_ prefix). The environment wins.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (on 127.0.0.1:8080 with an embedded SQLite database
+    /// under ./data unless configured otherwise).
+    #[command(after_help = ENV_HELP)]
+    Serve,
+    /// Manage stored platform-admin tokens.
+    #[command(subcommand, after_help = ENV_HELP)]
+    AdminToken(AdminTokenCommand),
+    /// Manage the keys that sign platform tokens.
+    #[command(subcommand, after_help = ENV_HELP)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Mint an admin token. It is printed once and stored only as a hash.
+    #[command(after_help = ENV_HELP)]
+    Create {
+        /// What the token is for, e.g. "ci" or "alice's laptop".
+        #[arg(long)]
+        label: String,
+    },
+    /// Revoke an admin token by its id.
+    #[command(after_help = ENV_HELP)]
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key. The previous key stays published until every
+    /// token it signed has expired.
+    #[command(after_help = ENV_HELP)]
+    Rotate {
+        /// ES256 or EdDSA [default: GATEHOUSE_SIGNING_ALG, or ES256].
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the chain of causes.
+            eprintln!("gatehouse: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let raw = match &cli.config {
+        Some(path) => RawSettings::from_file(path)?,
+        None => RawSettings::default(),
+    };
+    let settings = Settings::from_raw(raw.overlay_env(|name| std::env::var(name).ok())?)?;
+    gatehouse::telemetry::init_logging(settings.log_format, &settings.log_level)?;
+    let clock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve => {
+            let bind = settings.bind;
+            let state = gatehouse::bootstrap(settings, clock).await?;
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?;
+            tracing::info!(address = %listener.local_addr()?, issuer = state.issuer(), "gatehouse listening");
+            gatehouse::serve(listener, state, gatehouse::shutdown_signal()).await?;
+        }
+        Command::AdminToken(AdminTokenCommand::Create { label }) => {
+            let label = label.trim();
+            anyhow::ensure!(!label.is_empty() && label.len() <= 200, "--label must be 1 to 200 characters");
+            let state = gatehouse::bootstrap(settings, clock).await?;
+            let token = OpaqueToken::generate("gha");
+            let record = state.store().create_admin_token(label, token.hash(), state.clock().now()).await?;
+            eprintln!("admin token {} ({label}) created; it is shown only this once:", record.id);
+            println!("{}", token.plain());
+        }
+        Command::AdminToken(AdminTokenCommand::Revoke { id }) => {
+            let state = gatehouse::bootstrap(settings, clock).await?;
+            state.store().revoke_admin_token(&id, state.clock().now()).await.context("cannot revoke")?;
+            eprintln!("admin token {id} revoked");
+        }
+        Command::Keys(KeysCommand::Rotate { alg }) => {
+            let alg = match alg {
+                Some(a) => {
+                    SigningAlgorithm::parse(&a).with_context(|| format!("--alg {a:?}: use ES256 or EdDSA"))?
+                }
+                None => settings.signing_alg,
+            };
+            let state = gatehouse::bootstrap(settings, clock).await?;
+            let kid = state.keys().rotate(alg).await?;
+            println!("{kid}");
+            eprintln!("signing key {kid} ({}) is now current", alg.as_str());
+        }
+    }
+    Ok(())
+}

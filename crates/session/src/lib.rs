@@ -17,6 +17,7 @@ mod master_key;
 mod opaque;
 
 pub use claims::AccessClaims;
+pub use jsonwebtoken::jwk::JwkSet;
 pub use keys::{
     KeyRing, NewSigningKey, SigningAlgorithm, StoredKey, VerifyError, generate_signing_key, token_kid,
 };

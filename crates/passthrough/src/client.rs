@@ -1,0 +1,228 @@
+//! The one outbound HTTP client: pooled, with timeouts, TLS verification, no
+//! redirects, no proxies, and a guard against calling internal addresses.
+
+use std::error::Error as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+/// Bytes of an upstream answer read at most. The body is never trusted; it is
+/// read only so that a well-behaved connection can be reused.
+const BODY_CAP: usize = 4 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an upstream call produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed")]
+    Connect,
+    #[error("TLS handshake failed")]
+    Tls,
+    #[error("the target address is not allowed (loopback, private, link-local or metadata)")]
+    BlockedTarget,
+    #[error("protocol error")]
+    Protocol,
+}
+
+impl UpstreamError {
+    /// A short stable name for audit events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect_failed",
+            Self::Tls => "tls_failed",
+            Self::BlockedTarget => "blocked_target",
+            Self::Protocol => "protocol_error",
+        }
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamResponse {
+    pub status: u16,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone)]
+pub struct OutboundClient {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl std::fmt::Debug for OutboundClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundClient").field("allow_private", &self.allow_private).finish_non_exhaustive()
+    }
+}
+
+impl OutboundClient {
+    /// `allow_private` lifts the guard against internal addresses, for
+    /// deployments whose authentication service lives on a private network
+    /// (and for tests on loopback).
+    pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .build()?;
+        Ok(Self { client, allow_private })
+    }
+
+    /// Sends one request and reads its status. Redirects are answers, not
+    /// followed.
+    pub(crate) async fn send(
+        &self,
+        method: http::Method,
+        url: Url,
+        headers: http::HeaderMap,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        // The resolver guards names; an address written into the URL is never
+        // resolved, so it is checked here.
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(is_internal) {
+                return Err(UpstreamError::BlockedTarget);
+            }
+        }
+        let started = Instant::now();
+        let mut request = self.client.request(method, url).headers(headers).timeout(timeout);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let mut response = request.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let mut read = 0;
+        while read < BODY_CAP {
+            match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), response.chunk()).await {
+                Ok(Ok(Some(chunk))) => read += chunk.len(),
+                _ => break,
+            }
+        }
+        Ok(UpstreamResponse { status, elapsed: started.elapsed() })
+    }
+}
+
+fn classify(e: reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        return UpstreamError::Timeout;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<BlockedAddress>().is_some() {
+            return UpstreamError::BlockedTarget;
+        }
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return UpstreamError::Tls;
+        }
+        source = s.source();
+    }
+    if e.is_connect() { UpstreamError::Connect } else { UpstreamError::Protocol }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("every address of the target is internal")]
+struct BlockedAddress;
+
+/// Resolves names and drops internal addresses, so that the address actually
+/// connected to is the one that was checked (no second lookup to rebind).
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| allow_private || !is_internal(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(Box::new(BlockedAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Loopback, private, link-local (which holds the cloud metadata address
+/// 169.254.169.254), carrier-grade NAT, unspecified, broadcast, multicast and
+/// reserved ranges; IPv4-mapped IPv6 addresses are judged as IPv4.
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal_v4(v4),
+            None => is_internal_v6(v6),
+        },
+    }
+}
+
+fn is_internal_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+        || (a == 198 && (18..20).contains(&b))
+        || a >= 240
+}
+
+fn is_internal_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local, incl. fd00:ec2::254
+        || (first & 0xffc0) == 0xfe80 // link-local
+        || ip.to_ipv4().is_some_and(|v4| is_internal_v4(v4) && ip.segments()[..6] == [0; 6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

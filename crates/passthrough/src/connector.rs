@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gatehouse_core::{
+    ConnectorError, Device, LoginOutcome, Password, PasswordAttempt, PasswordConnector, RejectReason, User,
+};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use crate::client::{OutboundClient, UpstreamError, UpstreamResponse};
+use crate::config::{HttpAuthType, RestAuth};
+use crate::escape::{Escaper, check_body};
+use crate::template::{Placeholder, Template};
+
+/// What stands in for the password and the Authorization header wherever a
+/// request is shown.
+const MASK: &str = "********";
+
+/// A request as it was sent, with the password and the Authorization header
+/// masked: safe to show an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+/// One call to the organization's service and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: SentRequest,
+    pub result: Result<UpstreamResponse, UpstreamError>,
+}
+
+impl Exchange {
+    pub fn status(&self) -> Option<u16> {
+        self.result.as_ref().ok().map(|r| r.status)
+    }
+
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.result.as_ref().ok().map(|r| r.elapsed)
+    }
+
+    /// Exactly HTTP 200 is success; any other answer is a refusal.
+    pub fn succeeded(&self) -> bool {
+        self.status() == Some(200)
+    }
+}
+
+/// The REST pass-through as a [`PasswordConnector`].
+pub struct RestConnector<'a> {
+    client: &'a OutboundClient,
+    auth: &'a RestAuth,
+}
+
+struct Values<'a> {
+    user: &'a User,
+    password: Option<&'a str>,
+    device: &'a Device,
+}
+
+impl Values<'_> {
+    fn get(&self, p: Placeholder) -> String {
+        match p {
+            Placeholder::UserId => self.user.id.to_string(),
+            Placeholder::UserEmail => self.user.email.as_str().to_owned(),
+            Placeholder::UserPassword => self.password.unwrap_or_default().to_owned(),
+            Placeholder::UserExternalId => self.user.external_id.clone().unwrap_or_default(),
+            Placeholder::OrgId => self.user.org_id.to_string(),
+            Placeholder::DeviceOs => self.device.os.clone().unwrap_or_default(),
+            Placeholder::DeviceName => self.device.name.clone().unwrap_or_default(),
+            Placeholder::DeviceIp => self.device.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A rendered request, ready to send.
+struct Prepared {
+    method: http::Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+}
+
+fn unsafe_request(what: &str) -> ConnectorError {
+    ConnectorError::UnsafeRequest(what.to_owned())
+}
+
+impl<'a> RestConnector<'a> {
+    pub fn new(client: &'a OutboundClient, auth: &'a RestAuth) -> Self {
+        Self { client, auth }
+    }
+
+    /// Performs the sign-in call and returns it, masked, with its result.
+    /// `Err` only when the request could not be built safely.
+    pub async fn authenticate(
+        &self,
+        user: &User,
+        password: &Password,
+        device: &Device,
+    ) -> Result<Exchange, ConnectorError> {
+        let values = Values { user, password: Some(password.expose()), device };
+        let masked = Values { user, password: Some(MASK), device };
+        let (prepared, shown) = self.prepare(&self.auth.url, true, &values, &masked)?;
+        Ok(self.send(prepared, shown).await)
+    }
+
+    /// Sends the Forgot Password request (a GET, no password), if the
+    /// organization has a Forgot Password URL.
+    pub async fn forgot_password(
+        &self,
+        user: &User,
+        device: &Device,
+    ) -> Result<Option<Exchange>, ConnectorError> {
+        let Some(url) = &self.auth.forgot_url else { return Ok(None) };
+        let values = Values { user, password: None, device };
+        let (prepared, shown) = self.prepare(url, false, &values, &values)?;
+        Ok(Some(self.send(prepared, shown).await))
+    }
+
+    async fn send(&self, p: Prepared, shown: SentRequest) -> Exchange {
+        let timeout = Duration::from_millis(self.auth.config.timeout_ms);
+        let result = self.client.send(p.method, p.url, p.headers, p.body, timeout).await;
+        Exchange { request: shown, result }
+    }
+
+    /// Renders the request twice from the same templates: with the real
+    /// values to send, and with the password masked to show.
+    fn prepare(
+        &self,
+        url: &Template,
+        credentials: bool,
+        values: &Values<'_>,
+        masked: &Values<'_>,
+    ) -> Result<(Prepared, SentRequest), ConnectorError> {
+        let config = &self.auth.config;
+        let method = if credentials { config.http_action.method() } else { http::Method::GET };
+        let render_url = |v: &Values<'_>| url.render(|p| v.get(p), |s| Escaper::Url.escape(s));
+        let real_url =
+            Url::parse(&render_url(values)).map_err(|_| unsafe_request("the URL did not render"))?;
+        if !matches!(real_url.scheme(), "http" | "https") {
+            return Err(unsafe_request("the URL did not render to http(s)"));
+        }
+
+        let mut headers = HeaderMap::new();
+        let mut shown_headers = Vec::new();
+        for (name, template) in &self.auth.headers {
+            let value = template.render(|p| values.get(p), |s| Escaper::None.escape(s));
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(unsafe_request("a header value contains CR, LF or NUL"));
+            }
+            let value = HeaderValue::from_bytes(value.as_bytes())
+                .map_err(|_| unsafe_request("a header value is not a valid header"))?;
+            headers.append(name.clone(), value);
+            let shown = template.render(|p| masked.get(p), |s| Escaper::None.escape(s));
+            shown_headers.push((name.to_string(), shown));
+        }
+        if credentials && config.http_auth_type == HttpAuthType::Basic {
+            let email = values.get(Placeholder::UserEmail);
+            if email.contains(':') {
+                return Err(unsafe_request("an email with ':' cannot be sent as a Basic user id"));
+            }
+            let pair = format!("{email}:{}", values.get(Placeholder::UserPassword));
+            let value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
+                .map_err(|_| unsafe_request("Basic credentials"))?;
+            headers.insert(http::header::AUTHORIZATION, value);
+            shown_headers.push(("authorization".into(), format!("Basic {MASK}")));
+        }
+
+        let mut body = None;
+        let mut shown_body = None;
+        if credentials && let Some(template) = &self.auth.body {
+            let escaper = config.data_as.escaper();
+            let rendered = template.render(|p| values.get(p), |s| escaper.escape(s));
+            // The template was proven safe when saved; check the real thing
+            // too, and fail closed rather than send something malformed.
+            check_body(config.data_as, &rendered)
+                .map_err(|_| unsafe_request("the body did not render validly"))?;
+            let content_type = HeaderValue::from_static(config.data_as.content_type());
+            headers.insert(http::header::CONTENT_TYPE, content_type.clone());
+            shown_headers.push((
+                HeaderName::from_static("content-type").to_string(),
+                config.data_as.content_type().into(),
+            ));
+            body = Some(rendered.into_bytes());
+            shown_body = Some(template.render(|p| masked.get(p), |s| escaper.escape(s)));
+        }
+
+        let shown = SentRequest {
+            method: method.to_string(),
+            url: render_url(masked),
+            headers: shown_headers,
+            body: shown_body,
+        };
+        Ok((Prepared { method, url: real_url, headers, body }, shown))
+    }
+}
+
+#[async_trait]
+impl PasswordConnector for RestConnector<'_> {
+    async fn login(&self, attempt: PasswordAttempt<'_>) -> Result<LoginOutcome, ConnectorError> {
+        let exchange = self.authenticate(attempt.user, attempt.password, attempt.device).await?;
+        match exchange.result {
+            Ok(r) if r.status == 200 => Ok(LoginOutcome::Authenticated),
+            Ok(r) => Ok(LoginOutcome::Rejected(RejectReason::UpstreamStatus(r.status))),
+            Err(e) => Err(ConnectorError::Unavailable(e.kind().to_owned())),
+        }
+    }
+}

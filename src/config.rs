@@ -1,0 +1,356 @@
+//! Settings: read from the command line, the environment and an optional TOML
+//! file, in that order of precedence, and validated once at startup.
+//!
+//! Every setting has one name, `GATEHOUSE_<NAME>` in the environment and
+//! `<name>` in the file. A bad value stops startup with one line naming it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatehouse_session::{MasterKey, SigningAlgorithm};
+use ipnet::IpNet;
+use serde::Deserialize;
+use url::Url;
+
+/// The settings as written, before validation. Every field is optional; the
+/// TOML file deserialises straight into this.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub database_url: Option<String>,
+    pub bind: Option<String>,
+    pub public_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub master_key: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub data_dir: Option<String>,
+    pub signing_alg: Option<String>,
+    pub access_token_ttl_secs: Option<u64>,
+    pub session_ttl_secs: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub allow_private_targets: Option<bool>,
+    pub password_hash_concurrency: Option<usize>,
+}
+
+/// Every setting with its environment name, for `--help` and errors.
+pub const ENV_HELP: &str = "\
+Settings (environment variable, or the same name in lower case without the
+GATEHOUSE_ prefix in the --config TOML file; the environment wins):
+  GATEHOUSE_DATABASE_URL          sqlite://… or postgres://… [default: SQLite under the data dir]
+  GATEHOUSE_BIND                  address to listen on [default: 127.0.0.1:8080]
+  GATEHOUSE_PUBLIC_URL            external base URL; the issuer of tokens [default: http://<bind>]
+  GATEHOUSE_ADMIN_TOKEN           bootstrap platform-admin bearer token (at least 32 characters)
+  GATEHOUSE_MASTER_KEY            32 bytes of base64 that seal stored keys and secrets; required
+                                  with PostgreSQL, generated under the data dir for SQLite
+  GATEHOUSE_LOG_FORMAT            text or json [default: text]
+  GATEHOUSE_LOG_LEVEL             tracing filter, e.g. info or gatehouse=debug [default: info]
+  GATEHOUSE_DATA_DIR              where the embedded database and master key live [default: ./data]
+  GATEHOUSE_SIGNING_ALG           ES256 or EdDSA, for new signing keys [default: ES256]
+  GATEHOUSE_ACCESS_TOKEN_TTL_SECS access token lifetime [default: 900]
+  GATEHOUSE_SESSION_TTL_SECS      session (refresh token) lifetime [default: 2592000]
+  GATEHOUSE_TRUSTED_PROXIES       comma-separated IPs or CIDRs whose X-Forwarded-For is believed
+  GATEHOUSE_ALLOW_PRIVATE_TARGETS true to let external-auth calls reach private addresses
+  GATEHOUSE_PASSWORD_HASH_CONCURRENCY  argon2 hashes computed at once [default: CPU count]";
+
+impl RawSettings {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            ConfigError::new("--config", format!("{}: {msg}", path.display()))
+        })
+    }
+
+    /// Overlays every `GATEHOUSE_*` variable that is set onto `self`.
+    pub fn overlay_env(mut self, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        macro_rules! text {
+            ($field:ident, $name:literal) => {
+                if let Some(v) = env($name) {
+                    self.$field = Some(v);
+                }
+            };
+        }
+        macro_rules! parsed {
+            ($field:ident, $name:literal) => {
+                if let Some(v) = env($name) {
+                    self.$field = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| ConfigError::new($name, format!("{v:?} is not valid")))?,
+                    );
+                }
+            };
+        }
+        text!(database_url, "GATEHOUSE_DATABASE_URL");
+        text!(bind, "GATEHOUSE_BIND");
+        text!(public_url, "GATEHOUSE_PUBLIC_URL");
+        text!(admin_token, "GATEHOUSE_ADMIN_TOKEN");
+        text!(master_key, "GATEHOUSE_MASTER_KEY");
+        text!(log_format, "GATEHOUSE_LOG_FORMAT");
+        text!(log_level, "GATEHOUSE_LOG_LEVEL");
+        text!(data_dir, "GATEHOUSE_DATA_DIR");
+        text!(signing_alg, "GATEHOUSE_SIGNING_ALG");
+        parsed!(access_token_ttl_secs, "GATEHOUSE_ACCESS_TOKEN_TTL_SECS");
+        parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
+        parsed!(allow_private_targets, "GATEHOUSE_ALLOW_PRIVATE_TARGETS");
+        parsed!(password_hash_concurrency, "GATEHOUSE_PASSWORD_HASH_CONCURRENCY");
+        if let Some(v) = env("GATEHOUSE_TRUSTED_PROXIES") {
+            self.trusted_proxies =
+                Some(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+        }
+        Ok(self)
+    }
+}
+
+/// A setting that could not be used; its `Display` is the one line printed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {name}: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(name: &str, reason: impl Into<String>) -> Self {
+        Self { name: name.to_owned(), reason: reason.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    Given(MasterKey),
+    /// The embedded default keeps its own key file.
+    File(PathBuf),
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    /// Whether the database is the embedded default under `data_dir`.
+    pub embedded_database: bool,
+    pub bind: SocketAddr,
+    pub public_url: Url,
+    pub admin_token: Option<String>,
+    pub master_key: MasterKeySource,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub data_dir: PathBuf,
+    pub signing_alg: SigningAlgorithm,
+    pub access_token_ttl: Duration,
+    pub session_ttl: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allow_private_targets: bool,
+    pub password_hash_concurrency: usize,
+}
+
+impl Settings {
+    pub fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(raw.data_dir.unwrap_or_else(|| "./data".into()));
+        let (database_url, embedded_database) = match raw.database_url {
+            Some(url) => {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres:")
+                    || url.starts_with("postgresql:"))
+                {
+                    return Err(ConfigError::new(
+                        "GATEHOUSE_DATABASE_URL",
+                        "must start with sqlite: or postgres:",
+                    ));
+                }
+                (url, false)
+            }
+            None => (format!("sqlite://{}?mode=rwc", data_dir.join("gatehouse.db").display()), true),
+        };
+        let bind: SocketAddr = match raw.bind {
+            Some(b) => b.trim().parse().map_err(|_| {
+                ConfigError::new("GATEHOUSE_BIND", format!("{b:?} is not an address like 127.0.0.1:8080"))
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let public_url = match raw.public_url {
+            Some(u) => {
+                let url = Url::parse(u.trim())
+                    .map_err(|e| ConfigError::new("GATEHOUSE_PUBLIC_URL", format!("{u:?}: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(ConfigError::new("GATEHOUSE_PUBLIC_URL", "must be an absolute http(s) URL"));
+                }
+                url
+            }
+            None => Url::parse(&format!("http://{bind}"))
+                .map_err(|e| ConfigError::new("GATEHOUSE_BIND", e.to_string()))?,
+        };
+        if let Some(token) = &raw.admin_token
+            && token.len() < 32
+        {
+            return Err(ConfigError::new("GATEHOUSE_ADMIN_TOKEN", "must be at least 32 characters"));
+        }
+        let master_key = match raw.master_key {
+            Some(k) => MasterKeySource::Given(
+                MasterKey::from_base64(&k)
+                    .map_err(|e| ConfigError::new("GATEHOUSE_MASTER_KEY", e.to_string()))?,
+            ),
+            None if embedded_database || database_url.starts_with("sqlite:") => {
+                MasterKeySource::File(data_dir.join("master.key"))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "GATEHOUSE_MASTER_KEY",
+                    "is required with PostgreSQL, so that every node shares it",
+                ));
+            }
+        };
+        let log_format = match raw.log_format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new("GATEHOUSE_LOG_FORMAT", format!("{other:?}: use text or json")));
+            }
+        };
+        let signing_alg = match raw.signing_alg {
+            None => SigningAlgorithm::Es256,
+            Some(a) => SigningAlgorithm::parse(&a).ok_or_else(|| {
+                ConfigError::new("GATEHOUSE_SIGNING_ALG", format!("{a:?}: use ES256 or EdDSA"))
+            })?,
+        };
+        let ttl = |name: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
+            0 => Err(ConfigError::new(name, "must be positive")),
+            s if s > max => Err(ConfigError::new(name, format!("must be at most {max}"))),
+            s => Ok(Duration::from_secs(s)),
+        };
+        let access_token_ttl =
+            ttl("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", raw.access_token_ttl_secs, 900, 86_400)?;
+        let session_ttl = ttl("GATEHOUSE_SESSION_TTL_SECS", raw.session_ttl_secs, 30 * 86_400, 365 * 86_400)?;
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>().or_else(|_| p.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                    ConfigError::new(
+                        "GATEHOUSE_TRUSTED_PROXIES",
+                        format!("{p:?} is not an IP address or CIDR"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let password_hash_concurrency = match raw.password_hash_concurrency {
+            Some(0) => {
+                return Err(ConfigError::new("GATEHOUSE_PASSWORD_HASH_CONCURRENCY", "must be positive"));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        Ok(Self {
+            database_url,
+            embedded_database,
+            bind,
+            public_url,
+            admin_token: raw.admin_token,
+            master_key,
+            log_format,
+            log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+            data_dir,
+            signing_alg,
+            access_token_ttl,
+            session_ttl,
+            trusted_proxies,
+            allow_private_targets: raw.allow_private_targets.unwrap_or(false),
+            password_hash_concurrency,
+        })
+    }
+
+    /// The issuer written into tokens: the public URL without a trailing
+    /// slash.
+    pub fn issuer(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// Settings for tests: a given database, a fixed master key, loopback.
+    pub fn for_tests(database_url: &str) -> Self {
+        let raw = RawSettings {
+            database_url: Some(database_url.into()),
+            master_key: Some(MasterKey::generate().to_base64()),
+            bind: Some("127.0.0.1:0".into()),
+            public_url: Some("http://gatehouse.test".into()),
+            ..RawSettings::default()
+        };
+        Self::from_raw(raw).unwrap_or_else(|e| unreachable!("test settings are valid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        Settings::from_raw(RawSettings::default().overlay_env(env)?)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_sqlite_on_loopback() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
+        assert!(s.embedded_database);
+        assert!(s.database_url.starts_with("sqlite://./data/gatehouse.db"));
+        assert!(matches!(s.master_key, MasterKeySource::File(ref p) if p.ends_with("master.key")));
+        assert_eq!(s.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        for (pairs, name) in [
+            (vec![("GATEHOUSE_BIND", "nonsense")], "GATEHOUSE_BIND"),
+            (vec![("GATEHOUSE_DATABASE_URL", "mysql://x")], "GATEHOUSE_DATABASE_URL"),
+            (vec![("GATEHOUSE_DATABASE_URL", "postgres://x/y")], "GATEHOUSE_MASTER_KEY"),
+            (vec![("GATEHOUSE_MASTER_KEY", "tooshort")], "GATEHOUSE_MASTER_KEY"),
+            (vec![("GATEHOUSE_ADMIN_TOKEN", "short")], "GATEHOUSE_ADMIN_TOKEN"),
+            (vec![("GATEHOUSE_LOG_FORMAT", "xml")], "GATEHOUSE_LOG_FORMAT"),
+            (vec![("GATEHOUSE_PUBLIC_URL", "ftp://x")], "GATEHOUSE_PUBLIC_URL"),
+            (vec![("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "soon")], "GATEHOUSE_ACCESS_TOKEN_TTL_SECS"),
+            (vec![("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/8, bogus")], "GATEHOUSE_TRUSTED_PROXIES"),
+            (vec![("GATEHOUSE_SIGNING_ALG", "HS256")], "GATEHOUSE_SIGNING_ALG"),
+        ] {
+            let err = settings(&pairs).unwrap_err();
+            assert_eq!(err.name, name, "{pairs:?}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        let err = settings(&[("GATEHOUSE_ADMIN_TOKEN", "hunter2")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        let err = settings(&[("GATEHOUSE_MASTER_KEY", "hunter2hunter2")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_file_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\nbnid = 1\n").unwrap();
+        let err = RawSettings::from_file(&path).unwrap_err();
+        assert!(err.reason.contains("bnid"), "{err}");
+        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+        let raw = RawSettings::from_file(&path).unwrap();
+        let s = Settings::from_raw(
+            raw.overlay_env(|n| (n == "GATEHOUSE_BIND").then(|| "127.0.0.1:9001".into())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.bind.port(), 9001, "environment wins over the file");
+        assert_eq!(s.trusted_proxies.len(), 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! The one place where an error becomes an HTTP response.
+//!
+//! Every body is JSON: `{"error": code, "message": …, "field": …}`. Codes are
+//! stable and meant for programs; messages are for people and never carry a
+//! secret or an internal detail. Internal causes go to the log, tied to the
+//! request id, and the client sees only that something failed.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gatehouse_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed; `field` names the culprit when known.
+    Invalid { field: Option<String>, message: String },
+    /// 401 `invalid_credentials`: deliberately the same for every reason a
+    /// sign-in fails.
+    InvalidCredentials,
+    /// 401 with a specific code (`unauthorized`, `invalid_token`, `invalid_grant`).
+    Unauthorized { code: &'static str, message: &'static str },
+    /// 403.
+    Forbidden { code: &'static str, message: String },
+    /// 404.
+    NotFound(&'static str),
+    /// 405.
+    MethodNotAllowed,
+    /// 409.
+    Conflict(String),
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType,
+    /// 502: an upstream answered, but not with success.
+    BadGateway { code: &'static str },
+    /// 503: a dependency could not be reached.
+    Unavailable { code: &'static str },
+    /// 500: logged in full, reported to the client as nothing more than that.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { field: Some(field.to_owned()), message: message.into() }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+}
+
+/// The error body, as documented in the OpenAPI description.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// A stable, machine-readable code.
+    pub error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The request field at fault, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, message, field) = match self {
+            Self::Invalid { field, message } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", Some(message), field)
+            }
+            Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", None, None),
+            Self::Unauthorized { code, message } => {
+                (StatusCode::UNAUTHORIZED, code, Some(message.to_owned()), None)
+            }
+            Self::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, Some(message), None),
+            Self::NotFound(what) => {
+                (StatusCode::NOT_FOUND, "not_found", Some(format!("{what} not found")), None)
+            }
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                Some("method not allowed here".into()),
+                None,
+            ),
+            Self::Conflict(message) => (StatusCode::CONFLICT, "conflict", Some(message), None),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                Some("request body is too large".into()),
+                None,
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Some("send the body as application/json".into()),
+                None,
+            ),
+            Self::BadGateway { code } => (StatusCode::BAD_GATEWAY, code, None, None),
+            Self::Unavailable { code } => (StatusCode::SERVICE_UNAVAILABLE, code, None, None),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    Some("something went wrong".into()),
+                    None,
+                )
+            }
+        };
+        let mut response = (status, Json(ErrorBody { error, message, field })).into_response();
+        if status == StatusCode::UNAUTHORIZED && error != "invalid_credentials" {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("resource"),
+            StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::keys::KeyError> for ApiError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        match e {
+            PathRejection::FailedToDeserializePathParams(inner) => Self::Invalid {
+                field: None,
+                message: format!("invalid path parameter: {}", inner.body_text()),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::Invalid { field: None, message: format!("invalid query: {}", e.body_text()) }
+    }
+}

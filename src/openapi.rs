@@ -1,0 +1,33 @@
+//! The OpenAPI description, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{admin, login, ops, well_known};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gatehouse", description = "Identity federation: every organization chooses how its users sign in."),
+    paths(
+        login::login, login::refresh, login::logout, login::me,
+        admin::create_org, admin::list_orgs, admin::get_org, admin::update_org, admin::delete_org,
+        admin::create_user, admin::list_users, admin::get_user, admin::update_user, admin::delete_user,
+        admin::list_audit_events,
+        well_known::jwks, well_known::openapi,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    modifiers(&BearerSchemes),
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components
+            .add_security_scheme("access_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}

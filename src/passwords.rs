@@ -1,0 +1,91 @@
+//! Local passwords: argon2id hashing off the async runtime, with bounded
+//! concurrency.
+//!
+//! Each hash takes about 19 MiB and tens of milliseconds of CPU, so a burst of
+//! logins must queue rather than exhaust memory or starve the runtime.
+
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use async_trait::async_trait;
+use gatehouse_core::{ConnectorError, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
+use tokio::sync::Semaphore;
+
+pub struct PasswordHasher {
+    permits: Arc<Semaphore>,
+    /// A real hash of a random password, verified against when a user has no
+    /// hash, so that "no such user" costs as much time as "wrong password".
+    decoy: String,
+}
+
+impl PasswordHasher {
+    pub fn new(concurrency: usize) -> Self {
+        let random: [u8; 16] = rand::random();
+        let decoy = Argon2::default()
+            .hash_password(&random)
+            .map(|h| h.to_string())
+            .unwrap_or_else(|e| unreachable!("argon2 with default parameters: {e}"));
+        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), decoy }
+    }
+
+    /// Hashes a new password (argon2id, default parameters, random salt).
+    pub async fn hash(&self, password: &str) -> Result<String, ConnectorError> {
+        let password = password.to_owned();
+        self.run(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| ConnectorError::Internal(format!("argon2: {e}")))
+        })
+        .await?
+    }
+
+    /// Checks `password` against `hash`; with no hash, spends the same time
+    /// and answers no.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, ConnectorError> {
+        let (hash, real) = match hash {
+            Some(h) => (h.to_owned(), true),
+            None => (self.decoy.clone(), false),
+        };
+        let password = password.to_owned();
+        let matched = self
+            .run(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
+            .await?;
+        Ok(real && matched)
+    }
+
+    /// Spends a verification's worth of time for a user that does not exist.
+    pub async fn burn(&self, password: &str) -> Result<(), ConnectorError> {
+        self.verify(password, None).await.map(|_| ())
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ConnectorError::Internal("password hasher closed".into()))?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| ConnectorError::Internal(format!("hash task: {e}")))
+    }
+}
+
+/// The platform's own password store as a [`PasswordConnector`].
+pub(crate) struct LocalPasswords<'a>(pub &'a PasswordHasher);
+
+#[async_trait]
+impl PasswordConnector for LocalPasswords<'_> {
+    async fn login(&self, attempt: PasswordAttempt<'_>) -> Result<LoginOutcome, ConnectorError> {
+        let hash = attempt.user.password_hash.as_deref();
+        let ok = self.0.verify(attempt.password.expose(), hash).await?;
+        Ok(match (hash, ok) {
+            (_, true) => LoginOutcome::Authenticated,
+            (None, false) => LoginOutcome::Rejected(RejectReason::NoCredential),
+            (Some(_), false) => LoginOutcome::Rejected(RejectReason::WrongPassword),
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! The HTTP surface, grouped by who calls it.
+//!
+//! ```text
+//! /v1/login, /v1/token/refresh, /v1/logout, /v1/me      login.rs      apps and users
+//! /admin/v1/orgs[/{org_id}[/users[/{user_id}]]]         admin.rs      platform admins
+//! /admin/v1/orgs/{org_id}/audit-events                  admin.rs
+//! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
+//! /healthz, /readyz, /metrics                           ops.rs        operators
+//! ```
+
+pub(crate) mod admin;
+pub(crate) mod login;
+pub(crate) mod ops;
+pub(crate) mod well_known;

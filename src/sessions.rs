@@ -1,0 +1,133 @@
+//! Where every successful sign-in ends, whatever the method: a session row, a
+//! refresh token (stored as a hash) and a signed access token.
+
+use chrono::Duration;
+use gatehouse_core::{AuthMethod, Device, SessionId, User};
+use gatehouse_session::{AccessClaims, OpaqueToken, VerifyError, hash_opaque_token, token_kid};
+use gatehouse_store::{NewSession, RefreshOutcome, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The answer to every successful sign-in or refresh.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TokenResponse {
+    /// A JWT signed with a key from `/.well-known/jwks.json`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: every refresh returns a new one and spends this one.
+    pub refresh_token: String,
+}
+
+const REFRESH_PREFIX: &str = "ghr";
+
+/// Starts a session for `user`, authenticated by `method`.
+pub(crate) async fn issue(
+    state: &AppState,
+    user: &User,
+    method: AuthMethod,
+    device: &Device,
+) -> Result<TokenResponse, ApiError> {
+    let now = state.clock().now();
+    let session_ttl = Duration::from_std(state.settings().session_ttl).map_err(ApiError::internal)?;
+    let session = NewSession {
+        id: SessionId::new(),
+        user_id: user.id,
+        org_id: user.org_id,
+        auth_method: method,
+        device: device.clone(),
+        expires_at: now + session_ttl,
+    };
+    let refresh = OpaqueToken::generate(REFRESH_PREFIX);
+    state.store().create_session(&session, refresh.hash(), now).await?;
+    access_response(state, user, session.id, method, refresh).await
+}
+
+/// Spends `refresh_token` and returns a new pair. A token that was already
+/// spent revokes its whole session.
+pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenResponse, ApiError> {
+    const INVALID: ApiError =
+        ApiError::Unauthorized { code: "invalid_grant", message: "the refresh token is invalid or expired" };
+    let next = OpaqueToken::generate(REFRESH_PREFIX);
+    let now = state.clock().now();
+    match state.store().rotate_refresh_token(&hash_opaque_token(refresh_token), next.hash(), now).await? {
+        RefreshOutcome::Rotated { session, user } => {
+            access_response(state, &user, session.id, session.auth_method, next).await
+        }
+        RefreshOutcome::Reused { session_id } => {
+            tracing::warn!(%session_id, "refresh token reused; session revoked");
+            Err(INVALID)
+        }
+        RefreshOutcome::Invalid => Err(INVALID),
+    }
+}
+
+/// Ends the session the refresh token belongs to. Unknown tokens are not an
+/// error: the caller's goal, no live session for that token, holds.
+pub(crate) async fn logout(state: &AppState, refresh_token: &str) -> Result<(), ApiError> {
+    state.store().revoke_by_refresh_token(&hash_opaque_token(refresh_token), state.clock().now()).await?;
+    Ok(())
+}
+
+/// Checks an access token and that its session and user are still live.
+pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<(AccessClaims, User), ApiError> {
+    const INVALID: ApiError =
+        ApiError::Unauthorized { code: "invalid_token", message: "the access token is invalid or expired" };
+    let kid = token_kid(token).ok_or(INVALID)?;
+    let ring = state.keys().for_kid(&kid).await?;
+    let now = state.clock().now();
+    let claims = ring.verify(token, state.issuer(), now).map_err(|e| match e {
+        VerifyError::Malformed | VerifyError::UnknownKey | VerifyError::Invalid | VerifyError::Expired => {
+            INVALID
+        }
+    })?;
+    let sid: SessionId = claims.sid.parse().map_err(|_| INVALID)?;
+    let session = match state.store().get_session(sid).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => return Err(INVALID),
+        Err(e) => return Err(e.into()),
+    };
+    if !session.is_live(now) {
+        return Err(INVALID);
+    }
+    let user = match state.store().get_user(session.user_id).await {
+        Ok(u) if u.active => u,
+        Ok(_) | Err(StoreError::NotFound) => return Err(INVALID),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((claims, user))
+}
+
+async fn access_response(
+    state: &AppState,
+    user: &User,
+    session: SessionId,
+    method: AuthMethod,
+    refresh: OpaqueToken,
+) -> Result<TokenResponse, ApiError> {
+    let now = state.clock().now();
+    let ttl = state.settings().access_token_ttl;
+    let claims = AccessClaims {
+        iss: state.issuer().to_owned(),
+        sub: user.id.to_string(),
+        org: user.org_id.to_string(),
+        email: user.email.as_str().to_owned(),
+        sid: session.to_string(),
+        iat: now.timestamp(),
+        exp: now.timestamp() + ttl.as_secs() as i64,
+        jti: uuid::Uuid::new_v4().to_string(),
+        auth_method: method.as_str().to_owned(),
+    };
+    let token = state.keys().current().await?.sign(&claims).map_err(ApiError::internal)?;
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: ttl.as_secs(),
+        refresh_token: refresh.plain().to_owned(),
+    })
+}

@@ -1,0 +1,78 @@
+use std::sync::Arc;
+
+use gatehouse_core::Clock;
+use gatehouse_session::MasterKey;
+use gatehouse_store::Store;
+
+use crate::config::Settings;
+use crate::keys::KeyCache;
+use crate::passwords::PasswordHasher;
+
+/// Everything a request handler can reach. Cheap to clone.
+///
+/// Nothing in here is the only copy of any state: sessions, keys and
+/// configuration live in the database, so any number of processes on one
+/// database behave as one service.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    issuer: String,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    keys: KeyCache,
+    passwords: PasswordHasher,
+    admin_token_hash: Option<String>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, store: Store, master_key: MasterKey, clock: Arc<dyn Clock>) -> Self {
+        let keys = KeyCache::new(store.clone(), master_key, clock.clone(), settings.access_token_ttl);
+        let passwords = PasswordHasher::new(settings.password_hash_concurrency);
+        let admin_token_hash = settings.admin_token.as_deref().map(gatehouse_session::hash_opaque_token);
+        Self {
+            inner: Arc::new(Inner {
+                issuer: settings.issuer(),
+                settings,
+                store,
+                clock,
+                keys,
+                passwords,
+                admin_token_hash,
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The `iss` of every token this service signs.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    pub fn keys(&self) -> &KeyCache {
+        &self.inner.keys
+    }
+
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.inner.passwords
+    }
+
+    /// The hash of the bootstrap admin token, if one is configured.
+    pub(crate) fn admin_token_hash(&self) -> Option<&str> {
+        self.inner.admin_token_hash.as_deref()
+    }
+}

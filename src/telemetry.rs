@@ -1,0 +1,76 @@
+//! Logs and metrics.
+//!
+//! Logs are structured (text or JSON) and carry the request id; they record
+//! method, path and status, never headers, query strings or bodies, which is
+//! where credentials travel.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global log subscriber. Safe to call more than once; only the
+/// first call has an effect.
+pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("invalid setting GATEHOUSE_LOG_LEVEL: {e}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+    Ok(())
+}
+
+fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("gatehouse_http_request_duration_seconds".into()),
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            )
+            .unwrap_or_else(|e| unreachable!("static bucket list: {e}"))
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests embedding the app
+        // twice share this one); either way the handle renders ours.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Installs the metrics recorder; called when the app is built.
+pub fn init_metrics() {
+    recorder();
+}
+
+pub fn render_metrics() -> String {
+    recorder().render()
+}
+
+/// Counts requests by route and status, and times them.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("gatehouse_http_requests_total", &labels).increment(1);
+    metrics::histogram!("gatehouse_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

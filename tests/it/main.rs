@@ -1,0 +1,17 @@
+//! HTTP integration tests: one binary, one module per surface.
+//!
+//! Every test starts its own server on a loopback port with its own database
+//! (see `support`), so tests share nothing and run in any order.
+
+// Helpers are `pub` for the sibling modules; nothing here is a public API.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod admin;
+mod bad_input;
+mod cli;
+mod keys;
+mod multi_process;
+mod ops;
+mod sessions;

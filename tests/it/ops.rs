@@ -1,0 +1,108 @@
+//! Health, readiness, metrics, request ids and the OpenAPI document.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::TestServer;
+
+#[tokio::test]
+async fn probes_report_process_and_database_health() {
+    let server = TestServer::sqlite().await;
+    let (status, body) = server.send(server.http.get(server.url("/healthz"))).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "status": "ok" })));
+    let (status, _) = server.send(server.http.get(server.url("/readyz"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // With the database gone, the process is alive but not ready.
+    server.state.store().close().await;
+    let (status, body) = server.send(server.http.get(server.url("/readyz"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(server.send(server.http.get(server.url("/healthz"))).await.0, StatusCode::OK);
+    // And requests that need it fail as a 500 without detail, not a hang.
+    let (status, body) = server.login("a@example.com", "whatever").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"], "internal_error");
+    assert!(!body.to_string().to_lowercase().contains("pool"), "no internals leak: {body}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_logins() {
+    let server = TestServer::sqlite().await;
+    let org = server.create_org("Metrics Org").await;
+    server.create_user(&org, "m@example.com", Some("m's password")).await;
+    server.login("m@example.com", "m's password").await;
+    server.login("m@example.com", "not it").await;
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"gatehouse_http_requests_total{route="/v1/login",method="POST",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/admin/v1/orgs/{org_id}/users",method="POST",status="201""#), "{text}");
+    assert!(text.contains("gatehouse_http_request_duration_seconds_bucket{"), "{text}");
+    assert!(text.contains(r#"gatehouse_logins_total{method="password",outcome="success"}"#), "{text}");
+    assert!(text.contains(r#"gatehouse_logins_total{method="password",outcome="failure"}"#), "{text}");
+    assert!(!text.contains("m's password") && !text.contains("m@example.com"));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let server = TestServer::sqlite().await;
+    let resp = server.http.get(server.url("/healthz")).send().await.unwrap();
+    let id = resp.headers().get("x-request-id").expect("generated").to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36);
+    let resp = server.http.get(server.url("/nope")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "abc-123", "a caller's id is kept");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let server = TestServer::sqlite().await;
+    let (status, doc) = server.send(server.http.get(server.url("/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let expected = [
+        ("/v1/login", "post"),
+        ("/v1/token/refresh", "post"),
+        ("/v1/logout", "post"),
+        ("/v1/me", "get"),
+        ("/admin/v1/orgs", "post"),
+        ("/admin/v1/orgs", "get"),
+        ("/admin/v1/orgs/{org_id}", "get"),
+        ("/admin/v1/orgs/{org_id}", "patch"),
+        ("/admin/v1/orgs/{org_id}", "delete"),
+        ("/admin/v1/orgs/{org_id}/users", "post"),
+        ("/admin/v1/orgs/{org_id}/users", "get"),
+        ("/admin/v1/orgs/{org_id}/users/{user_id}", "get"),
+        ("/admin/v1/orgs/{org_id}/users/{user_id}", "patch"),
+        ("/admin/v1/orgs/{org_id}/users/{user_id}", "delete"),
+        ("/admin/v1/orgs/{org_id}/audit-events", "get"),
+        ("/.well-known/jwks.json", "get"),
+        ("/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    let documented: usize =
+        doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, expected.len(), "a documented route this test does not know");
+    // Each documented route exists: calling it never reaches the 404 fallback.
+    for (path, method) in expected {
+        let path = path
+            .replace("{org_id}", "01a2221d-50f7-7697-ad4d-23a24da039c7")
+            .replace("{user_id}", "01a2221d-50f7-7697-ad4d-23a24da039c8");
+        let resp = server
+            .http
+            .request(method.to_uppercase().parse().unwrap(), server.url(&path))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("route not found"), "{method} {path} is documented but not routed ({status})");
+    }
+    assert!(doc["components"]["schemas"]["TokenResponse"].is_object());
+    assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+}

@@ -1,0 +1,152 @@
+//! A real server on a loopback port, with its own database and a clock the
+//! test can move.
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use gatehouse::{AppState, Settings};
+use gatehouse_core::ManualClock;
+use gatehouse_testkit::TestDb;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    // Dropped last: the database outlives the server using it.
+    pub db: TestDb,
+}
+
+impl TestServer {
+    pub async fn sqlite() -> Self {
+        Self::start(TestDb::sqlite(), |_| {}).await
+    }
+
+    pub async fn postgres() -> Option<Self> {
+        Some(Self::start(TestDb::postgres().await?, |_| {}).await)
+    }
+
+    pub async fn start(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::for_tests(db.url());
+        settings.admin_token = Some(ADMIN_TOKEN.into());
+        tweak(&mut settings);
+        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap()));
+        let state = gatehouse::bootstrap(settings, clock.clone()).await.expect("bootstrap");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(gatehouse::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, http, clock, state, stop: Some(stop), db }
+    }
+
+    /// The test clock's current time, in seconds, as a JSON number.
+    pub fn clock_now(&self) -> Value {
+        use gatehouse_core::Clock;
+        json!(self.clock.now().timestamp())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body for {status}: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    pub async fn create_org(&self, name: &str) -> String {
+        let (status, body) =
+            self.admin(reqwest::Method::POST, "/admin/v1/orgs", Some(json!({ "name": name }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_user(&self, org: &str, email: &str, password: Option<&str>) -> Value {
+        let mut body = json!({ "email": email, "display_name": "Test User" });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let (status, body) =
+            self.admin(reqwest::Method::POST, &format!("/admin/v1/orgs/{org}/users"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/v1/login",
+            json!({ "email": email, "password": password, "device": { "os": "iOS", "name": "test" } }),
+        )
+        .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url("/v1/me")).bearer_auth(access_token)).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs a scenario on SQLite and, when configured, on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(crate::support::TestServer::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let Some(server) = crate::support::TestServer::postgres().await else { return };
+                    super::$scenario(server).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
