@@ -7,6 +7,7 @@
 
 pub mod config;
 mod error;
+mod external_auth;
 mod extract;
 mod keys;
 mod openapi;
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::login::router())
         .merge(routes::admin::router())
+        .merge(routes::external_auth::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })
@@ -95,7 +97,9 @@ pub async fn bootstrap(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Res
     };
     let store = Store::open(&settings.database_url).await.context("cannot open the database")?;
     let alg = settings.signing_alg;
-    let state = AppState::new(settings, store, master_key, clock);
+    let outbound = gatehouse_passthrough::OutboundClient::new(settings.allow_private_targets)
+        .context("cannot build the HTTP client")?;
+    let state = AppState::new(settings, store, master_key, clock, outbound);
     state.keys().ensure_signing_key(alg).await.context("cannot load the signing keys")?;
     Ok(state)
 }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use gatehouse_core::Clock;
+use gatehouse_passthrough::OutboundClient;
 use gatehouse_session::MasterKey;
 use gatehouse_store::Store;
 
@@ -26,11 +27,19 @@ struct Inner {
     keys: KeyCache,
     passwords: PasswordHasher,
     admin_token_hash: Option<String>,
+    master_key: MasterKey,
+    outbound: OutboundClient,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, store: Store, master_key: MasterKey, clock: Arc<dyn Clock>) -> Self {
-        let keys = KeyCache::new(store.clone(), master_key, clock.clone(), settings.access_token_ttl);
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        master_key: MasterKey,
+        clock: Arc<dyn Clock>,
+        outbound: OutboundClient,
+    ) -> Self {
+        let keys = KeyCache::new(store.clone(), master_key.clone(), clock.clone(), settings.access_token_ttl);
         let passwords = PasswordHasher::new(settings.password_hash_concurrency);
         let admin_token_hash = settings.admin_token.as_deref().map(gatehouse_session::hash_opaque_token);
         Self {
@@ -42,6 +51,8 @@ impl AppState {
                 keys,
                 passwords,
                 admin_token_hash,
+                master_key,
+                outbound,
             }),
         }
     }
@@ -69,6 +80,16 @@ impl AppState {
 
     pub fn passwords(&self) -> &PasswordHasher {
         &self.inner.passwords
+    }
+
+    /// Seals secrets kept in the database.
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+
+    /// The one pooled client for calls to organizations' services.
+    pub(crate) fn outbound(&self) -> &OutboundClient {
+        &self.inner.outbound
     }
 
     /// The hash of the bootstrap admin token, if one is configured.

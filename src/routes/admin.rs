@@ -143,11 +143,23 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
     Option::<T>::deserialize(d).map(Some)
 }
 
-async fn require_org(state: &AppState, id: OrgId) -> Result<Organization, ApiError> {
+pub(crate) async fn require_org(state: &AppState, id: OrgId) -> Result<Organization, ApiError> {
     match state.store().get_org(id).await {
         Err(StoreError::NotFound) => Err(ApiError::NotFound("organization")),
         other => Ok(other?),
     }
+}
+
+/// With external authentication on, the organization's users have no stored
+/// password, and none can be set.
+async fn refuse_local_password_if_external(state: &AppState, org: OrgId) -> Result<(), ApiError> {
+    if state.store().rest_auth(org).await?.is_some() {
+        return Err(ApiError::Conflict(
+            "the organization signs in through its external authentication service; its users have no local password"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The user, if it belongs to the organization in the path.
@@ -285,6 +297,9 @@ pub(crate) async fn create_user(
     };
     let password = body.password.as_deref().map(password).transpose()?;
     require_org(&state, org_id).await?;
+    if password.is_some() {
+        refuse_local_password_if_external(&state, org_id).await?;
+    }
     let new = NewUser {
         password_hash: match password {
             Some(p) => Some(state.passwords().hash(p).await.map_err(ApiError::internal)?),
@@ -370,6 +385,9 @@ pub(crate) async fn update_user(
         _ => None,
     };
     require_user(&state, org_id, user_id).await?;
+    if new_password.is_some() {
+        refuse_local_password_if_external(&state, org_id).await?;
+    }
     update.password_hash = match (&body.password, new_password) {
         (Some(_), Some(p)) => Some(Some(state.passwords().hash(p).await.map_err(ApiError::internal)?)),
         (Some(None), _) => Some(None),

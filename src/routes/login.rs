@@ -6,13 +6,16 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gatehouse_core::{
-    AuthMethod, Device, Email, LoginOutcome, Password, PasswordAttempt, PasswordConnector, RejectReason, User,
+    AuthMethod, ConnectorError, Device, Email, LoginOutcome, Password, PasswordAttempt, PasswordConnector,
+    RejectReason, User,
 };
+use gatehouse_passthrough::RestConnector;
 use gatehouse_store::NewAuditEvent;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::external_auth;
 use crate::extract::{ApiJson, ClientIp, bearer};
 use crate::passwords::LocalPasswords;
 use crate::routes::admin::UserView;
@@ -22,6 +25,7 @@ use crate::state::AppState;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/login", post(login))
+        .route("/v1/password/forgot", post(forgot_password))
         .route("/v1/token/refresh", post(refresh))
         .route("/v1/logout", post(logout))
         .route("/v1/me", get(me))
@@ -61,20 +65,79 @@ pub(crate) struct LoginRequest {
     pub device: Option<DeviceInfo>,
 }
 
-/// Why a sign-in failed, for the audit trail only; the client always sees the
-/// same `invalid_credentials`.
-fn reject_reason(reason: &RejectReason) -> String {
-    match reason {
-        RejectReason::NoCredential => "no_password".into(),
-        RejectReason::WrongPassword => "wrong_password".into(),
-        RejectReason::UpstreamStatus(s) => format!("upstream_status_{s}"),
+/// What came of a sign-in attempt, for the response, the audit trail and the
+/// metrics.
+enum Verdict {
+    Authenticated,
+    /// Refused; the reason is for the audit trail only, the client always
+    /// sees the same `invalid_credentials`.
+    Refused {
+        reason: &'static str,
+        upstream_status: Option<u16>,
+    },
+    /// The organization's service could not be reached.
+    Unavailable {
+        error: String,
+    },
+}
+
+impl Verdict {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Authenticated => "success",
+            Self::Refused { .. } => "failure",
+            Self::Unavailable { .. } => "unavailable",
+        }
     }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Authenticated => None,
+            Self::Refused { reason, upstream_status: None } => Some(serde_json::json!({ "reason": reason })),
+            Self::Refused { reason, upstream_status: Some(s) } => {
+                Some(serde_json::json!({ "reason": reason, "upstream_status": s }))
+            }
+            Self::Unavailable { error } => {
+                Some(serde_json::json!({ "reason": "upstream_unavailable", "error": error }))
+            }
+        }
+    }
+}
+
+/// Asks the organization's connector about the password.
+async fn decide(
+    state: &AppState,
+    user: &User,
+    password: &Password,
+    device: &Device,
+) -> Result<(AuthMethod, Verdict), ApiError> {
+    let attempt = PasswordAttempt { user, password, device };
+    let (method, result) = match external_auth::load(state, user.org_id).await? {
+        Some(auth) => {
+            (AuthMethod::ExternalRest, RestConnector::new(state.outbound(), &auth).login(attempt).await)
+        }
+        None => (AuthMethod::LocalPassword, LocalPasswords(state.passwords()).login(attempt).await),
+    };
+    let refused = |reason, upstream_status| Verdict::Refused { reason, upstream_status };
+    let verdict = match result {
+        Ok(LoginOutcome::Authenticated) => Verdict::Authenticated,
+        Ok(LoginOutcome::Rejected(RejectReason::NoCredential)) => refused("no_password", None),
+        Ok(LoginOutcome::Rejected(RejectReason::WrongPassword)) => refused("wrong_password", None),
+        Ok(LoginOutcome::Rejected(RejectReason::UpstreamStatus(s))) => refused("upstream_refused", Some(s)),
+        Err(ConnectorError::Unavailable(error)) => Verdict::Unavailable { error },
+        // A value that could not be placed safely (a line break bound for a
+        // header): nothing was sent, and the attempt fails closed.
+        Err(ConnectorError::UnsafeRequest(_)) => refused("unsafe_request", None),
+        Err(e @ ConnectorError::Internal(_)) => return Err(ApiError::internal(e)),
+    };
+    Ok((method, verdict))
 }
 
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse),
         (status = 400, body = ErrorBody),
-        (status = 401, description = "Unknown email, wrong password, inactive user or no password: all alike", body = ErrorBody)))]
+        (status = 401, description = "Unknown email, wrong password, inactive user or no password: all alike", body = ErrorBody),
+        (status = 503, description = "The organization's authentication service did not answer", body = ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -83,57 +146,96 @@ pub(crate) async fn login(
     let email = Email::parse(&body.email).map_err(|e| ApiError::invalid("email", e.to_string()))?;
     let device = body.device.unwrap_or_default().into_device(ip)?;
     let password = Password::new(body.password);
-    let user = state.store().find_user_by_email(&email).await?;
 
-    let (user, method, verdict) = match user {
+    let (user, method, verdict) = match state.store().find_user_by_email(&email).await? {
         Some(user) if user.active => {
-            let method = AuthMethod::LocalPassword;
-            let attempt = PasswordAttempt { user: &user, password: &password, device: &device };
-            let outcome =
-                LocalPasswords(state.passwords()).login(attempt).await.map_err(ApiError::internal)?;
-            let verdict = match outcome {
-                LoginOutcome::Authenticated => Ok(()),
-                LoginOutcome::Rejected(reason) => Err(reject_reason(&reason)),
-            };
+            let (method, verdict) = decide(&state, &user, &password, &device).await?;
             (Some(user), method, verdict)
         }
         other => {
-            // Cost the caller the same time as a real check, so response times
-            // do not reveal which emails are registered.
+            // Nothing is forwarded for an unknown or inactive user; cost the
+            // caller the same time as a local check, so response times do not
+            // reveal which emails are registered.
             state.passwords().burn(password.expose()).await.map_err(ApiError::internal)?;
             let reason = if other.is_some() { "inactive_user" } else { "unknown_user" };
-            (other, AuthMethod::LocalPassword, Err(reason.to_owned()))
+            (other, AuthMethod::LocalPassword, Verdict::Refused { reason, upstream_status: None })
         }
     };
 
-    let outcome = if verdict.is_ok() { "success" } else { "failure" };
-    metrics::counter!("gatehouse_logins_total", "method" => method.as_str(), "outcome" => outcome)
+    metrics::counter!("gatehouse_logins_total", "method" => method.as_str(), "outcome" => verdict.outcome())
         .increment(1);
-    record_login(&state, user.as_ref(), method, &device, verdict.as_ref().err()).await?;
+    let event = NewAuditEvent {
+        org_id: user.as_ref().map(|u| u.org_id),
+        user_id: user.as_ref().map(|u| u.id),
+        kind: "login",
+        method: Some(method.as_str()),
+        outcome: verdict.outcome(),
+        detail: verdict.detail(),
+        device: device.clone(),
+    };
+    state.store().record_audit_event(&event, state.clock().now()).await?;
     match (user, verdict) {
-        (Some(user), Ok(())) => Ok(Json(sessions::issue(&state, &user, method, &device).await?)),
+        (Some(user), Verdict::Authenticated) => {
+            Ok(Json(sessions::issue(&state, &user, method, &device).await?))
+        }
+        (_, Verdict::Unavailable { .. }) => Err(ApiError::Unavailable { code: "external_auth_unavailable" }),
         _ => Err(ApiError::InvalidCredentials),
     }
 }
 
-async fn record_login(
-    state: &AppState,
-    user: Option<&User>,
-    method: AuthMethod,
-    device: &Device,
-    failure: Option<&String>,
-) -> Result<(), ApiError> {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ForgotPasswordRequest {
+    pub(crate) email: String,
+    #[serde(default)]
+    pub(crate) device: Option<DeviceInfo>,
+}
+
+#[utoipa::path(post, path = "/v1/password/forgot", tag = "sessions", request_body = ForgotPasswordRequest,
+    responses((status = 202, description = "Forwarded to the organization's service, or nothing to do (unknown emails look the same)"),
+        (status = 400, body = ErrorBody),
+        (status = 502, description = "The organization's service did not accept the reset", body = ErrorBody)))]
+pub(crate) async fn forgot_password(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<ForgotPasswordRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let email = Email::parse(&body.email).map_err(|e| ApiError::invalid("email", e.to_string()))?;
+    let device = body.device.unwrap_or_default().into_device(ip)?;
+    let accepted = (StatusCode::ACCEPTED, Json(serde_json::json!({ "status": "accepted" })));
+    // Unknown and inactive users get the same answer, and nothing is sent.
+    let user = match state.store().find_user_by_email(&email).await? {
+        Some(user) if user.active => user,
+        _ => return Ok(accepted),
+    };
+    let exchange = match external_auth::load(&state, user.org_id).await? {
+        Some(auth) => RestConnector::new(state.outbound(), &auth).forgot_password(&user, &device).await,
+        None => Ok(None),
+    };
+    let (outcome, detail) = match &exchange {
+        Ok(None) => ("skipped", serde_json::json!({ "reason": "no_forgot_password_url" })),
+        Ok(Some(x)) => match &x.result {
+            Ok(r) if r.status == 200 => ("success", serde_json::json!({ "upstream_status": 200 })),
+            Ok(r) => {
+                ("failure", serde_json::json!({ "reason": "upstream_refused", "upstream_status": r.status }))
+            }
+            Err(e) => ("failure", serde_json::json!({ "reason": "upstream_unavailable", "error": e.kind() })),
+        },
+        Err(_) => ("failure", serde_json::json!({ "reason": "unsafe_request" })),
+    };
     let event = NewAuditEvent {
-        org_id: user.map(|u| u.org_id),
-        user_id: user.map(|u| u.id),
-        kind: "login",
-        method: Some(method.as_str()),
-        outcome: if failure.is_none() { "success" } else { "failure" },
-        detail: failure.map(|reason| serde_json::json!({ "reason": reason })),
-        device: device.clone(),
+        org_id: Some(user.org_id),
+        user_id: Some(user.id),
+        kind: "password_reset",
+        method: Some(AuthMethod::ExternalRest.as_str()),
+        outcome,
+        detail: Some(detail),
+        device,
     };
     state.store().record_audit_event(&event, state.clock().now()).await?;
-    Ok(())
+    if outcome == "failure" {
+        return Err(ApiError::BadGateway { code: "password_reset_failed" });
+    }
+    Ok(accepted)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -4,11 +4,14 @@
 //! /v1/login, /v1/token/refresh, /v1/logout, /v1/me      login.rs      apps and users
 //! /admin/v1/orgs[/{org_id}[/users[/{user_id}]]]         admin.rs      platform admins
 //! /admin/v1/orgs/{org_id}/audit-events                  admin.rs
+//! /admin/v1/orgs/{org_id}/external-auth/rest[/test]     external_auth.rs
+//! /v1/password/forgot                                   login.rs
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators
 //! ```
 
 pub(crate) mod admin;
+pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;
 pub(crate) mod well_known;

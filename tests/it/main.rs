@@ -6,6 +6,7 @@
 // Helpers are `pub` for the sibling modules; nothing here is a public API.
 #![allow(unreachable_pub)]
 
+mod stub;
 mod support;
 
 mod admin;
@@ -14,4 +15,5 @@ mod cli;
 mod keys;
 mod multi_process;
 mod ops;
+mod passthrough;
 mod sessions;

@@ -62,6 +62,11 @@ async fn openapi_describes_every_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let expected = [
         ("/v1/login", "post"),
+        ("/v1/password/forgot", "post"),
+        ("/admin/v1/orgs/{org_id}/external-auth/rest", "put"),
+        ("/admin/v1/orgs/{org_id}/external-auth/rest", "get"),
+        ("/admin/v1/orgs/{org_id}/external-auth/rest", "delete"),
+        ("/admin/v1/orgs/{org_id}/external-auth/rest/test", "post"),
         ("/v1/token/refresh", "post"),
         ("/v1/logout", "post"),
         ("/v1/me", "get"),

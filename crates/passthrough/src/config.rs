@@ -9,6 +9,7 @@ use crate::escape::{Escaper, scan_json_placements, scan_xml_placements};
 use crate::template::{Part, Placeholder, Template};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HttpAction {
     #[serde(rename = "POST", alias = "post")]
     Post,
@@ -30,6 +31,7 @@ impl HttpAction {
 
 /// The body's format, and so its Content-Type and how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DataAs {
     Json,
@@ -56,6 +58,7 @@ impl DataAs {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HttpAuthType {
     #[default]
@@ -65,6 +68,7 @@ pub enum HttpAuthType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderTemplate {
     pub name: String,
@@ -74,6 +78,7 @@ pub struct HeaderTemplate {
 /// The settings as the admin wrote them; stored as written (sealed) and
 /// returned as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RestAuthConfig {
     pub authentication_url: String,

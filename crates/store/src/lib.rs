@@ -20,6 +20,7 @@ mod audit;
 mod error;
 mod keys;
 mod orgs;
+mod rest_auth;
 mod sessions;
 mod users;
 

@@ -304,6 +304,32 @@ async fn deleting_an_org_removes_its_users_and_sessions(store: Store) {
     store.create_user(&new_user(org2.id, "hank@example.com"), t0()).await.unwrap();
 }
 
+async fn rest_auth_replaces_local_passwords(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let other = store.create_org("B", false, t0()).await.unwrap();
+    let u1 = store.create_user(&new_user(org.id, "ivy@example.com"), t0()).await.unwrap();
+    let u2 = store.create_user(&new_user(other.id, "jay@example.com"), t0()).await.unwrap();
+    assert_eq!(store.rest_auth(org.id).await.unwrap(), None);
+
+    assert_eq!(store.enable_rest_auth(org.id, "sealed-1", t0()).await.unwrap(), 1);
+    assert_eq!(store.rest_auth(org.id).await.unwrap().as_deref(), Some("sealed-1"));
+    assert_eq!(store.get_user(u1.id).await.unwrap().password_hash, None, "hash erased with the switch");
+    assert!(store.get_user(u2.id).await.unwrap().password_hash.is_some(), "other organizations untouched");
+
+    // Replacing the configuration is an update, not a second row.
+    assert_eq!(store.enable_rest_auth(org.id, "sealed-2", t0()).await.unwrap(), 0);
+    assert_eq!(store.rest_auth(org.id).await.unwrap().as_deref(), Some("sealed-2"));
+    assert!(matches!(store.enable_rest_auth(OrgId::new(), "x", t0()).await, Err(StoreError::NotFound)));
+
+    store.disable_rest_auth(org.id).await.unwrap();
+    assert_eq!(store.rest_auth(org.id).await.unwrap(), None);
+    assert!(matches!(store.disable_rest_auth(org.id).await, Err(StoreError::NotFound)));
+
+    store.enable_rest_auth(org.id, "sealed-3", t0()).await.unwrap();
+    store.delete_org(org.id).await.unwrap();
+    assert_eq!(store.rest_auth(org.id).await.unwrap(), None, "goes with its organization");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -346,4 +372,5 @@ conformance!(
     admin_tokens_are_found_by_hash_until_revoked,
     audit_events_list_newest_first,
     deleting_an_org_removes_its_users_and_sessions,
+    rest_auth_replaces_local_passwords,
 );

@@ -1,0 +1,40 @@
+//! Organizations' external authentication settings: sealed in the database,
+//! validated on the way in and again on the way out.
+
+use gatehouse_core::OrgId;
+use gatehouse_passthrough::{RestAuth, RestAuthConfig};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn seal_context(org: OrgId) -> String {
+    format!("rest-auth:{org}")
+}
+
+/// Validates and stores `config`, turning REST authentication on; returns the
+/// validated form and how many local password hashes were erased.
+pub(crate) async fn save(
+    state: &AppState,
+    org: OrgId,
+    config: RestAuthConfig,
+) -> Result<(RestAuth, u64), ApiError> {
+    let auth =
+        config.validate().map_err(|e| ApiError::Invalid { field: Some(e.field), message: e.message })?;
+    let json = serde_json::to_vec(&auth.config).map_err(ApiError::internal)?;
+    let sealed = state.master_key().seal(&seal_context(org), &json);
+    let erased = state.store().enable_rest_auth(org, &sealed, state.clock().now()).await?;
+    Ok((auth, erased))
+}
+
+/// The organization's REST authentication, if it has it on.
+pub(crate) async fn load(state: &AppState, org: OrgId) -> Result<Option<RestAuth>, ApiError> {
+    let Some(sealed) = state.store().rest_auth(org).await? else { return Ok(None) };
+    let json = state.master_key().open(&seal_context(org), &sealed).map_err(ApiError::internal)?;
+    let config: RestAuthConfig = serde_json::from_slice(&json).map_err(ApiError::internal)?;
+    // A stored configuration that no longer validates (stricter rules since it
+    // was saved) fails closed; the admin sees why when saving it again.
+    let auth = config
+        .validate()
+        .map_err(|e| ApiError::internal(format!("stored REST configuration of {org} is invalid: {e}")))?;
+    Ok(Some(auth))
+}
