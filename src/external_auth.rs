@@ -1,6 +1,9 @@
 //! Organizations' external authentication settings: sealed in the database,
 //! validated on the way in and again on the way out.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use gatehouse_core::OrgId;
 use gatehouse_passthrough::{RestAuth, RestAuthConfig};
 
@@ -27,14 +30,41 @@ pub(crate) async fn save(
 }
 
 /// The organization's REST authentication, if it has it on.
-pub(crate) async fn load(state: &AppState, org: OrgId) -> Result<Option<RestAuth>, ApiError> {
+///
+/// The sealed text is read on every call, so a change made through any node
+/// takes effect at once; opening and validating it is skipped while the
+/// sealed text is the one already opened.
+pub(crate) async fn load(state: &AppState, org: OrgId) -> Result<Option<Arc<RestAuth>>, ApiError> {
     let Some(sealed) = state.store().rest_auth(org).await? else { return Ok(None) };
-    let json = state.master_key().open(&seal_context(org), &sealed).map_err(ApiError::internal)?;
+    let cache = state.rest_auth_cache();
+    if let Some((cached_sealed, auth)) = cache.read().unwrap_or_else(|p| p.into_inner()).get(&org)
+        && *cached_sealed == sealed
+    {
+        return Ok(Some(auth.clone()));
+    }
+    let auth = Arc::new(open(state, org, &sealed)?);
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CACHE_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(org, (sealed, auth.clone()));
+    Ok(Some(auth))
+}
+
+/// Organizations whose opened configuration is kept; beyond this the cache
+/// starts over rather than grow without bound.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Opened REST configurations by organization, with the sealed text each was
+/// opened from.
+pub(crate) type RestAuthCache = RwLock<HashMap<OrgId, (String, Arc<RestAuth>)>>;
+
+fn open(state: &AppState, org: OrgId, sealed: &str) -> Result<RestAuth, ApiError> {
+    let json = state.master_key().open(&seal_context(org), sealed).map_err(ApiError::internal)?;
     let config: RestAuthConfig = serde_json::from_slice(&json).map_err(ApiError::internal)?;
     // A stored configuration that no longer validates (stricter rules since it
     // was saved) fails closed; the admin sees why when saving it again.
-    let auth = config
+    config
         .validate()
-        .map_err(|e| ApiError::internal(format!("stored REST configuration of {org} is invalid: {e}")))?;
-    Ok(Some(auth))
+        .map_err(|e| ApiError::internal(format!("stored REST configuration of {org} is invalid: {e}")))
 }

@@ -4,7 +4,7 @@
 use chrono::Duration;
 use gatehouse_core::{AuthMethod, Device, SessionId, User};
 use gatehouse_session::{AccessClaims, OpaqueToken, VerifyError, hash_opaque_token, token_kid};
-use gatehouse_store::{NewSession, RefreshOutcome, StoreError};
+use gatehouse_store::{NewAuditEvent, NewSession, RefreshOutcome, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,12 +26,14 @@ pub(crate) struct TokenResponse {
 
 const REFRESH_PREFIX: &str = "ghr";
 
-/// Starts a session for `user`, authenticated by `method`.
+/// Starts a session for `user`, authenticated by `method`, recording `audit`
+/// (the sign-in) in the same transaction.
 pub(crate) async fn issue(
     state: &AppState,
     user: &User,
     method: AuthMethod,
     device: &Device,
+    audit: &NewAuditEvent,
 ) -> Result<TokenResponse, ApiError> {
     let now = state.clock().now();
     let session_ttl = Duration::from_std(state.settings().session_ttl).map_err(ApiError::internal)?;
@@ -44,7 +46,7 @@ pub(crate) async fn issue(
         expires_at: now + session_ttl,
     };
     let refresh = OpaqueToken::generate(REFRESH_PREFIX);
-    state.store().create_session(&session, refresh.hash(), now).await?;
+    state.store().create_session(&session, refresh.hash(), Some(audit), now).await?;
     access_response(state, user, session.id, method, refresh).await
 }
 

@@ -6,6 +6,7 @@ use gatehouse_session::MasterKey;
 use gatehouse_store::Store;
 
 use crate::config::Settings;
+use crate::external_auth::RestAuthCache;
 use crate::keys::KeyCache;
 use crate::passwords::PasswordHasher;
 
@@ -29,6 +30,7 @@ struct Inner {
     admin_token_hash: Option<String>,
     master_key: MasterKey,
     outbound: OutboundClient,
+    rest_auth_cache: RestAuthCache,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
                 admin_token_hash,
                 master_key,
                 outbound,
+                rest_auth_cache: RestAuthCache::default(),
             }),
         }
     }
@@ -90,6 +93,10 @@ impl AppState {
     /// The one pooled client for calls to organizations' services.
     pub(crate) fn outbound(&self) -> &OutboundClient {
         &self.inner.outbound
+    }
+
+    pub(crate) fn rest_auth_cache(&self) -> &RestAuthCache {
+        &self.inner.rest_auth_cache
     }
 
     /// The hash of the bootstrap admin token, if one is configured.

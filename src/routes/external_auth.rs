@@ -79,7 +79,7 @@ pub(crate) async fn get_rest(
 ) -> Result<Json<RestAuthConfig>, ApiError> {
     require_org(&state, org_id).await?;
     let auth = external_auth::load(&state, org_id).await?.ok_or(NOT_CONFIGURED)?;
-    Ok(Json(auth.config))
+    Ok(Json(auth.config.clone()))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",

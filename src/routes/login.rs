@@ -173,13 +173,20 @@ pub(crate) async fn login(
         detail: verdict.detail(),
         device: device.clone(),
     };
-    state.store().record_audit_event(&event, state.clock().now()).await?;
     match (user, verdict) {
+        // A successful sign-in's audit event is written with its session.
         (Some(user), Verdict::Authenticated) => {
-            Ok(Json(sessions::issue(&state, &user, method, &device).await?))
+            Ok(Json(sessions::issue(&state, &user, method, &device, &event).await?))
         }
-        (_, Verdict::Unavailable { .. }) => Err(ApiError::Unavailable { code: "external_auth_unavailable" }),
-        _ => Err(ApiError::InvalidCredentials),
+        (_, verdict) => {
+            state.store().record_audit_event(&event, state.clock().now()).await?;
+            match verdict {
+                Verdict::Unavailable { .. } => {
+                    Err(ApiError::Unavailable { code: "external_auth_unavailable" })
+                }
+                _ => Err(ApiError::InvalidCredentials),
+            }
+        }
     }
 }
 

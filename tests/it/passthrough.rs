@@ -755,3 +755,47 @@ async fn the_password_is_never_stored_or_logged() {
         }
     }
 }
+
+/// Line breaks can only come from a password (device fields and external ids
+/// refuse control characters). In a URL or a body they are data, and arrive
+/// exactly; XML keeps them through character references.
+#[tokio::test]
+async fn line_breaks_in_passwords_arrive_intact_in_urls_and_bodies() {
+    let server = server_allowing_loopback().await;
+    let stub = Stub::start().await;
+    let (org, _) = org_with_user(&server, None).await;
+    let password = "line one\r\nline two\n\ttabbed\r";
+    for (data_as, body) in [
+        ("json", r#"{"password":"{{USERPASSWORD}}"}"#),
+        ("url_encoded", "password={{USERPASSWORD}}"),
+        ("xml", "<login><password>{{USERPASSWORD}}</password><again p=\"{{USERPASSWORD}}\"/></login>"),
+    ] {
+        let (status, err) = configure(
+            &server,
+            &org,
+            json!({
+                "authentication_url": format!("{}/nl?password={{{{USERPASSWORD}}}}", stub.base),
+                "http_action": "POST", "data_as": data_as, "body": body,
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{err}");
+        assert_eq!(login_with(&server, password).await.0, StatusCode::OK, "{data_as}");
+        let r = stub.single();
+        assert_eq!(r.query("password").as_deref(), Some(password), "{data_as} URL");
+        match data_as {
+            "xml" => {
+                let text = String::from_utf8(r.body.to_vec()).unwrap();
+                assert!(
+                    !text.contains('\n') && !text.contains('\r'),
+                    "raw line breaks would be normalised: {text}"
+                );
+                let inner = text.split("<password>").nth(1).unwrap().split("</password>").next().unwrap();
+                assert_eq!(quick_xml::escape::unescape(inner).unwrap(), password);
+                let attr = text.split("p=\"").nth(1).unwrap().split('"').next().unwrap();
+                assert_eq!(quick_xml::escape::unescape(attr).unwrap(), password);
+            }
+            _ => assert_eq!(field(&decoded_body(data_as, &r), "password"), password, "{data_as} body"),
+        }
+    }
+}

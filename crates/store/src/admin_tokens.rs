@@ -18,6 +18,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<AdminTokenRecord> {
         let id = uuid::Uuid::now_v7().to_string();
+        let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO admin_tokens (id, label, token_hash, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&id)
             .bind(label)
@@ -48,6 +49,7 @@ impl Store {
     }
 
     pub async fn revoke_admin_token(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let _turn = self.write_turn().await;
         let done =
             sqlx::query("UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)

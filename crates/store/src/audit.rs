@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::{Device, OrgId, UserId};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use crate::{Result, Store, clamp_limit, from_millis, millis, parse_id};
 
@@ -41,24 +41,9 @@ pub struct AuditPage {
 
 impl Store {
     pub async fn record_audit_event(&self, event: &NewAuditEvent, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, \
-             device_ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(event.org_id.map(|o| o.to_string()))
-        .bind(event.user_id.map(|u| u.to_string()))
-        .bind(event.kind)
-        .bind(event.method)
-        .bind(event.outcome)
-        .bind(event.detail.as_ref().map(|d| d.to_string()))
-        .bind(event.device.os.clone())
-        .bind(event.device.name.clone())
-        .bind(event.device.ip.map(|ip| ip.to_string()))
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let _turn = self.write_turn().await;
+        let mut conn = self.pool.acquire().await?;
+        insert_audit_event(&mut conn, event, now).await
     }
 
     /// The organization's events, newest first, `limit` at a time, older than
@@ -110,4 +95,29 @@ impl Store {
         };
         Ok(AuditPage { events, next })
     }
+}
+
+pub(crate) async fn insert_audit_event(
+    conn: &mut AnyConnection,
+    event: &NewAuditEvent,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, \
+         device_ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(event.org_id.map(|o| o.to_string()))
+    .bind(event.user_id.map(|u| u.to_string()))
+    .bind(event.kind)
+    .bind(event.method)
+    .bind(event.outcome)
+    .bind(event.detail.as_ref().map(|d| d.to_string()))
+    .bind(event.device.os.clone())
+    .bind(event.device.name.clone())
+    .bind(event.device.ip.map(|ip| ip.to_string()))
+    .bind(millis(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -25,11 +25,13 @@ mod sessions;
 mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use admin_tokens::AdminTokenRecord;
 pub use audit::{AuditEvent, AuditPage, NewAuditEvent};
@@ -51,6 +53,39 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time. Writers that race for its lock are
+    /// put to sleep by SQLite's busy handler in millisecond steps, which
+    /// ruins latency under load, so this process's writers queue here
+    /// instead. (Other processes on the same file, such as a CLI command,
+    /// still meet the busy timeout.) Unused with PostgreSQL.
+    write_turn: Arc<Mutex<()>>,
+}
+
+/// A write transaction, holding this process's SQLite write turn until it
+/// commits or is dropped.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl Store {
@@ -71,10 +106,13 @@ impl Store {
         if backend == Backend::Sqlite {
             // One writer at a time is SQLite's model; WAL lets readers proceed
             // while it writes, and the busy timeout queues writers instead of
-            // failing them.
+            // failing them. With WAL, synchronous=NORMAL is SQLite's own
+            // recommendation: commits survive a crash of the process, and
+            // only a power loss can undo the last ones (never corrupt).
             pool = pool.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000;").await?;
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                        .await?;
                     Ok(())
                 })
             });
@@ -82,7 +120,7 @@ impl Store {
             pool = pool.max_connections(16);
         }
         let pool = pool.connect_with(options).await?;
-        let store = Self { pool, backend };
+        let store = Self { pool, backend, write_turn: Arc::new(Mutex::new(())) };
         store.migrate().await?;
         Ok(store)
     }
@@ -100,11 +138,22 @@ impl Store {
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads and then writes cannot wait for the
     /// lock, SQLite fails it at once with "database is locked" instead.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
-        })
+        };
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// Waits for this process's turn to write, on SQLite; hold the guard for
+    /// the duration of a single-statement write.
+    pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_turn.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {

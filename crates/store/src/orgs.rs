@@ -38,6 +38,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
+        let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO organizations (id, name, enterprise_toolkit, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(org.id.to_string())
             .bind(&org.name)
@@ -77,6 +78,7 @@ impl Store {
         update: &OrgUpdate,
         now: DateTime<Utc>,
     ) -> Result<Organization> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE organizations SET name = COALESCE($2, name), \
              enterprise_toolkit = COALESCE($3, enterprise_toolkit), updated_at = $4 WHERE id = $1",
@@ -96,6 +98,7 @@ impl Store {
     /// Deletes the organization with its users, their sessions and refresh
     /// tokens (by cascade).
     pub async fn delete_org(&self, id: OrgId) -> Result<()> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)

@@ -50,6 +50,7 @@ impl Store {
 
     /// Turns REST authentication off. `NotFound` when it was not on.
     pub async fn disable_rest_auth(&self, org: OrgId) -> Result<()> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM rest_auth_configs WHERE org_id = $1")
             .bind(org.to_string())
             .execute(&self.pool)

@@ -1,9 +1,9 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::{AuthMethod, Device, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
-use crate::{Result, Store, StoreError, from_millis, millis, parse_id};
+use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -63,14 +63,20 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
 const COLUMNS: &str = "id, user_id, org_id, auth_method, created_at, expires_at, revoked_at";
 
 impl Store {
-    /// Stores a new session with its first refresh token.
+    /// Stores a new session with its first refresh token and, when given, the
+    /// audit event of the sign-in that opened it: one transaction, so neither
+    /// exists without the other.
     pub async fn create_session(
         &self,
         new: &NewSession,
         refresh_hash: &str,
+        audit: Option<&NewAuditEvent>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        if let Some(event) = audit {
+            crate::audit::insert_audit_event(&mut tx, event, now).await?;
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -179,7 +185,7 @@ impl Store {
 }
 
 async fn insert_refresh(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     hash: &str,
     session: SessionId,
     now: DateTime<Utc>,
@@ -188,13 +194,13 @@ async fn insert_refresh(
         .bind(hash)
         .bind(session.to_string())
         .bind(millis(now))
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 async fn revoke_session(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     id: SessionId,
     reason: &str,
     now: DateTime<Utc>,
@@ -205,13 +211,13 @@ async fn revoke_session(
     .bind(id.to_string())
     .bind(millis(now))
     .bind(reason)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub(crate) async fn revoke_user_sessions(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     user: UserId,
     reason: &str,
     now: DateTime<Utc>,
@@ -222,7 +228,7 @@ pub(crate) async fn revoke_user_sessions(
     .bind(user.to_string())
     .bind(millis(now))
     .bind(reason)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }

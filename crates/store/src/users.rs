@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::{Email, OrgId, User, UserId};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
@@ -161,6 +161,7 @@ impl Store {
 
     /// Deletes the user; their sessions and refresh tokens go with them.
     pub async fn delete_user(&self, id: UserId) -> Result<()> {
+        let _turn = self.write_turn().await;
         let done =
             sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
@@ -173,6 +174,7 @@ impl Store {
     /// it switches to an external authentication service. Returns how many
     /// hashes were erased.
     pub async fn clear_org_password_hashes(&self, org: OrgId, now: DateTime<Utc>) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE users SET password_hash = NULL, updated_at = $2 WHERE org_id = $1 AND password_hash IS NOT NULL",
         )
@@ -184,11 +186,11 @@ impl Store {
     }
 }
 
-pub(crate) async fn fetch_user(tx: &mut Transaction<'_, Any>, id: UserId) -> Result<User> {
+pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<User> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or(StoreError::NotFound)?;
     user_from_row(&row)

@@ -34,7 +34,7 @@ async fn session_for(store: &Store, user: UserId, org: OrgId, refresh_hash: &str
         device: Device { os: Some("iOS".into()), name: None, ip: Some("10.0.0.1".parse().unwrap()) },
         expires_at: t0() + Duration::days(30),
     };
-    store.create_session(&session, refresh_hash, t0()).await.unwrap();
+    store.create_session(&session, refresh_hash, None, t0()).await.unwrap();
     session.id
 }
 

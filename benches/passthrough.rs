@@ -1,0 +1,205 @@
+//! REST pass-through overhead: sign-ins through Gatehouse against the same
+//! requests sent straight to the organization's service, side by side.
+//!
+//! Run with `cargo bench --bench passthrough` (a release build). Everything
+//! runs in this process on loopback: a stub service that answers 200, a
+//! Gatehouse on a fresh SQLite database (or `GATEHOUSE_BENCH_DATABASE_URL`),
+//! and the load generator, which is the same for both sides. Set
+//! `GATEHOUSE_BENCH_SECONDS` to change the length of each run (default 5),
+//! and `GATEHOUSE_BENCH_CLIENTS` to run other concurrency levels (default
+//! `1,16,64`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use chrono::Utc;
+use gatehouse::Settings;
+use gatehouse_core::SystemClock;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Run {
+    requests: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+}
+
+/// `clients` concurrent loops sending `request()` for `length`, after a
+/// warm-up; every request must succeed.
+async fn load(
+    clients: usize,
+    length: Duration,
+    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) -> Run {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+    let request = Arc::new(request);
+    let warm_up = Instant::now() + Duration::from_millis(500);
+    let end = warm_up + length;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, request) = (http.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    let response = request(&http).send().await.expect("request");
+                    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+                    response.bytes().await.unwrap();
+                    if started >= warm_up {
+                        latencies.push(started.elapsed());
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    latencies.sort();
+    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
+}
+
+async fn stub() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/auth", post(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+async fn gatehouse(db_url: &str, stub: &str) -> String {
+    let mut settings = Settings::for_tests(db_url);
+    settings.admin_token = Some(ADMIN.into());
+    settings.allow_private_targets = true;
+    let state = gatehouse::bootstrap(settings, Arc::new(SystemClock)).await.expect("bootstrap");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(gatehouse::serve(listener, state, std::future::pending()));
+
+    let http = reqwest::Client::new();
+    let org: Value = http
+        .post(format!("{base}/admin/v1/orgs"))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "name": "Bench" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org = org["id"].as_str().unwrap();
+    for i in 0..64 {
+        http.post(format!("{base}/admin/v1/orgs/{org}/users"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "email": format!("user{i}@example.com") }))
+            .send()
+            .await
+            .unwrap();
+    }
+    let status = http
+        .put(format!("{base}/admin/v1/orgs/{org}/external-auth/rest"))
+        .bearer_auth(ADMIN)
+        .json(&json!({
+            "authentication_url": format!("{stub}/auth"),
+            "http_action": "POST",
+            "data_as": "json",
+            "body": "{\"email\":\"{{USEREMAIL}}\",\"password\":\"{{USERPASSWORD}}\"}",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    base
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let length = Duration::from_secs(
+            std::env::var("GATEHOUSE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5),
+        );
+        let sqlite = gatehouse_testkit::TestDb::sqlite();
+        let db_url =
+            std::env::var("GATEHOUSE_BENCH_DATABASE_URL").unwrap_or_else(|_| sqlite.url().to_owned());
+        let stub = stub().await;
+        let gatehouse = gatehouse(&db_url, &stub).await;
+        println!(
+            "REST pass-through, {} s per run, {} cores, database {}, started {}",
+            length.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            db_url.split(':').next().unwrap_or("?"),
+            Utc::now().format("%Y-%m-%d %H:%M"),
+        );
+        println!(
+            "{:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6} {:>9} {:>9}",
+            "clients",
+            "direct/s",
+            "p50 ms",
+            "p99 ms",
+            "gatehouse/s",
+            "p50 ms",
+            "p99 ms",
+            "ratio",
+            "+p50 ms",
+            "+p99 ms"
+        );
+        let levels: Vec<usize> = std::env::var("GATEHOUSE_BENCH_CLIENTS")
+            .unwrap_or_else(|_| "1,16,64".into())
+            .split(',')
+            .map(|n| n.trim().parse().expect("GATEHOUSE_BENCH_CLIENTS: numbers separated by commas"))
+            .collect();
+        for clients in levels {
+            let direct_url = format!("{stub}/auth");
+            let direct = load(clients, length, move |http| {
+                http.post(&direct_url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
+            })
+            .await;
+            let login_url = format!("{gatehouse}/v1/login");
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let through = load(clients, length, move |http| {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
+                http.post(&login_url).json(&json!({
+                    "email": format!("user{n}@example.com"),
+                    "password": PASSWORD,
+                    "device": { "os": "bench", "name": "load" },
+                }))
+            })
+            .await;
+            println!(
+                "{:>7} | {:>10.0} {:>8.3} {:>8.3} | {:>10.0} {:>8.3} {:>8.3} | {:>5.0}% {:>9.3} {:>9.3}",
+                clients,
+                direct.rate(),
+                ms(direct.percentile(0.5)),
+                ms(direct.percentile(0.99)),
+                through.rate(),
+                ms(through.percentile(0.5)),
+                ms(through.percentile(0.99)),
+                100.0 * through.rate() / direct.rate(),
+                ms(through.percentile(0.5)) - ms(direct.percentile(0.5)),
+                ms(through.percentile(0.99)) - ms(direct.percentile(0.99)),
+            );
+        }
+    });
+}
