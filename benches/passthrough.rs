@@ -6,8 +6,10 @@
 //! Gatehouse on a fresh SQLite database (or `GATEHOUSE_BENCH_DATABASE_URL`),
 //! and the load generator, which is the same for both sides. Set
 //! `GATEHOUSE_BENCH_SECONDS` to change the length of each run (default 5),
-//! and `GATEHOUSE_BENCH_CLIENTS` to run other concurrency levels (default
-//! `1,16,64`).
+//! `GATEHOUSE_BENCH_CLIENTS` to run other concurrency levels (default
+//! `1,16,64`), and `GATEHOUSE_BENCH_UPSTREAM_MS` to make the stub take that
+//! long to answer, as a real service that checks a password hash does
+//! (default 0: a no-op upstream, which measures Gatehouse's own cost).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,10 +78,18 @@ async fn load(
     Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
 }
 
-async fn stub() -> String {
+async fn stub(latency: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route("/auth", post(|| async { "ok" }));
+    let app = Router::new().route(
+        "/auth",
+        post(move || async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            "ok"
+        }),
+    );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     base
 }
@@ -143,11 +153,15 @@ fn main() {
         let sqlite = gatehouse_testkit::TestDb::sqlite();
         let db_url =
             std::env::var("GATEHOUSE_BENCH_DATABASE_URL").unwrap_or_else(|_| sqlite.url().to_owned());
-        let stub = stub().await;
+        let upstream = Duration::from_millis(
+            std::env::var("GATEHOUSE_BENCH_UPSTREAM_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        );
+        let stub = stub(upstream).await;
         let gatehouse = gatehouse(&db_url, &stub).await;
         println!(
-            "REST pass-through, {} s per run, {} cores, database {}, started {}",
+            "REST pass-through, {} s per run, upstream answers in {} ms, {} cores, database {}, started {}",
             length.as_secs(),
+            upstream.as_millis(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             db_url.split(':').next().unwrap_or("?"),
             Utc::now().format("%Y-%m-%d %H:%M"),
