@@ -13,6 +13,7 @@ mod keys;
 mod openapi;
 mod passwords;
 mod routes;
+mod scim;
 mod sessions;
 mod state;
 pub mod telemetry;
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::login::router())
         .merge(routes::admin::router())
         .merge(routes::external_auth::router())
+        .merge(routes::scim::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })

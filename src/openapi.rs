@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, external_auth, login, ops, well_known};
+use crate::routes::{admin, external_auth, login, ops, scim, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use crate::routes::{admin, external_auth, login, ops, well_known};
         admin::create_org, admin::list_orgs, admin::get_org, admin::update_org, admin::delete_org,
         admin::create_user, admin::list_users, admin::get_user, admin::update_user, admin::delete_user,
         admin::list_audit_events,
+        scim::create_token, scim::list_tokens, scim::revoke_token,
         external_auth::put_rest, external_auth::get_rest, external_auth::delete_rest, external_auth::test_rest,
         well_known::jwks, well_known::openapi,
         ops::healthz, ops::readyz, ops::metrics,

@@ -294,6 +294,8 @@ pub(crate) async fn create_user(
         display_name: text("display_name", body.display_name.as_deref().unwrap_or(""), 0, 200)?,
         external_id: body.external_id.as_deref().map(|e| text("external_id", e, 1, 256)).transpose()?,
         password_hash: None,
+        user_name: None,
+        scim_resource: None,
     };
     let password = body.password.as_deref().map(password).transpose()?;
     require_org(&state, org_id).await?;
@@ -379,6 +381,7 @@ pub(crate) async fn update_user(
             .transpose()?,
         active: body.active,
         password_hash: None,
+        ..Default::default()
     };
     let new_password = match &body.password {
         Some(Some(p)) => Some(password(p)?),

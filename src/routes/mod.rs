@@ -6,6 +6,8 @@
 //! /admin/v1/orgs/{org_id}/audit-events                  admin.rs
 //! /admin/v1/orgs/{org_id}/external-auth/rest[/test]     external_auth.rs
 //! /v1/password/forgot                                   login.rs
+//! /admin/v1/orgs/{org_id}/scim-tokens[/{token_id}]       scim.rs
+//! /scim[/v2]/Users, /ServiceProviderConfig, …           scim.rs       Okta, Entra ID
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators
 //! ```
@@ -14,4 +16,5 @@ pub(crate) mod admin;
 pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;
+pub(crate) mod scim;
 pub(crate) mod well_known;

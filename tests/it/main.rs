@@ -16,4 +16,5 @@ mod keys;
 mod multi_process;
 mod ops;
 mod passthrough;
+mod scim;
 mod sessions;

@@ -166,8 +166,22 @@ pub struct User {
     pub active: bool,
     /// PHC-format argon2id hash; `None` when the user has no local password.
     pub password_hash: Option<String>,
+    /// The SCIM `userName`, when an IdP set one; otherwise it is the email.
+    pub user_name: Option<String>,
+    /// The SCIM resource as the IdP last wrote it (JSON), so that attributes
+    /// the platform does not model are kept and returned.
+    pub scim_resource: Option<String>,
+    /// Bumped on every change: the SCIM `meta.version` and ETag.
+    pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    /// The SCIM `userName`: the one an IdP gave, or the email.
+    pub fn scim_user_name(&self) -> &str {
+        self.user_name.as_deref().unwrap_or(self.email.as_str())
+    }
 }
 
 impl fmt::Debug for User {

@@ -5,6 +5,10 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the text names what was duplicated.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The row changed since the version the caller read (optimistic
+    /// concurrency, SCIM `If-Match`).
+    #[error("the resource was changed by someone else")]
+    VersionMismatch,
     #[error("database configuration: {0}")]
     Config(String),
     #[error("stored data is malformed: {0}")]

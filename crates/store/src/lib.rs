@@ -21,6 +21,7 @@ mod error;
 mod keys;
 mod orgs;
 mod rest_auth;
+mod scim_tokens;
 mod sessions;
 mod users;
 
@@ -37,6 +38,7 @@ pub use admin_tokens::AdminTokenRecord;
 pub use audit::{AuditEvent, AuditPage, NewAuditEvent};
 pub use error::StoreError;
 pub use orgs::OrgUpdate;
+pub use scim_tokens::ScimTokenRecord;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use users::{NewUser, UserPage, UserUpdate};
 

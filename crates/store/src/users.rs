@@ -12,6 +12,9 @@ pub struct NewUser {
     pub display_name: String,
     pub external_id: Option<String>,
     pub password_hash: Option<String>,
+    /// The SCIM userName, for users an IdP provisions.
+    pub user_name: Option<String>,
+    pub scim_resource: Option<String>,
 }
 
 /// A partial update. For the optional fields, `Some(None)` clears the value.
@@ -22,6 +25,10 @@ pub struct UserUpdate {
     pub external_id: Option<Option<String>>,
     pub active: Option<bool>,
     pub password_hash: Option<Option<String>>,
+    pub user_name: Option<Option<String>>,
+    pub scim_resource: Option<Option<String>>,
+    /// Apply only if the user is still at this version.
+    pub expected_version: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,8 +38,8 @@ pub struct UserPage {
     pub next: Option<UserId>,
 }
 
-const COLUMNS: &str =
-    "id, org_id, email, display_name, external_id, active, password_hash, created_at, updated_at";
+const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, password_hash, user_name, \
+                       scim_resource, version, created_at, updated_at";
 
 fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
@@ -43,6 +50,9 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
         external_id: row.try_get("external_id")?,
         active: row.try_get::<i64, _>("active")? != 0,
         password_hash: row.try_get("password_hash")?,
+        user_name: row.try_get("user_name")?,
+        scim_resource: row.try_get("scim_resource")?,
+        version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
     })
@@ -64,7 +74,8 @@ impl Store {
         let id = UserId::new();
         sqlx::query(
             "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
-             password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)",
+             password_hash, user_name, user_name_normalized, scim_resource, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $9, $10, $11, $8, $8)",
         )
         .bind(id.to_string())
         .bind(new.org_id.to_string())
@@ -74,9 +85,12 @@ impl Store {
         .bind(new.external_id.clone())
         .bind(new.password_hash.clone())
         .bind(millis(now))
+        .bind(new.user_name.clone())
+        .bind(new.user_name.as_ref().map(|n| n.to_lowercase()))
+        .bind(new.scim_resource.clone())
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::unique("a user with this email"))?;
+        .map_err(StoreError::unique("a user with this email or userName"))?;
         let user = fetch_user(&mut tx, id).await?;
         tx.commit().await?;
         Ok(user)
@@ -90,6 +104,30 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         user_from_row(&row)
+    }
+
+    /// The organization's user whose SCIM userName is `name`, whatever its
+    /// case: the userName an IdP gave, or else the email.
+    pub async fn find_user_by_user_name(&self, org: OrgId, name: &str) -> Result<Option<User>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND (user_name_normalized = $2 \
+             OR (user_name_normalized IS NULL AND email_normalized = $2))"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(name.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// How many users the organization has.
+    pub async fn count_users(&self, org: OrgId) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE org_id = $1")
+            .bind(org.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
     }
 
     /// The user with this email, whatever its case.
@@ -132,8 +170,12 @@ impl Store {
                external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
                active = COALESCE($7, active), \
                password_hash = CASE WHEN $8 = 1 THEN $9 ELSE password_hash END, \
-               updated_at = $10 \
-             WHERE id = $1",
+               updated_at = $10, \
+               user_name = CASE WHEN $11 = 1 THEN $12 ELSE user_name END, \
+               user_name_normalized = CASE WHEN $11 = 1 THEN $13 ELSE user_name_normalized END, \
+               scim_resource = CASE WHEN $14 = 1 THEN $15 ELSE scim_resource END, \
+               version = version + 1 \
+             WHERE id = $1 AND ($16 = 0 OR version = $17)",
         )
         .bind(id.to_string())
         .bind(update.email.as_ref().map(|e| e.as_str().to_owned()))
@@ -145,11 +187,22 @@ impl Store {
         .bind(i64::from(update.password_hash.is_some()))
         .bind(update.password_hash.clone().flatten())
         .bind(millis(now))
+        .bind(i64::from(update.user_name.is_some()))
+        .bind(update.user_name.clone().flatten())
+        .bind(update.user_name.clone().flatten().map(|n| n.to_lowercase()))
+        .bind(i64::from(update.scim_resource.is_some()))
+        .bind(update.scim_resource.clone().flatten())
+        .bind(i64::from(update.expected_version.is_some()))
+        .bind(update.expected_version.unwrap_or(0))
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::unique("a user with this email"))?;
+        .map_err(StoreError::unique("a user with this email or userName"))?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(if exists.is_some() { StoreError::VersionMismatch } else { StoreError::NotFound });
         }
         if update.active == Some(false) {
             crate::sessions::revoke_user_sessions(&mut tx, id, "user deactivated", now).await?;

@@ -22,6 +22,8 @@ fn new_user(org: OrgId, email: &str) -> NewUser {
         display_name: "Someone".into(),
         external_id: None,
         password_hash: Some("$argon2id$fake".into()),
+        user_name: None,
+        scim_resource: None,
     }
 }
 
@@ -330,6 +332,56 @@ async fn rest_auth_replaces_local_passwords(store: Store) {
     assert_eq!(store.rest_auth(org.id).await.unwrap(), None, "goes with its organization");
 }
 
+async fn scim_user_names_versions_and_tokens(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let mut nu = new_user(org.id, "kim@example.com");
+    nu.user_name = Some("Kim.Lee".into());
+    nu.scim_resource = Some(r#"{"nickName":"K"}"#.into());
+    let kim = store.create_user(&nu, t0()).await.unwrap();
+    assert_eq!((kim.scim_user_name(), kim.version), ("Kim.Lee", 1));
+    let plain = store.create_user(&new_user(org.id, "lee@example.com"), t0()).await.unwrap();
+    assert_eq!(plain.scim_user_name(), "lee@example.com");
+
+    // userName lookups: case-insensitive, per organization, falling back to the email.
+    assert_eq!(store.find_user_by_user_name(org.id, "KIM.LEE").await.unwrap().map(|u| u.id), Some(kim.id));
+    assert_eq!(
+        store.find_user_by_user_name(org.id, "LEE@example.com").await.unwrap().map(|u| u.id),
+        Some(plain.id)
+    );
+    assert_eq!(store.find_user_by_user_name(other.id, "kim.lee").await.unwrap(), None);
+    assert_eq!(
+        store.find_user_by_user_name(org.id, "kim@example.com").await.unwrap(),
+        None,
+        "has a userName of its own"
+    );
+    let mut dup = new_user(org.id, "kim2@example.com");
+    dup.user_name = Some("KIM.LEE".into());
+    assert!(matches!(store.create_user(&dup, t0()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.count_users(org.id).await.unwrap(), 2);
+
+    // Every change bumps the version; a stale expected version changes nothing.
+    let update =
+        UserUpdate { display_name: Some("Kim".into()), expected_version: Some(1), ..Default::default() };
+    let kim2 = store.update_user(kim.id, &update, t0()).await.unwrap();
+    assert_eq!(kim2.version, 2);
+    let stale =
+        UserUpdate { display_name: Some("Stale".into()), expected_version: Some(1), ..Default::default() };
+    assert!(matches!(store.update_user(kim.id, &stale, t0()).await, Err(StoreError::VersionMismatch)));
+    assert_eq!(store.get_user(kim.id).await.unwrap().display_name, "Kim");
+
+    let tok = store.create_scim_token(org.id, "okta", "okta", "h-1", t0()).await.unwrap();
+    assert_eq!(store.find_scim_token("h-1").await.unwrap(), Some(tok.clone()));
+    assert_eq!(store.list_scim_tokens(org.id, 50).await.unwrap(), vec![tok.clone()]);
+    assert!(matches!(store.revoke_scim_token(other.id, &tok.id, t0()).await, Err(StoreError::NotFound)));
+    store.revoke_scim_token(org.id, &tok.id, t0()).await.unwrap();
+    assert_eq!(store.find_scim_token("h-1").await.unwrap(), None);
+    assert!(matches!(
+        store.create_scim_token(OrgId::new(), "x", "generic", "h-2", t0()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -373,4 +425,5 @@ conformance!(
     audit_events_list_newest_first,
     deleting_an_org_removes_its_users_and_sessions,
     rest_auth_replaces_local_passwords,
+    scim_user_names_versions_and_tokens,
 );

@@ -1,0 +1,103 @@
+use chrono::{DateTime, Utc};
+use gatehouse_core::OrgId;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
+
+/// A SCIM bearer token's record; the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimTokenRecord {
+    pub id: String,
+    pub org_id: OrgId,
+    pub label: String,
+    /// `okta`, `azure_ad` or `generic`.
+    pub idp: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn from_row(row: &AnyRow) -> Result<ScimTokenRecord> {
+    Ok(ScimTokenRecord {
+        id: row.try_get("id")?,
+        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+        label: row.try_get("label")?,
+        idp: row.try_get("idp")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+impl Store {
+    pub async fn create_scim_token(
+        &self,
+        org: OrgId,
+        label: &str,
+        idp: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScimTokenRecord> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO scim_tokens (id, org_id, label, idp, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(org.to_string())
+        .bind(label)
+        .bind(idp)
+        .bind(token_hash)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::unique("a SCIM token with this hash")(e),
+        })?;
+        Ok(ScimTokenRecord {
+            id,
+            org_id: org,
+            label: label.into(),
+            idp: idp.into(),
+            created_at: from_millis(millis(now)),
+        })
+    }
+
+    /// The live token with this hash.
+    pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<ScimTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, label, idp, created_at FROM scim_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The organization's live tokens, oldest first.
+    pub async fn list_scim_tokens(&self, org: OrgId, limit: u32) -> Result<Vec<ScimTokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, label, idp, created_at FROM scim_tokens \
+             WHERE org_id = $1 AND revoked_at IS NULL ORDER BY id LIMIT $2",
+        )
+        .bind(org.to_string())
+        .bind(clamp_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn revoke_scim_token(&self, org: OrgId, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE scim_tokens SET revoked_at = $3 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(org.to_string())
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,560 @@
+//! SCIM 2.0 for Okta and Entra ID: `/scim/v2/…` (also `/scim/…`), one base
+//! URL for every organization; the bearer token says which organization.
+//!
+//! Resource names match in any case, trailing and doubled slashes and
+//! unknown query parameters (Entra's `aadOptscim062020`) are tolerated, bodies
+//! may be `application/scim+json` or `application/json`, and every answer is
+//! `application/scim+json`, errors included (RFC 7644 §3.12).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use gatehouse_core::{OrgId, User, UserId};
+use gatehouse_scim::ScimError;
+use gatehouse_scim::filter::{self, Filter};
+use gatehouse_session::OpaqueToken;
+use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, PlatformAdmin, bearer};
+use crate::routes::admin::require_org;
+use crate::scim::{self, UserFields};
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/orgs/{org_id}/scim-tokens", get(list_tokens).post(create_token))
+        .route("/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", delete(revoke_token))
+        .route("/scim", any(dispatch))
+        .route("/scim/", any(dispatch))
+        .route("/scim/{*rest}", any(dispatch))
+}
+
+// ---- tokens (admin API) ----------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Idp {
+    Okta,
+    AzureAd,
+    Generic,
+}
+
+impl Idp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Okta => "okta",
+            Self::AzureAd => "azure_ad",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Okta and Azure AD provisioning is part of the Enterprise ToolKit.
+    fn needs_toolkit(idp: &str) -> bool {
+        matches!(idp, "okta" | "azure_ad")
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateToken {
+    pub(crate) label: String,
+    pub(crate) idp: Idp,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenView {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    pub(crate) idp: String,
+    pub(crate) created_at: DateTime<Utc>,
+    /// Only in the answer to its creation; stored as a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token: Option<String>,
+}
+
+impl From<ScimTokenRecord> for TokenView {
+    fn from(t: ScimTokenRecord) -> Self {
+        Self { id: t.id, label: t.label, idp: t.idp, created_at: t.created_at, token: None }
+    }
+}
+
+#[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/scim-tokens", tag = "scim", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), request_body = CreateToken,
+    responses((status = 201, body = TokenView), (status = 400, body = ErrorBody),
+        (status = 403, description = "Okta and Azure AD need the Enterprise ToolKit", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn create_token(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenView>), ApiError> {
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
+        return Err(ApiError::invalid("label", "must be 1 to 200 characters"));
+    }
+    let org = require_org(&state, org_id).await?;
+    if Idp::needs_toolkit(body.idp.as_str()) && !org.enterprise_toolkit {
+        return Err(ApiError::Forbidden {
+            code: "enterprise_toolkit_required",
+            message: "Okta and Azure AD provisioning need the organization's Enterprise ToolKit entitlement"
+                .into(),
+        });
+    }
+    let token = OpaqueToken::generate("ghs");
+    let record = state
+        .store()
+        .create_scim_token(org_id, label, body.idp.as_str(), token.hash(), state.clock().now())
+        .await?;
+    let mut view = TokenView::from(record);
+    view.token = Some(token.plain().to_owned());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/scim-tokens", tag = "scim", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = Vec<TokenView>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_tokens(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    require_org(&state, org_id).await?;
+    let tokens = state.store().list_scim_tokens(org_id, 200).await?;
+    Ok(Json(tokens.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", tag = "scim", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path), ("token_id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke_token(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath((org_id, token_id)): ApiPath<(OrgId, String)>,
+) -> Result<StatusCode, ApiError> {
+    match state.store().revoke_scim_token(org_id, &token_id, state.clock().now()).await {
+        Err(StoreError::NotFound) => Err(ApiError::NotFound("SCIM token")),
+        other => {
+            other?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+// ---- the SCIM endpoint --------------------------------------------------------------
+
+struct ScimReply {
+    status: StatusCode,
+    body: Option<Value>,
+    etag: Option<String>,
+    location: Option<String>,
+}
+
+impl ScimReply {
+    fn ok(body: Value) -> Self {
+        Self { status: StatusCode::OK, body: Some(body), etag: None, location: None }
+    }
+}
+
+fn scim_response(result: Result<ScimReply, ScimError>) -> Response {
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => ScimReply {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            body: Some(e.body()),
+            etag: None,
+            location: None,
+        },
+    };
+    let mut response = match reply.body {
+        Some(body) => (reply.status, body.to_string()).into_response(),
+        None => reply.status.into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    for (name, value) in [(header::ETAG, reply.etag), (header::LOCATION, reply.location)] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    response
+}
+
+/// Storage errors as SCIM errors.
+trait OrScim<T> {
+    fn scim(self) -> Result<T, ScimError>;
+}
+
+impl<T> OrScim<T> for Result<T, StoreError> {
+    fn scim(self) -> Result<T, ScimError> {
+        self.map_err(|e| match e {
+            StoreError::NotFound => ScimError::not_found("resource not found"),
+            StoreError::Conflict(what) => ScimError::uniqueness(format!("{what} already exists")),
+            StoreError::VersionMismatch => {
+                ScimError::precondition_failed("the resource was changed; read it again")
+            }
+            other => {
+                tracing::error!(cause = %other, "SCIM request failed");
+                ScimError { status: 500, scim_type: None, detail: "something went wrong".into() }
+            }
+        })
+    }
+}
+
+/// The organization (and token) a SCIM call acts for.
+struct Caller {
+    org: OrgId,
+    token: ScimTokenRecord,
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ScimError> {
+    let mut parts = axum::http::Request::new(());
+    *parts.headers_mut() = headers.clone();
+    let (parts, _) = parts.into_parts();
+    let token = bearer(&parts).ok_or_else(|| ScimError::unauthorized("a SCIM bearer token is required"))?;
+    let record = state
+        .store()
+        .find_scim_token(&gatehouse_session::hash_opaque_token(token))
+        .await
+        .scim()?
+        .ok_or_else(|| ScimError::unauthorized("the SCIM bearer token is not valid"))?;
+    if Idp::needs_toolkit(&record.idp) {
+        let org = state.store().get_org(record.org_id).await.scim()?;
+        if !org.enterprise_toolkit {
+            return Err(ScimError {
+                status: 403,
+                scim_type: None,
+                detail: "the organization's Enterprise ToolKit entitlement has ended".into(),
+            });
+        }
+    }
+    Ok(Caller { org: record.org_id, token: record })
+}
+
+fn query_params(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && mime != "application/scim+json" {
+        return Err(ScimError {
+            status: 415,
+            scim_type: None,
+            detail: "send application/scim+json or application/json".into(),
+        });
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    scim_response(handle(&state, &method, &uri, &headers, &body).await)
+}
+
+async fn handle(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<ScimReply, ScimError> {
+    let caller = authenticate(state, headers).await?;
+    let mut segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).skip(1).collect();
+    if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("v2")) {
+        segments.remove(0);
+    }
+    let base = format!("{}/scim/v2", state.issuer());
+    let params = query_params(uri);
+    let resource = segments.first().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    let id = segments.get(1).copied();
+    if segments.len() > 2 {
+        return Err(ScimError::not_found("no such SCIM endpoint"));
+    }
+    match (method.clone(), resource.as_str(), id) {
+        (Method::GET, "users", None) => list_users(state, &caller, &params, &base).await,
+        (Method::POST, "users", None) => {
+            create_user(state, &caller, &parse_body(headers, body)?, &base).await
+        }
+        (Method::GET, "users", Some(id)) => {
+            let user = find_user(state, &caller, id).await?;
+            let etag = scim::etag(user.version);
+            let resource = scim::project(
+                scim::user_resource(&user, &base),
+                param(&params, "attributes"),
+                param(&params, "excludedAttributes"),
+            );
+            Ok(ScimReply { etag: Some(etag), ..ScimReply::ok(resource) })
+        }
+        (Method::PUT, "users", Some(id)) => {
+            let user = find_user(state, &caller, id).await?;
+            check_if_match(headers, &user)?;
+            let fields = scim::user_fields(&parse_body(headers, body)?)?;
+            save_user(state, &caller, &user, fields, "scim_user_replaced", &base).await
+        }
+        (Method::PATCH, "users", Some(id)) => {
+            patch_user(state, &caller, headers, &parse_body(headers, body)?, id, &base).await
+        }
+        (Method::DELETE, "users", Some(id)) => {
+            let user = find_user(state, &caller, id).await?;
+            check_if_match(headers, &user)?;
+            state.store().delete_user(user.id).await.scim()?;
+            audit(state, &caller, Some(&user), "scim_user_deleted").await?;
+            Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
+        }
+        (Method::GET, "serviceproviderconfig", None) => {
+            Ok(ScimReply::ok(scim::service_provider_config(&base)))
+        }
+        (Method::GET, "resourcetypes", None) => {
+            let types = scim::resource_types(&base);
+            Ok(ScimReply::ok(scim::list_response(types.len(), 1, types)))
+        }
+        (Method::GET, "resourcetypes", Some(name)) => scim::resource_types(&base)
+            .into_iter()
+            .find(|t| t["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(name)))
+            .map(ScimReply::ok)
+            .ok_or_else(|| ScimError::not_found("no such resource type")),
+        (Method::GET, "schemas", None) => {
+            let all = scim::schemas(&base);
+            Ok(ScimReply::ok(scim::list_response(all.len(), 1, all)))
+        }
+        (Method::GET, "schemas", Some(urn)) => scim::schemas(&base)
+            .into_iter()
+            .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(urn)))
+            .map(ScimReply::ok)
+            .ok_or_else(|| ScimError::not_found("no such schema")),
+        (_, "users" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
+            Err(ScimError { status: 405, scim_type: None, detail: format!("{method} is not supported here") })
+        }
+        _ => Err(ScimError::not_found("no such SCIM endpoint")),
+    }
+}
+
+fn check_if_match(headers: &HeaderMap, user: &User) -> Result<(), ScimError> {
+    let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    let current = scim::etag(user.version);
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    if wanted.split(',').any(|t| t.trim() == "*" || strip(t) == strip(&current)) {
+        Ok(())
+    } else {
+        Err(ScimError::precondition_failed(format!(
+            "If-Match {wanted} does not match the current version {current}"
+        )))
+    }
+}
+
+/// The caller's user with this id; another organization's users do not exist
+/// for it.
+async fn find_user(state: &AppState, caller: &Caller, id: &str) -> Result<User, ScimError> {
+    let not_found = || ScimError::not_found(format!("no user {id}"));
+    let user_id: UserId = id.parse().map_err(|_| not_found())?;
+    match state.store().get_user(user_id).await {
+        Ok(u) if u.org_id == caller.org => Ok(u),
+        Ok(_) | Err(StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e).scim(),
+    }
+}
+
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    user: Option<&User>,
+    kind: &'static str,
+) -> Result<(), ScimError> {
+    let event = NewAuditEvent {
+        org_id: Some(caller.org),
+        user_id: user.map(|u| u.id),
+        kind,
+        method: Some("scim"),
+        outcome: "success",
+        detail: Some(
+            json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "active": user.map(|u| u.active) }),
+        ),
+        device: Default::default(),
+    };
+    state.store().record_audit_event(&event, state.clock().now()).await.scim()
+}
+
+async fn create_user(
+    state: &AppState,
+    caller: &Caller,
+    body: &Value,
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    let fields = scim::user_fields(body)?;
+    if state.store().find_user_by_user_name(caller.org, &fields.user_name).await.scim()?.is_some() {
+        return Err(ScimError::uniqueness(format!("userName {:?} is taken", fields.user_name)));
+    }
+    let new = NewUser {
+        org_id: caller.org,
+        email: fields.email,
+        display_name: fields.display_name,
+        external_id: fields.external_id,
+        password_hash: None,
+        user_name: Some(fields.user_name),
+        scim_resource: Some(fields.stored),
+    };
+    let mut user = state.store().create_user(&new, state.clock().now()).await.scim()?;
+    if !fields.active {
+        let update = UserUpdate { active: Some(false), ..Default::default() };
+        user = state.store().update_user(user.id, &update, state.clock().now()).await.scim()?;
+    }
+    audit(state, caller, Some(&user), "scim_user_created").await?;
+    let resource = scim::user_resource(&user, base);
+    Ok(ScimReply {
+        status: StatusCode::CREATED,
+        location: resource["meta"]["location"].as_str().map(str::to_owned),
+        etag: Some(scim::etag(user.version)),
+        body: Some(resource),
+    })
+}
+
+/// Stores `fields` over `user`, if `user` is still the version read.
+async fn save_user(
+    state: &AppState,
+    caller: &Caller,
+    user: &User,
+    fields: UserFields,
+    kind: &'static str,
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    if !fields.user_name.eq_ignore_ascii_case(user.scim_user_name())
+        && let Some(other) =
+            state.store().find_user_by_user_name(caller.org, &fields.user_name).await.scim()?
+        && other.id != user.id
+    {
+        return Err(ScimError::uniqueness(format!("userName {:?} is taken", fields.user_name)));
+    }
+    let update = UserUpdate {
+        email: Some(fields.email),
+        display_name: Some(fields.display_name),
+        external_id: Some(fields.external_id),
+        active: Some(fields.active),
+        user_name: Some(Some(fields.user_name)),
+        scim_resource: Some(Some(fields.stored)),
+        expected_version: Some(user.version),
+        password_hash: None,
+    };
+    let saved = state.store().update_user(user.id, &update, state.clock().now()).await.scim()?;
+    let kind = if user.active && !saved.active {
+        "scim_user_deactivated"
+    } else if !user.active && saved.active {
+        "scim_user_reactivated"
+    } else {
+        kind
+    };
+    audit(state, caller, Some(&saved), kind).await?;
+    Ok(ScimReply {
+        etag: Some(scim::etag(saved.version)),
+        ..ScimReply::ok(scim::user_resource(&saved, base))
+    })
+}
+
+async fn patch_user(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &Value,
+    id: &str,
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    // Optimistic concurrency: read, apply, store if unchanged; on a race,
+    // read again and re-apply, so no concurrent PATCH is lost.
+    for _ in 0..5 {
+        let user = find_user(state, caller, id).await?;
+        check_if_match(headers, &user)?;
+        let current = scim::user_resource(&user, base);
+        let patched = gatehouse_scim::patch::apply(&current, body, true)?;
+        let fields = scim::user_fields(&patched)?;
+        match save_user(state, caller, &user, fields, "scim_user_patched", base).await {
+            Err(e) if e.status == 412 && headers.get(header::IF_MATCH).is_none() => continue,
+            other => return other,
+        }
+    }
+    Err(ScimError { status: 409, scim_type: None, detail: "the user kept changing; try again".into() })
+}
+
+const MAX_COUNT: usize = 1000;
+
+async fn list_users(
+    state: &AppState,
+    caller: &Caller,
+    params: &[(String, String)],
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    let filter: Option<Filter> = match param(params, "filter").map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.0))?),
+        None => None,
+    };
+    let number = |name: &str| -> Result<Option<i64>, ScimError> {
+        param(params, name)
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
+            })
+            .transpose()
+    };
+    let start_index = number("startIndex")?.unwrap_or(1).max(1) as usize;
+    let count = number("count")?.unwrap_or(100).clamp(0, MAX_COUNT as i64) as usize;
+
+    // `userName eq` is the IdPs' lookup: answered from the index. Any other
+    // filter is evaluated on each of the organization's users.
+    let matched: Vec<User> = match filter.as_ref().and_then(Filter::as_user_name_eq) {
+        Some(name) => {
+            state.store().find_user_by_user_name(caller.org, name).await.scim()?.into_iter().collect()
+        }
+        None => {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = state.store().list_users(caller.org, after, 200).await.scim()?;
+                all.extend(page.users);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            match &filter {
+                Some(f) => all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect(),
+                None => all,
+            }
+        }
+    };
+    let total = matched.len();
+    let page: Vec<Value> = matched
+        .iter()
+        .skip(start_index - 1)
+        .take(count)
+        .map(|u| {
+            scim::project(
+                scim::user_resource(u, base),
+                param(params, "attributes"),
+                param(params, "excludedAttributes"),
+            )
+        })
+        .collect();
+    Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+}

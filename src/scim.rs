@@ -1,0 +1,302 @@
+//! SCIM users as platform users: the mapping both ways.
+//!
+//! A platform user's SCIM resource is what the IdP last wrote (so extension
+//! and custom attributes survive), overlaid with what the platform owns: id,
+//! userName, active, externalId, displayName, emails, meta.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use gatehouse_core::{Email, User};
+use gatehouse_scim::ScimError;
+use gatehouse_scim::filter::get_ci;
+use serde_json::{Map, Value, json};
+
+pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// Attributes the platform owns; never kept in the stored resource.
+const OWNED: [&str; 5] = ["id", "meta", "schemas", "password", "groups"];
+
+/// What a create, replace or patch says about the platform user.
+pub(crate) struct UserFields {
+    pub(crate) user_name: String,
+    pub(crate) email: Email,
+    pub(crate) display_name: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) active: bool,
+    /// The resource to keep, without the attributes the platform owns (and
+    /// never a password: Okta sends one, and it is dropped).
+    pub(crate) stored: String,
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// Reads a User resource (a POST or PUT body, or a patched resource).
+pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
+    if !resource.is_object() {
+        return Err(ScimError::invalid_syntax("the body must be a JSON object"));
+    }
+    let user_name =
+        text(get_ci(resource, "userName")).ok_or_else(|| ScimError::invalid_value("userName is required"))?;
+    if user_name.chars().count() > 254 || user_name.chars().any(char::is_control) {
+        return Err(ScimError::invalid_value(
+            "userName must be at most 254 characters, without control characters",
+        ));
+    }
+    // The platform email: the primary email, else the work one, else the
+    // first, else the userName when it is an email address.
+    let emails: Vec<&Value> =
+        get_ci(resource, "emails").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let is_true = |v: Option<&Value>| {
+        matches!(v, Some(Value::Bool(true)))
+            || v.and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("true"))
+    };
+    let pick = emails
+        .iter()
+        .find(|e| is_true(get_ci(e, "primary")))
+        .or_else(|| {
+            emails.iter().find(|e| {
+                get_ci(e, "type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work"))
+            })
+        })
+        .or_else(|| emails.first())
+        .and_then(|e| text(get_ci(e, "value")));
+    let email = match pick {
+        Some(e) => {
+            Email::parse(&e).map_err(|err| ScimError::invalid_value(format!("emails: {e:?} {err}")))?
+        }
+        None => Email::parse(&user_name).map_err(|_| {
+            ScimError::invalid_value("a user needs an email: give emails, or a userName that is one")
+        })?,
+    };
+    let active = match get_ci(resource, "active") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(other) => {
+            return Err(ScimError::invalid_value(format!("active must be a boolean, not {other}")));
+        }
+    };
+    let name = get_ci(resource, "name");
+    let display_name = text(get_ci(resource, "displayName"))
+        .or_else(|| text(name.and_then(|n| get_ci(n, "formatted"))))
+        .or_else(|| {
+            let parts: Vec<String> = ["givenName", "familyName"]
+                .iter()
+                .filter_map(|k| text(name.and_then(|n| get_ci(n, k))))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        })
+        .unwrap_or_default();
+    let external_id = text(get_ci(resource, "externalId"));
+    let mut stored = resource.as_object().cloned().unwrap_or_default();
+    stored.retain(|k, v| !OWNED.iter().any(|o| k.eq_ignore_ascii_case(o)) && !v.is_null());
+    let mut active_key = None;
+    for k in stored.keys() {
+        if k.eq_ignore_ascii_case("active") {
+            active_key = Some(k.clone());
+        }
+    }
+    if let Some(k) = active_key {
+        stored.remove(&k);
+    }
+    Ok(UserFields {
+        user_name,
+        email,
+        display_name: display_name.chars().take(200).collect(),
+        external_id,
+        active,
+        stored: Value::Object(stored).to_string(),
+    })
+}
+
+pub(crate) fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The SCIM view of a platform user.
+pub(crate) fn user_resource(user: &User, base: &str) -> Value {
+    let mut map: Map<String, Value> = user
+        .scim_resource
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let mut schemas = vec![Value::from(USER_SCHEMA)];
+    for k in map.keys() {
+        if k.to_ascii_lowercase().starts_with("urn:") && map[k].is_object() {
+            schemas.push(Value::from(k.clone()));
+        }
+    }
+    let set = |map: &mut Map<String, Value>, key: &str, value: Value| {
+        let existing = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned();
+        if let Some(k) = existing {
+            map.remove(&k);
+        }
+        map.insert(key.to_owned(), value);
+    };
+    set(&mut map, "schemas", Value::Array(schemas));
+    set(&mut map, "id", user.id.to_string().into());
+    set(&mut map, "userName", user.scim_user_name().into());
+    set(&mut map, "active", user.active.into());
+    match &user.external_id {
+        Some(e) => set(&mut map, "externalId", e.clone().into()),
+        None => set(&mut map, "externalId", Value::Null),
+    }
+    if !user.display_name.is_empty() {
+        set(&mut map, "displayName", user.display_name.clone().into());
+    }
+    let has_emails = map
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("emails") && v.as_array().is_some_and(|a| !a.is_empty()));
+    if !has_emails {
+        set(&mut map, "emails", json!([{ "value": user.email.as_str(), "type": "work", "primary": true }]));
+    }
+    set(
+        &mut map,
+        "meta",
+        json!({
+            "resourceType": "User",
+            "created": timestamp(user.created_at),
+            "lastModified": timestamp(user.updated_at),
+            "location": format!("{base}/Users/{}", user.id),
+            "version": etag(user.version),
+        }),
+    );
+    map.retain(|_, v| !v.is_null());
+    Value::Object(map)
+}
+
+/// Applies `attributes` / `excludedAttributes` (top-level names, with or
+/// without a sub-attribute or filter); `id`, `schemas` and `meta` always stay.
+pub(crate) fn project(mut resource: Value, attributes: Option<&str>, excluded: Option<&str>) -> Value {
+    let names = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|a| {
+                let a = a.trim();
+                let a = a.rsplit_once(':').filter(|_| a.starts_with("urn:")).map_or(a, |(_, attr)| attr);
+                a.split(['.', '[']).next().unwrap_or("").to_ascii_lowercase()
+            })
+            .filter(|a| !a.is_empty())
+            .collect()
+    };
+    let always = ["id", "schemas", "meta"];
+    if let Some(obj) = resource.as_object_mut() {
+        if let Some(list) = attributes.filter(|l| !l.trim().is_empty()) {
+            let keep = names(list);
+            obj.retain(|k, _| always.contains(&k.as_str()) || keep.contains(&k.to_ascii_lowercase()));
+        }
+        if let Some(list) = excluded.filter(|l| !l.trim().is_empty()) {
+            let drop = names(list);
+            obj.retain(|k, _| always.contains(&k.as_str()) || !drop.contains(&k.to_ascii_lowercase()));
+        }
+    }
+    resource
+}
+
+/// A ListResponse page; `start_index` is 1-based.
+pub(crate) fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}
+
+pub(crate) fn service_provider_config(base: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": format!("{base}/ServiceProviderConfig"),
+        "patch": { "supported": true },
+        "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
+        "filter": { "supported": true, "maxResults": 1000 },
+        "changePassword": { "supported": false },
+        "sort": { "supported": false },
+        "etag": { "supported": true },
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "Bearer token",
+            "description": "A SCIM token minted for the organization under /admin/v1/orgs/{org_id}/scim-tokens",
+            "primary": true
+        }],
+        "meta": { "resourceType": "ServiceProviderConfig", "location": format!("{base}/ServiceProviderConfig") }
+    })
+}
+
+pub(crate) fn resource_types(base: &str) -> Vec<Value> {
+    vec![json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "User",
+        "name": "User",
+        "endpoint": "/Users",
+        "schema": USER_SCHEMA,
+        "schemaExtensions": [{ "schema": gatehouse_scim::patch::ENTERPRISE_USER, "required": false }],
+        "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") }
+    })]
+}
+
+fn attribute(
+    name: &str,
+    kind: &str,
+    multi: bool,
+    required: bool,
+    uniqueness: &str,
+    sub: Vec<Value>,
+) -> Value {
+    let mut a = json!({
+        "name": name,
+        "type": kind,
+        "multiValued": multi,
+        "required": required,
+        "caseExact": false,
+        "mutability": if name == "id" { "readOnly" } else { "readWrite" },
+        "returned": "default",
+        "uniqueness": uniqueness,
+    });
+    if !sub.is_empty() {
+        a["subAttributes"] = Value::Array(sub);
+    }
+    a
+}
+
+pub(crate) fn schemas(base: &str) -> Vec<Value> {
+    let s = |n: &str| attribute(n, "string", false, false, "none", vec![]);
+    let b = |n: &str| attribute(n, "boolean", false, false, "none", vec![]);
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": USER_SCHEMA,
+        "name": "User",
+        "description": "A platform user",
+        "attributes": [
+            attribute("userName", "string", false, true, "server", vec![]),
+            attribute("name", "complex", false, false, "none", vec![s("formatted"), s("familyName"), s("givenName"), s("middleName")]),
+            s("displayName"), s("nickName"), s("title"), s("userType"), s("preferredLanguage"), s("locale"), s("timezone"),
+            b("active"),
+            attribute("emails", "complex", true, false, "none", vec![s("value"), s("type"), b("primary")]),
+            attribute("phoneNumbers", "complex", true, false, "none", vec![s("value"), s("type"), b("primary")]),
+            attribute("addresses", "complex", true, false, "none", vec![s("formatted"), s("streetAddress"), s("locality"), s("region"), s("postalCode"), s("country"), s("type")]),
+            attribute("roles", "complex", true, false, "none", vec![s("value"), s("display"), s("type"), b("primary")]),
+        ],
+        "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{USER_SCHEMA}") }
+    });
+    let enterprise = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": gatehouse_scim::patch::ENTERPRISE_USER,
+        "name": "EnterpriseUser",
+        "description": "Enterprise User",
+        "attributes": [
+            s("employeeNumber"), s("costCenter"), s("organization"), s("division"), s("department"),
+            attribute("manager", "complex", false, false, "none", vec![s("value"), s("displayName")]),
+        ],
+        "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{}", gatehouse_scim::patch::ENTERPRISE_USER) }
+    });
+    vec![user, enterprise]
+}

@@ -1,0 +1,590 @@
+//! SCIM provisioning as Okta and Entra ID drive it, against the running
+//! server (`shared/reference/idp-interop.md` §0–2).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, on_both_backends};
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+struct Scim<'a> {
+    server: &'a TestServer,
+    token: String,
+    org: String,
+}
+
+impl<'a> Scim<'a> {
+    async fn new(server: &'a TestServer, idp: &str) -> Scim<'a> {
+        let (_, org) = server
+            .admin(
+                Method::POST,
+                "/admin/v1/orgs",
+                Some(json!({ "name": "Acme", "enterprise_toolkit": true })),
+            )
+            .await;
+        let org = org["id"].as_str().unwrap().to_owned();
+        let (status, token) = server
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/orgs/{org}/scim-tokens"),
+                Some(json!({ "label": idp, "idp": idp })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        Scim { server, token: token["token"].as_str().unwrap().to_owned(), org }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.server.http.request(method, self.server.url(path)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        assert_eq!(
+            headers.get("content-type").map(|v| v.to_str().unwrap()),
+            Some("application/scim+json"),
+            "{path}"
+        );
+        let text = resp.text().await.unwrap();
+        (status, headers, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(Method::GET, path, None).await;
+        (s, b)
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(method, path, Some(body)).await;
+        (s, b)
+    }
+}
+
+fn okta_user(user_name: &str, given: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "name": { "givenName": given, "familyName": "Lovelace" },
+        "emails": [{ "primary": true, "value": user_name, "type": "work" }],
+        "displayName": format!("{given} Lovelace"),
+        "locale": "en-US",
+        "externalId": "00u1abcd",
+        "groups": [],
+        "password": "okta-random-password-1!",
+        "active": true
+    })
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: u16) {
+    assert_eq!(status.as_u16(), expected, "{body}");
+    assert_eq!(body["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:Error"]), "{body}");
+    assert_eq!(body["status"], expected.to_string());
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+/// Okta's "SCIM 2.0 SPEC Test", step by step (§1.2).
+async fn okta_spec_test(server: TestServer) {
+    let scim = Scim::new(&server, "okta").await;
+    // At least one user must already exist: an admin-created one, found by SCIM.
+    server.create_user(&scim.org, "existing@example.com", None).await;
+
+    let (status, list) = scim.get("/scim/v2/Users?count=1&startIndex=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
+    for k in ["itemsPerPage", "startIndex", "totalResults"] {
+        assert!(list[k].is_u64(), "{k} is an integer: {list}");
+    }
+    let first = &list["Resources"][0];
+    assert!(first["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(first["userName"], "existing@example.com");
+    assert_eq!(first["emails"][0]["value"], "existing@example.com");
+    assert_eq!(first["active"], true);
+    let id = first["id"].as_str().unwrap();
+    let (status, one) = scim.get(&format!("/scim/v2/Users/{id}")).await;
+    assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some(id)));
+
+    let (status, none) =
+        scim.get("/scim/v2/Users?filter=userName%20eq%20%22invalid-user%40example.com%22").await;
+    assert_eq!(
+        (status, none["totalResults"].as_u64(), none["Resources"].clone()),
+        (StatusCode::OK, Some(0), json!([]))
+    );
+    let (status, err) = scim.get("/scim/v2/Users/00919288221112222").await;
+    assert_error(status, &err, 404);
+
+    let (status, created) =
+        scim.send(Method::POST, "/scim/v2/Users", okta_user("Ada.Lovelace@Example.com", "Ada")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["active"], true);
+    assert_eq!(created["name"]["givenName"], "Ada");
+    assert_eq!(created["name"]["familyName"], "Lovelace");
+    assert_eq!(created["userName"], "Ada.Lovelace@Example.com");
+    assert!(
+        created["schemas"].as_array().unwrap().contains(&json!("urn:ietf:params:scim:schemas:core:2.0:User"))
+    );
+    assert!(created.get("password").is_none(), "the password is never returned");
+    let new_id = created["id"].as_str().unwrap().to_owned();
+    let (_, again) = scim.get(&format!("/scim/v2/Users/{new_id}")).await;
+    assert_eq!(again["name"]["givenName"], "Ada");
+
+    let (status, dup) =
+        scim.send(Method::POST, "/scim/v2/Users", okta_user("Ada.Lovelace@Example.com", "Ada")).await;
+    assert_error(status, &dup, 409);
+    assert_eq!(dup["scimType"], "uniqueness");
+
+    let (status, caps) = scim.get("/scim/v2/Users?filter=userName eq \"ADA.LOVELACE@EXAMPLE.COM\"").await;
+    assert_eq!((status, caps["totalResults"].as_u64()), (StatusCode::OK, Some(1)));
+
+    // 401 with the SCIM error shape.
+    let resp = server
+        .http
+        .get(server.url("/scim/v2/Users"))
+        .header("authorization", "non-token")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(status, &body, 401);
+
+    // The Okta password was not stored anywhere a login could use.
+    assert_eq!(
+        server.login("Ada.Lovelace@Example.com", "okta-random-password-1!").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Okta's CRUD sequence as the SCIM server sees it (§1.3), and what
+/// deprovisioning does to sign-in and sessions.
+async fn okta_crud_and_deprovisioning(server: TestServer) {
+    let scim = Scim::new(&server, "okta").await;
+    let (_, created) =
+        scim.send(Method::POST, "/scim/v2/Users", okta_user("grace@example.com", "Grace")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/scim/v2/Users/{id}");
+    // The platform admin gives the provisioned user a local password.
+    let admin_path = format!("/admin/v1/orgs/{}/users/{id}", scim.org);
+    assert_eq!(
+        server.admin(Method::PATCH, &admin_path, Some(json!({ "password": "grace's password" }))).await.0,
+        StatusCode::OK
+    );
+
+    let (_, found) =
+        scim.get("/scim/v2/Users?filter=userName eq \"grace@example.com\"&startIndex=1&count=100").await;
+    assert_eq!(found["Resources"][0]["id"], id.as_str());
+
+    // Profile update: GET then full PUT.
+    let (_, mut full) = scim.get(&path).await;
+    full["name"]["givenName"] = json!("Gracie");
+    let (status, put) = scim.send(Method::PUT, &path, full).await;
+    assert_eq!((status, put["name"]["givenName"].as_str()), (StatusCode::OK, Some("Gracie")));
+
+    let (_, tokens) = server.login("grace@example.com", "grace's password").await;
+    assert!(tokens["refresh_token"].is_string(), "{tokens}");
+
+    // Deactivation: visible, refused at every door, sessions revoked.
+    let (status, off) = scim.send(Method::PATCH, &path, json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{ "op": "replace", "value": { "active": false } }] })).await;
+    assert_eq!((status, off["active"].as_bool()), (StatusCode::OK, Some(false)), "{off}");
+    let (status, still) = scim.get(&path).await;
+    assert_eq!((status, still["active"].as_bool()), (StatusCode::OK, Some(false)));
+    let (_, filtered) = scim.get("/scim/v2/Users?filter=userName eq \"grace@example.com\"").await;
+    assert_eq!(filtered["totalResults"], 1, "deactivated users still answer filters");
+    assert_eq!(server.login("grace@example.com", "grace's password").await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) =
+        server.post("/v1/token/refresh", json!({ "refresh_token": tokens["refresh_token"] })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.me(tokens["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
+
+    // Reactivation (AIW style: PUT with active true) restores sign-in.
+    let (_, mut full) = scim.get(&path).await;
+    full["active"] = json!(true);
+    assert_eq!(scim.send(Method::PUT, &path, full).await.0, StatusCode::OK);
+    let (status, tokens) = server.login("grace@example.com", "grace's password").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Hard delete: gone, and so are its sessions.
+    let (status, _, _) = scim.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, err) = scim.get(&path).await;
+    assert_error(status, &err, 404);
+    let (status, _) =
+        server.post("/v1/token/refresh", json!({ "refresh_token": tokens["refresh_token"] })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (_, events) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{}/audit-events", scim.org), None).await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .filter(|k| k.starts_with("scim"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "scim_user_deleted",
+            "scim_user_reactivated",
+            "scim_user_deactivated",
+            "scim_user_replaced",
+            "scim_user_created"
+        ]
+    );
+}
+
+on_both_backends!(okta_spec_test, okta_crud_and_deprovisioning);
+
+/// Entra ID's user requests, default job and `aadOptscim062020` (§2.1–2.3).
+#[tokio::test]
+async fn entra_user_quirks() {
+    let server = TestServer::sqlite().await;
+    let scim = Scim::new(&server, "azure_ad").await;
+    // Creation with the enterprise extension, client `meta`, nulls, a custom
+    // extension, and a string boolean.
+    let (status, created) = scim
+        .send(
+            Method::POST,
+            "/scim/Users?aadOptscim062020",
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE, "urn:ietf:params:scim:schemas:extension:acme:2.0:User"],
+                "externalId": "alice",
+                "userName": "alice@contoso.com",
+                "active": "True",
+                "emails": [{ "primary": true, "type": "work", "value": "alice@contoso.com" }],
+                "meta": { "resourceType": "User" },
+                "name": { "formatted": "Alice Smith", "familyName": "Smith", "givenName": "Alice" },
+                "roles": [],
+                "title": null,
+                ENTERPRISE: { "employeeNumber": "701984", "department": "Tour Operations" },
+                "urn:ietf:params:scim:schemas:extension:acme:2.0:User": { "badge": "B-7" }
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["active"], true);
+    assert_eq!(created[ENTERPRISE]["department"], "Tour Operations");
+    assert_eq!(
+        created["urn:ietf:params:scim:schemas:extension:acme:2.0:User"]["badge"], "B-7",
+        "unknown extensions are kept"
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/scim/users/{id}/"); // lower-case resource, trailing slash
+
+    // Matching: by externalId, and by work email (both as Entra sends them).
+    for filter in [
+        "externalId eq \"alice\"",
+        "externalId eq alice",
+        "emails[type eq \"work\"].value eq \"ALICE@contoso.com\"",
+    ] {
+        let (_, found) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(filter))).await;
+        assert_eq!(found["totalResults"], 1, "{filter}");
+    }
+
+    // Default job: capitalised ops, one op per path, string booleans.
+    let patch = |ops: Value| json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops });
+    let (status, out) = scim
+        .send(Method::PATCH, &path, patch(json!([
+            { "op": "Replace", "path": "emails[type eq \"work\"].value", "value": "alice.smith@contoso.com" },
+            { "op": "Replace", "path": "name.givenName", "value": "Alicia" },
+            { "op": "Replace", "path": format!("{ENTERPRISE}:employeeNumber"), "value": "42" },
+            { "op": "Add", "path": "nickName", "value": "Ali" },
+            { "op": "Add", "path": "manager", "value": [{ "$ref": null, "value": "mgr-1" }] }
+        ])))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["emails"][0]["value"], "alice.smith@contoso.com");
+    assert_eq!(out["name"]["givenName"], "Alicia");
+    assert_eq!(out[ENTERPRISE]["employeeNumber"], "42");
+    assert_eq!(out[ENTERPRISE]["manager"], json!({ "value": "mgr-1" }));
+    assert_eq!(out["nickName"], "Ali");
+    // The platform email followed the work email.
+    let (_, admin_view) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{}/users/{id}", scim.org), None).await;
+    assert_eq!(admin_view["email"], "alice.smith@contoso.com");
+
+    // With the flag: one path-less replace whose keys are paths.
+    let (_, out) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            patch(json!([{ "op": "replace", "value": {
+            "displayName": "Alicia Smith",
+            "name.familyName": "Smyth",
+            format!("{ENTERPRISE}:department"): "Research"
+        } }])),
+        )
+        .await;
+    assert_eq!(
+        (out["displayName"].as_str(), out["name"]["familyName"].as_str()),
+        (Some("Alicia Smith"), Some("Smyth"))
+    );
+    assert_eq!(out[ENTERPRISE]["department"], "Research");
+
+    // Clearing with "" and null, manager removal by filter.
+    let (_, out) = scim
+        .send(Method::PATCH, &path, patch(json!([{ "op": "Replace", "path": "nickName", "value": "" }])))
+        .await;
+    assert!(out.get("nickName").is_none(), "{out}");
+    let (_, out) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            patch(json!([{ "op": "Replace", "path": "name.givenName", "value": null }])),
+        )
+        .await;
+    assert!(out["name"].get("givenName").is_none(), "{out}");
+    let (_, out) = scim
+        .send(Method::PATCH, &path, patch(json!([{ "op": "remove", "path": "manager[value eq \"mgr-1\"]" }])))
+        .await;
+    assert!(out[ENTERPRISE].get("manager").is_none(), "{out}");
+
+    // Disable as the default job sends it.
+    let (_, out) = scim
+        .send(Method::PATCH, &path, patch(json!([{ "op": "Replace", "path": "active", "value": "False" }])))
+        .await;
+    assert_eq!(out["active"], false);
+    let (_, found) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode("active eq false"))).await;
+    assert_eq!(found["totalResults"], 1);
+
+    // A bad PATCH changes nothing at all.
+    let (_, before) = scim.get(&path).await;
+    let (status, err) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            patch(json!([{ "op": "Replace", "path": "title", "value": "CEO" }, { "op": "frobnicate" }])),
+        )
+        .await;
+    assert_error(status, &err, 400);
+    assert_eq!(scim.get(&path).await.1, before);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn lists_page_filter_and_project() {
+    let server = TestServer::sqlite().await;
+    let scim = Scim::new(&server, "azure_ad").await;
+    for i in 0..12 {
+        let (status, _) = scim
+            .send(Method::POST, "/scim/v2/Users", json!({ "userName": format!("user{i:02}@contoso.com"), "displayName": format!("User {i}"), "title": if i % 2 == 0 { "Engineer" } else { "Manager" } }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Entra's pagination scenario: count=5, startIndex echoed, stable order.
+    let mut seen = Vec::new();
+    for page in 0..3 {
+        let start = page * 5 + 1;
+        let (_, list) = scim.get(&format!("/scim/v2/Users?startIndex={start}&count=5")).await;
+        assert_eq!(
+            (list["startIndex"].as_u64(), list["totalResults"].as_u64()),
+            (Some(start as u64), Some(12))
+        );
+        for r in list["Resources"].as_array().unwrap() {
+            seen.push(r["userName"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
+    assert_eq!(seen.len(), 12);
+
+    for (filter, expected) in [
+        ("title eq \"engineer\"", 6),
+        ("title eq \"Engineer\" and (userName co \"01\" or userName co \"02\")", 1),
+        ("userName sw \"user1\"", 2),
+        ("not (title eq \"Engineer\")", 6),
+        ("meta.lastModified gt \"2000-01-01T00:00:00Z\"", 12),
+        ("USERNAME EQ \"USER03@CONTOSO.COM\"", 1),
+        ("displayName ew \"11\"", 1),
+    ] {
+        let (status, list) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(filter))).await;
+        assert_eq!((status, list["totalResults"].as_u64()), (StatusCode::OK, Some(expected)), "{filter}");
+    }
+    for bad in ["userName eq", "userName zz \"x\"", "(userName eq \"x\""] {
+        let (status, err) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(bad))).await;
+        assert_error(status, &err, 400);
+        assert_eq!(err["scimType"], "invalidFilter", "{bad}");
+    }
+    let (_, list) = scim.get("/scim/v2/Users?count=2&attributes=userName,emails").await;
+    let r = &list["Resources"][0];
+    assert!(r["userName"].is_string() && r["emails"].is_array() && r["id"].is_string());
+    assert!(r.get("displayName").is_none() && r.get("title").is_none(), "{r}");
+    let (_, list) = scim.get("/scim/v2/Users?count=1&excludedAttributes=title").await;
+    assert!(list["Resources"][0].get("title").is_none());
+    let (_, empty) = scim.get("/scim/v2/Users?count=0").await;
+    assert_eq!((empty["totalResults"].as_u64(), empty["Resources"].clone()), (Some(12), json!([])));
+}
+
+#[tokio::test]
+async fn etags_and_if_match() {
+    let server = TestServer::sqlite().await;
+    let scim = Scim::new(&server, "generic").await;
+    let (_, headers, created) =
+        scim.call(Method::POST, "/scim/v2/Users", Some(json!({ "userName": "eve@example.com" }))).await;
+    let etag = headers.get("etag").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(created["meta"]["version"], etag.as_str());
+    let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+    let patch = json!({ "Operations": [{ "op": "add", "path": "title", "value": "A" }] });
+
+    let stale = |etag: &str| {
+        server
+            .http
+            .patch(server.url(&path))
+            .bearer_auth(&scim.token)
+            .header("if-match", etag)
+            .header("content-type", "application/json")
+            .body(patch.to_string())
+    };
+    let resp = stale(&etag).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let new_etag = resp.headers().get("etag").unwrap().to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    let resp = stale(&etag).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    let resp = stale("*").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokens_need_the_toolkit_and_can_be_revoked() {
+    let server = TestServer::sqlite().await;
+    let plain_org = server.create_org("No Toolkit").await;
+    for idp in ["okta", "azure_ad"] {
+        let (status, body) = server
+            .admin(
+                Method::POST,
+                &format!("/admin/v1/orgs/{plain_org}/scim-tokens"),
+                Some(json!({ "label": "x", "idp": idp })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("enterprise_toolkit_required"))
+        );
+    }
+    let (status, _) = server
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/orgs/{plain_org}/scim-tokens"),
+            Some(json!({ "label": "x", "idp": "generic" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let scim = Scim::new(&server, "okta").await;
+    let tokens_path = format!("/admin/v1/orgs/{}/scim-tokens", scim.org);
+    let (_, listed) = server.admin(Method::GET, &tokens_path, None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(listed[0].get("token").is_none(), "the token is shown once");
+    assert_eq!(scim.get("/scim/v2/Users").await.0, StatusCode::OK);
+
+    // Losing the entitlement stops Okta and Azure AD provisioning.
+    server
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/orgs/{}", scim.org),
+            Some(json!({ "enterprise_toolkit": false })),
+        )
+        .await;
+    assert_eq!(scim.get("/scim/v2/Users").await.0, StatusCode::FORBIDDEN);
+    server
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/orgs/{}", scim.org),
+            Some(json!({ "enterprise_toolkit": true })),
+        )
+        .await;
+
+    let id = listed[0]["id"].as_str().unwrap();
+    assert_eq!(
+        server.admin(Method::DELETE, &format!("{tokens_path}/{id}"), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, err) = scim.get("/scim/v2/Users").await;
+    assert_error(status, &err, 401);
+
+    // One organization's token never reaches another's users.
+    let other = Scim::new(&server, "okta").await;
+    let (_, created) =
+        other.send(Method::POST, "/scim/v2/Users", json!({ "userName": "mine@example.com" })).await;
+    let third = Scim::new(&server, "okta").await;
+    let (status, _) = third.get(&format!("/scim/v2/Users/{}", created["id"].as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = third.get("/scim/v2/Users").await;
+    assert_eq!(list["totalResults"], 0);
+}
+
+#[tokio::test]
+async fn discovery_documents() {
+    let server = TestServer::sqlite().await;
+    let scim = Scim::new(&server, "azure_ad").await;
+    let (status, spc) = scim.get("/scim/v2/ServiceProviderConfig").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            spc["patch"]["supported"].as_bool(),
+            spc["filter"]["supported"].as_bool(),
+            spc["etag"]["supported"].as_bool()
+        ),
+        (Some(true), Some(true), Some(true))
+    );
+    let (_, types) = scim.get("/scim/resourcetypes").await;
+    assert_eq!(types["Resources"][0]["endpoint"], "/Users");
+    let (_, schemas) = scim.get("/scim/v2/Schemas").await;
+    let ids: Vec<&str> =
+        schemas["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"urn:ietf:params:scim:schemas:core:2.0:User") && ids.contains(&ENTERPRISE));
+    assert!(!schemas.to_string().contains("null"), "no nulls in /Schemas");
+    let (status, err) = scim.get("/scim/v2/Nope").await;
+    assert_error(status, &err, 404);
+    // Bodies: application/json is accepted, other types are not.
+    let resp = server
+        .http
+        .post(server.url("/scim/v2/Users"))
+        .bearer_auth(&scim.token)
+        .header("content-type", "application/json")
+        .body(r#"{"userName":"json@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = server
+        .http
+        .post(server.url("/scim/v2/Users"))
+        .bearer_auth(&scim.token)
+        .header("content-type", "text/plain")
+        .body(r#"{"userName":"t@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for (body, field) in [
+        (r#"{"userName":""}"#, "userName"),
+        (r#"not json"#, "JSON"),
+        (r#"{"userName":"x@example.com","active":7}"#, "active"),
+        (r#"{"userName":"not-an-email"}"#, "email"),
+    ] {
+        let resp = server
+            .http
+            .post(server.url("/scim/v2/Users"))
+            .bearer_auth(&scim.token)
+            .header("content-type", "application/scim+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["detail"].as_str().unwrap().contains(field), "{body}: {err}");
+    }
+}
