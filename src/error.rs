@@ -122,6 +122,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::NotFound("resource"),
             StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::VersionMismatch => {
+                Self::Conflict("the resource was changed meanwhile; read it again".into())
+            }
+            StoreError::UnknownReference(what) => {
+                Self::Invalid { field: None, message: format!("{what} does not exist") }
+            }
             other => Self::internal(other),
         }
     }

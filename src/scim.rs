@@ -232,15 +232,18 @@ pub(crate) fn service_provider_config(base: &str) -> Value {
 }
 
 pub(crate) fn resource_types(base: &str) -> Vec<Value> {
-    vec![json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
-        "id": "User",
-        "name": "User",
-        "endpoint": "/Users",
-        "schema": USER_SCHEMA,
-        "schemaExtensions": [{ "schema": gatehouse_scim::patch::ENTERPRISE_USER, "required": false }],
-        "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") }
-    })]
+    vec![
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "User",
+            "name": "User",
+            "endpoint": "/Users",
+            "schema": USER_SCHEMA,
+            "schemaExtensions": [{ "schema": gatehouse_scim::patch::ENTERPRISE_USER, "required": false }],
+            "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User") }
+        }),
+        group_resource_type(base),
+    ]
 }
 
 fn attribute(
@@ -298,5 +301,111 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{}", gatehouse_scim::patch::ENTERPRISE_USER) }
     });
-    vec![user, enterprise]
+    vec![user, enterprise, group_schema(base)]
+}
+
+pub(crate) const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// The SCIM view of a group.
+pub(crate) fn group_resource(group: &gatehouse_store::Group, base: &str) -> Value {
+    let mut map: Map<String, Value> = group
+        .scim_resource
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    map.insert("schemas".into(), json!([GROUP_SCHEMA]));
+    map.insert("id".into(), group.id.clone().into());
+    map.insert("displayName".into(), group.display_name.clone().into());
+    if let Some(e) = &group.external_id {
+        map.insert("externalId".into(), e.clone().into());
+    }
+    let members: Vec<Value> = group
+        .members
+        .iter()
+        .map(|(id, display)| {
+            let mut m =
+                json!({ "value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "type": "User" });
+            if !display.is_empty() {
+                m["display"] = display.clone().into();
+            }
+            m
+        })
+        .collect();
+    map.insert("members".into(), Value::Array(members));
+    map.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "Group",
+            "created": timestamp(group.created_at),
+            "lastModified": timestamp(group.updated_at),
+            "location": format!("{base}/Groups/{}", group.id),
+            "version": etag(group.version),
+        }),
+    );
+    Value::Object(map)
+}
+
+/// Reads a Group resource (a POST or PUT body, or a patched group).
+pub(crate) fn group_fields(resource: &Value) -> Result<gatehouse_store::GroupState, ScimError> {
+    if !resource.is_object() {
+        return Err(ScimError::invalid_syntax("the body must be a JSON object"));
+    }
+    let display_name = text(get_ci(resource, "displayName"))
+        .ok_or_else(|| ScimError::invalid_value("displayName is required"))?;
+    if display_name.chars().count() > 256 || display_name.chars().any(char::is_control) {
+        return Err(ScimError::invalid_value(
+            "displayName must be at most 256 characters, without control characters",
+        ));
+    }
+    let mut members = Vec::new();
+    for m in get_ci(resource, "members").and_then(Value::as_array).into_iter().flatten() {
+        let value =
+            text(get_ci(m, "value")).ok_or_else(|| ScimError::invalid_value("every member needs a value"))?;
+        members.push(
+            value
+                .parse()
+                .map_err(|_| ScimError::invalid_value(format!("member {value:?} is not a user id")))?,
+        );
+    }
+    let mut stored = resource.as_object().cloned().unwrap_or_default();
+    stored.retain(|k, v| {
+        !["id", "meta", "schemas", "members", "displayName", "externalId"]
+            .iter()
+            .any(|o| k.eq_ignore_ascii_case(o))
+            && !v.is_null()
+    });
+    Ok(gatehouse_store::GroupState {
+        display_name,
+        external_id: text(get_ci(resource, "externalId")),
+        scim_resource: (!stored.is_empty()).then(|| Value::Object(stored).to_string()),
+        members,
+    })
+}
+
+pub(crate) fn group_resource_type(base: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "schema": GROUP_SCHEMA,
+        "meta": { "resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group") }
+    })
+}
+
+pub(crate) fn group_schema(base: &str) -> Value {
+    let s = |n: &str| attribute(n, "string", false, false, "none", vec![]);
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": GROUP_SCHEMA,
+        "name": "Group",
+        "description": "A group of platform users",
+        "attributes": [
+            attribute("displayName", "string", false, true, "server", vec![]),
+            s("externalId"),
+            attribute("members", "complex", true, false, "none", vec![s("value"), s("display"), s("type"), s("$ref")]),
+        ],
+        "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{GROUP_SCHEMA}") }
+    })
 }

@@ -124,6 +124,7 @@ async fn access_response(
         exp: now.timestamp() + ttl.as_secs() as i64,
         jti: uuid::Uuid::new_v4().to_string(),
         auth_method: method.as_str().to_owned(),
+        groups: state.store().group_names_of(user.id).await?,
     };
     let token = state.keys().current().await?.sign(&claims).map_err(ApiError::internal)?;
     Ok(TokenResponse {

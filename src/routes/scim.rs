@@ -196,6 +196,9 @@ impl<T> OrScim<T> for Result<T, StoreError> {
         self.map_err(|e| match e {
             StoreError::NotFound => ScimError::not_found("resource not found"),
             StoreError::Conflict(what) => ScimError::uniqueness(format!("{what} already exists")),
+            StoreError::UnknownReference(what) => {
+                ScimError::invalid_value(format!("{what} is not a user of this organization"))
+            }
             StoreError::VersionMismatch => {
                 ScimError::precondition_failed("the resource was changed; read it again")
             }
@@ -324,6 +327,62 @@ async fn handle(
             audit(state, &caller, Some(&user), "scim_user_deleted").await?;
             Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
         }
+        (Method::GET, "groups", None) => list_groups(state, &caller, &params, &base).await,
+        (Method::POST, "groups", None) => {
+            let fields = scim::group_fields(&parse_body(headers, body)?)?;
+            let group = state.store().create_group(caller.org, &fields, state.clock().now()).await.scim()?;
+            audit_group(state, &caller, &group.id, "scim_group_created").await?;
+            let resource = scim::group_resource(&group, &base);
+            Ok(ScimReply {
+                status: StatusCode::CREATED,
+                location: resource["meta"]["location"].as_str().map(str::to_owned),
+                etag: Some(scim::etag(group.version)),
+                body: Some(resource),
+            })
+        }
+        (Method::GET, "groups", Some(id)) => {
+            let group = state.store().get_group(caller.org, id).await.scim()?;
+            let resource = scim::project(
+                scim::group_resource(&group, &base),
+                param(&params, "attributes"),
+                param(&params, "excludedAttributes"),
+            );
+            Ok(ScimReply { etag: Some(scim::etag(group.version)), ..ScimReply::ok(resource) })
+        }
+        (Method::PUT, "groups", Some(id)) => {
+            let replacement = parse_body(headers, body)?;
+            let group =
+                modify_group(state, &caller, headers, id, |_| scim::group_fields(&replacement)).await?;
+            let resource = scim::project(
+                scim::group_resource(&group, &base),
+                None,
+                param(&params, "excludedAttributes"),
+            );
+            Ok(ScimReply { etag: Some(scim::etag(group.version)), ..ScimReply::ok(resource) })
+        }
+        (Method::PATCH, "groups", Some(id)) => {
+            let patch = parse_body(headers, body)?;
+            let group = modify_group(state, &caller, headers, id, |current| {
+                let patched =
+                    gatehouse_scim::patch::apply(&scim::group_resource(current, &base), &patch, false)?;
+                scim::group_fields(&patched)
+            })
+            .await?;
+            // Entra prefers no body (and no member list) here; Okta takes either.
+            Ok(ScimReply {
+                status: StatusCode::NO_CONTENT,
+                body: None,
+                etag: Some(scim::etag(group.version)),
+                location: None,
+            })
+        }
+        (Method::DELETE, "groups", Some(id)) => {
+            let group = state.store().get_group(caller.org, id).await.scim()?;
+            check_version(headers, group.version)?;
+            state.store().delete_group(caller.org, id).await.scim()?;
+            audit_group(state, &caller, id, "scim_group_deleted").await?;
+            Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
+        }
         (Method::GET, "serviceproviderconfig", None) => {
             Ok(ScimReply::ok(scim::service_provider_config(&base)))
         }
@@ -345,7 +404,7 @@ async fn handle(
             .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(urn)))
             .map(ScimReply::ok)
             .ok_or_else(|| ScimError::not_found("no such schema")),
-        (_, "users" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
+        (_, "users" | "groups" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
             Err(ScimError { status: 405, scim_type: None, detail: format!("{method} is not supported here") })
         }
         _ => Err(ScimError::not_found("no such SCIM endpoint")),
@@ -353,8 +412,13 @@ async fn handle(
 }
 
 fn check_if_match(headers: &HeaderMap, user: &User) -> Result<(), ScimError> {
+    check_version(headers, user.version)
+}
+
+/// Honours `If-Match`: the request applies only to the version it names.
+fn check_version(headers: &HeaderMap, version: i64) -> Result<(), ScimError> {
     let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else { return Ok(()) };
-    let current = scim::etag(user.version);
+    let current = scim::etag(version);
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
     if wanted.split(',').any(|t| t.trim() == "*" || strip(t) == strip(&current)) {
         Ok(())
@@ -557,4 +621,108 @@ async fn list_users(
         })
         .collect();
     Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+}
+
+/// Why a group change failed: the change itself, or storage.
+enum GroupFail {
+    Scim(ScimError),
+    Store(StoreError),
+}
+
+impl From<ScimError> for GroupFail {
+    fn from(e: ScimError) -> Self {
+        Self::Scim(e)
+    }
+}
+
+impl From<StoreError> for GroupFail {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Applies `change` to the group with the group locked (see
+/// `Store::modify_group`), after checking `If-Match`.
+async fn modify_group(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+    change: impl FnOnce(&gatehouse_store::Group) -> Result<gatehouse_store::GroupState, ScimError>,
+) -> Result<gatehouse_store::Group, ScimError> {
+    let result = state
+        .store()
+        .modify_group(caller.org, id, state.clock().now(), |current| {
+            check_version(headers, current.version)?;
+            Ok::<_, GroupFail>(change(current)?)
+        })
+        .await;
+    let group = match result {
+        Ok(g) => g,
+        Err(GroupFail::Scim(e)) => return Err(e),
+        Err(GroupFail::Store(e)) => return Err(e).scim(),
+    };
+    audit_group(state, caller, id, "scim_group_updated").await?;
+    Ok(group)
+}
+
+async fn audit_group(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: &'static str,
+) -> Result<(), ScimError> {
+    let event = NewAuditEvent {
+        org_id: Some(caller.org),
+        user_id: None,
+        kind,
+        method: Some("scim"),
+        outcome: "success",
+        detail: Some(json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "group": id })),
+        device: Default::default(),
+    };
+    state.store().record_audit_event(&event, state.clock().now()).await.scim()
+}
+
+async fn list_groups(
+    state: &AppState,
+    caller: &Caller,
+    params: &[(String, String)],
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    let filter: Option<Filter> = match param(params, "filter").map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.0))?),
+        None => None,
+    };
+    let (start_index, count) = paging(params)?;
+    let groups = state.store().list_groups(caller.org).await.scim()?;
+    let matched: Vec<Value> = groups
+        .iter()
+        .map(|g| scim::group_resource(g, base))
+        .filter(|r| filter.as_ref().is_none_or(|f| f.matches(r)))
+        .collect();
+    let total = matched.len();
+    let page = matched
+        .into_iter()
+        .skip(start_index - 1)
+        .take(count)
+        .map(|r| scim::project(r, param(params, "attributes"), param(params, "excludedAttributes")))
+        .collect();
+    Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+}
+
+/// `startIndex` (1-based) and `count`, as integers.
+fn paging(params: &[(String, String)]) -> Result<(usize, usize), ScimError> {
+    let number = |name: &str| -> Result<Option<i64>, ScimError> {
+        param(params, name)
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
+            })
+            .transpose()
+    };
+    let start_index = number("startIndex")?.unwrap_or(1).max(1) as usize;
+    let count = number("count")?.unwrap_or(100).clamp(0, MAX_COUNT as i64) as usize;
+    Ok((start_index, count))
 }

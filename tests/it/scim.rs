@@ -239,8 +239,6 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
     );
 }
 
-on_both_backends!(okta_spec_test, okta_crud_and_deprovisioning);
-
 /// Entra ID's user requests, default job and `aadOptscim062020` (§2.1–2.3).
 #[tokio::test]
 async fn entra_user_quirks() {
@@ -587,4 +585,215 @@ async fn discovery_documents() {
         let err: Value = resp.json().await.unwrap();
         assert!(err["detail"].as_str().unwrap().contains(field), "{body}: {err}");
     }
+}
+
+async fn create_users(scim: &Scim<'_>, n: usize, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (status, u) = scim
+            .send(Method::POST, "/scim/v2/Users", json!({ "userName": format!("{prefix}{i}@example.com"), "displayName": format!("{prefix} {i}") }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{u}");
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+fn patch_ops(ops: Value) -> Value {
+    json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops })
+}
+
+fn member_ids(group: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Okta's group push (§1.1), and the `groups` claim it feeds.
+async fn okta_groups_and_the_groups_claim(server: TestServer) {
+    let scim = Scim::new(&server, "okta").await;
+    let users = create_users(&scim, 3, "member").await;
+    let (status, group) = scim
+        .send(Method::POST, "/scim/v2/Groups", json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering", "members": [] }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+    let path = format!("/scim/v2/Groups/{id}");
+    let (status, dup) =
+        scim.send(Method::POST, "/scim/v2/Groups", json!({ "displayName": "engineering" })).await;
+    assert_error(status, &dup, 409);
+
+    let (_, found) =
+        scim.get(&format!("/scim/v2/Groups?filter={}", urlencode("displayName eq \"Engineering\""))).await;
+    assert_eq!(found["totalResults"], 1);
+    let (status, all) = scim.get("/scim/v2/Groups").await;
+    assert_eq!((status, all["Resources"].is_array()), (StatusCode::OK, true), "SPEC step 10");
+
+    // Remove + add in one request, then replace the whole set.
+    let (status, _, body) = scim
+        .call(Method::PATCH, &path, Some(patch_ops(json!([
+            { "op": "add", "path": "members", "value": [{ "value": users[0], "display": "member 0" }, { "value": users[1] }] },
+        ]))))
+        .await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([
+            { "op": "remove", "path": format!("members[value eq \"{}\"]", users[0]) },
+            { "op": "add", "path": "members", "value": [{ "value": users[2] }] },
+        ])),
+    )
+    .await;
+    let (_, g) = scim.get(&path).await;
+    let mut expected = vec![users[1].clone(), users[2].clone()];
+    expected.sort();
+    assert_eq!(member_ids(&g), expected);
+    assert_eq!(
+        g["members"].as_array().unwrap().iter().find(|m| m["value"] == users[2].as_str()).unwrap()["display"],
+        "member 2"
+    );
+
+    // The members' tokens carry the group.
+    let admin_path = format!("/admin/v1/orgs/{}/users/{}", scim.org, users[2]);
+    server.admin(Method::PATCH, &admin_path, Some(json!({ "password": "member's password" }))).await;
+    let (_, tokens) = server.login("member2@example.com", "member's password").await;
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(tokens["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["groups"], json!(["Engineering"]));
+
+    // Okta's rename repeats the read-only id and keeps the members.
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([{ "op": "replace", "value": { "id": id, "displayName": "R&D" } }])),
+    )
+    .await;
+    let (_, g) = scim.get(&format!("{path}?excludedAttributes=members")).await;
+    assert_eq!(g["displayName"], "R&D");
+    assert!(g.get("members").is_none(), "excludedAttributes=members honoured");
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([{ "op": "replace", "path": "members", "value": [{ "value": users[0] }] }])),
+    )
+    .await;
+    let (_, g) = scim.get(&path).await;
+    assert_eq!(member_ids(&g), vec![users[0].clone()]);
+    // The claim follows at the next refresh.
+    let (_, refreshed) =
+        server.post("/v1/token/refresh", json!({ "refresh_token": tokens["refresh_token"] })).await;
+    let claims =
+        jsonwebtoken::dangerous::insecure_decode::<Value>(refreshed["access_token"].as_str().unwrap())
+            .unwrap()
+            .claims;
+    assert!(claims.get("groups").is_none(), "{claims}");
+
+    let (status, _, _) = scim.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, err) = scim.get(&path).await;
+    assert_error(status, &err, 404);
+}
+
+/// Fifty parallel membership PATCHes on one group: none is lost.
+async fn parallel_member_patches(server: TestServer) {
+    let scim = Scim::new(&server, "azure_ad").await;
+    let users = create_users(&scim, 50, "p").await;
+    let (_, group) = scim.send(Method::POST, "/scim/v2/Groups", json!({ "displayName": "Everyone" })).await;
+    let path = format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+    let patches = users.iter().map(|u| {
+        let req = server
+            .http
+            .patch(server.url(&path))
+            .bearer_auth(&scim.token)
+            .header("content-type", "application/scim+json")
+            .body(
+                patch_ops(
+                    json!([{ "op": "Add", "path": "members", "value": [{ "value": u, "$ref": null }] }]),
+                )
+                .to_string(),
+            );
+        async move { req.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(patches).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
+    let (_, g) = scim.get(&path).await;
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(member_ids(&g), expected, "a concurrent PATCH was lost");
+    assert_eq!(g["meta"]["version"], "W/\"51\"");
+}
+
+on_both_backends!(
+    okta_spec_test,
+    okta_crud_and_deprovisioning,
+    okta_groups_and_the_groups_claim,
+    parallel_member_patches,
+);
+
+/// Entra's group requests (§2.1–2.3).
+#[tokio::test]
+async fn entra_group_quirks() {
+    let server = TestServer::sqlite().await;
+    let scim = Scim::new(&server, "azure_ad").await;
+    let users = create_users(&scim, 3, "e").await;
+    let (status, group) = scim
+        .send(Method::POST, "/scim/Groups", json!({ "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159", "displayName": "Group1DisplayName", "members": [], "meta": { "resourceType": "Group" } }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let path = format!("/scim/groups/{}", group["id"].as_str().unwrap());
+    for filter in
+        ["displayName eq \"Group1DisplayName\"", "externalId eq \"8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159\""]
+    {
+        let (_, found) =
+            scim.get(&format!("/scim/Groups?excludedAttributes=members&filter={}", urlencode(filter))).await;
+        assert_eq!(found["totalResults"], 1, "{filter}");
+        assert!(found["Resources"][0].get("members").is_none());
+    }
+    scim.send(Method::PATCH, &path, patch_ops(json!([{ "op": "Add", "path": "members", "value": users.iter().map(|u| json!({ "$ref": null, "value": u })).collect::<Vec<_>>() }]))).await;
+    // The default job's Remove: only the listed member goes.
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([{ "op": "Remove", "path": "members", "value": [{ "value": users[1] }] }])),
+    )
+    .await;
+    let (_, g) = scim.get(&path).await;
+    let mut expected = vec![users[0].clone(), users[2].clone()];
+    expected.sort();
+    assert_eq!(member_ids(&g), expected);
+    let (_, found) = scim
+        .get(&format!("/scim/v2/Groups?filter={}", urlencode(&format!("members[value eq \"{}\"]", users[2]))))
+        .await;
+    assert_eq!(found["totalResults"], 1);
+
+    // A member that is not a user here: refused, and nothing changes.
+    let other = Scim::new(&server, "azure_ad").await;
+    let outsider = create_users(&other, 1, "outsider").await;
+    for bad in [outsider[0].as_str(), "01a2221d-50f7-7697-ad4d-23a24da039c7", "not-an-id"] {
+        let (status, err) = scim
+            .send(
+                Method::PATCH,
+                &path,
+                patch_ops(json!([{ "op": "add", "path": "members", "value": [{ "value": bad }] }])),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_error(status, &err, 400);
+    }
+    assert_eq!(scim.get(&path).await.1, g);
+    // Group PUT replaces the members too.
+    let (status, replaced) = scim
+        .send(Method::PUT, &path, json!({ "displayName": "Renamed", "members": [{ "value": users[1] }] }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(member_ids(&replaced), vec![users[1].clone()]);
+    // Deleting a user takes it out of its groups.
+    scim.call(Method::DELETE, &format!("/scim/v2/Users/{}", users[1]), None).await;
+    let (_, g) = scim.get(&path).await;
+    assert!(member_ids(&g).is_empty());
 }

@@ -16,4 +16,7 @@ pub struct AccessClaims {
     pub jti: String,
     /// How the user authenticated (`password`, `external_rest`, ...).
     pub auth_method: String,
+    /// The display names of the user's groups (provisioned over SCIM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }

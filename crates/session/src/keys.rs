@@ -248,6 +248,7 @@ mod tests {
             exp: (now + Duration::minutes(15)).timestamp(),
             jti: "j".into(),
             auth_method: "password".into(),
+            groups: vec!["Engineering".into()],
         }
     }
 

@@ -9,6 +9,10 @@ pub enum StoreError {
     /// concurrency, SCIM `If-Match`).
     #[error("the resource was changed by someone else")]
     VersionMismatch,
+    /// A reference to something that does not exist (a group member that is
+    /// not a user of the organization).
+    #[error("{0} does not exist here")]
+    UnknownReference(String),
     #[error("database configuration: {0}")]
     Config(String),
     #[error("stored data is malformed: {0}")]

@@ -18,6 +18,7 @@
 mod admin_tokens;
 mod audit;
 mod error;
+mod groups;
 mod keys;
 mod orgs;
 mod rest_auth;
@@ -37,6 +38,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub use admin_tokens::AdminTokenRecord;
 pub use audit::{AuditEvent, AuditPage, NewAuditEvent};
 pub use error::StoreError;
+pub use groups::{Group, GroupState};
 pub use orgs::OrgUpdate;
 pub use scim_tokens::ScimTokenRecord;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
 use gatehouse_session::{MasterKey, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
-    NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, Store, StoreError, UserUpdate,
+    GroupState, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, Store, StoreError, UserUpdate,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -382,6 +382,80 @@ async fn scim_user_names_versions_and_tokens(store: Store) {
     ));
 }
 
+async fn groups_keep_members_and_serialise_changes(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let mut users = Vec::new();
+    for i in 0..20 {
+        users
+            .push(store.create_user(&new_user(org.id, &format!("m{i}@example.com")), t0()).await.unwrap().id);
+    }
+    let outsider = store.create_user(&new_user(other.id, "out@example.com"), t0()).await.unwrap().id;
+    let state = |name: &str, members: Vec<UserId>| GroupState {
+        display_name: name.into(),
+        external_id: None,
+        scim_resource: None,
+        members,
+    };
+    let eng = store.create_group(org.id, &state("Engineering", vec![users[0]]), t0()).await.unwrap();
+    assert_eq!((eng.version, eng.members.len()), (1, 1));
+    assert!(matches!(
+        store.create_group(org.id, &state("ENGINEERING", vec![]), t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_group(org.id, &state("Mixed", vec![outsider]), t0()).await,
+        Err(StoreError::UnknownReference(_))
+    ));
+    store.create_group(other.id, &state("Engineering", vec![]), t0()).await.unwrap();
+    assert!(matches!(store.get_group(other.id, &eng.id).await, Err(StoreError::NotFound)));
+
+    // Twenty concurrent additions, each reading and writing the whole set:
+    // every one survives.
+    let adds = users.iter().map(|u| {
+        let (store, id, u) = (store.clone(), eng.id.clone(), *u);
+        async move {
+            store
+                .modify_group(org.id, &id, t0(), |g| {
+                    let mut members: Vec<UserId> = g.members.iter().map(|(m, _)| *m).collect();
+                    members.push(u);
+                    Ok::<_, StoreError>(GroupState {
+                        display_name: g.display_name.clone(),
+                        external_id: g.external_id.clone(),
+                        scim_resource: g.scim_resource.clone(),
+                        members,
+                    })
+                })
+                .await
+        }
+    });
+    for r in futures::future::join_all(adds).await {
+        r.unwrap();
+    }
+    let eng = store.get_group(org.id, &eng.id).await.unwrap();
+    assert_eq!(eng.members.len(), 20, "a concurrent change was lost");
+    assert_eq!(eng.version, 21);
+    assert_eq!(store.group_names_of(users[3]).await.unwrap(), vec!["Engineering".to_owned()]);
+
+    // A refused change changes nothing.
+    let refused = store
+        .modify_group(org.id, &eng.id, t0(), |_| Ok::<_, StoreError>(state("Renamed", vec![outsider])))
+        .await;
+    assert!(matches!(refused, Err(StoreError::UnknownReference(_))));
+    assert_eq!(store.get_group(org.id, &eng.id).await.unwrap(), eng);
+
+    store.delete_user(users[3]).await.unwrap();
+    assert_eq!(
+        store.get_group(org.id, &eng.id).await.unwrap().members.len(),
+        19,
+        "deleted users leave their groups"
+    );
+    assert_eq!(store.list_groups(org.id).await.unwrap().len(), 1);
+    store.delete_group(org.id, &eng.id).await.unwrap();
+    assert!(store.group_names_of(users[0]).await.unwrap().is_empty());
+    assert!(matches!(store.delete_group(org.id, &eng.id).await, Err(StoreError::NotFound)));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -426,4 +500,5 @@ conformance!(
     deleting_an_org_removes_its_users_and_sessions,
     rest_auth_replaces_local_passwords,
     scim_user_names_versions_and_tokens,
+    groups_keep_members_and_serialise_changes,
 );
