@@ -221,21 +221,18 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, S
     *parts.headers_mut() = headers.clone();
     let (parts, _) = parts.into_parts();
     let token = bearer(&parts).ok_or_else(|| ScimError::unauthorized("a SCIM bearer token is required"))?;
-    let record = state
+    let (record, enterprise_toolkit) = state
         .store()
         .find_scim_token(&gatehouse_session::hash_opaque_token(token))
         .await
         .scim()?
         .ok_or_else(|| ScimError::unauthorized("the SCIM bearer token is not valid"))?;
-    if Idp::needs_toolkit(&record.idp) {
-        let org = state.store().get_org(record.org_id).await.scim()?;
-        if !org.enterprise_toolkit {
-            return Err(ScimError {
-                status: 403,
-                scim_type: None,
-                detail: "the organization's Enterprise ToolKit entitlement has ended".into(),
-            });
-        }
+    if Idp::needs_toolkit(&record.idp) && !enterprise_toolkit {
+        return Err(ScimError {
+            status: 403,
+            scim_type: None,
+            detail: "the organization's Enterprise ToolKit entitlement has ended".into(),
+        });
     }
     Ok(Caller { org: record.org_id, token: record })
 }
@@ -467,10 +464,9 @@ async fn create_user(
     body: &Value,
     base: &str,
 ) -> Result<ScimReply, ScimError> {
+    // userName (and email) uniqueness is the unique indexes' to enforce: a
+    // duplicate is a Conflict, answered 409 uniqueness.
     let fields = scim::user_fields(body)?;
-    if state.store().find_user_by_user_name(caller.org, &fields.user_name).await.scim()?.is_some() {
-        return Err(ScimError::uniqueness(format!("userName {:?} is taken", fields.user_name)));
-    }
     let new = NewUser {
         org_id: caller.org,
         email: fields.email,
@@ -480,12 +476,23 @@ async fn create_user(
         user_name: Some(fields.user_name),
         scim_resource: Some(fields.stored),
     };
-    let mut user = state.store().create_user(&new, state.clock().now()).await.scim()?;
+    // The creation and its audit event are one transaction.
+    let event = NewAuditEvent {
+        org_id: Some(caller.org),
+        user_id: None,
+        kind: "scim_user_created",
+        method: Some("scim"),
+        outcome: "success",
+        detail: Some(
+            json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "active": fields.active }),
+        ),
+        device: Default::default(),
+    };
+    let mut user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
     if !fields.active {
         let update = UserUpdate { active: Some(false), ..Default::default() };
         user = state.store().update_user(user.id, &update, state.clock().now()).await.scim()?;
     }
-    audit(state, caller, Some(&user), "scim_user_created").await?;
     let resource = scim::user_resource(&user, base);
     Ok(ScimReply {
         status: StatusCode::CREATED,
@@ -504,13 +511,6 @@ async fn save_user(
     kind: &'static str,
     base: &str,
 ) -> Result<ScimReply, ScimError> {
-    if !fields.user_name.eq_ignore_ascii_case(user.scim_user_name())
-        && let Some(other) =
-            state.store().find_user_by_user_name(caller.org, &fields.user_name).await.scim()?
-        && other.id != user.id
-    {
-        return Err(ScimError::uniqueness(format!("userName {:?} is taken", fields.user_name)));
-    }
     let update = UserUpdate {
         email: Some(fields.email),
         display_name: Some(fields.display_name),

@@ -109,6 +109,19 @@ async fn okta_spec_test(server: TestServer) {
     let id = first["id"].as_str().unwrap();
     let (status, one) = scim.get(&format!("/scim/v2/Users/{id}")).await;
     assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some(id)));
+    // The IdP can update a user an admin created.
+    let (status, updated) = scim
+        .send(
+            Method::PATCH,
+            &format!("/scim/v2/Users/{id}"),
+            json!({ "Operations": [{ "op": "replace", "path": "displayName", "value": "Existing One" }] }),
+        )
+        .await;
+    assert_eq!(
+        (status, updated["displayName"].as_str()),
+        (StatusCode::OK, Some("Existing One")),
+        "{updated}"
+    );
 
     let (status, none) =
         scim.get("/scim/v2/Users?filter=userName%20eq%20%22invalid-user%40example.com%22").await;
@@ -240,9 +253,7 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
 }
 
 /// Entra ID's user requests, default job and `aadOptscim062020` (§2.1–2.3).
-#[tokio::test]
-async fn entra_user_quirks() {
-    let server = TestServer::sqlite().await;
+async fn entra_user_quirks(server: TestServer) {
     let scim = Scim::new(&server, "azure_ad").await;
     // Creation with the enterprise extension, client `meta`, nulls, a custom
     // extension, and a string boolean.
@@ -451,6 +462,28 @@ async fn etags_and_if_match() {
     assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
     let resp = stale("*").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+
+    // Groups honour If-Match too, and a refused change changes nothing.
+    let (_, headers, group) =
+        scim.call(Method::POST, "/scim/v2/Groups", Some(json!({ "displayName": "Etag" }))).await;
+    let group_etag = headers.get("etag").unwrap().to_str().unwrap().to_owned();
+    let group_path = format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+    let rename = |etag: &str| {
+        server
+            .http
+            .patch(server.url(&group_path))
+            .bearer_auth(&scim.token)
+            .header("if-match", etag)
+            .header("content-type", "application/scim+json")
+            .body(
+                json!({ "Operations": [{ "op": "replace", "path": "displayName", "value": "Renamed" }] })
+                    .to_string(),
+            )
+    };
+    assert_eq!(rename("W/\"99\"").send().await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(scim.get(&group_path).await.1["displayName"], "Etag");
+    assert_eq!(rename(&group_etag).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(scim.get(&group_path).await.1["displayName"], "Renamed");
 }
 
 #[tokio::test]
@@ -733,12 +766,13 @@ on_both_backends!(
     okta_crud_and_deprovisioning,
     okta_groups_and_the_groups_claim,
     parallel_member_patches,
+    entra_user_quirks,
+    entra_group_quirks,
+    postman_garbage_and_restore,
 );
 
 /// Entra's group requests (§2.1–2.3).
-#[tokio::test]
-async fn entra_group_quirks() {
-    let server = TestServer::sqlite().await;
+async fn entra_group_quirks(server: TestServer) {
     let scim = Scim::new(&server, "azure_ad").await;
     let users = create_users(&scim, 3, "e").await;
     let (status, group) = scim
@@ -796,4 +830,76 @@ async fn entra_group_quirks() {
     scim.call(Method::DELETE, &format!("/scim/v2/Users/{}", users[1]), None).await;
     let (_, g) = scim.get(&path).await;
     assert!(member_ids(&g).is_empty());
+}
+
+/// The Microsoft reference implementation's "garbage" tests and the
+/// validator's restore scenario (§2.4, §2.5).
+async fn postman_garbage_and_restore(server: TestServer) {
+    let scim = Scim::new(&server, "azure_ad").await;
+    // An apostrophe survives creation and filtering.
+    let (status, omalley) = scim
+        .send(
+            Method::POST,
+            "/scim/v2/Users",
+            json!({ "userName": "OMalley@contoso.com", "displayName": "Ryan O'Malley" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{omalley}");
+    let (_, found) =
+        scim.get(&format!("/scim/v2/Users?filter={}", urlencode("displayName eq \"Ryan O'Malley\""))).await;
+    assert_eq!(found["totalResults"], 1);
+    // A misspelled attribute on PUT is kept, not refused.
+    let path = format!("/scim/v2/Users/{}", omalley["id"].as_str().unwrap());
+    let (status, put) = scim
+        .send(
+            Method::PUT,
+            &path,
+            json!({ "userName": "OMalley@contoso.com", "emials": [{ "value": "x@contoso.com" }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    assert_eq!(put["emials"][0]["value"], "x@contoso.com");
+    // Renaming onto a taken userName is 409 and changes nothing.
+    scim.send(Method::POST, "/scim/v2/Users", json!({ "userName": "taken@contoso.com" })).await;
+    let (status, err) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            patch_ops(json!([{ "op": "Replace", "path": "userName", "value": "TAKEN@contoso.com" }])),
+        )
+        .await;
+    assert_error(status, &err, 409);
+    assert_eq!(scim.get(&path).await.1["userName"], "OMalley@contoso.com");
+    // A userName that is an admin-created user's email is taken too.
+    server.create_user(&scim.org, "admin-made@contoso.com", None).await;
+    let (status, err) = scim
+        .send(
+            Method::POST,
+            "/scim/v2/Users",
+            json!({ "userName": "Admin-Made@contoso.com", "emails": [{ "value": "other@contoso.com" }] }),
+        )
+        .await;
+    assert_error(status, &err, 409);
+    // Restore: unassign (disable), delete, reassign (create again).
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([{ "op": "Replace", "path": "active", "value": "False" }])),
+    )
+    .await;
+    assert_eq!(scim.call(Method::DELETE, &path, None).await.0, StatusCode::NO_CONTENT);
+    let (status, again) = scim
+        .send(Method::POST, "/scim/v2/Users", json!({ "userName": "OMalley@contoso.com", "active": true }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_ne!(again["id"], omalley["id"], "ids are never reused");
+    // Group pagination.
+    for i in 0..7 {
+        scim.send(Method::POST, "/scim/v2/Groups", json!({ "displayName": format!("G{i}") })).await;
+    }
+    let (_, page) = scim.get("/scim/v2/Groups?startIndex=6&count=5").await;
+    assert_eq!(
+        (page["totalResults"].as_u64(), page["itemsPerPage"].as_u64(), page["startIndex"].as_u64()),
+        (Some(7), Some(2), Some(6))
+    );
 }

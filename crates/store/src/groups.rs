@@ -73,15 +73,28 @@ async fn check_members(conn: &mut AnyConnection, org: OrgId, members: &[UserId])
     Ok(())
 }
 
-async fn write_members(conn: &mut AnyConnection, group: &str, members: &[UserId]) -> Result<()> {
-    sqlx::query("DELETE FROM group_members WHERE group_id = $1").bind(group).execute(&mut *conn).await?;
-    let mut unique: Vec<&UserId> = members.iter().collect();
-    unique.sort();
-    unique.dedup();
-    for m in unique {
+/// Makes the stored member set `members`, touching only what changed, so a
+/// one-member change costs the same in a group of ten or ten thousand.
+async fn write_members(
+    conn: &mut AnyConnection,
+    group: &str,
+    current: &[UserId],
+    members: &[UserId],
+) -> Result<()> {
+    use std::collections::BTreeSet;
+    let before: BTreeSet<&UserId> = current.iter().collect();
+    let after: BTreeSet<&UserId> = members.iter().collect();
+    for gone in before.difference(&after) {
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group)
+            .bind(gone.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for new in after.difference(&before) {
         sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2)")
             .bind(group)
-            .bind(m.to_string())
+            .bind(new.to_string())
             .execute(&mut *conn)
             .await?;
     }
@@ -107,7 +120,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a group with this displayName"))?;
-        write_members(&mut tx, &id, &state.members).await?;
+        write_members(&mut tx, &id, &[], &state.members).await?;
         let group = fetch(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(group)
@@ -159,7 +172,11 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
         let current = load(&mut tx, &row).await?;
         let next = change(&current)?;
-        check_members(&mut tx, org, &next.members).await?;
+        // Members already in the group were checked when they joined (and a
+        // deleted user leaves by cascade); only newcomers need checking.
+        let newcomers: Vec<UserId> =
+            next.members.iter().filter(|m| !current.members.iter().any(|(c, _)| c == *m)).copied().collect();
+        check_members(&mut tx, org, &newcomers).await?;
         sqlx::query(
             "UPDATE scim_groups SET display_name = $2, display_name_normalized = $3, external_id = $4, \
              scim_resource = $5, version = version + 1, updated_at = $6 WHERE id = $1",
@@ -173,7 +190,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a group with this displayName"))?;
-        write_members(&mut tx, id, &next.members).await?;
+        let current_members: Vec<UserId> = current.members.iter().map(|(m, _)| *m).collect();
+        write_members(&mut tx, id, &current_members, &next.members).await?;
         let group = fetch(&mut tx, id).await?;
         tx.commit().await?;
         Ok(group)

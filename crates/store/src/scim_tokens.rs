@@ -61,15 +61,17 @@ impl Store {
         })
     }
 
-    /// The live token with this hash.
-    pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<ScimTokenRecord>> {
+    /// The live token with this hash, and whether its organization has the
+    /// Enterprise ToolKit (one query: this runs on every SCIM request).
+    pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<(ScimTokenRecord, bool)>> {
         let row = sqlx::query(
-            "SELECT id, org_id, label, idp, created_at FROM scim_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            "SELECT t.id, t.org_id, t.label, t.idp, t.created_at, o.enterprise_toolkit FROM scim_tokens t \
+             JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(from_row).transpose()
+        row.map(|r| Ok((from_row(&r)?, r.try_get::<i64, _>("enterprise_toolkit")? != 0))).transpose()
     }
 
     /// The organization's live tokens, oldest first.

@@ -63,14 +63,17 @@ impl Store {
     /// across every organization) is a conflict; an unknown organization is
     /// `NotFound`.
     pub async fn create_user(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User> {
+        self.create_user_audited(new, None, now).await
+    }
+
+    /// Creates the user and records `audit` in the same transaction.
+    pub async fn create_user_audited(
+        &self,
+        new: &NewUser,
+        audit: Option<&crate::NewAuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
         let mut tx = self.begin_write().await?;
-        let org_exists = sqlx::query("SELECT 1 FROM organizations WHERE id = $1")
-            .bind(new.org_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if org_exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
         let id = UserId::new();
         sqlx::query(
             "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
@@ -86,14 +89,36 @@ impl Store {
         .bind(new.password_hash.clone())
         .bind(millis(now))
         .bind(new.user_name.clone())
-        .bind(new.user_name.as_ref().map(|n| n.to_lowercase()))
+        .bind(new.user_name.as_ref().map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()))
         .bind(new.scim_resource.clone())
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::unique("a user with this email or userName"))?;
-        let user = fetch_user(&mut tx, id).await?;
+        .map_err(|e| match &e {
+            // The organization's existence is the foreign key's to check.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::unique("a user with this email or userName")(e),
+        })?;
+        if let Some(event) = audit {
+            let event = crate::NewAuditEvent { user_id: Some(id), ..event.clone() };
+            crate::audit::insert_audit_event(&mut tx, &event, now).await?;
+        }
         tx.commit().await?;
-        Ok(user)
+        // Exactly what was stored, without reading it back.
+        let stored_at = from_millis(millis(now));
+        Ok(User {
+            id,
+            org_id: new.org_id,
+            email: new.email.clone(),
+            display_name: new.display_name.clone(),
+            external_id: new.external_id.clone(),
+            active: true,
+            password_hash: new.password_hash.clone(),
+            user_name: new.user_name.clone(),
+            scim_resource: new.scim_resource.clone(),
+            version: 1,
+            created_at: stored_at,
+            updated_at: stored_at,
+        })
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
@@ -109,10 +134,9 @@ impl Store {
     /// The organization's user whose SCIM userName is `name`, whatever its
     /// case: the userName an IdP gave, or else the email.
     pub async fn find_user_by_user_name(&self, org: OrgId, name: &str) -> Result<Option<User>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND (user_name_normalized = $2 \
-             OR (user_name_normalized IS NULL AND email_normalized = $2))"
-        );
+        // user_name_normalized always holds the effective userName, so this is
+        // one probe of the unique index.
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND user_name_normalized = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org.to_string())
             .bind(name.to_lowercase())
@@ -172,7 +196,10 @@ impl Store {
                password_hash = CASE WHEN $8 = 1 THEN $9 ELSE password_hash END, \
                updated_at = $10, \
                user_name = CASE WHEN $11 = 1 THEN $12 ELSE user_name END, \
-               user_name_normalized = CASE WHEN $11 = 1 THEN $13 ELSE user_name_normalized END, \
+               user_name_normalized = CASE \
+                 WHEN $11 = 1 THEN COALESCE($13, $3, email_normalized) \
+                 WHEN user_name IS NULL THEN COALESCE($3, email_normalized) \
+                 ELSE user_name_normalized END, \
                scim_resource = CASE WHEN $14 = 1 THEN $15 ELSE scim_resource END, \
                version = version + 1 \
              WHERE id = $1 AND ($16 = 0 OR version = $17)",

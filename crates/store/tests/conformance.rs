@@ -358,20 +358,49 @@ async fn scim_user_names_versions_and_tokens(store: Store) {
     let mut dup = new_user(org.id, "kim2@example.com");
     dup.user_name = Some("KIM.LEE".into());
     assert!(matches!(store.create_user(&dup, t0()).await, Err(StoreError::Conflict(_))));
+    // A userName equal to another user's email (its userName) is taken too.
+    let mut clash = new_user(org.id, "kim3@example.com");
+    clash.user_name = Some("Lee@Example.com".into());
+    assert!(matches!(store.create_user(&clash, t0()).await, Err(StoreError::Conflict(_))));
+    // When an email that serves as userName changes, the userName follows.
+    let moved = UserUpdate { email: Some(Email::parse("lee2@example.com").unwrap()), ..Default::default() };
+    store.update_user(plain.id, &moved, t0()).await.unwrap();
+    assert_eq!(
+        store.find_user_by_user_name(org.id, "lee2@example.com").await.unwrap().map(|u| u.id),
+        Some(plain.id)
+    );
+    assert_eq!(store.find_user_by_user_name(org.id, "lee@example.com").await.unwrap(), None);
+    // Clearing an IdP userName falls back to the email.
+    let cleared = UserUpdate { user_name: Some(None), ..Default::default() };
+    store.update_user(kim.id, &cleared, t0()).await.unwrap();
+    assert_eq!(
+        store.find_user_by_user_name(org.id, "kim@example.com").await.unwrap().map(|u| u.id),
+        Some(kim.id)
+    );
+    let restore = UserUpdate { user_name: Some(Some("Kim.Lee".into())), ..Default::default() };
+    store.update_user(kim.id, &restore, t0()).await.unwrap();
     assert_eq!(store.count_users(org.id).await.unwrap(), 2);
 
     // Every change bumps the version; a stale expected version changes nothing.
-    let update =
-        UserUpdate { display_name: Some("Kim".into()), expected_version: Some(1), ..Default::default() };
+    let current = store.get_user(kim.id).await.unwrap().version;
+    assert_eq!(current, 3, "created, then two updates");
+    let update = UserUpdate {
+        display_name: Some("Kim".into()),
+        expected_version: Some(current),
+        ..Default::default()
+    };
     let kim2 = store.update_user(kim.id, &update, t0()).await.unwrap();
-    assert_eq!(kim2.version, 2);
-    let stale =
-        UserUpdate { display_name: Some("Stale".into()), expected_version: Some(1), ..Default::default() };
+    assert_eq!(kim2.version, current + 1);
+    let stale = UserUpdate {
+        display_name: Some("Stale".into()),
+        expected_version: Some(current),
+        ..Default::default()
+    };
     assert!(matches!(store.update_user(kim.id, &stale, t0()).await, Err(StoreError::VersionMismatch)));
     assert_eq!(store.get_user(kim.id).await.unwrap().display_name, "Kim");
 
     let tok = store.create_scim_token(org.id, "okta", "okta", "h-1", t0()).await.unwrap();
-    assert_eq!(store.find_scim_token("h-1").await.unwrap(), Some(tok.clone()));
+    assert_eq!(store.find_scim_token("h-1").await.unwrap(), Some((tok.clone(), true)));
     assert_eq!(store.list_scim_tokens(org.id, 50).await.unwrap(), vec![tok.clone()]);
     assert!(matches!(store.revoke_scim_token(other.id, &tok.id, t0()).await, Err(StoreError::NotFound)));
     store.revoke_scim_token(org.id, &tok.id, t0()).await.unwrap();

@@ -1,0 +1,253 @@
+//! SCIM provisioning throughput and filter latency, on a real server.
+//!
+//! Run with `cargo bench --bench scim` (a release build). Measures, in one
+//! run: user creates per second with 4 concurrent clients, group member
+//! PATCHes per second with 4 clients, and `userName eq` filter latency with
+//! 1k and with 100k users in the organization. SQLite by default;
+//! `GATEHOUSE_BENCH_DATABASE_URL=postgres://…` for PostgreSQL (an empty
+//! database). `GATEHOUSE_BENCH_SECONDS` sets the length of the timed runs
+//! (default 5) and `GATEHOUSE_BENCH_USERS` the large population (default
+//! 100000).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use gatehouse::Settings;
+use gatehouse_core::{Email, SystemClock};
+use gatehouse_store::NewUser;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `clients` loops sending `request(n)` with a fresh `n` each time, for
+/// `length`; every answer must have `expect` status. Returns requests/s.
+async fn rate(
+    http: &reqwest::Client,
+    clients: usize,
+    length: Duration,
+    expect: u16,
+    request: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) -> f64 {
+    let request = Arc::new(request);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let end = Instant::now() + length;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, request, counter) = (http.clone(), request.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                while Instant::now() < end {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let response = request(&http, n).send().await.expect("request");
+                    assert_eq!(
+                        response.status().as_u16(),
+                        expect,
+                        "{}",
+                        response.text().await.unwrap_or_default()
+                    );
+                    response.bytes().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / length.as_secs_f64()
+}
+
+async fn filter_latency(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    population: usize,
+) -> (Duration, Duration) {
+    let mut latencies = Vec::new();
+    for i in 0..2000 {
+        let n = (i * 7919) % population;
+        let filter = format!("userName eq \"seed{n}@example.com\"");
+        let started = Instant::now();
+        let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+        let response = http
+            .get(format!("{base}/scim/v2/Users?filter={encoded}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!(body["totalResults"], 1, "{filter}");
+    }
+    latencies.sort();
+    (percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let length = Duration::from_secs(env_number("GATEHOUSE_BENCH_SECONDS", 5));
+        let large = env_number("GATEHOUSE_BENCH_USERS", 100_000) as usize;
+        let sqlite = gatehouse_testkit::TestDb::sqlite();
+        let db_url = std::env::var("GATEHOUSE_BENCH_DATABASE_URL").unwrap_or_else(|_| sqlite.url().to_owned());
+        let mut settings = Settings::for_tests(&db_url);
+        settings.admin_token = Some(ADMIN.into());
+        let state = gatehouse::bootstrap(settings, Arc::new(SystemClock)).await.expect("bootstrap");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(gatehouse::serve(listener, state.clone(), std::future::pending()));
+        let http = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
+
+        let org: Value = http
+            .post(format!("{base}/admin/v1/orgs"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": "Bench", "enterprise_toolkit": true }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let org_id = org["id"].as_str().unwrap().to_owned();
+        let token: Value = http
+            .post(format!("{base}/admin/v1/orgs/{org_id}/scim-tokens"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "label": "bench", "idp": "okta" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["token"].as_str().unwrap().to_owned();
+        println!(
+            "SCIM, {} s timed runs, {} cores, database {}, started {}",
+            length.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            db_url.split(':').next().unwrap_or("?"),
+            Utc::now().format("%Y-%m-%d %H:%M"),
+        );
+
+        // Creates, 4 clients, Okta's create body.
+        let (b, t) = (base.clone(), token.clone());
+        let creates = rate(&http, 4, length, 201, move |http, n| {
+            http.post(format!("{b}/scim/v2/Users")).bearer_auth(&t).header("content-type", "application/scim+json").body(
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": format!("created{n}@example.com"),
+                    "name": { "givenName": "Bench", "familyName": format!("User {n}") },
+                    "emails": [{ "primary": true, "value": format!("created{n}@example.com"), "type": "work" }],
+                    "externalId": format!("00u{n}"),
+                    "active": true
+                })
+                .to_string(),
+            )
+        })
+        .await;
+        println!("user creates, 4 clients:          {creates:>8.0} /s");
+
+        // Member PATCHes, 4 clients, each adding a different user to one group.
+        let members: Vec<String> = {
+            let list: Value = http
+                .get(format!("{base}/scim/v2/Users?count=1000&attributes=userName"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+        };
+        let group: Value = http
+            .post(format!("{base}/scim/v2/Groups"))
+            .bearer_auth(&token)
+            .header("content-type", "application/scim+json")
+            .body(json!({ "displayName": "Everyone" }).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let group_url = format!("{base}/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+        let (t, members) = (token.clone(), Arc::new(members));
+        let patches = rate(&http, 4, length, 204, move |http, n| {
+            let member = &members[n % members.len()];
+            http.patch(&group_url).bearer_auth(&t).header("content-type", "application/scim+json").body(
+                json!({ "Operations": [{ "op": "add", "path": "members", "value": [{ "value": member }] }] }).to_string(),
+            )
+        })
+        .await;
+        println!("group member PATCHes, 4 clients:  {patches:>8.0} /s");
+
+        // Filter latency with 1k, then `large`, users: the population is seeded
+        // through the store (the timed creates above already cover the API).
+        // In an organization of its own, so that "1k users" means 1k.
+        let filter_org: Value = http
+            .post(format!("{base}/admin/v1/orgs"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": "Filter bench", "enterprise_toolkit": true }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let filter_org_id = filter_org["id"].as_str().unwrap().to_owned();
+        let filter_token: Value = http
+            .post(format!("{base}/admin/v1/orgs/{filter_org_id}/scim-tokens"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "label": "bench", "idp": "okta" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = filter_token["token"].as_str().unwrap().to_owned();
+        let org: gatehouse_core::OrgId = filter_org_id.parse().unwrap();
+        let mut seeded = 0;
+        for target in [1_000, large] {
+            let started = Instant::now();
+            while seeded < target {
+                let email = format!("seed{seeded}@example.com");
+                let new = NewUser {
+                    org_id: org,
+                    email: Email::parse(&email).unwrap(),
+                    display_name: format!("Seed {seeded}"),
+                    external_id: None,
+                    password_hash: None,
+                    user_name: Some(email),
+                    scim_resource: None,
+                };
+                state.store().create_user(&new, Utc::now()).await.unwrap();
+                seeded += 1;
+            }
+            let total = state.store().count_users(org).await.unwrap();
+            let (p50, p99) = filter_latency(&http, &base, &token, target).await;
+            println!(
+                "userName eq filter, {total:>6} users: p50 {:>7.3} ms  p99 {:>7.3} ms   (seeded in {:.0} s)",
+                ms(p50),
+                ms(p99),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    });
+}
