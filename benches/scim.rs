@@ -99,6 +99,32 @@ async fn filter_latency(
     (percentile(&latencies, 0.5), percentile(&latencies, 0.99))
 }
 
+/// A new organization with the Enterprise ToolKit, and a SCIM token for it.
+async fn org_with_token(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
+    let org: Value = http
+        .post(format!("{base}/admin/v1/orgs"))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "name": name, "enterprise_toolkit": true }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let token: Value = http
+        .post(format!("{base}/admin/v1/orgs/{org_id}/scim-tokens"))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "label": "bench", "idp": "okta" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (org_id, token["token"].as_str().unwrap().to_owned())
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -114,28 +140,7 @@ fn main() {
         tokio::spawn(gatehouse::serve(listener, state.clone(), std::future::pending()));
         let http = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
 
-        let org: Value = http
-            .post(format!("{base}/admin/v1/orgs"))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "name": "Bench", "enterprise_toolkit": true }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let org_id = org["id"].as_str().unwrap().to_owned();
-        let token: Value = http
-            .post(format!("{base}/admin/v1/orgs/{org_id}/scim-tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "label": "bench", "idp": "okta" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["token"].as_str().unwrap().to_owned();
+        let (_, token) = org_with_token(&http, &base, "Bench").await;
         println!(
             "SCIM, {} s timed runs, {} cores, database {}, started {}",
             length.as_secs(),
@@ -200,28 +205,7 @@ fn main() {
         // Filter latency with 1k, then `large`, users: the population is seeded
         // through the store (the timed creates above already cover the API).
         // In an organization of its own, so that "1k users" means 1k.
-        let filter_org: Value = http
-            .post(format!("{base}/admin/v1/orgs"))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "name": "Filter bench", "enterprise_toolkit": true }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let filter_org_id = filter_org["id"].as_str().unwrap().to_owned();
-        let filter_token: Value = http
-            .post(format!("{base}/admin/v1/orgs/{filter_org_id}/scim-tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "label": "bench", "idp": "okta" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = filter_token["token"].as_str().unwrap().to_owned();
+        let (filter_org_id, token) = org_with_token(&http, &base, "Filter bench").await;
         let org: gatehouse_core::OrgId = filter_org_id.parse().unwrap();
         let mut seeded = 0;
         for target in [1_000, large] {

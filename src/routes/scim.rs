@@ -321,14 +321,18 @@ async fn handle(
             let user = find_user(state, &caller, id).await?;
             check_if_match(headers, &user)?;
             state.store().delete_user(user.id).await.scim()?;
-            audit(state, &caller, Some(&user), "scim_user_deleted").await?;
+            audit(state, provisioning_event(&caller, "scim_user_deleted", Some(&user), json!({}))).await?;
             Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
         }
         (Method::GET, "groups", None) => list_groups(state, &caller, &params, &base).await,
         (Method::POST, "groups", None) => {
             let fields = scim::group_fields(&parse_body(headers, body)?)?;
             let group = state.store().create_group(caller.org, &fields, state.clock().now()).await.scim()?;
-            audit_group(state, &caller, &group.id, "scim_group_created").await?;
+            audit(
+                state,
+                provisioning_event(&caller, "scim_group_created", None, json!({ "group": group.id })),
+            )
+            .await?;
             let resource = scim::group_resource(&group, &base);
             Ok(ScimReply {
                 status: StatusCode::CREATED,
@@ -377,7 +381,8 @@ async fn handle(
             let group = state.store().get_group(caller.org, id).await.scim()?;
             check_version(headers, group.version)?;
             state.store().delete_group(caller.org, id).await.scim()?;
-            audit_group(state, &caller, id, "scim_group_deleted").await?;
+            audit(state, provisioning_event(&caller, "scim_group_deleted", None, json!({ "group": id })))
+                .await?;
             Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
         }
         (Method::GET, "serviceproviderconfig", None) => {
@@ -438,23 +443,29 @@ async fn find_user(state: &AppState, caller: &Caller, id: &str) -> Result<User, 
     }
 }
 
-async fn audit(
-    state: &AppState,
+/// The audit event of a provisioning change made by `caller`.
+fn provisioning_event(
     caller: &Caller,
-    user: Option<&User>,
     kind: &'static str,
-) -> Result<(), ScimError> {
-    let event = NewAuditEvent {
+    user: Option<&User>,
+    subject: Value,
+) -> NewAuditEvent {
+    let mut detail = json!({ "idp": caller.token.idp, "scim_token": caller.token.id });
+    if let (Some(d), Value::Object(extra)) = (detail.as_object_mut(), subject) {
+        d.extend(extra);
+    }
+    NewAuditEvent {
         org_id: Some(caller.org),
         user_id: user.map(|u| u.id),
         kind,
         method: Some("scim"),
         outcome: "success",
-        detail: Some(
-            json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "active": user.map(|u| u.active) }),
-        ),
+        detail: Some(detail),
         device: Default::default(),
-    };
+    }
+}
+
+async fn audit(state: &AppState, event: NewAuditEvent) -> Result<(), ScimError> {
     state.store().record_audit_event(&event, state.clock().now()).await.scim()
 }
 
@@ -477,17 +488,7 @@ async fn create_user(
         scim_resource: Some(fields.stored),
     };
     // The creation and its audit event are one transaction.
-    let event = NewAuditEvent {
-        org_id: Some(caller.org),
-        user_id: None,
-        kind: "scim_user_created",
-        method: Some("scim"),
-        outcome: "success",
-        detail: Some(
-            json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "active": fields.active }),
-        ),
-        device: Default::default(),
-    };
+    let event = provisioning_event(caller, "scim_user_created", None, json!({ "active": fields.active }));
     let mut user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
     if !fields.active {
         let update = UserUpdate { active: Some(false), ..Default::default() };
@@ -529,7 +530,7 @@ async fn save_user(
     } else {
         kind
     };
-    audit(state, caller, Some(&saved), kind).await?;
+    audit(state, provisioning_event(caller, kind, Some(&saved), json!({ "active": saved.active }))).await?;
     Ok(ScimReply {
         etag: Some(scim::etag(saved.version)),
         ..ScimReply::ok(scim::user_resource(&saved, base))
@@ -568,21 +569,8 @@ async fn list_users(
     params: &[(String, String)],
     base: &str,
 ) -> Result<ScimReply, ScimError> {
-    let filter: Option<Filter> = match param(params, "filter").map(str::trim).filter(|f| !f.is_empty()) {
-        Some(f) => Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.0))?),
-        None => None,
-    };
-    let number = |name: &str| -> Result<Option<i64>, ScimError> {
-        param(params, name)
-            .map(|v| {
-                v.trim()
-                    .parse::<i64>()
-                    .map_err(|_| ScimError::invalid_value(format!("{name} must be an integer")))
-            })
-            .transpose()
-    };
-    let start_index = number("startIndex")?.unwrap_or(1).max(1) as usize;
-    let count = number("count")?.unwrap_or(100).clamp(0, MAX_COUNT as i64) as usize;
+    let filter = parse_filter(params)?;
+    let (start_index, count) = paging(params)?;
 
     // `userName eq` is the IdPs' lookup: answered from the index. Any other
     // filter is evaluated on each of the organization's users.
@@ -662,26 +650,8 @@ async fn modify_group(
         Err(GroupFail::Scim(e)) => return Err(e),
         Err(GroupFail::Store(e)) => return Err(e).scim(),
     };
-    audit_group(state, caller, id, "scim_group_updated").await?;
+    audit(state, provisioning_event(caller, "scim_group_updated", None, json!({ "group": id }))).await?;
     Ok(group)
-}
-
-async fn audit_group(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    kind: &'static str,
-) -> Result<(), ScimError> {
-    let event = NewAuditEvent {
-        org_id: Some(caller.org),
-        user_id: None,
-        kind,
-        method: Some("scim"),
-        outcome: "success",
-        detail: Some(json!({ "idp": caller.token.idp, "scim_token": caller.token.id, "group": id })),
-        device: Default::default(),
-    };
-    state.store().record_audit_event(&event, state.clock().now()).await.scim()
 }
 
 async fn list_groups(
@@ -690,10 +660,7 @@ async fn list_groups(
     params: &[(String, String)],
     base: &str,
 ) -> Result<ScimReply, ScimError> {
-    let filter: Option<Filter> = match param(params, "filter").map(str::trim).filter(|f| !f.is_empty()) {
-        Some(f) => Some(filter::parse(f).map_err(|e| ScimError::invalid_filter(e.0))?),
-        None => None,
-    };
+    let filter = parse_filter(params)?;
     let (start_index, count) = paging(params)?;
     let groups = state.store().list_groups(caller.org).await.scim()?;
     let matched: Vec<Value> = groups
@@ -709,6 +676,16 @@ async fn list_groups(
         .map(|r| scim::project(r, param(params, "attributes"), param(params, "excludedAttributes")))
         .collect();
     Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+}
+
+/// The `filter` parameter; one that does not parse is `invalidFilter`, never
+/// an unfiltered page.
+fn parse_filter(params: &[(String, String)]) -> Result<Option<Filter>, ScimError> {
+    param(params, "filter")
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| filter::parse(f).map_err(|e| ScimError::invalid_filter(e.0)))
+        .transpose()
 }
 
 /// `startIndex` (1-based) and `count`, as integers.
