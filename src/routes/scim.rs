@@ -572,13 +572,30 @@ async fn list_users(
     let filter = parse_filter(params)?;
     let (start_index, count) = paging(params)?;
 
-    // `userName eq` is the IdPs' lookup: answered from the index. Any other
-    // filter is evaluated on each of the organization's users.
-    let matched: Vec<User> = match filter.as_ref().and_then(Filter::as_user_name_eq) {
-        Some(name) => {
+    // Without a filter, the page comes from the database (Okta's import
+    // walks every page). `userName eq`, the IdPs' lookup, is one index probe.
+    // Any other filter is evaluated on each of the organization's users.
+    let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
+        (None, _) => {
+            let total = state.store().count_users(caller.org).await.scim()?;
+            let page =
+                state.store().users_at(caller.org, start_index as u64 - 1, count as u32).await.scim()?;
+            let page = page
+                .iter()
+                .map(|u| {
+                    scim::project(
+                        scim::user_resource(u, base),
+                        param(params, "attributes"),
+                        param(params, "excludedAttributes"),
+                    )
+                })
+                .collect();
+            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
+        }
+        (_, Some(name)) => {
             state.store().find_user_by_user_name(caller.org, name).await.scim()?.into_iter().collect()
         }
-        None => {
+        (Some(f), None) => {
             let mut all = Vec::new();
             let mut after = None;
             loop {
@@ -589,10 +606,7 @@ async fn list_users(
                     None => break,
                 }
             }
-            match &filter {
-                Some(f) => all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect(),
-                None => all,
-            }
+            all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect()
         }
     };
     let total = matched.len();

@@ -145,6 +145,19 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// A page of the organization's users by position (SCIM's 1-based
+    /// `startIndex` is `offset + 1`), in creation order.
+    pub async fn users_at(&self, org: OrgId, offset: u64, limit: u32) -> Result<Vec<User>> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY id LIMIT $2 OFFSET $3");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(i64::from(limit.min(1000)))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
     /// How many users the organization has.
     pub async fn count_users(&self, org: OrgId) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE org_id = $1")

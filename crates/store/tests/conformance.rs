@@ -141,6 +141,12 @@ async fn users_page_in_creation_order(store: Store) {
     let last = store.list_users(org.id, second.next, 2).await.unwrap();
     assert_eq!(last.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids[4..5]);
     assert_eq!(last.next, None);
+
+    // By position, as SCIM pages.
+    let at = store.users_at(org.id, 2, 2).await.unwrap();
+    assert_eq!(at.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..4]);
+    assert!(store.users_at(org.id, 5, 2).await.unwrap().is_empty());
+    assert_eq!(store.count_users(org.id).await.unwrap(), 5);
 }
 
 async fn refresh_tokens_rotate_once_and_reuse_revokes(store: Store) {
