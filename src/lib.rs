@@ -53,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::external_auth::router())
         .merge(routes::scim::router())
+        .merge(routes::connections::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, external_auth, login, ops, scim, well_known};
+use crate::routes::{admin, connections, external_auth, login, ops, scim, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,8 @@ use crate::routes::{admin, external_auth, login, ops, scim, well_known};
         admin::create_user, admin::list_users, admin::get_user, admin::update_user, admin::delete_user,
         admin::list_audit_events,
         scim::create_token, scim::list_tokens, scim::revoke_token,
+        connections::create_connection, connections::list_connections, connections::get_connection,
+        connections::replace_connection, connections::delete_connection,
         external_auth::put_rest, external_auth::get_rest, external_auth::delete_rest, external_auth::test_rest,
         well_known::jwks, well_known::openapi,
         ops::healthz, ops::readyz, ops::metrics,

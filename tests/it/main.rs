@@ -12,6 +12,7 @@ mod support;
 mod admin;
 mod bad_input;
 mod cli;
+mod connections;
 mod keys;
 mod multi_process;
 mod ops;

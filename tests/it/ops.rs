@@ -63,6 +63,11 @@ async fn openapi_describes_every_route() {
     let expected = [
         ("/v1/login", "post"),
         ("/v1/password/forgot", "post"),
+        ("/admin/v1/orgs/{org_id}/connections", "post"),
+        ("/admin/v1/orgs/{org_id}/connections", "get"),
+        ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "get"),
+        ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "put"),
+        ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "delete"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "post"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "get"),
         ("/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", "delete"),

@@ -17,6 +17,7 @@
 
 mod admin_tokens;
 mod audit;
+mod connections;
 mod error;
 mod groups;
 mod keys;
@@ -37,6 +38,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use admin_tokens::AdminTokenRecord;
 pub use audit::{AuditEvent, AuditPage, NewAuditEvent};
+pub use connections::ConnectionRecord;
 pub use error::StoreError;
 pub use groups::{Group, GroupState};
 pub use orgs::OrgUpdate;

@@ -491,6 +491,40 @@ async fn groups_keep_members_and_serialise_changes(store: Store) {
     assert!(matches!(store.delete_group(org.id, &eng.id).await, Err(StoreError::NotFound)));
 }
 
+async fn connections_round_trip(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let record = gatehouse_store::ConnectionRecord {
+        id: "c-1".into(),
+        org_id: org.id,
+        kind: "okta".into(),
+        config: r#"{"kind":"okta"}"#.into(),
+        client_secret_sealed: "v1.sealed".into(),
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    store.create_connection(&record).await.unwrap();
+    assert_eq!(store.get_connection(org.id, "c-1").await.unwrap(), record);
+    assert!(matches!(store.get_connection(other.id, "c-1").await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_connections(org.id).await.unwrap(), vec![record.clone()]);
+    let later = t0() + Duration::minutes(1);
+    store.update_connection(org.id, "c-1", r#"{"kind":"okta","x":1}"#, "v1.other", later).await.unwrap();
+    let updated = store.get_connection(org.id, "c-1").await.unwrap();
+    assert_eq!((updated.client_secret_sealed.as_str(), updated.updated_at), ("v1.other", later));
+    assert!(matches!(
+        store.update_connection(other.id, "c-1", "{}", "x", later).await,
+        Err(StoreError::NotFound)
+    ));
+    let orphan =
+        gatehouse_store::ConnectionRecord { id: "c-2".into(), org_id: OrgId::new(), ..record.clone() };
+    assert!(matches!(store.create_connection(&orphan).await, Err(StoreError::NotFound)));
+    store.delete_connection(org.id, "c-1").await.unwrap();
+    assert!(matches!(store.delete_connection(org.id, "c-1").await, Err(StoreError::NotFound)));
+    store.create_connection(&record).await.unwrap();
+    store.delete_org(org.id).await.unwrap();
+    assert!(store.list_connections(org.id).await.unwrap().is_empty(), "goes with its organization");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -536,4 +570,5 @@ conformance!(
     rest_auth_replaces_local_passwords,
     scim_user_names_versions_and_tokens,
     groups_keep_members_and_serialise_changes,
+    connections_round_trip,
 );

@@ -1,0 +1,116 @@
+use chrono::{DateTime, Utc};
+use gatehouse_core::OrgId;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, Store, StoreError, from_millis, millis, parse_id};
+
+/// A stored connection: its configuration as JSON text and its sealed
+/// secret. The store does not interpret either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub org_id: OrgId,
+    pub kind: String,
+    pub config: String,
+    pub client_secret_sealed: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, org_id, kind, config, client_secret_sealed, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<ConnectionRecord> {
+    Ok(ConnectionRecord {
+        id: row.try_get("id")?,
+        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+        kind: row.try_get("kind")?,
+        config: row.try_get("config")?,
+        client_secret_sealed: row.try_get("client_secret_sealed")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// Stores a new connection; `id` is chosen by the caller, which seals the
+    /// secret to it.
+    pub async fn create_connection(&self, record: &ConnectionRecord) -> Result<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO connections (id, org_id, kind, config, client_secret_sealed, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&record.id)
+        .bind(record.org_id.to_string())
+        .bind(&record.kind)
+        .bind(&record.config)
+        .bind(&record.client_secret_sealed)
+        .bind(millis(record.created_at))
+        .bind(millis(record.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::unique("a connection with this id")(e),
+        })?;
+        Ok(())
+    }
+
+    pub async fn get_connection(&self, org: OrgId, id: &str) -> Result<ConnectionRecord> {
+        let sql = format!("SELECT {COLUMNS} FROM connections WHERE id = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(org.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        from_row(&row)
+    }
+
+    /// The organization's connections, oldest first.
+    pub async fn list_connections(&self, org: OrgId) -> Result<Vec<ConnectionRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM connections WHERE org_id = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Replaces a connection's configuration and sealed secret.
+    pub async fn update_connection(
+        &self,
+        org: OrgId,
+        id: &str,
+        config: &str,
+        client_secret_sealed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE connections SET config = $3, client_secret_sealed = $4, updated_at = $5 WHERE id = $1 AND org_id = $2",
+        )
+        .bind(id)
+        .bind(org.to_string())
+        .bind(config)
+        .bind(client_secret_sealed)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_connection(&self, org: OrgId, id: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query("DELETE FROM connections WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! `/admin/v1/orgs/{org_id}/connections`: an organization's identity-provider
+//! connections. Okta and Azure AD are both OpenID Connect; single sign-on
+//! through them builds on what is configured here.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use gatehouse_core::OrgId;
+use gatehouse_oidc::ConnectionConfig;
+use gatehouse_store::{ConnectionRecord, NewAuditEvent, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, PlatformAdmin};
+use crate::routes::admin::require_org;
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/orgs/{org_id}/connections", get(list_connections).post(create_connection))
+        .route(
+            "/admin/v1/orgs/{org_id}/connections/{connection_id}",
+            get(get_connection).put(replace_connection).delete(delete_connection),
+        )
+}
+
+/// A connection as admins see it: the configuration without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectionView {
+    pub(crate) id: String,
+    /// Whether a client secret is stored; the secret itself is never shown.
+    pub(crate) client_secret_set: bool,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub(crate) config: ConnectionConfig,
+}
+
+fn view(record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
+    let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+    Ok(ConnectionView {
+        id: record.id.clone(),
+        client_secret_set: true,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        config,
+    })
+}
+
+fn secret_context(id: &str) -> String {
+    format!("connection-secret:{id}")
+}
+
+/// Checks the entitlement and the configuration; returns the configuration
+/// to store (without the secret) as JSON.
+async fn checked(state: &AppState, org_id: OrgId, config: &ConnectionConfig) -> Result<String, ApiError> {
+    let org = require_org(state, org_id).await?;
+    if !org.enterprise_toolkit {
+        return Err(ApiError::Forbidden {
+            code: "enterprise_toolkit_required",
+            message: "Okta and Azure AD sign-in need the organization's Enterprise ToolKit entitlement"
+                .into(),
+        });
+    }
+    config
+        .validate(state.settings().allow_private_targets)
+        .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
+    serde_json::to_string(config).map_err(ApiError::internal)
+}
+
+async fn audit(state: &AppState, org: OrgId, kind: &'static str, id: &str) -> Result<(), ApiError> {
+    let event = NewAuditEvent {
+        org_id: Some(org),
+        user_id: None,
+        kind,
+        method: None,
+        outcome: "success",
+        detail: Some(serde_json::json!({ "connection": id })),
+        device: Default::default(),
+    };
+    Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("connection"),
+        other => other.into(),
+    }
+}
+
+#[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/connections", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), request_body = ConnectionConfig,
+    responses((status = 201, body = ConnectionView), (status = 400, body = ErrorBody),
+        (status = 403, description = "The organization lacks the Enterprise ToolKit", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn create_connection(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+    ApiJson(config): ApiJson<ConnectionConfig>,
+) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+    let stored = checked(&state, org_id, &config).await?;
+    let secret =
+        config.client_secret.as_deref().ok_or_else(|| ApiError::invalid("client_secret", "is required"))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = state.clock().now();
+    let record = ConnectionRecord {
+        client_secret_sealed: state.master_key().seal(&secret_context(&id), secret.as_bytes()),
+        id,
+        org_id,
+        kind: config.kind.as_str().to_owned(),
+        config: stored,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store().create_connection(&record).await?;
+    audit(&state, org_id, "connection_created", &record.id).await?;
+    let record = state.store().get_connection(org_id, &record.id).await?;
+    Ok((StatusCode::CREATED, Json(view(&record)?)))
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/connections", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = Vec<ConnectionView>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_connections(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    require_org(&state, org_id).await?;
+    let records = state.store().list_connections(org_id).await?;
+    Ok(Json(records.iter().map(view).collect::<Result<_, _>>()?))
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)),
+    responses((status = 200, body = ConnectionView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_connection(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
+    Ok(Json(view(&record)?))
+}
+
+#[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)), request_body = ConnectionConfig,
+    responses((status = 200, description = "Replaced; a client_secret left out is kept", body = ConnectionView),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn replace_connection(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
+    ApiJson(config): ApiJson<ConnectionConfig>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let stored = checked(&state, org_id, &config).await?;
+    let current = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
+    let sealed = match config.client_secret.as_deref() {
+        Some(secret) => state.master_key().seal(&secret_context(&id), secret.as_bytes()),
+        None => current.client_secret_sealed,
+    };
+    state
+        .store()
+        .update_connection(org_id, &id, &stored, &sealed, state.clock().now())
+        .await
+        .map_err(not_found)?;
+    audit(&state, org_id, "connection_updated", &id).await?;
+    let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
+    Ok(Json(view(&record)?))
+}
+
+#[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_connection(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store().delete_connection(org_id, &id).await.map_err(not_found)?;
+    audit(&state, org_id, "connection_deleted", &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
