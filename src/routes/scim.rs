@@ -388,28 +388,25 @@ async fn handle(
         (Method::GET, "serviceproviderconfig", None) => {
             Ok(ScimReply::ok(scim::service_provider_config(&base)))
         }
-        (Method::GET, "resourcetypes", None) => {
-            let types = scim::resource_types(&base);
-            Ok(ScimReply::ok(scim::list_response(types.len(), 1, types)))
-        }
-        (Method::GET, "resourcetypes", Some(name)) => scim::resource_types(&base)
-            .into_iter()
-            .find(|t| t["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(name)))
-            .map(ScimReply::ok)
-            .ok_or_else(|| ScimError::not_found("no such resource type")),
-        (Method::GET, "schemas", None) => {
-            let all = scim::schemas(&base);
-            Ok(ScimReply::ok(scim::list_response(all.len(), 1, all)))
-        }
-        (Method::GET, "schemas", Some(urn)) => scim::schemas(&base)
-            .into_iter()
-            .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(urn)))
-            .map(ScimReply::ok)
-            .ok_or_else(|| ScimError::not_found("no such schema")),
+        (Method::GET, "resourcetypes", id) => discovery(scim::resource_types(&base), id),
+        (Method::GET, "schemas", id) => discovery(scim::schemas(&base), id),
         (_, "users" | "groups" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
             Err(ScimError { status: 405, scim_type: None, detail: format!("{method} is not supported here") })
         }
         _ => Err(ScimError::not_found("no such SCIM endpoint")),
+    }
+}
+
+/// A discovery collection (`/ResourceTypes`, `/Schemas`) as a ListResponse,
+/// or one of its documents by id.
+fn discovery(documents: Vec<Value>, id: Option<&str>) -> Result<ScimReply, ScimError> {
+    match id {
+        None => Ok(ScimReply::ok(scim::list_response(documents.len(), 1, documents))),
+        Some(id) => documents
+            .into_iter()
+            .find(|d| d["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+            .map(ScimReply::ok)
+            .ok_or_else(|| ScimError::not_found(format!("no {id:?} here"))),
     }
 }
 

@@ -199,6 +199,26 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
     let (status, put) = scim.send(Method::PUT, &path, full).await;
     assert_eq!((status, put["name"]["givenName"].as_str()), (StatusCode::OK, Some("Gracie")));
 
+    // Okta's password sync PATCHes a password: accepted, never stored or shown,
+    // and it does not become the platform password.
+    let (status, synced) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            json!({ "Operations": [{ "op": "replace", "value": { "password": "synced-from-okta-1!" } }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!synced.to_string().contains("synced-from-okta"));
+    assert!(!scim.get(&path).await.1.to_string().contains("synced-from-okta"));
+    assert_eq!(server.login("grace@example.com", "synced-from-okta-1!").await.0, StatusCode::UNAUTHORIZED);
+    if let Some(file) = server.db.url().strip_prefix("sqlite://").and_then(|u| u.split('?').next()) {
+        for f in [file.to_owned(), format!("{file}-wal")] {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            assert!(!bytes.windows(19).any(|w| w == b"synced-from-okta-1!"), "password stored in {f}");
+        }
+    }
+
     let (_, tokens) = server.login("grace@example.com", "grace's password").await;
     assert!(tokens["refresh_token"].is_string(), "{tokens}");
 
@@ -246,6 +266,7 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
             "scim_user_deleted",
             "scim_user_reactivated",
             "scim_user_deactivated",
+            "scim_user_patched",
             "scim_user_replaced",
             "scim_user_created"
         ]
