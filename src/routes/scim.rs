@@ -570,7 +570,8 @@ async fn list_users(
     let (start_index, count) = paging(params)?;
 
     // Without a filter, the page comes from the database (Okta's import
-    // walks every page). `userName eq`, the IdPs' lookup, is one index probe.
+    // walks every page). `userName eq` and `externalId eq`, the IdPs'
+    // lookups, are index probes.
     // Any other filter is evaluated on each of the organization's users.
     let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
         (None, _) => {
@@ -591,6 +592,10 @@ async fn list_users(
         }
         (_, Some(name)) => {
             state.store().find_user_by_user_name(caller.org, name).await.scim()?.into_iter().collect()
+        }
+        (Some(f), None) if f.as_external_id_eq().is_some() => {
+            let value = f.as_external_id_eq().unwrap_or_default();
+            state.store().find_users_by_external_id(caller.org, value).await.scim()?
         }
         (Some(f), None) => {
             let mut all = Vec::new();

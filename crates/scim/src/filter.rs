@@ -395,12 +395,23 @@ impl Filter {
     /// `userName eq "x"` (any case), the IdPs' lookup, which storage can
     /// answer from an index.
     pub fn as_user_name_eq(&self) -> Option<&str> {
+        self.as_eq("username")
+    }
+
+    /// `externalId eq "x"`, Entra's other matching attribute, likewise.
+    pub fn as_external_id_eq(&self) -> Option<&str> {
+        self.as_eq("externalid")
+    }
+
+    /// `{attr} eq "x"` on a core attribute (no extension URN, no
+    /// sub-attribute).
+    fn as_eq(&self, name: &str) -> Option<&str> {
         match self {
             Self::Compare {
-                path: AttrPath { attr, sub: None, .. },
+                path: AttrPath { urn, attr, sub: None },
                 op: CompareOp::Eq,
                 value: Value::String(v),
-            } if attr == "username" => Some(v),
+            } if attr == name && urn.as_deref().is_none_or(|u| u.contains(":core:")) => Some(v),
             _ => None,
         }
     }
@@ -479,6 +490,10 @@ mod tests {
     fn user_name_lookups_are_recognised() {
         assert_eq!(parse(r#"userName Eq "A@b.c""#).unwrap().as_user_name_eq(), Some("A@b.c"));
         assert_eq!(parse(r#"userName co "A""#).unwrap().as_user_name_eq(), None);
+        assert_eq!(parse(r#"externalId eq "X1""#).unwrap().as_external_id_eq(), Some("X1"));
+        assert_eq!(parse("externalId eq 00u1").unwrap().as_external_id_eq(), Some("00u1"));
+        let ext = r#"urn:ietf:params:scim:schemas:extension:x:2.0:User:externalId eq "a""#;
+        assert_eq!(parse(ext).unwrap().as_external_id_eq(), None);
     }
 
     #[test]

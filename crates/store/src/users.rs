@@ -77,8 +77,8 @@ impl Store {
         let id = UserId::new();
         sqlx::query(
             "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
-             password_hash, user_name, user_name_normalized, scim_resource, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $9, $10, $11, $8, $8)",
+             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $9, $10, $11, $12, $8, $8)",
         )
         .bind(id.to_string())
         .bind(new.org_id.to_string())
@@ -91,6 +91,7 @@ impl Store {
         .bind(new.user_name.clone())
         .bind(new.user_name.as_ref().map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()))
         .bind(new.scim_resource.clone())
+        .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -143,6 +144,19 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// The organization's users whose externalId is `value`, whatever its case.
+    pub async fn find_users_by_external_id(&self, org: OrgId, value: &str) -> Result<Vec<User>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND external_id_normalized = $2 ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(value.to_lowercase())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
     }
 
     /// A page of the organization's users by position (SCIM's 1-based
@@ -205,6 +219,7 @@ impl Store {
                email_normalized = COALESCE($3, email_normalized), \
                display_name = COALESCE($4, display_name), \
                external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
+               external_id_normalized = CASE WHEN $5 = 1 THEN $18 ELSE external_id_normalized END, \
                active = COALESCE($7, active), \
                password_hash = CASE WHEN $8 = 1 THEN $9 ELSE password_hash END, \
                updated_at = $10, \
@@ -234,6 +249,7 @@ impl Store {
         .bind(update.scim_resource.clone().flatten())
         .bind(i64::from(update.expected_version.is_some()))
         .bind(update.expected_version.unwrap_or(0))
+        .bind(update.external_id.clone().flatten().map(|e| e.to_lowercase()))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a user with this email or userName"))?;

@@ -101,6 +101,22 @@ async fn user_updates_apply_and_clear(store: Store) {
     nu.external_id = Some("ext-1".into());
     let carol = store.create_user(&nu, t0()).await.unwrap();
     assert_eq!(carol.external_id.as_deref(), Some("ext-1"));
+    let by_ext = |v: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find_users_by_external_id(org.id, v)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_ext("EXT-1").await, vec![carol.id], "externalId lookups ignore case");
+    let renamed = UserUpdate { external_id: Some(Some("Ext-2".into())), ..Default::default() };
+    store.update_user(carol.id, &renamed, t0()).await.unwrap();
+    assert_eq!((by_ext("ext-1").await, by_ext("ext-2").await), (vec![], vec![carol.id]));
 
     let update = UserUpdate {
         display_name: Some("Carol".into()),
