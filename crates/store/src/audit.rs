@@ -102,22 +102,37 @@ pub(crate) async fn insert_audit_event(
     event: &NewAuditEvent,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
+    insert_audit_events(conn, &[(event, now)]).await
+}
+
+/// Inserts the events with one statement.
+pub(crate) async fn insert_audit_events(
+    conn: &mut AnyConnection,
+    events: &[(&NewAuditEvent, DateTime<Utc>)],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
         "INSERT INTO audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, \
-         device_ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(event.org_id.map(|o| o.to_string()))
-    .bind(event.user_id.map(|u| u.to_string()))
-    .bind(event.kind)
-    .bind(event.method)
-    .bind(event.outcome)
-    .bind(event.detail.as_ref().map(|d| d.to_string()))
-    .bind(event.device.os.clone())
-    .bind(event.device.name.clone())
-    .bind(event.device.ip.map(|ip| ip.to_string()))
-    .bind(millis(now))
-    .execute(&mut *conn)
-    .await?;
+         device_ip, created_at) VALUES {}",
+        crate::placeholders(events.len(), 11)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (event, now) in events {
+        query = query
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(event.org_id.map(|o| o.to_string()))
+            .bind(event.user_id.map(|u| u.to_string()))
+            .bind(event.kind)
+            .bind(event.method)
+            .bind(event.outcome)
+            .bind(event.detail.as_ref().map(|d| d.to_string()))
+            .bind(event.device.os.clone())
+            .bind(event.device.name.clone())
+            .bind(event.device.ip.map(|ip| ip.to_string()))
+            .bind(millis(*now));
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }

@@ -24,6 +24,7 @@ mod keys;
 mod orgs;
 mod rest_auth;
 mod scim_tokens;
+mod session_writer;
 mod sessions;
 mod users;
 
@@ -65,6 +66,9 @@ pub struct Store {
     /// instead. (Other processes on the same file, such as a CLI command,
     /// still meet the busy timeout.) Unused with PostgreSQL.
     write_turn: Arc<Mutex<()>>,
+    /// Hands new sessions to the group-commit writer (`session_writer`);
+    /// `None` on the writer's own handle.
+    session_writer: Option<tokio::sync::mpsc::Sender<session_writer::Job>>,
 }
 
 /// A write transaction, holding this process's SQLite write turn until it
@@ -126,8 +130,9 @@ impl Store {
             pool = pool.max_connections(16);
         }
         let pool = pool.connect_with(options).await?;
-        let store = Self { pool, backend, write_turn: Arc::new(Mutex::new(())) };
+        let mut store = Self { pool, backend, write_turn: Arc::new(Mutex::new(())), session_writer: None };
         store.migrate().await?;
+        store.session_writer = Some(session_writer::spawn(store.clone()));
         Ok(store)
     }
 
@@ -187,6 +192,18 @@ pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
 
 pub(crate) fn parse_id<T: FromStr>(raw: &str) -> Result<T> {
     raw.parse().map_err(|_| StoreError::Corrupt(format!("malformed id {raw:?}")))
+}
+
+/// `($1, $2, …), ($n, …)` for a multi-row insert of `rows` rows of `cols`
+/// columns. Only placeholders are generated: values are always bound.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Page sizes are clamped here so that no caller can ask for the whole table.

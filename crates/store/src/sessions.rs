@@ -3,6 +3,7 @@ use gatehouse_core::{AuthMethod, Device, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::session_writer::SessionRow;
 use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -65,7 +66,8 @@ const COLUMNS: &str = "id, user_id, org_id, auth_method, created_at, expires_at,
 impl Store {
     /// Stores a new session with its first refresh token and, when given, the
     /// audit event of the sign-in that opened it: one transaction, so neither
-    /// exists without the other.
+    /// exists without the other. (Concurrent calls share transactions; see
+    /// `session_writer`.)
     pub async fn create_session(
         &self,
         new: &NewSession,
@@ -73,26 +75,51 @@ impl Store {
         audit: Option<&NewAuditEvent>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let row = SessionRow {
+            session: new.clone(),
+            refresh_hash: refresh_hash.to_owned(),
+            audit: audit.cloned(),
+            now,
+        };
+        self.write_session_row(row).await
+    }
+
+    /// Writes the sessions, their refresh tokens and audit events in one
+    /// transaction, three multi-row inserts in all.
+    pub(crate) async fn write_sessions(&self, rows: &[&SessionRow]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        if let Some(event) = audit {
-            crate::audit::insert_audit_event(&mut tx, event, now).await?;
-        }
-        sqlx::query(
+        let audits: Vec<(&NewAuditEvent, DateTime<Utc>)> =
+            rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
+        crate::audit::insert_audit_events(&mut tx, &audits).await?;
+        let sql = format!(
             "INSERT INTO sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(new.id.to_string())
-        .bind(new.user_id.to_string())
-        .bind(new.org_id.to_string())
-        .bind(new.auth_method.as_str())
-        .bind(new.device.os.clone())
-        .bind(new.device.name.clone())
-        .bind(new.device.ip.map(|ip| ip.to_string()))
-        .bind(millis(now))
-        .bind(millis(new.expires_at))
-        .execute(&mut *tx)
-        .await?;
-        insert_refresh(&mut tx, refresh_hash, new.id, now).await?;
+             created_at, expires_at) VALUES {}",
+            crate::placeholders(rows.len(), 9)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in rows {
+            let new = &r.session;
+            query = query
+                .bind(new.id.to_string())
+                .bind(new.user_id.to_string())
+                .bind(new.org_id.to_string())
+                .bind(new.auth_method.as_str())
+                .bind(new.device.os.clone())
+                .bind(new.device.name.clone())
+                .bind(new.device.ip.map(|ip| ip.to_string()))
+                .bind(millis(r.now))
+                .bind(millis(new.expires_at));
+        }
+        query.execute(&mut *tx).await?;
+        let sql = format!(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES {}",
+            crate::placeholders(rows.len(), 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in rows {
+            query = query.bind(r.refresh_hash.clone()).bind(r.session.id.to_string()).bind(millis(r.now));
+        }
+        query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -541,6 +541,51 @@ async fn connections_round_trip(store: Store) {
     assert!(store.list_connections(org.id).await.unwrap().is_empty(), "goes with its organization");
 }
 
+async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "gc@example.com"), t0()).await.unwrap();
+    let ghost = UserId::new(); // no such user: its session breaks the foreign key
+    let attempts = (0..41).map(|i| {
+        let store = store.clone();
+        let user_id = if i == 20 { ghost } else { user.id };
+        async move {
+            let session = NewSession {
+                id: SessionId::new(),
+                user_id,
+                org_id: org.id,
+                auth_method: AuthMethod::ExternalRest,
+                device: Device::default(),
+                expires_at: t0() + Duration::days(1),
+            };
+            let audit = NewAuditEvent {
+                org_id: Some(org.id),
+                user_id: Some(user_id),
+                kind: "login",
+                method: Some("external_rest"),
+                outcome: "success",
+                detail: None,
+                device: Device::default(),
+            };
+            let result = store.create_session(&session, &format!("gc-{i}"), Some(&audit), t0()).await;
+            (i, result)
+        }
+    });
+    for (i, result) in futures::future::join_all(attempts).await {
+        if i == 20 {
+            assert!(result.is_err(), "a session for a missing user was stored");
+        } else {
+            result.unwrap_or_else(|e| panic!("session {i} failed with its batch: {e}"));
+            match store.rotate_refresh_token(&format!("gc-{i}"), &format!("gc-next-{i}"), t0()).await.unwrap()
+            {
+                RefreshOutcome::Rotated { .. } => {}
+                other => panic!("session {i} not stored whole: {other:?}"),
+            }
+        }
+    }
+    let events = store.list_audit_events(org.id, None, 200).await.unwrap();
+    assert_eq!(events.events.len(), 40, "one audit event per stored session, none for the failed one");
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -587,4 +632,5 @@ conformance!(
     scim_user_names_versions_and_tokens,
     groups_keep_members_and_serialise_changes,
     connections_round_trip,
+    concurrent_sessions_are_group_committed_and_failures_stay_apart,
 );
