@@ -121,13 +121,8 @@ impl Store {
             // only a power loss can undo the last ones (never corrupt).
             pool = pool.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
-                    // Checkpoints run in the background (see `session_writer`),
-                    // not inside whichever commit crosses the WAL threshold.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-                         PRAGMA wal_autocheckpoint = 0;",
-                    )
-                    .await?;
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                        .await?;
                     Ok(())
                 })
             });

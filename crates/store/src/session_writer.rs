@@ -9,19 +9,11 @@
 //! five per sign-in. Each caller still learns its own outcome: if a batch
 //! fails, its sessions are retried one by one, so one bad row cannot fail
 //! the others.
-//!
-//! The same task keeps SQLite's write-ahead log in check: a passive
-//! checkpoint every second, instead of one inside whichever commit crosses
-//! the log's size threshold.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Backend, NewAuditEvent, NewSession, Result, Store};
+use crate::{NewAuditEvent, NewSession, Result, Store};
 
 /// What one new session writes.
 #[derive(Debug, Clone)]
@@ -41,28 +33,12 @@ pub(crate) struct Job {
 /// parameters, far below either backend's limit.
 const MAX_BATCH: usize = 64;
 
-/// How often the SQLite write-ahead log is folded back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
 /// Starts the writer for `store` (a handle without a writer of its own, so
 /// the task ends when the last `Store` holding the sender is dropped).
 pub(crate) fn spawn(store: Store) -> mpsc::Sender<Job> {
     let (sender, mut receiver) = mpsc::channel::<Job>(4 * MAX_BATCH);
     tokio::spawn(async move {
-        let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
-        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let checkpointing = Arc::new(AtomicBool::new(false));
-        loop {
-            let first = tokio::select! {
-                job = receiver.recv() => match job {
-                    Some(job) => job,
-                    None => break,
-                },
-                _ = checkpoints.tick() => {
-                    store.checkpoint_in_background(&checkpointing);
-                    continue;
-                }
-            };
+        while let Some(first) = receiver.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -93,22 +69,6 @@ pub(crate) fn spawn(store: Store) -> mpsc::Sender<Job> {
 }
 
 impl Store {
-    /// Folds SQLite's write-ahead log back into the database without blocking
-    /// anyone (a PASSIVE checkpoint), on a task of its own, one at a time.
-    /// Commits never pay for a checkpoint: automatic ones are turned off.
-    fn checkpoint_in_background(&self, running: &Arc<AtomicBool>) {
-        if self.backend != Backend::Sqlite || running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (pool, running) = (self.pool.clone(), running.clone());
-        tokio::spawn(async move {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-            running.store(false, Ordering::Release);
-        });
-    }
-
     /// Hands the row to the writer and waits for its outcome; writes it
     /// directly when there is no writer (the writer's own handle) or it has
     /// stopped.
