@@ -19,12 +19,12 @@ mod admin_tokens;
 mod audit;
 mod connections;
 mod error;
+mod group_commit;
 mod groups;
 mod keys;
 mod orgs;
 mod rest_auth;
 mod scim_tokens;
-mod session_writer;
 mod sessions;
 mod users;
 
@@ -66,9 +66,10 @@ pub struct Store {
     /// instead. (Other processes on the same file, such as a CLI command,
     /// still meet the busy timeout.) Unused with PostgreSQL.
     write_turn: Arc<Mutex<()>>,
-    /// Hands new sessions to the group-commit writer (`session_writer`);
-    /// `None` on the writer's own handle.
-    session_writer: Option<tokio::sync::mpsc::Sender<session_writer::Job>>,
+    /// Group-commit writers (see `group_commit`); `None` on the writers' own
+    /// handles.
+    session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
+    user_writer: Option<group_commit::Writer<users::UserRow>>,
 }
 
 /// A write transaction, holding this process's SQLite write turn until it
@@ -130,9 +131,16 @@ impl Store {
             pool = pool.max_connections(16);
         }
         let pool = pool.connect_with(options).await?;
-        let mut store = Self { pool, backend, write_turn: Arc::new(Mutex::new(())), session_writer: None };
+        let mut store = Self {
+            pool,
+            backend,
+            write_turn: Arc::new(Mutex::new(())),
+            session_writer: None,
+            user_writer: None,
+        };
         store.migrate().await?;
-        store.session_writer = Some(session_writer::spawn(store.clone()));
+        store.session_writer = Some(group_commit::spawn(store.clone()));
+        store.user_writer = Some(group_commit::spawn(store.clone()));
         Ok(store)
     }
 

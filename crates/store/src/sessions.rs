@@ -3,7 +3,6 @@ use gatehouse_core::{AuthMethod, Device, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::session_writer::SessionRow;
 use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -81,12 +80,12 @@ impl Store {
             audit: audit.cloned(),
             now,
         };
-        self.write_session_row(row).await
+        crate::group_commit::submit(self, self.session_writer.as_ref(), row).await
     }
 
     /// Writes the sessions, their refresh tokens and audit events in one
     /// transaction, three multi-row inserts in all.
-    pub(crate) async fn write_sessions(&self, rows: &[&SessionRow]) -> Result<()> {
+    async fn write_sessions(&self, rows: &[&SessionRow]) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let audits: Vec<(&NewAuditEvent, DateTime<Utc>)> =
             rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
@@ -258,4 +257,22 @@ pub(crate) async fn revoke_user_sessions(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// What one new session writes.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRow {
+    session: NewSession,
+    refresh_hash: String,
+    audit: Option<NewAuditEvent>,
+    now: DateTime<Utc>,
+}
+
+impl crate::group_commit::BatchRow for SessionRow {
+    fn write<'a>(
+        store: &'a Store,
+        rows: &'a [&'a Self],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(store.write_sessions(rows))
+    }
 }

@@ -67,43 +67,17 @@ impl Store {
     }
 
     /// Creates the user and records `audit` in the same transaction.
+    /// (Concurrent creates share transactions; see `group_commit`.)
     pub async fn create_user_audited(
         &self,
         new: &NewUser,
         audit: Option<&crate::NewAuditEvent>,
         now: DateTime<Utc>,
     ) -> Result<User> {
-        let mut tx = self.begin_write().await?;
         let id = UserId::new();
-        sqlx::query(
-            "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
-             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $9, $10, $11, $12, $8, $8)",
-        )
-        .bind(id.to_string())
-        .bind(new.org_id.to_string())
-        .bind(new.email.as_str())
-        .bind(new.email.normalized())
-        .bind(&new.display_name)
-        .bind(new.external_id.clone())
-        .bind(new.password_hash.clone())
-        .bind(millis(now))
-        .bind(new.user_name.clone())
-        .bind(new.user_name.as_ref().map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()))
-        .bind(new.scim_resource.clone())
-        .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            // The organization's existence is the foreign key's to check.
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => StoreError::unique("a user with this email or userName")(e),
-        })?;
-        if let Some(event) = audit {
-            let event = crate::NewAuditEvent { user_id: Some(id), ..event.clone() };
-            crate::audit::insert_audit_event(&mut tx, &event, now).await?;
-        }
-        tx.commit().await?;
+        let audit = audit.map(|event| crate::NewAuditEvent { user_id: Some(id), ..event.clone() });
+        let row = UserRow { id, new: new.clone(), audit, now };
+        crate::group_commit::submit(self, self.user_writer.as_ref(), row).await?;
         // Exactly what was stored, without reading it back.
         let stored_at = from_millis(millis(now));
         Ok(User {
@@ -120,6 +94,51 @@ impl Store {
             created_at: stored_at,
             updated_at: stored_at,
         })
+    }
+
+    /// Writes the users and their audit events in one transaction, two
+    /// multi-row inserts in all.
+    async fn write_users(&self, rows: &[&UserRow]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
+             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
+             updated_at) VALUES {}",
+            crate::placeholders(rows.len(), 14)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in rows {
+            let new = &r.new;
+            query = query
+                .bind(r.id.to_string())
+                .bind(new.org_id.to_string())
+                .bind(new.email.as_str().to_owned())
+                .bind(new.email.normalized().to_owned())
+                .bind(new.display_name.clone())
+                .bind(new.external_id.clone())
+                .bind(1_i64)
+                .bind(new.password_hash.clone())
+                .bind(new.user_name.clone())
+                .bind(
+                    new.user_name
+                        .as_ref()
+                        .map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()),
+                )
+                .bind(new.scim_resource.clone())
+                .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
+                .bind(millis(r.now))
+                .bind(millis(r.now));
+        }
+        query.execute(&mut *tx).await.map_err(|e| match &e {
+            // The organization's existence is the foreign key's to check.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::unique("a user with this email or userName")(e),
+        })?;
+        let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
+            rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
+        crate::audit::insert_audit_events(&mut tx, &audits).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
@@ -303,4 +322,22 @@ pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<U
         .await?
         .ok_or(StoreError::NotFound)?;
     user_from_row(&row)
+}
+
+/// What one new user writes.
+#[derive(Debug, Clone)]
+pub(crate) struct UserRow {
+    id: UserId,
+    new: NewUser,
+    audit: Option<crate::NewAuditEvent>,
+    now: DateTime<Utc>,
+}
+
+impl crate::group_commit::BatchRow for UserRow {
+    fn write<'a>(
+        store: &'a Store,
+        rows: &'a [&'a Self],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(store.write_users(rows))
+    }
 }

@@ -586,6 +586,41 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
     assert_eq!(events.events.len(), 40, "one audit event per stored session, none for the failed one");
 }
 
+async fn concurrent_creates_keep_their_own_outcomes(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    // 30 distinct users, 10 tries at one userName, 1 in a missing organization,
+    // all at once: they share batches, and each gets its own answer.
+    let attempts = (0..41).map(|i| {
+        let store = store.clone();
+        async move {
+            let mut new = match i {
+                0..30 => new_user(org.id, &format!("many{i}@example.com")),
+                30..40 => new_user(org.id, &format!("same{i}@example.com")),
+                _ => new_user(OrgId::new(), "orphan@example.com"),
+            };
+            if (30..40).contains(&i) {
+                new.user_name = Some("The.Same".into());
+            }
+            (i, store.create_user(&new, t0()).await)
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    for (i, r) in &results {
+        match i {
+            0..30 => assert!(r.is_ok(), "create {i}: {r:?}"),
+            30..40 => assert!(matches!(r, Ok(_) | Err(StoreError::Conflict(_))), "create {i}: {r:?}"),
+            _ => assert!(matches!(r, Err(StoreError::NotFound)), "create {i}: {r:?}"),
+        }
+    }
+    let winners = results.iter().filter(|(i, r)| (30..40).contains(i) && r.is_ok()).count();
+    assert_eq!(winners, 1, "exactly one create takes a userName");
+    assert_eq!(store.count_users(org.id).await.unwrap(), 31);
+    for (i, r) in results.iter().filter(|(_, r)| r.is_ok()) {
+        let user = r.as_ref().unwrap();
+        assert_eq!(store.get_user(user.id).await.unwrap(), *user, "create {i} returned what was stored");
+    }
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -633,4 +668,5 @@ conformance!(
     groups_keep_members_and_serialise_changes,
     connections_round_trip,
     concurrent_sessions_are_group_committed_and_failures_stay_apart,
+    concurrent_creates_keep_their_own_outcomes,
 );

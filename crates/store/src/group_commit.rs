@@ -1,0 +1,87 @@
+//! Group commit: rows that many requests write at once share transactions.
+//!
+//! Every sign-in writes a session, its first refresh token and its audit
+//! event in one transaction, and every SCIM create a user and its audit
+//! event. Under load those transactions queue for the database's single
+//! writer (SQLite) or for commits (PostgreSQL): the pass-through benchmark
+//! showed the session write to be the ceiling on sign-ins. So a writer task
+//! per kind of row takes whatever rows are waiting and writes them all in one
+//! transaction with multi-row inserts. Each caller still learns its own
+//! outcome: if a batch fails, its rows are retried one by one, so one bad row
+//! (a duplicate userName, a user deleted meanwhile) fails alone, with its own
+//! error.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, Store};
+
+/// A row that can be written in batches.
+pub(crate) trait BatchRow: Send + Sync + Sized + 'static {
+    /// Writes `rows` in one transaction, all or none.
+    fn write<'a>(
+        store: &'a Store,
+        rows: &'a [&'a Self],
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
+pub(crate) struct Job<R> {
+    row: R,
+    done: oneshot::Sender<Result<()>>,
+}
+
+pub(crate) type Writer<R> = mpsc::Sender<Job<R>>;
+
+/// Rows written in one batch at most; far below either backend's limit on
+/// bind parameters for the rows written here.
+const MAX_BATCH: usize = 64;
+
+/// Starts the writer for `store` (a handle without writers of its own, so
+/// the task ends when the last `Store` holding the sender is dropped).
+pub(crate) fn spawn<R: BatchRow>(store: Store) -> Writer<R> {
+    let (sender, mut receiver) = mpsc::channel::<Job<R>>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let rows: Vec<&R> = batch.iter().map(|j| &j.row).collect();
+            match R::write(&store, &rows).await {
+                Ok(()) => {
+                    for job in batch {
+                        let _ = job.done.send(Ok(()));
+                    }
+                }
+                Err(e) if batch.len() == 1 => {
+                    let _ = batch.pop().map(|job| job.done.send(Err(e)));
+                }
+                Err(_) => {
+                    for job in batch {
+                        let result = R::write(&store, &[&job.row]).await;
+                        let _ = job.done.send(result);
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
+/// Hands `row` to `writer` and waits for its outcome; writes it directly
+/// when there is no writer (a writer's own handle) or it has stopped.
+pub(crate) async fn submit<R: BatchRow>(store: &Store, writer: Option<&Writer<R>>, row: R) -> Result<()> {
+    let Some(writer) = writer else { return R::write(store, &[&row]).await };
+    let (done, outcome) = oneshot::channel();
+    match writer.send(Job { row, done }).await {
+        Ok(()) => outcome
+            .await
+            .unwrap_or_else(|_| Err(crate::StoreError::Config("the batch writer stopped mid-write".into()))),
+        Err(mpsc::error::SendError(job)) => R::write(store, &[&job.row]).await,
+    }
+}
