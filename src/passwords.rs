@@ -89,3 +89,70 @@ impl PasswordConnector for LocalPasswords<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A hash runs off the async runtime: on a single-threaded runtime, a job
+    /// that waits for a message from an async task only gets it if the job is
+    /// not occupying the runtime's one thread.
+    #[test]
+    fn hashing_runs_off_the_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let hasher = PasswordHasher::new(1);
+            let (signal, wait) = mpsc::channel::<()>();
+            let job = hasher.run(move || wait.recv_timeout(Duration::from_secs(10)).is_ok());
+            let nudge = async move {
+                tokio::task::yield_now().await;
+                signal.send(()).unwrap();
+            };
+            let (got_signal, ()) = tokio::join!(job, nudge);
+            assert!(got_signal.unwrap(), "the hash job blocked the runtime thread");
+        });
+    }
+
+    /// No more hashes run at once than the configured concurrency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_concurrency_is_bounded() {
+        let hasher = Arc::new(PasswordHasher::new(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let jobs = (0..12).map(|_| {
+            let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Real work in between, so that jobs overlap if allowed to.
+                        let _ = Argon2::default().hash_password(b"overlap");
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        });
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{} hashes ran at once", most.load(Ordering::SeqCst));
+        assert!(most.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_the_right_password_only() {
+        let hasher = PasswordHasher::new(2);
+        let hash = hasher.hash("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(hasher.verify("correct horse", Some(&hash)).await.unwrap());
+        assert!(!hasher.verify("wrong horse", Some(&hash)).await.unwrap());
+        assert!(
+            !hasher.verify("anything", None).await.unwrap(),
+            "no hash never matches, not even the decoy's"
+        );
+    }
+}
