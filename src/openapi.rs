@@ -15,7 +15,7 @@ use crate::routes::{admin, connections, external_auth, login, ops, scim, well_kn
         admin::list_audit_events,
         scim::create_token, scim::list_tokens, scim::revoke_token,
         connections::create_connection, connections::list_connections, connections::get_connection,
-        connections::replace_connection, connections::delete_connection,
+        connections::replace_connection, connections::delete_connection, connections::test_connection,
         external_auth::put_rest, external_auth::get_rest, external_auth::delete_rest, external_auth::test_rest,
         well_known::jwks, well_known::openapi,
         ops::healthz, ops::readyz, ops::metrics,

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
@@ -25,6 +25,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/admin/v1/orgs/{org_id}/connections/{connection_id}",
             get(get_connection).put(replace_connection).delete(delete_connection),
         )
+        .route("/admin/v1/orgs/{org_id}/connections/{connection_id}/test", post(test_connection))
 }
 
 /// A connection as admins see it: the configuration without its secret.
@@ -183,4 +184,63 @@ pub(crate) async fn delete_connection(
     state.store().delete_connection(org_id, &id).await.map_err(not_found)?;
     audit(&state, org_id, "connection_deleted", &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A public signing key the provider publishes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyView {
+    pub(crate) kid: Option<String>,
+    pub(crate) kty: String,
+    pub(crate) alg: Option<String>,
+}
+
+/// What checking a connection found.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConnectionCheck {
+    /// `ok`, or `failed` with the reason in `error`.
+    pub(crate) outcome: &'static str,
+    pub(crate) error: Option<String>,
+    pub(crate) discovery_url: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) authorization_endpoint: Option<String>,
+    pub(crate) token_endpoint: Option<String>,
+    pub(crate) jwks_uri: Option<String>,
+    pub(crate) keys: Vec<KeyView>,
+}
+
+#[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}/test", tag = "connections",
+    security(("admin_token" = [])), params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)),
+    responses((status = 200, description = "The provider's discovery document and keys were fetched and checked (see outcome)", body = ConnectionCheck),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn test_connection(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
+) -> Result<Json<ConnectionCheck>, ApiError> {
+    let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
+    let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+    let connection = config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)?;
+    let discovery_url = connection.discovery_url.to_string();
+    Ok(Json(match gatehouse_oidc::discover(state.outbound(), &connection).await {
+        Ok((metadata, keys)) => ConnectionCheck {
+            outcome: "ok",
+            error: None,
+            discovery_url,
+            issuer: Some(metadata.issuer),
+            authorization_endpoint: Some(metadata.authorization_endpoint.to_string()),
+            token_endpoint: Some(metadata.token_endpoint.to_string()),
+            jwks_uri: Some(metadata.jwks_uri.to_string()),
+            keys: keys.into_iter().map(|k| KeyView { kid: k.kid, kty: k.kty, alg: k.alg }).collect(),
+        },
+        Err(e) => ConnectionCheck {
+            outcome: "failed",
+            error: Some(e.to_string()),
+            discovery_url,
+            issuer: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            jwks_uri: None,
+            keys: vec![],
+        },
+    }))
 }

@@ -7,7 +7,7 @@
 //! /admin/v1/orgs/{org_id}/external-auth/rest[/test]     external_auth.rs
 //! /v1/password/forgot                                   login.rs
 //! /admin/v1/orgs/{org_id}/scim-tokens[/{token_id}]       scim.rs
-//! /admin/v1/orgs/{org_id}/connections[/{id}]            connections.rs
+//! /admin/v1/orgs/{org_id}/connections[/{id}[/test]]    connections.rs
 //! /scim[/v2]/Users, /ServiceProviderConfig, …           scim.rs       Okta, Entra ID
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators

@@ -147,3 +147,75 @@ async fn bad_connections_name_the_field_and_change_nothing() {
     let (_, listed) = server.admin(Method::GET, &base, None).await;
     assert_eq!(listed, json!([]));
 }
+
+/// Checking a connection fetches the real provider's discovery document and
+/// keys, and holds its issuer to the connection's.
+#[tokio::test]
+async fn checking_a_connection_against_a_real_provider() {
+    use crate::oidc_provider::OidcProvider;
+    let server =
+        TestServer::start(gatehouse_testkit::TestDb::sqlite(), |s| s.allow_private_targets = true).await;
+    let org = toolkit_org(&server).await;
+    let base = format!("/admin/v1/orgs/{org}/connections");
+    let check = |id: String| {
+        let path = format!("{base}/{id}/test");
+        let server = &server;
+        async move { server.admin(Method::POST, &path, None).await }
+    };
+    let create = |issuer: String| {
+        let base = base.clone();
+        let server = &server;
+        async move {
+            let (status, c) = server
+                .admin(Method::POST, &base, Some(json!({ "kind": "okta", "issuer": issuer, "client_id": "gatehouse", "client_secret": "s" })))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{c}");
+            c["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Okta's org authorization server, and a custom one under /oauth2/{id}.
+    let org_as = OidcProvider::start(|p| format!("http://127.0.0.1:{p}")).await;
+    let custom_as = OidcProvider::start(|p| format!("http://127.0.0.1:{p}/oauth2/default")).await;
+    for (provider, issuer) in [
+        (&org_as, format!("http://127.0.0.1:{}", org_as.port)),
+        (&custom_as, format!("http://127.0.0.1:{}/oauth2/default", custom_as.port)),
+    ] {
+        let id = create(issuer.clone()).await;
+        let (status, result) = check(id).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(result["outcome"], "ok", "{result}");
+        assert_eq!(result["issuer"], issuer.as_str());
+        assert!(
+            result["token_endpoint"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("http://127.0.0.1:{}/", provider.port))
+        );
+        assert_eq!(
+            result["keys"],
+            json!([{ "kid": format!("rig-{}", provider.port), "kty": "RSA", "alg": "RS256" }])
+        );
+    }
+
+    // A provider calling itself by another name is refused: the issuer is
+    // pinned by the connection, never taken from the provider.
+    let impostor = OidcProvider::start(|p| format!("http://localhost:{p}")).await;
+    let id = create(format!("http://127.0.0.1:{}", impostor.port)).await;
+    let (_, result) = check(id).await;
+    assert_eq!(result["outcome"], "failed");
+    assert!(result["error"].as_str().unwrap().contains("names issuer \"http://localhost:"), "{result}");
+    assert_eq!(result["keys"], json!([]));
+
+    // A wrong authorization server id, and a provider that is down.
+    let id = create(format!("http://127.0.0.1:{}/oauth2/other", custom_as.port)).await;
+    let (_, result) = check(id).await;
+    assert_eq!(result["outcome"], "failed");
+    assert!(result["error"].as_str().unwrap().contains("HTTP 404"), "{result}");
+    let mut gone = OidcProvider::start(|p| format!("http://127.0.0.1:{p}")).await;
+    let id = create(format!("http://127.0.0.1:{}", gone.port)).await;
+    gone.stop();
+    let (_, result) = check(id).await;
+    assert_eq!(result["outcome"], "failed");
+    assert!(result["error"].as_str().unwrap().contains("connection failed"), "{result}");
+}

@@ -15,6 +15,7 @@ mod cli;
 mod connections;
 mod keys;
 mod multi_process;
+mod oidc_provider;
 mod ops;
 mod passthrough;
 mod scim;

@@ -68,6 +68,7 @@ async fn openapi_describes_every_route() {
         ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "get"),
         ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "put"),
         ("/admin/v1/orgs/{org_id}/connections/{connection_id}", "delete"),
+        ("/admin/v1/orgs/{org_id}/connections/{connection_id}/test", "post"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "post"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "get"),
         ("/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", "delete"),

@@ -8,7 +8,9 @@
 //! connection, never derived from a token.
 
 mod config;
+mod discovery;
 mod issuer;
 
 pub use config::{ConnectionConfig, InvalidConnection, OidcConnection, Provider};
+pub use discovery::{DiscoveryError, ProviderMetadata, PublicKey, discover};
 pub use issuer::{IssuerError, IssuerRule, is_guid};

@@ -9,10 +9,10 @@ use gatehouse_core::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-use crate::client::{OutboundClient, UpstreamError, UpstreamResponse};
 use crate::config::{HttpAuthType, RestAuth};
 use crate::escape::{Escaper, check_body};
 use crate::template::{Placeholder, Template};
+use gatehouse_outbound::{OutboundClient, UpstreamError, UpstreamResponse};
 
 /// What stands in for the password and the Authorization header wherever a
 /// request is shown.

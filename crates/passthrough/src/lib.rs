@@ -11,16 +11,15 @@
 //! Architecture invariant: this crate sees no axum type and no storage; it is
 //! handed a user, a password and a device, and answers with a verdict.
 
-mod client;
 mod config;
 mod connector;
 mod escape;
 mod template;
 
-pub use client::{OutboundClient, UpstreamError};
 pub use config::{
     DataAs, HeaderTemplate, HttpAction, HttpAuthType, InvalidConfig, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS,
     RestAuth, RestAuthConfig,
 };
 pub use connector::{Exchange, RestConnector, SentRequest};
+pub use gatehouse_outbound::{OutboundClient, UpstreamError};
 pub use template::{Placeholder, Template, TemplateError};

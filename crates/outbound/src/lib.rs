@@ -1,5 +1,9 @@
 //! The one outbound HTTP client: pooled, with timeouts, TLS verification, no
 //! redirects, no proxies, and a guard against calling internal addresses.
+//!
+//! Every call Gatehouse makes to an organization's systems (its REST
+//! authentication service, its identity provider) goes through it, so the
+//! guard cannot be forgotten. It knows nothing of what it carries.
 
 use std::error::Error as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -80,7 +84,7 @@ impl OutboundClient {
 
     /// Sends one request and reads its status. Redirects are answers, not
     /// followed.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         method: http::Method,
         url: Url,
@@ -115,6 +119,66 @@ impl OutboundClient {
             }
         }
         Ok(UpstreamResponse { status, elapsed: started.elapsed() })
+    }
+}
+
+/// Why a JSON document could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer is not JSON: {0}")]
+    NotJson(String),
+}
+
+impl OutboundClient {
+    /// GETs a JSON document (a discovery document, a key set), reading at
+    /// most `max_bytes`. Anything but HTTP 200 with JSON is an error.
+    pub async fn get_json(
+        &self,
+        url: Url,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<serde_json::Value, FetchError> {
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(is_internal) {
+                return Err(UpstreamError::BlockedTarget.into());
+            }
+        }
+        let started = Instant::now();
+        let mut response = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(classify)?;
+        if response.status().as_u16() != 200 {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), response.chunk())
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(classify)?;
+            match chunk {
+                Some(c) if body.len() + c.len() > max_bytes => return Err(FetchError::TooLarge(max_bytes)),
+                Some(c) => body.extend_from_slice(&c),
+                None => break,
+            }
+        }
+        serde_json::from_slice(&body).map_err(|e| FetchError::NotJson(e.to_string()))
     }
 }
 
@@ -164,7 +228,7 @@ impl Resolve for GuardedResolver {
 /// Loopback, private, link-local (which holds the cloud metadata address
 /// 169.254.169.254), carrier-grade NAT, unspecified, broadcast, multicast and
 /// reserved ranges; IPv4-mapped IPv6 addresses are judged as IPv4.
-pub(crate) fn is_internal(ip: IpAddr) -> bool {
+pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

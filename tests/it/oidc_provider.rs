@@ -1,0 +1,48 @@
+//! A real OpenID provider (`fixtures/oidc-idp`, oidc-provider from npm) on a
+//! loopback port, stopped when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct OidcProvider {
+    child: Child,
+    pub port: u16,
+}
+
+impl OidcProvider {
+    /// Starts a provider whose issuer is `issuer(port)`.
+    pub async fn start(issuer: impl Fn(u16) -> String) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/oidc-idp/server.mjs");
+        let issuer = issuer(port);
+        let child = Command::new("node")
+            .arg(script)
+            .env("PORT", port.to_string())
+            .env("ISSUER", &issuer)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs the test OpenID provider (scripts/setup installs it)");
+        let provider = Self { child, port };
+        let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+            .replace("localhost", "127.0.0.1");
+        for _ in 0..100 {
+            if reqwest::get(&discovery).await.is_ok_and(|r| r.status().is_success()) {
+                return provider;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the test OpenID provider did not start at {discovery}");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
