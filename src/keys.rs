@@ -98,7 +98,8 @@ impl KeyCache {
 
     /// The published key set, read from the database.
     pub async fn jwks(&self) -> Result<JwkSet, KeyError> {
-        Ok(self.reload().await?.jwks().clone())
+        let stored = self.store.published_signing_keys(self.clock.now() - self.retention).await?;
+        Ok(gatehouse_session::published_jwks(&stored)?)
     }
 
     fn cached_if(&self, fresh: impl Fn(&Cached) -> bool) -> Option<Arc<KeyRing>> {

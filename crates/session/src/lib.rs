@@ -19,7 +19,8 @@ mod opaque;
 pub use claims::AccessClaims;
 pub use jsonwebtoken::jwk::JwkSet;
 pub use keys::{
-    KeyRing, NewSigningKey, SigningAlgorithm, StoredKey, VerifyError, generate_signing_key, token_kid,
+    KeyRing, NewSigningKey, SigningAlgorithm, StoredKey, VerifyError, generate_signing_key, published_jwks,
+    token_kid,
 };
 pub use master_key::{MasterKey, MasterKeyError};
 pub use opaque::{OpaqueToken, hash_opaque_token};
