@@ -213,6 +213,7 @@ fn main() {
             while seeded < target {
                 let email = format!("seed{seeded}@example.com");
                 let new = NewUser {
+                    active: true,
                     org_id: org,
                     email: Email::parse(&email).unwrap(),
                     display_name: format!("Seed {seeded}"),

@@ -82,8 +82,8 @@ pub(crate) struct ApiPath<T>(pub T);
 pub(crate) struct ApiQuery<T>(pub T);
 
 /// The bearer token of the request, if it has one.
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
@@ -100,7 +100,7 @@ impl FromRequestParts<AppState> for PlatformAdmin {
             code: "unauthorized",
             message: "a valid admin bearer token is required",
         };
-        let token = bearer(parts).ok_or(DENIED)?;
+        let token = bearer(&parts.headers).ok_or(DENIED)?;
         let presented = gatehouse_session::hash_opaque_token(token);
         if let Some(bootstrap) = state.admin_token_hash()
             && bool::from(presented.as_bytes().ct_eq(bootstrap.as_bytes()))

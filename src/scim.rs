@@ -13,8 +13,9 @@ use serde_json::{Map, Value, json};
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub(crate) const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
-/// Attributes the platform owns; never kept in the stored resource.
-const OWNED: [&str; 5] = ["id", "meta", "schemas", "password", "groups"];
+/// Attributes the platform owns (or must never keep: a password); never
+/// kept in the stored resource.
+const OWNED: [&str; 6] = ["id", "meta", "schemas", "password", "groups", "active"];
 
 /// What a create, replace or patch says about the platform user.
 pub(crate) struct UserFields {
@@ -93,15 +94,6 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
     let external_id = text(get_ci(resource, "externalId"));
     let mut stored = resource.as_object().cloned().unwrap_or_default();
     stored.retain(|k, v| !OWNED.iter().any(|o| k.eq_ignore_ascii_case(o)) && !v.is_null());
-    let mut active_key = None;
-    for k in stored.keys() {
-        if k.eq_ignore_ascii_case("active") {
-            active_key = Some(k.clone());
-        }
-    }
-    if let Some(k) = active_key {
-        stored.remove(&k);
-    }
     Ok(UserFields {
         user_name,
         email,
@@ -110,6 +102,14 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
         active,
         stored: Value::Object(stored).to_string(),
     })
+}
+
+/// The attributes an IdP wrote, as kept (`None` or unreadable: none).
+fn stored_attributes(stored: Option<&str>) -> Map<String, Value> {
+    match stored.map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(map))) => map,
+        _ => Map::new(),
+    }
 }
 
 pub(crate) fn etag(version: i64) -> String {
@@ -122,12 +122,7 @@ fn timestamp(t: DateTime<Utc>) -> String {
 
 /// The SCIM view of a platform user.
 pub(crate) fn user_resource(user: &User, base: &str) -> Value {
-    let mut map: Map<String, Value> = user
-        .scim_resource
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+    let mut map = stored_attributes(user.scim_resource.as_deref());
     let mut schemas = vec![Value::from(USER_SCHEMA)];
     for k in map.keys() {
         if k.to_ascii_lowercase().starts_with("urn:") && map[k].is_object() {
@@ -308,12 +303,7 @@ pub(crate) const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Gro
 
 /// The SCIM view of a group.
 pub(crate) fn group_resource(group: &gatehouse_store::Group, base: &str) -> Value {
-    let mut map: Map<String, Value> = group
-        .scim_resource
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+    let mut map = stored_attributes(group.scim_resource.as_deref());
     map.insert("schemas".into(), json!([GROUP_SCHEMA]));
     map.insert("id".into(), group.id.clone().into());
     map.insert("displayName".into(), group.display_name.clone().into());

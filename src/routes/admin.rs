@@ -289,6 +289,7 @@ pub(crate) async fn create_user(
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let new = NewUser {
+        active: true,
         org_id,
         email: email(&body.email)?,
         display_name: text("display_name", body.display_name.as_deref().unwrap_or(""), 0, 200)?,

@@ -73,15 +73,7 @@ async fn checked(state: &AppState, org_id: OrgId, config: &ConnectionConfig) -> 
 }
 
 async fn audit(state: &AppState, org: OrgId, kind: &'static str, id: &str) -> Result<(), ApiError> {
-    let event = NewAuditEvent {
-        org_id: Some(org),
-        user_id: None,
-        kind,
-        method: None,
-        outcome: "success",
-        detail: Some(serde_json::json!({ "connection": id })),
-        device: Default::default(),
-    };
+    let event = NewAuditEvent::change(org, kind, None, serde_json::json!({ "connection": id }));
     Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
 }
 

@@ -32,15 +32,7 @@ async fn audit(
     kind: &'static str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let event = NewAuditEvent {
-        org_id: Some(org),
-        user_id: None,
-        kind,
-        method: Some("external_rest"),
-        outcome: "success",
-        detail: Some(detail),
-        device: Default::default(),
-    };
+    let event = NewAuditEvent::change(org, kind, Some("external_rest"), detail);
     Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
 }
 

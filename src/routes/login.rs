@@ -1,8 +1,8 @@
 //! `/v1`: sign-in and session endpoints for apps.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gatehouse_core::{
@@ -272,8 +272,11 @@ pub(crate) async fn logout(
 
 #[utoipa::path(get, path = "/v1/me", tag = "sessions", security(("access_token" = [])),
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
-pub(crate) async fn me(State(state): State<AppState>, parts: Parts) -> Result<Json<UserView>, ApiError> {
-    let token = bearer(&parts).ok_or(ApiError::Unauthorized {
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<UserView>, ApiError> {
+    let token = bearer(&headers).ok_or(ApiError::Unauthorized {
         code: "invalid_token",
         message: "a bearer access token is required",
     })?;

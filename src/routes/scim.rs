@@ -217,10 +217,7 @@ struct Caller {
 }
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ScimError> {
-    let mut parts = axum::http::Request::new(());
-    *parts.headers_mut() = headers.clone();
-    let (parts, _) = parts.into_parts();
-    let token = bearer(&parts).ok_or_else(|| ScimError::unauthorized("a SCIM bearer token is required"))?;
+    let token = bearer(headers).ok_or_else(|| ScimError::unauthorized("a SCIM bearer token is required"))?;
     let (record, enterprise_toolkit) = state
         .store()
         .find_scim_token(&gatehouse_session::hash_opaque_token(token))
@@ -310,7 +307,7 @@ async fn handle(
         }
         (Method::PUT, "users", Some(id)) => {
             let user = find_user(state, &caller, id).await?;
-            check_if_match(headers, &user)?;
+            check_version(headers, user.version)?;
             let fields = scim::user_fields(&parse_body(headers, body)?)?;
             save_user(state, &caller, &user, fields, "scim_user_replaced", &base).await
         }
@@ -319,7 +316,7 @@ async fn handle(
         }
         (Method::DELETE, "users", Some(id)) => {
             let user = find_user(state, &caller, id).await?;
-            check_if_match(headers, &user)?;
+            check_version(headers, user.version)?;
             state.store().delete_user(user.id).await.scim()?;
             audit(state, provisioning_event(&caller, "scim_user_deleted", Some(&user), json!({}))).await?;
             Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
@@ -410,10 +407,6 @@ fn discovery(documents: Vec<Value>, id: Option<&str>) -> Result<ScimReply, ScimE
     }
 }
 
-fn check_if_match(headers: &HeaderMap, user: &User) -> Result<(), ScimError> {
-    check_version(headers, user.version)
-}
-
 /// Honours `If-Match`: the request applies only to the version it names.
 fn check_version(headers: &HeaderMap, version: i64) -> Result<(), ScimError> {
     let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else { return Ok(()) };
@@ -451,15 +444,7 @@ fn provisioning_event(
     if let (Some(d), Value::Object(extra)) = (detail.as_object_mut(), subject) {
         d.extend(extra);
     }
-    NewAuditEvent {
-        org_id: Some(caller.org),
-        user_id: user.map(|u| u.id),
-        kind,
-        method: Some("scim"),
-        outcome: "success",
-        detail: Some(detail),
-        device: Default::default(),
-    }
+    NewAuditEvent::change(caller.org, kind, Some("scim"), detail).for_user(user.map(|u| u.id))
 }
 
 async fn audit(state: &AppState, event: NewAuditEvent) -> Result<(), ScimError> {
@@ -477,6 +462,7 @@ async fn create_user(
     let fields = scim::user_fields(body)?;
     let new = NewUser {
         org_id: caller.org,
+        active: fields.active,
         email: fields.email,
         display_name: fields.display_name,
         external_id: fields.external_id,
@@ -486,11 +472,7 @@ async fn create_user(
     };
     // The creation and its audit event are one transaction.
     let event = provisioning_event(caller, "scim_user_created", None, json!({ "active": fields.active }));
-    let mut user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
-    if !fields.active {
-        let update = UserUpdate { active: Some(false), ..Default::default() };
-        user = state.store().update_user(user.id, &update, state.clock().now()).await.scim()?;
-    }
+    let user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
     let resource = scim::user_resource(&user, base);
     Ok(ScimReply {
         status: StatusCode::CREATED,
@@ -546,7 +528,7 @@ async fn patch_user(
     // read again and re-apply, so no concurrent PATCH is lost.
     for _ in 0..5 {
         let user = find_user(state, caller, id).await?;
-        check_if_match(headers, &user)?;
+        check_version(headers, user.version)?;
         let current = scim::user_resource(&user, base);
         let patched = gatehouse_scim::patch::apply(&current, body, true)?;
         let fields = scim::user_fields(&patched)?;
@@ -678,7 +660,13 @@ async fn list_groups(
 ) -> Result<ScimReply, ScimError> {
     let filter = parse_filter(params)?;
     let (start_index, count) = paging(params)?;
-    let groups = state.store().list_groups(caller.org).await.scim()?;
+    // `displayName eq`, the IdPs' lookup before a push, is one index probe.
+    let groups = match filter.as_ref().and_then(Filter::as_display_name_eq) {
+        Some(name) => {
+            state.store().find_group_by_display_name(caller.org, name).await.scim()?.into_iter().collect()
+        }
+        None => state.store().list_groups(caller.org).await.scim()?,
+    };
     let matched: Vec<Value> = groups
         .iter()
         .map(|g| scim::group_resource(g, base))

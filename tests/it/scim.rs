@@ -466,6 +466,21 @@ async fn etags_and_if_match() {
     let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
     let patch = json!({ "Operations": [{ "op": "add", "path": "title", "value": "A" }] });
 
+    // A user provisioned inactive is written once, inactive, at version 1.
+    let (status, _, inactive) = scim
+        .call(
+            Method::POST,
+            "/scim/v2/Users",
+            Some(json!({ "userName": "idle@example.com", "active": false })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (inactive["active"].as_bool(), inactive["meta"]["version"].as_str()),
+        (Some(false), Some("W/\"1\""))
+    );
+    assert_eq!(server.login("idle@example.com", "whatever").await.0, StatusCode::UNAUTHORIZED);
+
     let stale = |etag: &str| {
         server
             .http

@@ -82,6 +82,20 @@ impl OutboundClient {
         Ok(Self { client, allow_private })
     }
 
+    /// The resolver guards names; an address written into the URL is never
+    /// resolved, so it is checked here, before every request.
+    fn check_literal_target(&self, url: &Url) -> Result<(), UpstreamError> {
+        let literal = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if !self.allow_private && literal.is_some_and(is_internal) {
+            return Err(UpstreamError::BlockedTarget);
+        }
+        Ok(())
+    }
+
     /// Sends one request and reads its status. Redirects are answers, not
     /// followed.
     pub async fn send(
@@ -92,18 +106,7 @@ impl OutboundClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        // The resolver guards names; an address written into the URL is never
-        // resolved, so it is checked here.
-        if !self.allow_private {
-            let literal = match url.host() {
-                Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if literal.is_some_and(is_internal) {
-                return Err(UpstreamError::BlockedTarget);
-            }
-        }
+        self.check_literal_target(&url)?;
         let started = Instant::now();
         let mut request = self.client.request(method, url).headers(headers).timeout(timeout);
         if let Some(body) = body {
@@ -144,16 +147,7 @@ impl OutboundClient {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<serde_json::Value, FetchError> {
-        if !self.allow_private {
-            let literal = match url.host() {
-                Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if literal.is_some_and(is_internal) {
-                return Err(UpstreamError::BlockedTarget.into());
-            }
-        }
+        self.check_literal_target(&url)?;
         let started = Instant::now();
         let mut response = self
             .client

@@ -403,6 +403,11 @@ impl Filter {
         self.as_eq("externalid")
     }
 
+    /// `displayName eq "x"`, how both IdPs find a group before pushing it.
+    pub fn as_display_name_eq(&self) -> Option<&str> {
+        self.as_eq("displayname")
+    }
+
     /// `{attr} eq "x"` on a core attribute (no extension URN, no
     /// sub-attribute).
     fn as_eq(&self, name: &str) -> Option<&str> {
@@ -491,6 +496,7 @@ mod tests {
         assert_eq!(parse(r#"userName Eq "A@b.c""#).unwrap().as_user_name_eq(), Some("A@b.c"));
         assert_eq!(parse(r#"userName co "A""#).unwrap().as_user_name_eq(), None);
         assert_eq!(parse(r#"externalId eq "X1""#).unwrap().as_external_id_eq(), Some("X1"));
+        assert_eq!(parse(r#"DisplayName EQ "Eng""#).unwrap().as_display_name_eq(), Some("Eng"));
         assert_eq!(parse("externalId eq 00u1").unwrap().as_external_id_eq(), Some("00u1"));
         let ext = r#"urn:ietf:params:scim:schemas:extension:x:2.0:User:externalId eq "a""#;
         assert_eq!(parse(ext).unwrap().as_external_id_eq(), None);

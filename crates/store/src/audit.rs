@@ -17,6 +17,32 @@ pub struct NewAuditEvent {
     pub device: Device,
 }
 
+impl NewAuditEvent {
+    /// A successful change to an organization's set-up or directory, made
+    /// by an admin or an IdP (no device is involved).
+    pub fn change(
+        org: OrgId,
+        kind: &'static str,
+        method: Option<&'static str>,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self {
+            org_id: Some(org),
+            user_id: None,
+            kind,
+            method,
+            outcome: "success",
+            detail: Some(detail),
+            device: Device::default(),
+        }
+    }
+
+    /// The same event, about `user`.
+    pub fn for_user(self, user: Option<UserId>) -> Self {
+        Self { user_id: user, ..self }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
     pub id: String,

@@ -95,10 +95,7 @@ impl Store {
         .bind(millis(now))
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 
     pub async fn delete_connection(&self, org: OrgId, id: &str) -> Result<()> {
@@ -108,9 +105,6 @@ impl Store {
             .bind(org.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 }

@@ -135,6 +135,23 @@ impl Store {
         Ok(group)
     }
 
+    /// The organization's group with this display name, whatever its case
+    /// (one probe of the unique index).
+    pub async fn find_group_by_display_name(&self, org: OrgId, name: &str) -> Result<Option<Group>> {
+        let mut conn = self.pool.acquire().await?;
+        let sql =
+            format!("SELECT {COLUMNS} FROM scim_groups WHERE org_id = $1 AND display_name_normalized = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(name.to_lowercase())
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(load(&mut conn, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every group of the organization, in id (creation) order.
     pub async fn list_groups(&self, org: OrgId) -> Result<Vec<Group>> {
         let mut conn = self.pool.acquire().await?;
@@ -204,10 +221,7 @@ impl Store {
             .bind(org.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 
     /// The display names of the user's groups, sorted: the `groups` claim.

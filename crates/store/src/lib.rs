@@ -214,6 +214,11 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// `NotFound` when a statement that targets one row by its key touched none.
+pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
 /// Page sizes are clamped here so that no caller can ask for the whole table.
 pub(crate) fn clamp_limit(limit: u32) -> i64 {
     i64::from(limit.clamp(1, 200))

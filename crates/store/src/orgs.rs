@@ -89,9 +89,7 @@ impl Store {
         .bind(millis(now))
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        crate::found(done)?;
         self.get_org(id).await
     }
 
@@ -103,9 +101,6 @@ impl Store {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 }

@@ -55,9 +55,6 @@ impl Store {
             .bind(org.to_string())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 }

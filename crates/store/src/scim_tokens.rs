@@ -97,9 +97,6 @@ impl Store {
         .bind(millis(now))
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 }

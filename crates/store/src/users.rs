@@ -12,6 +12,8 @@ pub struct NewUser {
     pub display_name: String,
     pub external_id: Option<String>,
     pub password_hash: Option<String>,
+    /// Users are normally created active; an IdP may provision one inactive.
+    pub active: bool,
     /// The SCIM userName, for users an IdP provisions.
     pub user_name: Option<String>,
     pub scim_resource: Option<String>,
@@ -59,7 +61,7 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
 }
 
 impl Store {
-    /// Creates an active user. A duplicate email (compared case-insensitively,
+    /// Creates a user. A duplicate email (compared case-insensitively,
     /// across every organization) is a conflict; an unknown organization is
     /// `NotFound`.
     pub async fn create_user(&self, new: &NewUser, now: DateTime<Utc>) -> Result<User> {
@@ -86,7 +88,7 @@ impl Store {
             email: new.email.clone(),
             display_name: new.display_name.clone(),
             external_id: new.external_id.clone(),
-            active: true,
+            active: new.active,
             password_hash: new.password_hash.clone(),
             user_name: new.user_name.clone(),
             scim_resource: new.scim_resource.clone(),
@@ -116,7 +118,7 @@ impl Store {
                 .bind(new.email.normalized().to_owned())
                 .bind(new.display_name.clone())
                 .bind(new.external_id.clone())
-                .bind(1_i64)
+                .bind(i64::from(new.active))
                 .bind(new.password_hash.clone())
                 .bind(new.user_name.clone())
                 .bind(
@@ -292,10 +294,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let done =
             sqlx::query("DELETE FROM users WHERE id = $1").bind(id.to_string()).execute(&self.pool).await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        crate::found(done)
     }
 
     /// Removes the local password of every user in the organization, for when

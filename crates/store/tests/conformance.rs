@@ -17,6 +17,7 @@ fn t0() -> DateTime<Utc> {
 
 fn new_user(org: OrgId, email: &str) -> NewUser {
     NewUser {
+        active: true,
         org_id: org,
         email: Email::parse(email).unwrap(),
         display_name: "Someone".into(),
@@ -135,6 +136,12 @@ async fn user_updates_apply_and_clear(store: Store) {
     assert_eq!(carol.password_hash.as_deref(), Some("$argon2id$new"));
     assert_eq!(store.clear_org_password_hashes(org.id, t0()).await.unwrap(), 1);
     assert_eq!(store.get_user(carol.id).await.unwrap().password_hash, None);
+
+    let mut idle = new_user(org.id, "idle@example.com");
+    idle.active = false;
+    let idle = store.create_user(&idle, t0()).await.unwrap();
+    assert!(!idle.active);
+    assert_eq!(store.get_user(idle.id).await.unwrap(), idle, "stored as returned: inactive, version 1");
 
     store.delete_user(carol.id).await.unwrap();
     assert!(matches!(store.get_user(carol.id).await, Err(StoreError::NotFound)));
@@ -459,6 +466,10 @@ async fn groups_keep_members_and_serialise_changes(store: Store) {
         Err(StoreError::UnknownReference(_))
     ));
     store.create_group(other.id, &state("Engineering", vec![]), t0()).await.unwrap();
+    let found =
+        store.find_group_by_display_name(org.id, "ENGINEERING").await.unwrap().expect("found in any case");
+    assert_eq!((found.id.as_str(), found.members.len()), (eng.id.as_str(), 1));
+    assert_eq!(store.find_group_by_display_name(org.id, "Nope").await.unwrap(), None);
     assert!(matches!(store.get_group(other.id, &eng.id).await, Err(StoreError::NotFound)));
 
     // Twenty concurrent additions, each reading and writing the whole set:

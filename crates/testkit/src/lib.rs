@@ -30,10 +30,6 @@ impl TestDb {
         &self.url
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.cleanup, Cleanup::Postgres { .. })
-    }
-
     /// A fresh SQLite database file in its own temporary directory.
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
