@@ -35,6 +35,12 @@ impl ManualClock {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
         *now += by;
     }
+
+    /// Sets the time, for tests whose peers (an identity provider) keep
+    /// real time.
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
 }
 
 impl Clock for ManualClock {

@@ -204,6 +204,8 @@ pub enum AuthMethod {
     LocalPassword,
     /// The organization's external REST authentication service.
     ExternalRest,
+    /// Single sign-on through an OpenID Connect provider (Okta, Azure AD).
+    Oidc,
 }
 
 impl AuthMethod {
@@ -211,6 +213,7 @@ impl AuthMethod {
         match self {
             Self::LocalPassword => "password",
             Self::ExternalRest => "external_rest",
+            Self::Oidc => "oidc",
         }
     }
 
@@ -218,6 +221,7 @@ impl AuthMethod {
         match s {
             "password" => Some(Self::LocalPassword),
             "external_rest" => Some(Self::ExternalRest),
+            "oidc" => Some(Self::Oidc),
             _ => None,
         }
     }

@@ -68,6 +68,14 @@ impl Store {
         from_row(&row)
     }
 
+    /// A connection by id alone (ids are unique across organizations), for
+    /// sign-ins that name only the connection.
+    pub async fn find_connection(&self, id: &str) -> Result<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM connections WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
     /// The organization's connections, oldest first.
     pub async fn list_connections(&self, org: OrgId) -> Result<Vec<ConnectionRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM connections WHERE org_id = $1 ORDER BY id");

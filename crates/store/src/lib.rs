@@ -26,6 +26,7 @@ mod orgs;
 mod rest_auth;
 mod scim_tokens;
 mod sessions;
+mod sso;
 mod users;
 
 use std::str::FromStr;
@@ -45,6 +46,7 @@ pub use groups::{Group, GroupState};
 pub use orgs::OrgUpdate;
 pub use scim_tokens::ScimTokenRecord;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
+pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use users::{NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

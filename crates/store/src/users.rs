@@ -102,43 +102,7 @@ impl Store {
     /// multi-row inserts in all.
     async fn write_users(&self, rows: &[&UserRow]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
-             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at) VALUES {}",
-            crate::placeholders(rows.len(), 14)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in rows {
-            let new = &r.new;
-            query = query
-                .bind(r.id.to_string())
-                .bind(new.org_id.to_string())
-                .bind(new.email.as_str().to_owned())
-                .bind(new.email.normalized().to_owned())
-                .bind(new.display_name.clone())
-                .bind(new.external_id.clone())
-                .bind(i64::from(new.active))
-                .bind(new.password_hash.clone())
-                .bind(new.user_name.clone())
-                .bind(
-                    new.user_name
-                        .as_ref()
-                        .map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()),
-                )
-                .bind(new.scim_resource.clone())
-                .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
-                .bind(millis(r.now))
-                .bind(millis(r.now));
-        }
-        query.execute(&mut *tx).await.map_err(|e| match &e {
-            // The organization's existence is the foreign key's to check.
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => StoreError::unique("a user with this email or userName")(e),
-        })?;
-        let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
-            rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
-        crate::audit::insert_audit_events(&mut tx, &audits).await?;
+        insert_users(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -332,6 +296,17 @@ pub(crate) struct UserRow {
     now: DateTime<Utc>,
 }
 
+impl UserRow {
+    pub(crate) fn new(
+        id: UserId,
+        new: NewUser,
+        audit: Option<crate::NewAuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self { id, new, audit, now }
+    }
+}
+
 impl crate::group_commit::BatchRow for UserRow {
     fn write<'a>(
         store: &'a Store,
@@ -339,4 +314,45 @@ impl crate::group_commit::BatchRow for UserRow {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(store.write_users(rows))
     }
+}
+
+/// Inserts the users and their audit events: two multi-row inserts.
+pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRow]) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
+             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
+             updated_at) VALUES {}",
+        crate::placeholders(rows.len(), 14)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in rows {
+        let new = &r.new;
+        query = query
+            .bind(r.id.to_string())
+            .bind(new.org_id.to_string())
+            .bind(new.email.as_str().to_owned())
+            .bind(new.email.normalized().to_owned())
+            .bind(new.display_name.clone())
+            .bind(new.external_id.clone())
+            .bind(i64::from(new.active))
+            .bind(new.password_hash.clone())
+            .bind(new.user_name.clone())
+            .bind(
+                new.user_name
+                    .as_ref()
+                    .map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()),
+            )
+            .bind(new.scim_resource.clone())
+            .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
+            .bind(millis(r.now))
+            .bind(millis(r.now));
+    }
+    query.execute(&mut *conn).await.map_err(|e| match &e {
+        // The organization's existence is the foreign key's to check.
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => StoreError::unique("a user with this email or userName")(e),
+    })?;
+    let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
+        rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
+    crate::audit::insert_audit_events(conn, &audits).await
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
 use gatehouse_session::{MasterKey, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
-    GroupState, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, Store, StoreError, UserUpdate,
+    GroupState, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, SsoCode, SsoFlow, SsoPolicy,
+    Store, StoreError, UserUpdate,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -552,6 +553,120 @@ async fn connections_round_trip(store: Store) {
     assert!(store.list_connections(org.id).await.unwrap().is_empty(), "goes with its organization");
 }
 
+fn connection(id: &str, org: OrgId) -> gatehouse_store::ConnectionRecord {
+    gatehouse_store::ConnectionRecord {
+        id: id.into(),
+        org_id: org,
+        kind: "okta".into(),
+        config: "{}".into(),
+        client_secret_sealed: "v1.sealed".into(),
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+async fn sso_policies_default_and_replace(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    assert_eq!(store.sso_policy(org.id).await.unwrap(), SsoPolicy::default());
+    let policy = SsoPolicy {
+        sso_required: true,
+        redirect_urls: vec!["https://a.test/x".into(), "com.a.app:/cb".into()],
+    };
+    store.set_sso_policy(org.id, &policy, t0()).await.unwrap();
+    assert_eq!(store.sso_policy(org.id).await.unwrap(), policy);
+    let relaxed = SsoPolicy { sso_required: false, redirect_urls: vec![] };
+    store.set_sso_policy(org.id, &relaxed, t0()).await.unwrap();
+    assert_eq!(store.sso_policy(org.id).await.unwrap(), relaxed);
+    assert!(matches!(store.set_sso_policy(OrgId::new(), &policy, t0()).await, Err(StoreError::NotFound)));
+}
+
+async fn sso_flows_and_codes_work_once_and_expire(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    store.create_connection(&connection("c-1", org.id)).await.unwrap();
+    let flow = SsoFlow { org_id: org.id, connection_id: "c-1".into(), sealed: "v1.flow".into() };
+    let expires = t0() + Duration::minutes(10);
+    store.create_sso_flow("state-1", &flow, expires, t0()).await.unwrap();
+    store.create_sso_flow("state-2", &flow, expires, t0()).await.unwrap();
+    assert_eq!(store.take_sso_flow("state-1", t0()).await.unwrap(), Some(flow.clone()));
+    assert_eq!(store.take_sso_flow("state-1", t0()).await.unwrap(), None, "single use");
+    assert_eq!(store.take_sso_flow("unknown", t0()).await.unwrap(), None);
+    assert_eq!(store.take_sso_flow("state-2", expires).await.unwrap(), None, "expired");
+    assert!(matches!(
+        store
+            .create_sso_flow("s", &SsoFlow { connection_id: "nope".into(), ..flow.clone() }, expires, t0())
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
+    let code = SsoCode { user_id: user.id, code_challenge: "challenge".into() };
+    let until = t0() + Duration::minutes(2);
+    store.create_sso_code("code-1", &code, until, t0()).await.unwrap();
+    store.create_sso_code("code-2", &code, until, t0()).await.unwrap();
+    assert_eq!(store.take_sso_code("code-1", t0()).await.unwrap(), Some(code.clone()));
+    assert_eq!(store.take_sso_code("code-1", t0()).await.unwrap(), None, "single use");
+    assert_eq!(store.take_sso_code("code-2", until).await.unwrap(), None, "expired");
+
+    // A flow goes with its connection.
+    store.create_sso_flow("state-3", &flow, expires, t0()).await.unwrap();
+    store.delete_connection(org.id, "c-1").await.unwrap();
+    assert_eq!(store.take_sso_flow("state-3", t0()).await.unwrap(), None);
+}
+
+async fn identity_links_are_unique_and_created_with_their_user(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    store.create_connection(&connection("c-1", org.id)).await.unwrap();
+    let audit = NewAuditEvent {
+        org_id: Some(org.id),
+        user_id: None,
+        kind: "user_created",
+        method: Some("oidc"),
+        outcome: "success",
+        detail: None,
+        device: Device::default(),
+    };
+    let user = store
+        .create_linked_user(&new_user(org.id, "jit@a.test"), "c-1", "sub-1", &audit, t0())
+        .await
+        .unwrap();
+    assert_eq!(store.linked_user("c-1", "sub-1").await.unwrap().map(|u| u.id), Some(user.id));
+    assert_eq!(store.linked_user("c-1", "sub-2").await.unwrap(), None);
+    let events = store.list_audit_events(org.id, None, 10).await.unwrap();
+    assert_eq!(
+        events.events.iter().filter(|e| e.user_id == Some(user.id)).count(),
+        1,
+        "audited with the user"
+    );
+
+    // Linking a taken subject, or creating a user whose email is taken,
+    // changes nothing.
+    let other = store.create_user(&new_user(org.id, "other@a.test"), t0()).await.unwrap();
+    assert!(matches!(
+        store.link_identity("c-1", "sub-1", other.id, t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_linked_user(&new_user(org.id, "other@a.test"), "c-1", "sub-3", &audit, t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.linked_user("c-1", "sub-3").await.unwrap(), None, "no link without its user");
+    assert!(matches!(
+        store.create_linked_user(&new_user(org.id, "new@a.test"), "c-1", "sub-1", &audit, t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store.find_user_by_email(&Email::parse("new@a.test").unwrap()).await.unwrap().is_none(),
+        "no user without its link"
+    );
+
+    store.link_identity("c-1", "sub-4", other.id, t0()).await.unwrap();
+    store.delete_user(other.id).await.unwrap();
+    assert_eq!(store.linked_user("c-1", "sub-4").await.unwrap(), None, "links go with their user");
+    store.delete_connection(org.id, "c-1").await.unwrap();
+    store.create_connection(&connection("c-1", org.id)).await.unwrap();
+    assert_eq!(store.linked_user("c-1", "sub-1").await.unwrap(), None, "and with their connection");
+}
+
 async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: Store) {
     let org = store.create_org("A", false, t0()).await.unwrap();
     let user = store.create_user(&new_user(org.id, "gc@example.com"), t0()).await.unwrap();
@@ -680,4 +795,7 @@ conformance!(
     connections_round_trip,
     concurrent_sessions_are_group_committed_and_failures_stay_apart,
     concurrent_creates_keep_their_own_outcomes,
+    sso_policies_default_and_replace,
+    sso_flows_and_codes_work_once_and_expire,
+    identity_links_are_unique_and_created_with_their_user,
 );

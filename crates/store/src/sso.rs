@@ -1,0 +1,250 @@
+//! Single sign-on state: organization policies, flows in progress, native
+//! apps' one-time codes, and identity links. Secrets arrive hashed or sealed;
+//! the store interprets neither.
+
+use chrono::{DateTime, Utc};
+use gatehouse_core::{OrgId, User, UserId};
+use sqlx::Row;
+
+use crate::users::{UserRow, insert_users};
+use crate::{NewAuditEvent, NewUser, Result, Store, StoreError, millis, parse_id};
+
+/// An organization's single sign-on policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SsoPolicy {
+    /// Members sign in only through single sign-on; `/v1/login` refuses them.
+    pub sso_required: bool,
+    /// Where a sign-in may return the browser or the native app.
+    pub redirect_urls: Vec<String>,
+}
+
+/// A flow taken back at its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoFlow {
+    pub org_id: OrgId,
+    pub connection_id: String,
+    pub sealed: String,
+}
+
+/// A native app's code, taken back at the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoCode {
+    pub user_id: UserId,
+    pub code_challenge: String,
+}
+
+impl Store {
+    /// The organization's policy; the default (nothing required, nowhere to
+    /// return) when none was set.
+    pub async fn sso_policy(&self, org: OrgId) -> Result<SsoPolicy> {
+        let row = sqlx::query("SELECT sso_required, redirect_urls FROM sso_policies WHERE org_id = $1")
+            .bind(org.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(SsoPolicy::default()) };
+        let urls: String = row.try_get("redirect_urls")?;
+        Ok(SsoPolicy {
+            sso_required: row.try_get::<i64, _>("sso_required")? != 0,
+            redirect_urls: serde_json::from_str(&urls)
+                .map_err(|e| StoreError::Corrupt(format!("redirect_urls: {e}")))?,
+        })
+    }
+
+    /// Sets the organization's policy. `NotFound` for an unknown organization.
+    pub async fn set_sso_policy(&self, org: OrgId, policy: &SsoPolicy, now: DateTime<Utc>) -> Result<()> {
+        let urls =
+            serde_json::to_string(&policy.redirect_urls).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO sso_policies (org_id, sso_required, redirect_urls, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id) DO UPDATE SET sso_required = excluded.sso_required, \
+             redirect_urls = excluded.redirect_urls, updated_at = excluded.updated_at",
+        )
+        .bind(org.to_string())
+        .bind(i64::from(policy.sso_required))
+        .bind(urls)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(not_found_on_foreign_key)?;
+        Ok(())
+    }
+
+    /// Records a flow sent to the provider, and forgets flows that expired
+    /// unfinished.
+    pub async fn create_sso_flow(
+        &self,
+        state_hash: &str,
+        flow: &SsoFlow,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sso_flows WHERE expires_at <= $1")
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sso_flows (state_hash, org_id, connection_id, sealed, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(state_hash)
+        .bind(flow.org_id.to_string())
+        .bind(&flow.connection_id)
+        .bind(&flow.sealed)
+        .bind(millis(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(not_found_on_foreign_key)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the flow with this state: it is deleted whether or not it is
+    /// still live, so a state works once. `None` when unknown or expired.
+    pub async fn take_sso_flow(&self, state_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoFlow>> {
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "DELETE FROM sso_flows WHERE state_hash = $1 RETURNING org_id, connection_id, sealed, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<i64, _>("expires_at")? <= millis(now) {
+            return Ok(None);
+        }
+        Ok(Some(SsoFlow {
+            org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+            connection_id: row.try_get("connection_id")?,
+            sealed: row.try_get("sealed")?,
+        }))
+    }
+
+    /// Records a native app's one-time code, and forgets expired ones.
+    pub async fn create_sso_code(
+        &self,
+        code_hash: &str,
+        code: &SsoCode,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sso_codes WHERE expires_at <= $1")
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sso_codes (code_hash, user_id, code_challenge, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(code_hash)
+        .bind(code.user_id.to_string())
+        .bind(&code.code_challenge)
+        .bind(millis(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(not_found_on_foreign_key)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes a code: it works once, live or not. `None` when unknown or
+    /// expired.
+    pub async fn take_sso_code(&self, code_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoCode>> {
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, expires_at",
+        )
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<i64, _>("expires_at")? <= millis(now) {
+            return Ok(None);
+        }
+        Ok(Some(SsoCode {
+            user_id: parse_id(&row.try_get::<String, _>("user_id")?)?,
+            code_challenge: row.try_get("code_challenge")?,
+        }))
+    }
+
+    /// The user linked to `subject` at this connection.
+    pub async fn linked_user(&self, connection_id: &str, subject: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT user_id FROM identity_links WHERE connection_id = $1 AND subject = $2")
+            .bind(connection_id)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let id: UserId = parse_id(&row.try_get::<String, _>("user_id")?)?;
+        match self.get_user(id).await {
+            Ok(user) => Ok(Some(user)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Links `subject` at this connection to an existing user. A subject
+    /// already linked is a conflict.
+    pub async fn link_identity(
+        &self,
+        connection_id: &str,
+        subject: &str,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        insert_link(&mut tx, connection_id, subject, user, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a user (first sign-in, just in time) and links `subject` to it,
+    /// with `audit`, in one transaction: a user is never left unlinked.
+    pub async fn create_linked_user(
+        &self,
+        new: &NewUser,
+        connection_id: &str,
+        subject: &str,
+        audit: &NewAuditEvent,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
+        let id = UserId::new();
+        let audit = NewAuditEvent { user_id: Some(id), ..audit.clone() };
+        let row = UserRow::new(id, new.clone(), Some(audit), now);
+        let mut tx = self.begin_write().await?;
+        insert_users(&mut tx, &[&row]).await?;
+        insert_link(&mut tx, connection_id, subject, id, now).await?;
+        tx.commit().await?;
+        self.get_user(id).await
+    }
+}
+
+fn not_found_on_foreign_key(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => e.into(),
+    }
+}
+
+async fn insert_link(
+    conn: &mut sqlx::AnyConnection,
+    connection_id: &str,
+    subject: &str,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO identity_links (connection_id, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(connection_id)
+    .bind(subject)
+    .bind(user.to_string())
+    .bind(millis(now))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => StoreError::unique("a link for this subject")(e),
+    })?;
+    Ok(())
+}
