@@ -38,6 +38,11 @@ pub enum ApiError {
     BadGateway { code: &'static str },
     /// 503: a dependency could not be reached.
     Unavailable { code: &'static str },
+    /// A refused single sign-on, with the status and code that say why.
+    SignIn { status: StatusCode, code: &'static str, message: String },
+    /// 403 `sso_required`: the organization signs in only through single
+    /// sign-on, which starts at `sso_url`.
+    SsoRequired { sso_url: String },
     /// 500: logged in full, reported to the client as nothing more than that.
     Internal(String),
 }
@@ -62,6 +67,9 @@ pub(crate) struct ErrorBody {
     /// The request field at fault, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `sso_required`: where the user's single sign-on starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sso_url: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -99,6 +107,16 @@ impl IntoResponse for ApiError {
             ),
             Self::BadGateway { code } => (StatusCode::BAD_GATEWAY, code, None, None),
             Self::Unavailable { code } => (StatusCode::SERVICE_UNAVAILABLE, code, None, None),
+            Self::SignIn { status, code, message } => (status, code, Some(message), None),
+            Self::SsoRequired { sso_url } => {
+                let body = ErrorBody {
+                    error: "sso_required",
+                    message: Some("this organization signs in through single sign-on".into()),
+                    field: None,
+                    sso_url: Some(sso_url),
+                };
+                return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (
@@ -109,7 +127,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response = (status, Json(ErrorBody { error, message, field })).into_response();
+        let mut response = (status, Json(ErrorBody { error, message, field, sso_url: None })).into_response();
         if status == StatusCode::UNAUTHORIZED && error != "invalid_credentials" {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -15,6 +15,7 @@ mod passwords;
 mod routes;
 mod scim;
 mod sessions;
+mod sso;
 mod state;
 pub mod telemetry;
 
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::external_auth::router())
         .merge(routes::scim::router())
         .merge(routes::connections::router())
+        .merge(routes::sso::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use gatehouse_core::Clock;
+use gatehouse_oidc::ProviderCache;
 use gatehouse_passthrough::OutboundClient;
 use gatehouse_session::MasterKey;
 use gatehouse_store::Store;
@@ -31,6 +32,7 @@ struct Inner {
     master_key: MasterKey,
     outbound: OutboundClient,
     rest_auth_cache: RestAuthCache,
+    oidc_providers: ProviderCache,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
                 master_key,
                 outbound,
                 rest_auth_cache: RestAuthCache::default(),
+                oidc_providers: ProviderCache::default(),
             }),
         }
     }
@@ -88,6 +91,11 @@ impl AppState {
     /// Seals secrets kept in the database.
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
+    }
+
+    /// Each OIDC connection's discovery document and keys.
+    pub(crate) fn oidc_providers(&self) -> &ProviderCache {
+        &self.inner.oidc_providers
     }
 
     /// The one pooled client for calls to organizations' services.

@@ -9,13 +9,14 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
 use gatehouse_oidc::ConnectionConfig;
-use gatehouse_store::{ConnectionRecord, NewAuditEvent, StoreError};
-use serde::Serialize;
+use gatehouse_store::{ConnectionRecord, NewAuditEvent, SsoPolicy, StoreError};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, PlatformAdmin};
 use crate::routes::admin::require_org;
+use crate::sso::{check_redirect_entry, secret_context};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -26,6 +27,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(get_connection).put(replace_connection).delete(delete_connection),
         )
         .route("/admin/v1/orgs/{org_id}/connections/{connection_id}/test", post(test_connection))
+        .route("/admin/v1/orgs/{org_id}/sso", get(get_sso_policy).put(put_sso_policy))
 }
 
 /// A connection as admins see it: the configuration without its secret.
@@ -49,10 +51,6 @@ fn view(record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
         updated_at: record.updated_at,
         config,
     })
-}
-
-fn secret_context(id: &str) -> String {
-    format!("connection-secret:{id}")
 }
 
 /// Checks the entitlement and the configuration; returns the configuration
@@ -174,6 +172,7 @@ pub(crate) async fn delete_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.store().delete_connection(org_id, &id).await.map_err(not_found)?;
+    state.oidc_providers().forget(&id);
     audit(&state, org_id, "connection_deleted", &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -214,15 +213,15 @@ pub(crate) async fn test_connection(
     let connection = config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)?;
     let discovery_url = connection.discovery_url.to_string();
     Ok(Json(match gatehouse_oidc::discover(state.outbound(), &connection).await {
-        Ok((metadata, keys)) => ConnectionCheck {
+        Ok(info) => ConnectionCheck {
             outcome: "ok",
             error: None,
             discovery_url,
-            issuer: Some(metadata.issuer),
-            authorization_endpoint: Some(metadata.authorization_endpoint.to_string()),
-            token_endpoint: Some(metadata.token_endpoint.to_string()),
-            jwks_uri: Some(metadata.jwks_uri.to_string()),
-            keys: keys.into_iter().map(|k| KeyView { kid: k.kid, kty: k.kty, alg: k.alg }).collect(),
+            keys: info.keys().into_iter().map(|k| KeyView { kid: k.kid, kty: k.kty, alg: k.alg }).collect(),
+            issuer: Some(info.metadata.issuer),
+            authorization_endpoint: Some(info.metadata.authorization_endpoint.to_string()),
+            token_endpoint: Some(info.metadata.token_endpoint.to_string()),
+            jwks_uri: Some(info.metadata.jwks_uri.to_string()),
         },
         Err(e) => ConnectionCheck {
             outcome: "failed",
@@ -235,4 +234,67 @@ pub(crate) async fn test_connection(
             keys: vec![],
         },
     }))
+}
+
+/// An organization's single sign-on policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SsoPolicyView {
+    /// Members sign in only through single sign-on: `/v1/login` answers 403
+    /// `sso_required` with where to go instead. Needs a connection.
+    #[serde(default)]
+    pub(crate) sso_required: bool,
+    /// Where a sign-in may return: browsers' `return_to` addresses (https;
+    /// http on loopback) and native apps' `redirect_uri`s (a reverse-domain
+    /// scheme, `com.example.app:/callback`). Compared without the query.
+    #[serde(default)]
+    pub(crate) redirect_urls: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/sso", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = SsoPolicyView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_sso_policy(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+) -> Result<Json<SsoPolicyView>, ApiError> {
+    require_org(&state, org_id).await?;
+    let policy = state.store().sso_policy(org_id).await?;
+    Ok(Json(SsoPolicyView { sso_required: policy.sso_required, redirect_urls: policy.redirect_urls }))
+}
+
+#[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/sso", tag = "connections", security(("admin_token" = [])),
+    params(("org_id" = uuid::Uuid, Path)), request_body = SsoPolicyView,
+    responses((status = 200, body = SsoPolicyView), (status = 400, body = ErrorBody),
+        (status = 409, description = "sso_required without a connection would lock every member out", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn put_sso_policy(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiPath(org_id): ApiPath<OrgId>,
+    ApiJson(body): ApiJson<SsoPolicyView>,
+) -> Result<Json<SsoPolicyView>, ApiError> {
+    require_org(&state, org_id).await?;
+    const MAX_URLS: usize = 50;
+    if body.redirect_urls.len() > MAX_URLS {
+        return Err(ApiError::invalid("redirect_urls", format!("at most {MAX_URLS} addresses")));
+    }
+    for url in &body.redirect_urls {
+        check_redirect_entry(url).map_err(|m| ApiError::invalid("redirect_urls", m))?;
+    }
+    if body.sso_required && state.store().list_connections(org_id).await?.is_empty() {
+        return Err(ApiError::Conflict(
+            "the organization has no connection: requiring single sign-on would lock every member out".into(),
+        ));
+    }
+    let policy = SsoPolicy { sso_required: body.sso_required, redirect_urls: body.redirect_urls };
+    state.store().set_sso_policy(org_id, &policy, state.clock().now()).await?;
+    let event = NewAuditEvent::change(
+        org_id,
+        "sso_policy_changed",
+        None,
+        serde_json::json!({ "sso_required": policy.sso_required, "redirect_urls": policy.redirect_urls }),
+    );
+    state.store().record_audit_event(&event, state.clock().now()).await?;
+    Ok(Json(SsoPolicyView { sso_required: policy.sso_required, redirect_urls: policy.redirect_urls }))
 }

@@ -19,6 +19,7 @@ use crate::external_auth;
 use crate::extract::{ApiJson, ClientIp, bearer};
 use crate::passwords::LocalPasswords;
 use crate::routes::admin::UserView;
+use crate::routes::sso::{SESSION_COOKIE, cookie_value};
 use crate::sessions::{self, TokenResponse};
 use crate::state::AppState;
 
@@ -137,6 +138,7 @@ async fn decide(
     responses((status = 200, body = TokenResponse),
         (status = 400, body = ErrorBody),
         (status = 401, description = "Unknown email, wrong password, inactive user or no password: all alike", body = ErrorBody),
+        (status = 403, description = "sso_required: the organization signs in through single sign-on, at sso_url", body = ErrorBody),
         (status = 503, description = "The organization's authentication service did not answer", body = ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -148,6 +150,21 @@ pub(crate) async fn login(
     let password = Password::new(body.password);
 
     let (user, method, verdict) = match state.store().find_user_by_email(&email).await? {
+        Some(user) if user.active && state.store().sso_policy(user.org_id).await?.sso_required => {
+            let event = NewAuditEvent {
+                org_id: Some(user.org_id),
+                user_id: Some(user.id),
+                kind: "login",
+                method: None,
+                outcome: "failure",
+                detail: Some(serde_json::json!({ "reason": "sso_required" })),
+                device,
+            };
+            state.store().record_audit_event(&event, state.clock().now()).await?;
+            let mut sso_url = crate::routes::sso::start_url(&state);
+            sso_url.query_pairs_mut().append_pair("email", email.as_str());
+            return Err(ApiError::SsoRequired { sso_url: sso_url.into() });
+        }
         Some(user) if user.active => {
             let (method, verdict) = decide(&state, &user, &password, &device).await?;
             (Some(user), method, verdict)
@@ -271,15 +288,17 @@ pub(crate) async fn logout(
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "sessions", security(("access_token" = [])),
+    description = "The signed-in user, by bearer access token or by the session cookie single sign-on sets in browsers.",
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
 pub(crate) async fn me(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
-    let token = bearer(&headers).ok_or(ApiError::Unauthorized {
-        code: "invalid_token",
-        message: "a bearer access token is required",
-    })?;
+    // Apps send a bearer token; browsers signed in by single sign-on, the
+    // session cookie.
+    let token = bearer(&headers).or_else(|| cookie_value(&headers, SESSION_COOKIE)).ok_or(
+        ApiError::Unauthorized { code: "invalid_token", message: "a bearer access token is required" },
+    )?;
     let (_, user) = sessions::authenticate(&state, token).await?;
     Ok(Json(user.into()))
 }

@@ -8,6 +8,8 @@
 //! /v1/password/forgot                                   login.rs
 //! /admin/v1/orgs/{org_id}/scim-tokens[/{token_id}]       scim.rs
 //! /admin/v1/orgs/{org_id}/connections[/{id}[/test]]    connections.rs
+//! /admin/v1/orgs/{org_id}/sso                           connections.rs
+//! /v1/sso/start, /v1/sso/oidc/callback, /v1/sso/token   sso.rs        browsers, native apps
 //! /scim[/v2]/Users, /ServiceProviderConfig, …           scim.rs       Okta, Entra ID
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators
@@ -19,4 +21,5 @@ pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;
 pub(crate) mod scim;
+pub(crate) mod sso;
 pub(crate) mod well_known;

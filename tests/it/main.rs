@@ -20,3 +20,4 @@ mod ops;
 mod passthrough;
 mod scim;
 mod sessions;
+mod sso;

@@ -12,11 +12,18 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Starts a provider whose issuer is `issuer(port)`.
     pub async fn start(issuer: impl Fn(u16) -> String) -> Self {
+        Self::start_with(issuer, &[]).await
+    }
+
+    /// Starts a provider with more of its environment (`REDIRECT_URIS`,
+    /// `TENANT_ALIAS`, `CLIENT_ID`, `CLIENT_SECRET`).
+    pub async fn start_with(issuer: impl Fn(u16) -> String, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/oidc-idp/server.mjs");
         let issuer = issuer(port);
         let child = Command::new("node")
             .arg(script)
+            .envs(env.iter().copied())
             .env("PORT", port.to_string())
             .env("ISSUER", &issuer)
             .stdout(Stdio::null())
@@ -33,6 +40,22 @@ impl OidcProvider {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the test OpenID provider did not start at {discovery}");
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes the next ID token the token endpoint returns a bad one (see
+    /// `fixtures/oidc-idp/server.mjs` for the modes).
+    pub async fn tamper(&self, mode: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_rig/tamper", self.origin()))
+            .body(serde_json::json!({ "mode": mode }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "tamper {mode}");
     }
 
     pub fn stop(&mut self) {

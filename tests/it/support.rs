@@ -33,13 +33,19 @@ impl TestServer {
     }
 
     pub async fn start(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = Settings::for_tests(db.url());
-        settings.admin_token = Some(ADMIN_TOKEN.into());
-        tweak(&mut settings);
-        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap()));
-        let state = gatehouse::bootstrap(settings, clock.clone()).await.expect("bootstrap");
+        Self::start_with(db, |settings, _| tweak(settings)).await
+    }
+
+    /// Like `start`, and `tweak` learns the server's own address (to serve
+    /// its public URL there, as single sign-on's callbacks need).
+    pub async fn start_with(db: TestDb, tweak: impl FnOnce(&mut Settings, &str)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut settings = Settings::for_tests(db.url());
+        settings.admin_token = Some(ADMIN_TOKEN.into());
+        tweak(&mut settings, &base);
+        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap()));
+        let state = gatehouse::bootstrap(settings, clock.clone()).await.expect("bootstrap");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(gatehouse::serve(listener, state.clone(), async {
             let _ = stopped.await;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use gatehouse_outbound::{FetchError, OutboundClient};
+use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
@@ -54,31 +55,77 @@ fn expected_issuer(rule: &IssuerRule) -> String {
     }
 }
 
+/// What a connection's provider publishes, as fetched: the discovery document
+/// (for the endpoints) and the key set (for ID-token signatures).
+#[derive(Debug, Clone)]
+pub struct ProviderInfo {
+    pub metadata: ProviderMetadata,
+    /// The same document, typed for `openidconnect`, with the key set set.
+    pub(crate) core: CoreProviderMetadata,
+    /// The key set as published, for what `openidconnect` does not model
+    /// (Azure AD's per-key `issuer`).
+    pub(crate) jwks: Value,
+}
+
+impl ProviderInfo {
+    /// The public signing keys the provider publishes.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        signing_keys(&self.jwks)
+    }
+}
+
 /// Fetches the discovery document and key set of `connection` and checks the
 /// document's issuer against the connection's pinned rule.
 pub async fn discover(
     client: &OutboundClient,
     connection: &OidcConnection,
-) -> Result<(ProviderMetadata, Vec<PublicKey>), DiscoveryError> {
+) -> Result<ProviderInfo, DiscoveryError> {
     let document = client
         .get_json(connection.discovery_url.clone(), TIMEOUT, MAX_DOCUMENT)
         .await
         .map_err(|error| DiscoveryError::Fetch { what: "the discovery document", error })?;
     let metadata: ProviderMetadata =
-        serde_json::from_value(document).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+        serde_json::from_value(document.clone()).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
     let expected = expected_issuer(&connection.issuer);
     if metadata.issuer != expected {
         return Err(DiscoveryError::IssuerMismatch { found: metadata.issuer, expected });
     }
+    // Deserialising does no issuer check of its own (discovering through
+    // `openidconnect` would, and cannot take Azure AD's `{tenantid}`
+    // template); the check above is the one that counts.
+    let core: CoreProviderMetadata =
+        serde_json::from_value(document).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+    let jwks = fetch_keys(client, &metadata).await?;
+    Ok(ProviderInfo { core: core.set_jwks(parse_key_set(&jwks)?), metadata, jwks })
+}
+
+/// Fetches the key set again, for a token signed with a key not seen before
+/// (the provider rotated its keys).
+pub(crate) async fn refetch_keys(
+    client: &OutboundClient,
+    info: &ProviderInfo,
+) -> Result<ProviderInfo, DiscoveryError> {
+    let jwks = fetch_keys(client, &info.metadata).await?;
+    Ok(ProviderInfo {
+        core: info.core.clone().set_jwks(parse_key_set(&jwks)?),
+        metadata: info.metadata.clone(),
+        jwks,
+    })
+}
+
+async fn fetch_keys(client: &OutboundClient, metadata: &ProviderMetadata) -> Result<Value, DiscoveryError> {
     let jwks = client
         .get_json(metadata.jwks_uri.clone(), TIMEOUT, MAX_DOCUMENT)
         .await
         .map_err(|error| DiscoveryError::Fetch { what: "the key set", error })?;
-    let keys = signing_keys(&jwks);
-    if keys.is_empty() {
+    if signing_keys(&jwks).is_empty() {
         return Err(DiscoveryError::NoKeys);
     }
-    Ok((metadata, keys))
+    Ok(jwks)
+}
+
+fn parse_key_set(jwks: &Value) -> Result<CoreJsonWebKeySet, DiscoveryError> {
+    serde_json::from_value(jwks.clone()).map_err(|e| DiscoveryError::Malformed(format!("the key set: {e}")))
 }
 
 /// The public signing keys of a JWKS: private parts and encryption-only keys

@@ -7,10 +7,17 @@
 //! (`shared/reference/idp-interop.md` §3). The issuer is pinned per
 //! connection, never derived from a token.
 
+mod cache;
 mod config;
 mod discovery;
 mod issuer;
+mod rp;
 
+pub use cache::ProviderCache;
 pub use config::{ConnectionConfig, InvalidConnection, OidcConnection, Provider};
-pub use discovery::{DiscoveryError, ProviderMetadata, PublicKey, discover};
+pub use discovery::{DiscoveryError, ProviderInfo, ProviderMetadata, PublicKey, discover};
 pub use issuer::{IssuerError, IssuerRule, is_guid};
+pub use rp::{
+    Authorization, CLOCK_SKEW, Expectations, Identity, SignInError, authorization, exchange_code,
+    verify_id_token,
+};

@@ -136,6 +136,8 @@ pub enum FetchError {
     TooLarge(usize),
     #[error("the answer is not JSON: {0}")]
     NotJson(String),
+    #[error("the request cannot be sent: {0}")]
+    Request(String),
 }
 
 impl OutboundClient {
@@ -147,19 +149,32 @@ impl OutboundClient {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<serde_json::Value, FetchError> {
-        self.check_literal_target(&url)?;
-        let started = Instant::now();
-        let mut response = self
-            .client
-            .get(url)
+        let request = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        if response.status().as_u16() != 200 {
+            .body(Vec::new())
+            .map_err(|e| FetchError::Request(e.to_string()))?;
+        let response = self.exchange(request, timeout, max_bytes).await?;
+        if response.status() != http::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
+        serde_json::from_slice(response.body()).map_err(|e| FetchError::NotJson(e.to_string()))
+    }
+
+    /// Sends `request` and returns the whole answer, whatever its status,
+    /// with a body of at most `max_bytes`. The timeout covers the body too.
+    /// This is the shape protocol libraries (`openidconnect`) plug into.
+    pub async fn exchange(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        let request = reqwest::Request::try_from(request).map_err(|e| FetchError::Request(e.to_string()))?;
+        self.check_literal_target(request.url())?;
+        let started = Instant::now();
+        let mut request = request;
+        *request.timeout_mut() = Some(timeout);
+        let mut response = self.client.execute(request).await.map_err(classify)?;
         let mut body = Vec::new();
         loop {
             let chunk = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), response.chunk())
@@ -172,7 +187,10 @@ impl OutboundClient {
                 None => break,
             }
         }
-        serde_json::from_slice(&body).map_err(|e| FetchError::NotJson(e.to_string()))
+        let mut answer = http::Response::new(body);
+        *answer.status_mut() = response.status();
+        *answer.headers_mut() = std::mem::take(response.headers_mut());
+        Ok(answer)
     }
 }
 
