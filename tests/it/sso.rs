@@ -548,3 +548,47 @@ async fn starts_are_checked_before_anyone_is_sent_away() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "requiring SSO without a connection would lock everyone out");
 }
+
+/// Nodes share nothing but the database (and the master key): a flow one
+/// node starts, another finishes.
+async fn a_flow_started_on_one_node_finishes_on_another(db: TestDb) {
+    let (server, idp) = pair(db, |p| format!("http://127.0.0.1:{p}"), &[]).await;
+    let (_, connection) = org_with_connection(
+        &server,
+        okta(&format!("http://127.0.0.1:{}", idp.port), json!({ "jit_provisioning": true })),
+    )
+    .await;
+    // The second node has the same settings, as behind one load balancer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("http://{}", listener.local_addr().unwrap());
+    let clock = std::sync::Arc::new(gatehouse_core::ManualClock::new(Utc::now()));
+    let node = gatehouse::bootstrap(server.state.settings().clone(), clock).await.unwrap();
+    tokio::spawn(gatehouse::serve(listener, node, std::future::pending()));
+
+    let browser = browser();
+    let start = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
+    let response = browser.get(server.url(&start)).send().await.unwrap();
+    let claims = json!({ "sub": "00u-n", "email": "n@acme.test", "email_verified": true });
+    let callback = through_provider(&browser, &location(&response, &server.base), &server, &claims).await;
+    let on_other = callback.replacen(&server.base, &other, 1);
+    let done = answer(browser.get(on_other).send().await.unwrap()).await;
+    assert_eq!(
+        (done.status, done.location.as_deref()),
+        (StatusCode::FOUND, Some(RETURN_TO)),
+        "{}",
+        done.body
+    );
+    assert_eq!(server.me(&session_cookie(&done).unwrap()).await.1["email"], "n@acme.test");
+}
+
+#[tokio::test]
+async fn a_flow_started_on_one_node_finishes_on_another_on_sqlite() {
+    a_flow_started_on_one_node_finishes_on_another(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_flow_started_on_one_node_finishes_on_another_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        a_flow_started_on_one_node_finishes_on_another(db).await;
+    }
+}
