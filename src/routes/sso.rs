@@ -186,6 +186,10 @@ impl Failure {
     fn new(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
         Self { reason, status, message: message.into(), detail: None }
     }
+
+    fn with_detail(self, detail: serde_json::Value) -> Self {
+        Self { detail: Some(detail), ..self }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/sso/oidc/callback", tag = "sso", params(CallbackParams),
@@ -210,7 +214,7 @@ pub(crate) async fn callback(
         _ => None,
     };
     let Some((state_hash, flow)) = flow else {
-        audit(&state, None, None, None, &device, "failure", Some("invalid_state"), None).await?;
+        record(&state, event(None, None, None, &device, "failure", Some("invalid_state"), None)).await?;
         return Err(ApiError::Invalid {
             field: Some("state".into()),
             message: "this sign-in is unknown, expired or already finished; start again".into(),
@@ -230,15 +234,17 @@ pub(crate) async fn callback(
             Ok(response)
         }
         (Ok((user_id, Finished::Native(code))), FlowClient::Native { redirect_uri, app_state, .. }) => {
-            audit(
+            record(
                 &state,
-                Some(flow.org_id),
-                Some(user_id),
-                connection,
-                &device,
-                "success",
-                None,
-                Some(serde_json::json!({ "stage": "code_issued" })),
+                event(
+                    Some(flow.org_id),
+                    Some(user_id),
+                    connection,
+                    &device,
+                    "success",
+                    None,
+                    Some(serde_json::json!({ "stage": "code_issued" })),
+                ),
             )
             .await?;
             let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
@@ -249,16 +255,18 @@ pub(crate) async fn callback(
             redirect(url.as_str())
         }
         (Ok(_), _) => Err(ApiError::internal("a flow finished for the wrong kind of client")),
-        (Err((user_id, failure)), client) => {
-            audit(
+        (Err(failure), client) => {
+            record(
                 &state,
-                Some(flow.org_id),
-                user_id,
-                connection,
-                &device,
-                "failure",
-                Some(failure.reason),
-                failure.detail.clone(),
+                event(
+                    Some(flow.org_id),
+                    None,
+                    connection,
+                    &device,
+                    "failure",
+                    Some(failure.reason),
+                    failure.detail.clone(),
+                ),
             )
             .await?;
             match client {
@@ -294,7 +302,6 @@ enum Finished {
 
 /// Everything between a live flow and a signed-in user. `Err` inside is a
 /// refusal (recorded by the caller), outside a failure of Gatehouse itself.
-#[allow(clippy::type_complexity)]
 async fn finish(
     state: &AppState,
     flow: &SsoFlow,
@@ -302,7 +309,7 @@ async fn finish(
     params: &CallbackParams,
     headers: &HeaderMap,
     device: &Device,
-) -> Result<Result<(UserId, Finished), (Option<UserId>, Failure)>, ApiError> {
+) -> Result<Result<(UserId, Finished), Failure>, ApiError> {
     use StatusCode as S;
     if let FlowClient::Web { browser_hash, .. } = &secrets.client {
         let binding = cookie_value(headers, FLOW_COOKIE).map(gatehouse_session::hash_opaque_token);
@@ -318,10 +325,12 @@ async fn finish(
         // The provider's error code, kept to its safe alphabet for the trail.
         let code: String =
             error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        let mut failure =
-            Failure::new("idp_error", S::UNAUTHORIZED, "the identity provider did not sign you in");
-        failure.detail = Some(serde_json::json!({ "reason": "idp_error", "idp_error": code }));
-        return Ok(Err((None, failure)));
+        return Ok(Err(Failure::new(
+            "idp_error",
+            S::UNAUTHORIZED,
+            "the identity provider did not sign you in",
+        )
+        .with_detail(serde_json::json!({ "reason": "idp_error", "idp_error": code }))));
     }
     let Some(code) = params.code.as_deref().filter(|c| !c.is_empty() && c.len() <= 4096) else {
         return Ok(refuse("missing_code", S::BAD_REQUEST, "the identity provider sent no code"));
@@ -357,10 +366,12 @@ async fn finish(
             } else {
                 S::UNAUTHORIZED
             };
-            let mut failure =
-                Failure::new(e.reason(), status, "the identity provider did not accept the sign-in");
-            failure.detail = Some(serde_json::json!({ "reason": e.reason(), "error": e.to_string() }));
-            return Ok(Err((None, failure)));
+            return Ok(Err(Failure::new(
+                e.reason(),
+                status,
+                "the identity provider did not accept the sign-in",
+            )
+            .with_detail(serde_json::json!({ "reason": e.reason(), "error": e.to_string() }))));
         }
     };
     let expect =
@@ -368,10 +379,12 @@ async fn finish(
     let identity = match sso::verify(state, &connection, provider, &id_token, expect).await {
         Ok(identity) => identity,
         Err(e) => {
-            let mut failure =
-                Failure::new(e.reason(), S::UNAUTHORIZED, format!("the sign-in did not validate: {e}"));
-            failure.detail = Some(serde_json::json!({ "reason": e.reason(), "error": e.to_string() }));
-            return Ok(Err((None, failure)));
+            return Ok(Err(Failure::new(
+                e.reason(),
+                S::UNAUTHORIZED,
+                format!("the sign-in did not validate: {e}"),
+            )
+            .with_detail(serde_json::json!({ "reason": e.reason(), "error": e.to_string() }))));
         }
     };
     if identity.groups_overage {
@@ -381,9 +394,8 @@ async fn finish(
     let user = match sso::match_user(state, &connection, &identity, device).await? {
         Ok(user) => user,
         Err(reason) => {
-            let mut failure = Failure::new(reason, S::FORBIDDEN, refusal_message(reason));
-            failure.detail = Some(serde_json::json!({ "reason": reason, "subject": identity.subject }));
-            return Ok(Err((None, failure)));
+            return Ok(Err(Failure::new(reason, S::FORBIDDEN, refusal_message(reason))
+                .with_detail(serde_json::json!({ "reason": reason, "subject": identity.subject }))));
         }
     };
     let finished = match &secrets.client {
@@ -410,10 +422,8 @@ async fn finish(
     Ok(Ok((user.id, finished)))
 }
 
-type Refused = (Option<UserId>, Failure);
-
-fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Refused> {
-    Err((None, Failure::new(reason, status, message)))
+fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {
+    Err(Failure::new(reason, status, message))
 }
 
 fn refusal_message(reason: &str) -> &'static str {
@@ -451,7 +461,7 @@ pub(crate) async fn token(
     let taken = state.store().take_sso_code(&gatehouse_session::hash_opaque_token(&body.code), now).await?;
     // The code is spent whatever follows: a wrong verifier does not get a second try.
     let Some(code) = taken.filter(|c| sso::pkce_matches(&body.code_verifier, &c.code_challenge)) else {
-        audit(&state, None, None, None, &device, "failure", Some("invalid_code"), None).await?;
+        record(&state, event(None, None, None, &device, "failure", Some("invalid_code"), None)).await?;
         return Err(ApiError::SignIn {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_grant",
@@ -460,17 +470,9 @@ pub(crate) async fn token(
     };
     let user = state.store().get_user(code.user_id).await?;
     if !user.active {
-        audit(
-            &state,
-            Some(user.org_id),
-            Some(user.id),
-            None,
-            &device,
-            "failure",
-            Some("user_deactivated"),
-            None,
-        )
-        .await?;
+        let refused =
+            event(Some(user.org_id), Some(user.id), None, &device, "failure", Some("user_deactivated"), None);
+        record(&state, refused).await?;
         return Err(ApiError::Forbidden {
             code: "user_deactivated",
             message: "your account is deactivated".into(),
@@ -568,17 +570,6 @@ fn event(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn audit(
-    state: &AppState,
-    org: Option<OrgId>,
-    user: Option<UserId>,
-    connection: Option<&str>,
-    device: &Device,
-    outcome: &'static str,
-    reason: Option<&'static str>,
-    extra: Option<serde_json::Value>,
-) -> Result<(), ApiError> {
-    let event = event(org, user, connection, device, outcome, reason, extra);
+async fn record(state: &AppState, event: NewAuditEvent) -> Result<(), ApiError> {
     Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::{OrgId, User, UserId};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::users::{UserRow, insert_users};
 use crate::{NewAuditEvent, NewUser, Result, Store, StoreError, millis, parse_id};
@@ -79,40 +80,23 @@ impl Store {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM sso_flows WHERE expires_at <= $1")
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO sso_flows (state_hash, org_id, connection_id, sealed, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(state_hash)
+        .bind(state_hash.to_owned())
         .bind(flow.org_id.to_string())
-        .bind(&flow.connection_id)
-        .bind(&flow.sealed)
-        .bind(millis(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(not_found_on_foreign_key)?;
-        tx.commit().await?;
-        Ok(())
+        .bind(flow.connection_id.clone())
+        .bind(flow.sealed.clone())
+        .bind(millis(expires_at));
+        self.insert_expiring("DELETE FROM sso_flows WHERE expires_at <= $1", insert, now).await
     }
 
     /// Takes the flow with this state: it is deleted whether or not it is
     /// still live, so a state works once. `None` when unknown or expired.
     pub async fn take_sso_flow(&self, state_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoFlow>> {
-        let _turn = self.write_turn().await;
-        let row = sqlx::query(
-            "DELETE FROM sso_flows WHERE state_hash = $1 RETURNING org_id, connection_id, sealed, expires_at",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        if row.try_get::<i64, _>("expires_at")? <= millis(now) {
-            return Ok(None);
-        }
+        const SQL: &str =
+            "DELETE FROM sso_flows WHERE state_hash = $1 RETURNING org_id, connection_id, sealed, expires_at";
+        let Some(row) = self.take_live(SQL, state_hash, now).await? else { return Ok(None) };
         Ok(Some(SsoFlow {
             org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
             connection_id: row.try_get("connection_id")?,
@@ -128,43 +112,54 @@ impl Store {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM sso_codes WHERE expires_at <= $1")
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO sso_codes (code_hash, user_id, code_challenge, expires_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(code_hash)
+        .bind(code_hash.to_owned())
         .bind(code.user_id.to_string())
-        .bind(&code.code_challenge)
-        .bind(millis(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(not_found_on_foreign_key)?;
-        tx.commit().await?;
-        Ok(())
+        .bind(code.code_challenge.clone())
+        .bind(millis(expires_at));
+        self.insert_expiring("DELETE FROM sso_codes WHERE expires_at <= $1", insert, now).await
     }
 
     /// Takes a code: it works once, live or not. `None` when unknown or
     /// expired.
     pub async fn take_sso_code(&self, code_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoCode>> {
-        let _turn = self.write_turn().await;
-        let row = sqlx::query(
-            "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, expires_at",
-        )
-        .bind(code_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        if row.try_get::<i64, _>("expires_at")? <= millis(now) {
-            return Ok(None);
-        }
+        const SQL: &str =
+            "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, expires_at";
+        let Some(row) = self.take_live(SQL, code_hash, now).await? else { return Ok(None) };
         Ok(Some(SsoCode {
             user_id: parse_id(&row.try_get::<String, _>("user_id")?)?,
             code_challenge: row.try_get("code_challenge")?,
         }))
+    }
+
+    /// Runs `insert` after `purge` (a delete of the table's rows expired at
+    /// `$1`), in one transaction: short-lived rows clean up after
+    /// themselves.
+    async fn insert_expiring(
+        &self,
+        purge: &'static str,
+        insert: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(purge).bind(millis(now)).execute(&mut *tx).await?;
+        insert.execute(&mut *tx).await.map_err(not_found_on_foreign_key)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs `sql`, a `DELETE … RETURNING …, expires_at` of one row by key,
+    /// and returns the row if it was still live: a taken row is gone either
+    /// way, so it works once.
+    async fn take_live(&self, sql: &'static str, key: &str, now: DateTime<Utc>) -> Result<Option<AnyRow>> {
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) if row.try_get::<i64, _>("expires_at")? > millis(now) => Ok(Some(row)),
+            _ => Ok(None),
+        }
     }
 
     /// The user linked to `subject` at this connection.
