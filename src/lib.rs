@@ -13,6 +13,7 @@ mod keys;
 mod openapi;
 mod passwords;
 mod routes;
+mod saml;
 mod scim;
 mod sessions;
 mod sso;
@@ -56,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::scim::router())
         .merge(routes::connections::router())
         .merge(routes::sso::router())
+        .merge(routes::saml::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, connections, external_auth, login, ops, scim, sso, well_known};
+use crate::routes::{admin, connections, external_auth, login, ops, saml, scim, sso, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,7 +17,7 @@ use crate::routes::{admin, connections, external_auth, login, ops, scim, sso, we
         connections::create_connection, connections::list_connections, connections::get_connection,
         connections::replace_connection, connections::delete_connection, connections::test_connection,
         connections::get_sso_policy, connections::put_sso_policy,
-        sso::start, sso::callback, sso::token,
+        sso::start, sso::callback, sso::token, saml::metadata, saml::acs,
         external_auth::put_rest, external_auth::get_rest, external_auth::delete_rest, external_auth::test_rest,
         well_known::jwks, well_known::openapi,
         ops::healthz, ops::readyz, ops::metrics,

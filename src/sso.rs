@@ -49,8 +49,9 @@ impl Connection {
     /// The provider's discovery document and keys, cached per connection
     /// version.
     pub(crate) async fn provider(&self, state: &AppState) -> Result<Arc<ProviderInfo>, ApiError> {
-        let version = self.record.updated_at.timestamp_millis().to_string();
-        state.oidc_providers().get(state.outbound(), &self.record.id, &version, &self.oidc).await.map_err(
+        // Keyed by the configuration itself: any change fetches afresh.
+        let version = &self.record.config;
+        state.oidc_providers().get(state.outbound(), &self.record.id, version, &self.oidc).await.map_err(
             |e| {
                 tracing::warn!(connection = %self.record.id, error = %e, "identity provider unavailable");
                 ApiError::Unavailable { code: "idp_unavailable" }
@@ -70,7 +71,10 @@ pub(crate) fn secret_context(connection_id: &str) -> String {
 pub(crate) enum FlowClient {
     /// A browser, bound to the flow by a cookie (whose hash is kept), so a
     /// sign-in started in one browser cannot be finished in another.
-    Web { return_to: String, browser_hash: String },
+    /// (SAML flows end in a cross-site POST, which carries no SameSite=Lax
+    /// cookie: they are bound by the AuthnRequest id and single-use
+    /// RelayState instead.)
+    Web { return_to: String, browser_hash: Option<String> },
     /// A native app, which proves it started the flow with its own PKCE
     /// verifier when it exchanges the one-time code.
     Native { redirect_uri: String, code_challenge: String, app_state: Option<String> },
@@ -80,10 +84,23 @@ pub(crate) enum FlowClient {
 /// the provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FlowSecrets {
-    pub(crate) nonce: String,
-    pub(crate) pkce_verifier: String,
+    pub(crate) protocol: FlowProtocol,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) client: FlowClient,
+}
+
+/// What the protocol's answer is checked against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+pub(crate) enum FlowProtocol {
+    Oidc {
+        nonce: String,
+        pkce_verifier: String,
+    },
+    /// The AuthnRequest's id, which the response's InResponseTo must be.
+    Saml {
+        request_id: String,
+    },
 }
 
 pub(crate) fn flow_context(state_hash: &str) -> String {
@@ -179,18 +196,66 @@ pub(crate) fn check_redirect_entry(entry: &str) -> Result<(), String> {
 /// Why a matched identity may not sign in.
 pub(crate) type Refusal = &'static str;
 
+/// Who the provider says signed in, whatever the protocol.
+#[derive(Debug, Clone)]
+pub(crate) struct FederatedIdentity {
+    /// Stable per connection: OIDC `sub` (Azure AD `tid/oid`), SAML NameID.
+    pub(crate) subject: String,
+    pub(crate) email: Option<String>,
+    pub(crate) email_verified: bool,
+    pub(crate) name: Option<String>,
+}
+
+impl From<&Identity> for FederatedIdentity {
+    fn from(i: &Identity) -> Self {
+        Self {
+            subject: i.subject.clone(),
+            email: i.email.clone(),
+            email_verified: i.email_verified,
+            name: i.name.clone(),
+        }
+    }
+}
+
+/// How a connection treats people it has not seen: the same for every
+/// protocol.
+#[derive(Debug, Clone)]
+pub(crate) struct AccountPolicy {
+    pub(crate) jit_provisioning: bool,
+    pub(crate) link_by_email: bool,
+    /// Lower-cased; empty admits every domain.
+    pub(crate) allowed_email_domains: Vec<String>,
+}
+
+impl AccountPolicy {
+    fn allows_email(&self, email: &str) -> bool {
+        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        self.allowed_email_domains.is_empty()
+            || domain.is_some_and(|d| self.allowed_email_domains.contains(&d))
+    }
+}
+
+impl From<&OidcConnection> for AccountPolicy {
+    fn from(c: &OidcConnection) -> Self {
+        Self {
+            jit_provisioning: c.jit_provisioning,
+            link_by_email: c.link_by_email,
+            allowed_email_domains: c.allowed_email_domains.clone(),
+        }
+    }
+}
+
 /// Finds the platform user for `identity`: an existing link for this
 /// connection and subject; then, if the connection allows it, a user of the
 /// organization with the same verified email, which is then linked; then a
 /// new user, if the connection provisions just in time.
 pub(crate) async fn match_user(
     state: &AppState,
-    connection: &Connection,
-    identity: &Identity,
+    (org, connection_id): (OrgId, &str),
+    conn: &AccountPolicy,
+    identity: &FederatedIdentity,
     device: &gatehouse_core::Device,
 ) -> Result<Result<User, Refusal>, ApiError> {
-    let org = connection.record.org_id;
-    let conn = &connection.oidc;
     let now = state.clock().now();
     let email = identity.email.as_deref().map(Email::parse).transpose().ok().flatten();
     if !conn.allowed_email_domains.is_empty()
@@ -200,7 +265,7 @@ pub(crate) async fn match_user(
     }
     let active = |user: User| if user.active { Ok(user) } else { Err("user_deactivated") };
 
-    if let Some(user) = state.store().linked_user(&connection.record.id, &identity.subject).await? {
+    if let Some(user) = state.store().linked_user(connection_id, &identity.subject).await? {
         if user.org_id != org {
             return Ok(Err("linked_elsewhere"));
         }
@@ -215,8 +280,7 @@ pub(crate) async fn match_user(
         if !user.active {
             return Ok(Err("user_deactivated"));
         }
-        return match state.store().link_identity(&connection.record.id, &identity.subject, user.id, now).await
-        {
+        return match state.store().link_identity(connection_id, &identity.subject, user.id, now).await {
             // A concurrent first sign-in linked it meanwhile: the same answer.
             Ok(()) | Err(StoreError::Conflict(_)) => Ok(Ok(user)),
             Err(e) => Err(e.into()),
@@ -246,13 +310,10 @@ pub(crate) async fn match_user(
         kind: "user_created",
         method: Some(gatehouse_core::AuthMethod::Oidc.as_str()),
         outcome: "success",
-        detail: Some(
-            serde_json::json!({ "connection": connection.record.id, "provisioning": "just_in_time" }),
-        ),
+        detail: Some(serde_json::json!({ "connection": connection_id, "provisioning": "just_in_time" })),
         device: device.clone(),
     };
-    match state.store().create_linked_user(&new, &connection.record.id, &identity.subject, &audit, now).await
-    {
+    match state.store().create_linked_user(&new, connection_id, &identity.subject, &audit, now).await {
         Ok(user) => Ok(Ok(user)),
         Err(StoreError::Conflict(_)) => Ok(Err("email_in_use")),
         Err(e) => Err(e.into()),

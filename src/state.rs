@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::external_auth::RestAuthCache;
 use crate::keys::KeyCache;
 use crate::passwords::PasswordHasher;
+use crate::saml::SpCache;
 
 /// Everything a request handler can reach. Cheap to clone.
 ///
@@ -33,6 +34,7 @@ struct Inner {
     outbound: OutboundClient,
     rest_auth_cache: RestAuthCache,
     oidc_providers: ProviderCache,
+    saml_providers: SpCache,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
                 outbound,
                 rest_auth_cache: RestAuthCache::default(),
                 oidc_providers: ProviderCache::default(),
+                saml_providers: SpCache::default(),
             }),
         }
     }
@@ -91,6 +94,11 @@ impl AppState {
     /// Seals secrets kept in the database.
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
+    }
+
+    /// Each SAML connection's ready service provider.
+    pub(crate) fn saml_providers(&self) -> &SpCache {
+        &self.inner.saml_providers
     }
 
     /// Each OIDC connection's discovery document and keys.

@@ -9,12 +9,13 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
 use gatehouse_oidc::ConnectionConfig;
+use gatehouse_saml::{SamlConfig, SpKeys};
 use gatehouse_store::{ConnectionRecord, NewAuditEvent, SsoPolicy, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, PlatformAdmin};
+use crate::extract::{ApiJson, ApiPath, PlatformAdmin, parse_json};
 use crate::routes::admin::require_org;
 use crate::sso::{check_redirect_entry, secret_context};
 use crate::state::AppState;
@@ -30,23 +31,74 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/admin/v1/orgs/{org_id}/sso", get(get_sso_policy).put(put_sso_policy))
 }
 
+/// A connection's configuration: OpenID Connect (`okta`, `azure_ad`) or
+/// SAML (`ping`), chosen by `kind`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum AnyConnectionConfig {
+    Oidc(ConnectionConfig),
+    Saml(SamlConfig),
+}
+
+impl<'de> Deserialize<'de> for AnyConnectionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value.get("kind").and_then(serde_json::Value::as_str) {
+            Some(crate::saml::KIND) => serde_json::from_value(value).map(Self::Saml),
+            _ => serde_json::from_value(value).map(Self::Oidc),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl AnyConnectionConfig {
+    /// Reads a request body, naming the field at fault as every other body
+    /// does.
+    fn parse(body: &serde_json::Value) -> Result<Self, ApiError> {
+        let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
+        match body.get("kind").and_then(serde_json::Value::as_str) {
+            Some(crate::saml::KIND) => parse_json(&bytes).map(Self::Saml),
+            _ => parse_json(&bytes).map(Self::Oidc),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Oidc(c) => c.kind.as_str(),
+            Self::Saml(_) => crate::saml::KIND,
+        }
+    }
+}
+
 /// A connection as admins see it: the configuration without its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionView {
     pub(crate) id: String,
-    /// Whether a client secret is stored; the secret itself is never shown.
+    /// Whether the connection's secret is stored (the OIDC client secret; for
+    /// SAML, our own signing and decryption key); it is never shown.
     pub(crate) client_secret_set: bool,
+    /// SAML: our entity id, which is also where our metadata is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sp_entity_id: Option<String>,
+    /// SAML: where the IdP posts its responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) acs_url: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(flatten)]
-    pub(crate) config: ConnectionConfig,
+    pub(crate) config: AnyConnectionConfig,
 }
 
-fn view(record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
-    let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+fn view(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
+    let config: AnyConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+    let sp =
+        matches!(config, AnyConnectionConfig::Saml(_)).then(|| crate::saml::endpoints(state, &record.id));
     Ok(ConnectionView {
         id: record.id.clone(),
         client_secret_set: true,
+        sp_entity_id: sp.as_ref().map(|e| e.entity_id.clone()),
+        acs_url: sp.map(|e| e.acs_url),
         created_at: record.created_at,
         updated_at: record.updated_at,
         config,
@@ -55,19 +107,55 @@ fn view(record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
 
 /// Checks the entitlement and the configuration; returns the configuration
 /// to store (without the secret) as JSON.
-async fn checked(state: &AppState, org_id: OrgId, config: &ConnectionConfig) -> Result<String, ApiError> {
+async fn checked(state: &AppState, org_id: OrgId, config: &AnyConnectionConfig) -> Result<String, ApiError> {
     let org = require_org(state, org_id).await?;
     if !org.enterprise_toolkit {
         return Err(ApiError::Forbidden {
             code: "enterprise_toolkit_required",
-            message: "Okta and Azure AD sign-in need the organization's Enterprise ToolKit entitlement"
+            message: "Okta, Azure AD and Ping sign-in need the organization's Enterprise ToolKit entitlement"
                 .into(),
         });
     }
-    config
-        .validate(state.settings().allow_private_targets)
-        .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
+    let allow_loopback = state.settings().allow_private_targets;
+    match config {
+        AnyConnectionConfig::Oidc(c) => {
+            c.validate(allow_loopback)
+                .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
+        }
+        AnyConnectionConfig::Saml(c) => {
+            let connection = c
+                .validate(allow_loopback)
+                .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
+            // Metadata by URL must be there, and usable, now.
+            if let Some(url) = &connection.metadata_url {
+                crate::saml::fetch_metadata(state.outbound(), url)
+                    .await
+                    .map_err(|m| ApiError::invalid("idp_metadata_url", m))?;
+            }
+        }
+    }
     serde_json::to_string(config).map_err(ApiError::internal)
+}
+
+/// The secret a new connection is stored with: the OIDC client secret, or a
+/// fresh SP key pair for SAML.
+async fn new_secret(state: &AppState, id: &str, config: &AnyConnectionConfig) -> Result<String, ApiError> {
+    let plain = match config {
+        AnyConnectionConfig::Oidc(c) => c
+            .client_secret
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid("client_secret", "is required"))?
+            .as_bytes()
+            .to_vec(),
+        AnyConnectionConfig::Saml(_) => {
+            let entity_id = crate::saml::endpoints(state, id).entity_id;
+            tokio::task::spawn_blocking(move || SpKeys::generate(&entity_id).and_then(|k| k.to_pem()))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?
+        }
+    };
+    Ok(state.master_key().seal(&secret_context(id), &plain))
 }
 
 async fn audit(state: &AppState, org: OrgId, kind: &'static str, id: &str) -> Result<(), ApiError> {
@@ -83,7 +171,7 @@ fn not_found(e: StoreError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/connections", tag = "connections", security(("admin_token" = [])),
-    params(("org_id" = uuid::Uuid, Path)), request_body = ConnectionConfig,
+    params(("org_id" = uuid::Uuid, Path)), request_body = AnyConnectionConfig,
     responses((status = 201, body = ConnectionView), (status = 400, body = ErrorBody),
         (status = 403, description = "The organization lacks the Enterprise ToolKit", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -91,18 +179,18 @@ pub(crate) async fn create_connection(
     _: PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
-    ApiJson(config): ApiJson<ConnectionConfig>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+    let config = AnyConnectionConfig::parse(&body)?;
     let stored = checked(&state, org_id, &config).await?;
-    let secret =
-        config.client_secret.as_deref().ok_or_else(|| ApiError::invalid("client_secret", "is required"))?;
     let id = uuid::Uuid::now_v7().to_string();
+    let sealed = new_secret(&state, &id, &config).await?;
     let now = state.clock().now();
     let record = ConnectionRecord {
-        client_secret_sealed: state.master_key().seal(&secret_context(&id), secret.as_bytes()),
+        client_secret_sealed: sealed,
         id,
         org_id,
-        kind: config.kind.as_str().to_owned(),
+        kind: config.kind().to_owned(),
         config: stored,
         created_at: now,
         updated_at: now,
@@ -110,7 +198,7 @@ pub(crate) async fn create_connection(
     state.store().create_connection(&record).await?;
     audit(&state, org_id, "connection_created", &record.id).await?;
     let record = state.store().get_connection(org_id, &record.id).await?;
-    Ok((StatusCode::CREATED, Json(view(&record)?)))
+    Ok((StatusCode::CREATED, Json(view(&state, &record)?)))
 }
 
 #[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/connections", tag = "connections", security(("admin_token" = [])),
@@ -122,7 +210,7 @@ pub(crate) async fn list_connections(
 ) -> Result<Json<Vec<ConnectionView>>, ApiError> {
     require_org(&state, org_id).await?;
     let records = state.store().list_connections(org_id).await?;
-    Ok(Json(records.iter().map(view).collect::<Result<_, _>>()?))
+    Ok(Json(records.iter().map(|r| view(&state, r)).collect::<Result<_, _>>()?))
 }
 
 #[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
@@ -134,24 +222,34 @@ pub(crate) async fn get_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
-    Ok(Json(view(&record)?))
+    Ok(Json(view(&state, &record)?))
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
-    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)), request_body = ConnectionConfig,
+    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)), request_body = AnyConnectionConfig,
     responses((status = 200, description = "Replaced; a client_secret left out is kept", body = ConnectionView),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn replace_connection(
     _: PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
-    ApiJson(config): ApiJson<ConnectionConfig>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let stored = checked(&state, org_id, &config).await?;
+    let config = AnyConnectionConfig::parse(&body)?;
     let current = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
-    let sealed = match config.client_secret.as_deref() {
-        Some(secret) => state.master_key().seal(&secret_context(&id), secret.as_bytes()),
-        None => current.client_secret_sealed,
+    if (current.kind == crate::saml::KIND) != (config.kind() == crate::saml::KIND) {
+        return Err(ApiError::invalid(
+            "kind",
+            "cannot change between OpenID Connect and SAML; create a new connection",
+        ));
+    }
+    let stored = checked(&state, org_id, &config).await?;
+    let sealed = match &config {
+        AnyConnectionConfig::Oidc(ConnectionConfig { client_secret: Some(secret), .. }) => {
+            state.master_key().seal(&secret_context(&id), secret.as_bytes())
+        }
+        // The SP key stays: the IdP has our certificate.
+        _ => current.client_secret_sealed,
     };
     state
         .store()
@@ -160,7 +258,7 @@ pub(crate) async fn replace_connection(
         .map_err(not_found)?;
     audit(&state, org_id, "connection_updated", &id).await?;
     let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
-    Ok(Json(view(&record)?))
+    Ok(Json(view(&state, &record)?))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
@@ -173,6 +271,7 @@ pub(crate) async fn delete_connection(
 ) -> Result<StatusCode, ApiError> {
     state.store().delete_connection(org_id, &id).await.map_err(not_found)?;
     state.oidc_providers().forget(&id);
+    state.saml_providers().forget(&id);
     audit(&state, org_id, "connection_deleted", &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -209,6 +308,9 @@ pub(crate) async fn test_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
 ) -> Result<Json<ConnectionCheck>, ApiError> {
     let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
+    if record.kind == crate::saml::KIND {
+        return Ok(Json(test_saml(&state, &record).await?));
+    }
     let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
     let connection = config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)?;
     let discovery_url = connection.discovery_url.to_string();
@@ -297,4 +399,42 @@ pub(crate) async fn put_sso_policy(
     );
     state.store().record_audit_event(&event, state.clock().now()).await?;
     Ok(Json(SsoPolicyView { sso_required: policy.sso_required, redirect_urls: policy.redirect_urls }))
+}
+
+/// A SAML connection's check: its IdP metadata (fetched afresh when it comes
+/// from a URL) and what it says.
+async fn test_saml(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionCheck, ApiError> {
+    let connection = crate::saml::connection(state, record)?;
+    let discovery_url = connection.metadata_url.as_ref().map(ToString::to_string).unwrap_or_default();
+    let idp = match (&connection.idp, &connection.metadata_url) {
+        (Some(idp), _) => Ok(idp.clone()),
+        (None, Some(url)) => crate::saml::fetch_metadata(state.outbound(), url).await,
+        (None, None) => Err("the connection names no IdP".to_owned()),
+    };
+    Ok(match idp {
+        Ok(idp) => ConnectionCheck {
+            outcome: "ok",
+            error: None,
+            discovery_url,
+            issuer: Some(idp.entity_id),
+            authorization_endpoint: Some(idp.sso_url),
+            token_endpoint: None,
+            jwks_uri: None,
+            keys: idp
+                .signing_certs
+                .iter()
+                .map(|_| KeyView { kid: None, kty: "X509".into(), alg: None })
+                .collect(),
+        },
+        Err(e) => ConnectionCheck {
+            outcome: "failed",
+            error: Some(e),
+            discovery_url,
+            issuer: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            jwks_uri: None,
+            keys: vec![],
+        },
+    })
 }

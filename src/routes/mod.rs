@@ -10,6 +10,7 @@
 //! /admin/v1/orgs/{org_id}/connections[/{id}[/test]]    connections.rs
 //! /admin/v1/orgs/{org_id}/sso                           connections.rs
 //! /v1/sso/start, /v1/sso/oidc/callback, /v1/sso/token   sso.rs        browsers, native apps
+//! /v1/sso/saml/{id}/metadata, /v1/sso/saml/{id}/acs     saml.rs       browsers via the IdP
 //! /scim[/v2]/Users, /ServiceProviderConfig, …           scim.rs       Okta, Entra ID
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators
@@ -20,6 +21,7 @@ pub(crate) mod connections;
 pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;
+pub(crate) mod saml;
 pub(crate) mod scim;
 pub(crate) mod sso;
 pub(crate) mod well_known;

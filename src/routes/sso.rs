@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::sessions::{self, TokenResponse};
-use crate::sso::{self, Connection, FlowClient, FlowSecrets};
+use crate::sso::{self, AccountPolicy, Connection, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -89,7 +89,7 @@ pub(crate) async fn start(
     };
     let org = state.store().get_org(org_id).await?;
     require_toolkit(org.enterprise_toolkit)?;
-    let connection = Connection::load(&state, record)?;
+    let saml = record.kind == crate::saml::KIND;
     let policy = state.store().sso_policy(org_id).await?;
     let started_at = state.clock().now();
 
@@ -128,14 +128,20 @@ pub(crate) async fn start(
                     ApiError::invalid("return_to", "is required: the organization lists no web address")
                 })?,
             };
-            let binding = OpaqueToken::generate(FLOW_BINDING_PREFIX);
-            let client =
-                FlowClient::Web { return_to: return_to.to_string(), browser_hash: binding.hash().to_owned() };
-            browser_binding = Some(binding);
+            let binding = (!saml).then(|| OpaqueToken::generate(FLOW_BINDING_PREFIX));
+            let client = FlowClient::Web {
+                return_to: return_to.to_string(),
+                browser_hash: binding.as_ref().map(|b| b.hash().to_owned()),
+            };
+            browser_binding = binding;
             client
         }
     };
+    if saml {
+        return crate::routes::saml::begin(&state, record, client, started_at).await;
+    }
 
+    let connection = Connection::load(&state, record)?;
     let provider = connection.provider(&state).await?;
     let authorization = gatehouse_oidc::authorization(
         &connection.oidc,
@@ -145,8 +151,10 @@ pub(crate) async fn start(
     );
     let state_hash = sso::state_hash(&authorization.state);
     let secrets = FlowSecrets {
-        nonce: authorization.nonce,
-        pkce_verifier: authorization.pkce_verifier,
+        protocol: FlowProtocol::Oidc {
+            nonce: authorization.nonce,
+            pkce_verifier: authorization.pkce_verifier,
+        },
         started_at,
         client,
     };
@@ -175,7 +183,7 @@ pub(crate) struct CallbackParams {
 
 /// How a callback failed: the audit reason, and the status and message for
 /// the browser.
-struct Failure {
+pub(crate) struct Failure {
     reason: &'static str,
     status: StatusCode,
     message: String,
@@ -183,11 +191,11 @@ struct Failure {
 }
 
 impl Failure {
-    fn new(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
         Self { reason, status, message: message.into(), detail: None }
     }
 
-    fn with_detail(self, detail: serde_json::Value) -> Self {
+    pub(crate) fn with_detail(self, detail: serde_json::Value) -> Self {
         Self { detail: Some(detail), ..self }
     }
 }
@@ -214,7 +222,8 @@ pub(crate) async fn callback(
         _ => None,
     };
     let Some((state_hash, flow)) = flow else {
-        record(&state, event(None, None, None, &device, "failure", Some("invalid_state"), None)).await?;
+        record(&state, event(AuthMethod::Oidc, None, None, None, &device, Err("invalid_state"), None))
+            .await?;
         return Err(ApiError::Invalid {
             field: Some("state".into()),
             message: "this sign-in is unknown, expired or already finished; start again".into(),
@@ -222,29 +231,37 @@ pub(crate) async fn callback(
     };
     let secrets = FlowSecrets::open(&state, &state_hash, &flow.sealed)?;
     let outcome = finish(&state, &flow, &secrets, &params, &headers, &device).await?;
-    let connection = Some(flow.connection_id.as_str());
-    match (outcome, &secrets.client) {
+    let attempt = Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: AuthMethod::Oidc };
+    conclude(&state, attempt, &secrets.client, outcome, &device).await
+}
+
+/// Answers a finished sign-in, for any protocol: a browser goes to its
+/// return address with the session cookie, a native app to its redirect URI
+/// with a one-time code; a refusal is recorded and shown (browser) or sent
+/// (app).
+pub(crate) async fn conclude(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    client: &FlowClient,
+    outcome: Result<(UserId, Finished), Failure>,
+    device: &Device,
+) -> Result<Response, ApiError> {
+    let (org, connection) = (attempt.org, Some(attempt.connection_id));
+    match (outcome, client) {
         (Ok((user_id, Finished::Web(tokens))), FlowClient::Web { return_to, .. }) => {
             let mut response = redirect(return_to)?;
             let ttl = state.settings().access_token_ttl.as_secs() as i64;
             let h = response.headers_mut();
-            h.append(SET_COOKIE, cookie(&state, SESSION_COOKIE, &tokens.access_token, "/", ttl));
-            h.append(SET_COOKIE, cookie(&state, FLOW_COOKIE, "", "/v1/sso", 0));
-            tracing::info!(org = %flow.org_id, user = %user_id, "single sign-on (web)");
+            h.append(SET_COOKIE, cookie(state, SESSION_COOKIE, &tokens.access_token, "/", ttl));
+            h.append(SET_COOKIE, cookie(state, FLOW_COOKIE, "", "/v1/sso", 0));
+            tracing::info!(%org, user = %user_id, "single sign-on (web)");
             Ok(response)
         }
         (Ok((user_id, Finished::Native(code))), FlowClient::Native { redirect_uri, app_state, .. }) => {
+            let issued = serde_json::json!({ "stage": "code_issued" });
             record(
-                &state,
-                event(
-                    Some(flow.org_id),
-                    Some(user_id),
-                    connection,
-                    &device,
-                    "success",
-                    None,
-                    Some(serde_json::json!({ "stage": "code_issued" })),
-                ),
+                state,
+                event(attempt.method, Some(org), Some(user_id), connection, device, Ok(()), Some(issued)),
             )
             .await?;
             let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
@@ -256,19 +273,16 @@ pub(crate) async fn callback(
         }
         (Ok(_), _) => Err(ApiError::internal("a flow finished for the wrong kind of client")),
         (Err(failure), client) => {
-            record(
-                &state,
-                event(
-                    Some(flow.org_id),
-                    None,
-                    connection,
-                    &device,
-                    "failure",
-                    Some(failure.reason),
-                    failure.detail.clone(),
-                ),
-            )
-            .await?;
+            let refused = event(
+                attempt.method,
+                Some(org),
+                None,
+                connection,
+                device,
+                Err(failure.reason),
+                failure.detail.clone(),
+            );
+            record(state, refused).await?;
             match client {
                 FlowClient::Native { redirect_uri, app_state, .. } => {
                     let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
@@ -285,7 +299,7 @@ pub(crate) async fn callback(
                         message: failure.message,
                     }
                     .into_response();
-                    response.headers_mut().append(SET_COOKIE, cookie(&state, FLOW_COOKIE, "", "/v1/sso", 0));
+                    response.headers_mut().append(SET_COOKIE, cookie(state, FLOW_COOKIE, "", "/v1/sso", 0));
                     Ok(response)
                 }
             }
@@ -293,7 +307,16 @@ pub(crate) async fn callback(
     }
 }
 
-enum Finished {
+/// One sign-in attempt: where it belongs, for the audit trail and the
+/// session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    pub(crate) org: OrgId,
+    pub(crate) connection_id: &'a str,
+    pub(crate) method: AuthMethod,
+}
+
+pub(crate) enum Finished {
     /// A browser's session, already recorded with its audit event.
     Web(TokenResponse),
     /// A native app's one-time code.
@@ -311,7 +334,10 @@ async fn finish(
     device: &Device,
 ) -> Result<Result<(UserId, Finished), Failure>, ApiError> {
     use StatusCode as S;
-    if let FlowClient::Web { browser_hash, .. } = &secrets.client {
+    let FlowProtocol::Oidc { nonce, pkce_verifier } = &secrets.protocol else {
+        return Ok(refuse("wrong_protocol", S::BAD_REQUEST, "this sign-in is not an OpenID Connect one"));
+    };
+    if let FlowClient::Web { browser_hash: Some(browser_hash), .. } = &secrets.client {
         let binding = cookie_value(headers, FLOW_COOKIE).map(gatehouse_session::hash_opaque_token);
         if binding.as_deref() != Some(browser_hash.as_str()) {
             return Ok(refuse(
@@ -355,7 +381,7 @@ async fn finish(
         &secret,
         &callback_url(state),
         code,
-        &secrets.pkce_verifier,
+        pkce_verifier,
     )
     .await;
     let id_token = match exchanged {
@@ -374,8 +400,7 @@ async fn finish(
             .with_detail(serde_json::json!({ "reason": e.reason(), "error": e.to_string() }))));
         }
     };
-    let expect =
-        Expectations { nonce: &secrets.nonce, now: state.clock().now(), started_at: secrets.started_at };
+    let expect = Expectations { nonce, now: state.clock().now(), started_at: secrets.started_at };
     let identity = match sso::verify(state, &connection, provider, &id_token, expect).await {
         Ok(identity) => identity,
         Err(e) => {
@@ -391,30 +416,49 @@ async fn finish(
         tracing::warn!(connection = %connection.record.id, subject = %identity.subject,
             "the provider left groups out of the token (overage); group claims are incomplete");
     }
-    let user = match sso::match_user(state, &connection, &identity, device).await? {
+    let policy = AccountPolicy::from(&connection.oidc);
+    let who = FederatedIdentity::from(&identity);
+    let attempt = Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: AuthMethod::Oidc };
+    sign_in(state, attempt, &secrets.client, &policy, &who, device).await
+}
+
+/// The end every protocol shares: the platform user for the identity (or a
+/// refusal), then a browser session or a native app's one-time code.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    client: &FlowClient,
+    policy: &AccountPolicy,
+    identity: &FederatedIdentity,
+    device: &Device,
+) -> Result<Result<(UserId, Finished), Failure>, ApiError> {
+    let (org, connection_id) = (attempt.org, attempt.connection_id);
+    let user = match sso::match_user(state, (org, connection_id), policy, identity, device).await? {
         Ok(user) => user,
         Err(reason) => {
-            return Ok(Err(Failure::new(reason, S::FORBIDDEN, refusal_message(reason))
+            return Ok(Err(Failure::new(reason, StatusCode::FORBIDDEN, refusal_message(reason))
                 .with_detail(serde_json::json!({ "reason": reason, "subject": identity.subject }))));
         }
     };
-    let finished = match &secrets.client {
+    let finished = match client {
         FlowClient::Web { .. } => {
+            let subject = serde_json::json!({ "subject": identity.subject });
             let event = event(
-                Some(flow.org_id),
+                attempt.method,
+                Some(org),
                 Some(user.id),
-                Some(&flow.connection_id),
+                Some(connection_id),
                 device,
-                "success",
-                None,
-                Some(serde_json::json!({ "subject": identity.subject })),
+                Ok(()),
+                Some(subject),
             );
-            Finished::Web(sessions::issue(state, &user, AuthMethod::Oidc, device, &event).await?)
+            Finished::Web(sessions::issue(state, &user, attempt.method, device, &event).await?)
         }
         FlowClient::Native { code_challenge, .. } => {
             let code = OpaqueToken::generate(CODE_PREFIX);
             let now = state.clock().now();
-            let record = SsoCode { user_id: user.id, code_challenge: code_challenge.clone() };
+            let record =
+                SsoCode { user_id: user.id, code_challenge: code_challenge.clone(), method: attempt.method };
             state.store().create_sso_code(code.hash(), &record, now + sso::CODE_TTL, now).await?;
             Finished::Native(code.plain().to_owned())
         }
@@ -422,7 +466,7 @@ async fn finish(
     Ok(Ok((user.id, finished)))
 }
 
-fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {
+pub(crate) fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {
     Err(Failure::new(reason, status, message))
 }
 
@@ -461,7 +505,7 @@ pub(crate) async fn token(
     let taken = state.store().take_sso_code(&gatehouse_session::hash_opaque_token(&body.code), now).await?;
     // The code is spent whatever follows: a wrong verifier does not get a second try.
     let Some(code) = taken.filter(|c| sso::pkce_matches(&body.code_verifier, &c.code_challenge)) else {
-        record(&state, event(None, None, None, &device, "failure", Some("invalid_code"), None)).await?;
+        record(&state, event(AuthMethod::Oidc, None, None, None, &device, Err("invalid_code"), None)).await?;
         return Err(ApiError::SignIn {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_grant",
@@ -470,24 +514,24 @@ pub(crate) async fn token(
     };
     let user = state.store().get_user(code.user_id).await?;
     if !user.active {
-        let refused =
-            event(Some(user.org_id), Some(user.id), None, &device, "failure", Some("user_deactivated"), None);
+        let refused = event(
+            code.method,
+            Some(user.org_id),
+            Some(user.id),
+            None,
+            &device,
+            Err("user_deactivated"),
+            None,
+        );
         record(&state, refused).await?;
         return Err(ApiError::Forbidden {
             code: "user_deactivated",
             message: "your account is deactivated".into(),
         });
     }
-    let event = event(
-        Some(user.org_id),
-        Some(user.id),
-        None,
-        &device,
-        "success",
-        None,
-        Some(serde_json::json!({ "stage": "code_exchanged" })),
-    );
-    Ok(Json(sessions::issue(&state, &user, AuthMethod::Oidc, &device, &event).await?))
+    let exchanged = serde_json::json!({ "stage": "code_exchanged" });
+    let event = event(code.method, Some(user.org_id), Some(user.id), None, &device, Ok(()), Some(exchanged));
+    Ok(Json(sessions::issue(&state, &user, code.method, &device, &event).await?))
 }
 
 fn require_toolkit(entitled: bool) -> Result<(), ApiError> {
@@ -511,7 +555,7 @@ pub(crate) fn callback_url(state: &AppState) -> Url {
     Url::parse(&format!("{}/v1/sso/oidc/callback", state.issuer())).expect("the public URL is a URL")
 }
 
-fn redirect(to: &str) -> Result<Response, ApiError> {
+pub(crate) fn redirect(to: &str) -> Result<Response, ApiError> {
     let location = HeaderValue::from_str(to).map_err(ApiError::internal)?;
     Ok((StatusCode::FOUND, [(LOCATION, location)]).into_response())
 }
@@ -541,18 +585,18 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
         .map(|(_, v)| v)
 }
 
-fn event(
+pub(crate) fn event(
+    method: AuthMethod,
     org: Option<OrgId>,
     user: Option<UserId>,
     connection: Option<&str>,
     device: &Device,
-    outcome: &'static str,
-    reason: Option<&'static str>,
+    verdict: Result<(), &'static str>,
     extra: Option<serde_json::Value>,
 ) -> NewAuditEvent {
     let mut detail = extra.unwrap_or_else(|| serde_json::json!({}));
     if let Some(object) = detail.as_object_mut() {
-        if let Some(reason) = reason {
+        if let Err(reason) = verdict {
             object.entry("reason").or_insert(reason.into());
         }
         if let Some(connection) = connection {
@@ -563,13 +607,13 @@ fn event(
         org_id: org,
         user_id: user,
         kind: "sso_sign_in",
-        method: Some(AuthMethod::Oidc.as_str()),
-        outcome,
+        method: Some(method.as_str()),
+        outcome: if verdict.is_ok() { "success" } else { "failure" },
         detail: Some(detail),
         device: device.clone(),
     }
 }
 
-async fn record(state: &AppState, event: NewAuditEvent) -> Result<(), ApiError> {
+pub(crate) async fn record(state: &AppState, event: NewAuditEvent) -> Result<(), ApiError> {
     Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
 }

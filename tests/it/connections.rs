@@ -118,7 +118,8 @@ async fn bad_connections_name_the_field_and_change_nothing() {
         c
     };
     for (config, field) in [
-        (with(json!({ "kind": "ping" })), "kind"),
+        (with(json!({ "kind": "ping" })), "client_id"),
+        (with(json!({ "kind": "saml" })), "kind"),
         (with(json!({ "issuer": null })), "issuer"),
         (with(json!({ "issuer": "http://acme.okta.com" })), "issuer"),
         (with(json!({ "issuer": "https://acme.okta.com/not/an/issuer" })), "issuer"),

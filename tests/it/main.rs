@@ -18,6 +18,8 @@ mod multi_process;
 mod oidc_provider;
 mod ops;
 mod passthrough;
+mod saml;
+mod saml_idp;
 mod scim;
 mod sessions;
 mod sso;

@@ -55,6 +55,8 @@ async fn openapi_describes_every_route() {
         ("/v1/sso/start", "get"),
         ("/v1/sso/oidc/callback", "get"),
         ("/v1/sso/token", "post"),
+        ("/v1/sso/saml/{connection_id}/metadata", "get"),
+        ("/v1/sso/saml/{connection_id}/acs", "post"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "post"),
         ("/admin/v1/orgs/{org_id}/scim-tokens", "get"),
         ("/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", "delete"),

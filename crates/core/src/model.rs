@@ -206,6 +206,8 @@ pub enum AuthMethod {
     ExternalRest,
     /// Single sign-on through an OpenID Connect provider (Okta, Azure AD).
     Oidc,
+    /// Single sign-on through a SAML 2.0 IdP (Ping Identity).
+    Saml,
 }
 
 impl AuthMethod {
@@ -214,6 +216,7 @@ impl AuthMethod {
             Self::LocalPassword => "password",
             Self::ExternalRest => "external_rest",
             Self::Oidc => "oidc",
+            Self::Saml => "saml",
         }
     }
 
@@ -222,6 +225,7 @@ impl AuthMethod {
             "password" => Some(Self::LocalPassword),
             "external_rest" => Some(Self::ExternalRest),
             "oidc" => Some(Self::Oidc),
+            "saml" => Some(Self::Saml),
             _ => None,
         }
     }

@@ -18,8 +18,8 @@ const FRESH_FOR: Duration = Duration::from_secs(60 * 60);
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Entry {
-    /// Which configuration this was fetched for: a changed connection is
-    /// fetched afresh.
+    /// Which configuration this was fetched for (the caller's fingerprint of
+    /// it): a changed connection is fetched afresh.
     version: String,
     info: Arc<ProviderInfo>,
     fetched_at: Instant,

@@ -3,7 +3,7 @@
 //! the store interprets neither.
 
 use chrono::{DateTime, Utc};
-use gatehouse_core::{OrgId, User, UserId};
+use gatehouse_core::{AuthMethod, OrgId, User, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -32,6 +32,7 @@ pub struct SsoFlow {
 pub struct SsoCode {
     pub user_id: UserId,
     pub code_challenge: String,
+    pub method: AuthMethod,
 }
 
 impl Store {
@@ -113,11 +114,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let insert = sqlx::query(
-            "INSERT INTO sso_codes (code_hash, user_id, code_challenge, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO sso_codes (code_hash, user_id, code_challenge, auth_method, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(code_hash.to_owned())
         .bind(code.user_id.to_string())
         .bind(code.code_challenge.clone())
+        .bind(code.method.as_str())
         .bind(millis(expires_at));
         self.insert_expiring("DELETE FROM sso_codes WHERE expires_at <= $1", insert, now).await
     }
@@ -125,12 +127,13 @@ impl Store {
     /// Takes a code: it works once, live or not. `None` when unknown or
     /// expired.
     pub async fn take_sso_code(&self, code_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoCode>> {
-        const SQL: &str =
-            "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, expires_at";
+        const SQL: &str = "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, auth_method, expires_at";
         let Some(row) = self.take_live(SQL, code_hash, now).await? else { return Ok(None) };
         Ok(Some(SsoCode {
             user_id: parse_id(&row.try_get::<String, _>("user_id")?)?,
             code_challenge: row.try_get("code_challenge")?,
+            method: AuthMethod::parse(&row.try_get::<String, _>("auth_method")?)
+                .ok_or_else(|| StoreError::Corrupt("unknown auth_method".into()))?,
         }))
     }
 
@@ -159,6 +162,31 @@ impl Store {
         match row {
             Some(row) if row.try_get::<i64, _>("expires_at")? > millis(now) => Ok(Some(row)),
             _ => Ok(None),
+        }
+    }
+
+    /// Records that the assertion was used; `false` when it already was (a
+    /// replay). Expired entries are forgotten on the way.
+    pub async fn first_use_of_assertion(
+        &self,
+        connection_id: &str,
+        assertion_id: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let insert = sqlx::query(
+            "INSERT INTO saml_assertions_seen (connection_id, assertion_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(connection_id.to_owned())
+        .bind(assertion_id.to_owned())
+        .bind(millis(expires_at));
+        match self
+            .insert_expiring("DELETE FROM saml_assertions_seen WHERE expires_at <= $1", insert, now)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Backend(sqlx::Error::Database(db))) if db.is_unique_violation() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

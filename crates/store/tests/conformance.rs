@@ -599,13 +599,23 @@ async fn sso_flows_and_codes_work_once_and_expire(store: Store) {
     ));
 
     let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
-    let code = SsoCode { user_id: user.id, code_challenge: "challenge".into() };
+    let code = SsoCode { user_id: user.id, code_challenge: "challenge".into(), method: AuthMethod::Saml };
     let until = t0() + Duration::minutes(2);
     store.create_sso_code("code-1", &code, until, t0()).await.unwrap();
     store.create_sso_code("code-2", &code, until, t0()).await.unwrap();
     assert_eq!(store.take_sso_code("code-1", t0()).await.unwrap(), Some(code.clone()));
     assert_eq!(store.take_sso_code("code-1", t0()).await.unwrap(), None, "single use");
     assert_eq!(store.take_sso_code("code-2", until).await.unwrap(), None, "expired");
+
+    // SAML assertions are accepted once, until they expire.
+    let until = t0() + Duration::minutes(5);
+    assert!(store.first_use_of_assertion("c-1", "_a1", until, t0()).await.unwrap());
+    assert!(!store.first_use_of_assertion("c-1", "_a1", until, t0()).await.unwrap(), "a replay");
+    assert!(store.first_use_of_assertion("c-1", "_a2", until, t0()).await.unwrap());
+    assert!(
+        store.first_use_of_assertion("c-1", "_a1", until + Duration::minutes(1), until).await.unwrap(),
+        "forgotten once expired"
+    );
 
     // A flow goes with its connection.
     store.create_sso_flow("state-3", &flow, expires, t0()).await.unwrap();

@@ -1,0 +1,414 @@
+//! Validating what the IdP posts to the ACS, in the order
+//! `shared/reference/idp-interop.md` §4.2 gives, failing closed:
+//!
+//! 1. size, base64, UTF-8; no DTD, no processing instruction, no comment;
+//! 2. the shape, read once with a namespace-aware parser: a `Response` root
+//!    with exactly one assertion (plain or encrypted), and which elements
+//!    carry a signature referencing their own id: the connection's policy
+//!    (assertion, response or both) must be met;
+//! 3. samael (xmlsec): every signature verified against the pinned IdP
+//!    certificates only (never `KeyInfo`), allowed algorithms only, the
+//!    document reduced to what was signed, then Destination, Issuer,
+//!    Audience, Recipient, InResponseTo and the time window with skew;
+//! 4. the identity, read from the verified assertion only.
+//!
+//! Replay (the assertion id seen before) is the caller's, in the database.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+use samael::schema::Assertion;
+use samael::service_provider::Error as SamlError;
+
+use crate::config::SignedParts;
+use crate::sp::Sp;
+
+/// The largest `SAMLResponse` form value taken, base64.
+pub const MAX_RESPONSE_BASE64: usize = 256 * 1024;
+
+const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
+const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
+
+/// Why a response was refused. [`AcsError::reason`] is the stable code for
+/// the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcsError {
+    #[error("the response is too large")]
+    TooLarge,
+    #[error("the response is not base64 of UTF-8 XML")]
+    NotXml,
+    #[error("the response has a DOCTYPE, a processing instruction or a comment")]
+    ForbiddenMarkup,
+    #[error("the response is malformed: {0}")]
+    Malformed(String),
+    #[error("the response must hold exactly one assertion; it holds {0}")]
+    AssertionCount(usize),
+    #[error("the {0} is not signed, and the connection requires it")]
+    Unsigned(&'static str),
+    #[error("the response answers no request, and IdP-initiated sign-in is off")]
+    Unsolicited,
+    #[error("the response answers a request, but not this sign-in's")]
+    InResponseTo,
+    #[error("the signature does not verify with the IdP's certificates")]
+    BadSignature,
+    #[error("the response is for another destination")]
+    WrongDestination,
+    #[error("the response or assertion is from another issuer")]
+    WrongIssuer,
+    #[error("the assertion is for another audience")]
+    WrongAudience,
+    #[error("the assertion is for another recipient")]
+    WrongRecipient,
+    #[error("the assertion has expired")]
+    Expired,
+    #[error("the assertion is not valid yet")]
+    NotYetValid,
+    #[error("the IdP reports failure: {0}")]
+    IdpStatus(String),
+    #[error("the assertion has no NameID")]
+    NoNameId,
+    #[error("the response was refused: {0}")]
+    Invalid(String),
+}
+
+impl AcsError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::NotXml => "not_xml",
+            Self::ForbiddenMarkup => "forbidden_markup",
+            Self::Malformed(_) => "malformed",
+            Self::AssertionCount(_) => "assertion_count",
+            Self::Unsigned(_) => "unsigned",
+            Self::Unsolicited => "unsolicited",
+            Self::InResponseTo => "in_response_to_mismatch",
+            Self::BadSignature => "invalid_signature",
+            Self::WrongDestination => "wrong_destination",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::WrongRecipient => "wrong_recipient",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IdpStatus(_) => "idp_status",
+            Self::NoNameId => "no_name_id",
+            Self::Invalid(_) => "invalid_response",
+        }
+    }
+}
+
+/// Who signed in, from the verified assertion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamlIdentity {
+    /// The NameID.
+    pub subject: String,
+    pub name_id_format: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// For the replay cache: the assertion's id and until when it counts.
+    pub assertion_id: String,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// True when the text declares a DTD (`<!DOCTYPE`, `<!ENTITY`), in any case.
+pub fn has_dtd(xml: &str) -> bool {
+    let lower = xml.to_ascii_lowercase();
+    lower.contains("<!doctype") || lower.contains("<!entity")
+}
+
+/// What the structural pass found.
+#[derive(Debug, Default)]
+struct Shape {
+    root_is_response: bool,
+    in_response_to: Option<String>,
+    destination: Option<String>,
+    assertions: usize,
+    encrypted: bool,
+    assertion_id: Option<String>,
+    assertion_is_child_of_root: bool,
+    response_signed: bool,
+    assertion_signed: bool,
+}
+
+/// One namespace-aware pass over the document.
+fn shape(xml: &str) -> Result<Shape, AcsError> {
+    let mut reader = NsReader::from_str(xml);
+    let mut shape = Shape::default();
+    // The open elements: (is Response, is Assertion, their ID).
+    let mut stack: Stack = Vec::new();
+    // Inside a Signature: which element it is a child of, and its reference.
+    let mut signature: Option<(usize, Option<String>)> = None;
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(|e| AcsError::Malformed(e.to_string()))?;
+        let ns: Option<Vec<u8>> = match ns {
+            ResolveResult::Bound(n) => Some(n.as_ref().to_vec()),
+            _ => None,
+        };
+        match event {
+            Event::DocType(_) | Event::PI(_) | Event::Comment(_) => return Err(AcsError::ForbiddenMarkup),
+            Event::Start(e) => open(&e, ns.as_deref(), false, &mut stack, &mut signature, &mut shape)?,
+            Event::Empty(e) => open(&e, ns.as_deref(), true, &mut stack, &mut signature, &mut shape)?,
+            Event::End(_) => close(&mut stack, &mut signature, &mut shape),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
+type Stack = Vec<(&'static str, Option<String>)>;
+
+fn open(
+    e: &quick_xml::events::BytesStart<'_>,
+    ns: Option<&[u8]>,
+    empty: bool,
+    stack: &mut Stack,
+    signature: &mut Option<(usize, Option<String>)>,
+    shape: &mut Shape,
+) -> Result<(), AcsError> {
+    let attr = |name: &[u8]| -> Result<Option<String>, AcsError> {
+        for a in e.attributes() {
+            let a = a.map_err(|e| AcsError::Malformed(e.to_string()))?;
+            if a.key.as_ref() == name {
+                let v = a.unescape_value().map_err(|e| AcsError::Malformed(e.to_string()))?;
+                return Ok(Some(v.into_owned()));
+            }
+        }
+        Ok(None)
+    };
+    let kind = match (ns, e.local_name().as_ref()) {
+        (Some(PROTOCOL_NS), b"Response") => "response",
+        (Some(ASSERTION_NS), b"Assertion") => "assertion",
+        (Some(ASSERTION_NS), b"EncryptedAssertion") => "encrypted",
+        (Some(DSIG_NS), b"Signature") => "signature",
+        (Some(DSIG_NS), b"Reference") => "reference",
+        _ => "other",
+    };
+    let id = attr(b"ID")?;
+    if stack.is_empty() {
+        shape.root_is_response = kind == "response";
+        shape.in_response_to = attr(b"InResponseTo")?;
+        shape.destination = attr(b"Destination")?;
+    }
+    match kind {
+        "assertion" | "encrypted" => {
+            shape.assertions += 1;
+            shape.encrypted |= kind == "encrypted";
+            shape.assertion_id = id.clone();
+            shape.assertion_is_child_of_root = stack.len() == 1;
+        }
+        "signature" if signature.is_none() => *signature = Some((stack.len(), None)),
+        "reference" => {
+            if let Some((_, reference)) = signature.as_mut()
+                && reference.is_none()
+            {
+                *reference = Some(attr(b"URI")?.unwrap_or_default());
+            }
+        }
+        _ => {}
+    }
+    stack.push((kind, id));
+    if empty {
+        close(stack, signature, shape);
+    }
+    Ok(())
+}
+
+fn close(stack: &mut Stack, signature: &mut Option<(usize, Option<String>)>, shape: &mut Shape) {
+    let Some((kind, _)) = stack.pop() else { return };
+    if kind == "signature"
+        && let Some((depth, reference)) = signature.take()
+    {
+        if depth != stack.len() {
+            // A nested Signature closed; the outer one stays open.
+            *signature = Some((depth, reference));
+            return;
+        }
+        // The Signature's parent is the element now on top of the stack.
+        if let (Some((parent, Some(parent_id))), Some(reference)) = (stack.last(), reference) {
+            let references_parent = reference == format!("#{parent_id}");
+            match *parent {
+                "response" if references_parent && stack.len() == 1 => shape.response_signed = true,
+                "assertion" if references_parent => shape.assertion_signed = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Validates a `SAMLResponse` form value for this SP. `request_id` is the
+/// AuthnRequest this sign-in sent (`None` for an IdP-initiated one).
+/// Blocking (xmlsec): call it off the async runtime.
+pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Result<SamlIdentity, AcsError> {
+    if saml_response.len() > MAX_RESPONSE_BASE64 {
+        return Err(AcsError::TooLarge);
+    }
+    let compact: String = saml_response.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = STANDARD.decode(compact).map_err(|_| AcsError::NotXml)?;
+    let xml = String::from_utf8(bytes).map_err(|_| AcsError::NotXml)?;
+    if has_dtd(&xml) {
+        return Err(AcsError::ForbiddenMarkup);
+    }
+    let shape = shape(&xml)?;
+    if !shape.root_is_response {
+        return Err(AcsError::Malformed("the root element is not a samlp:Response".into()));
+    }
+    if shape.assertions != 1 || !shape.assertion_is_child_of_root {
+        return Err(AcsError::AssertionCount(shape.assertions));
+    }
+    let connection = &sp.connection;
+    let assertion_required = matches!(connection.signed, SignedParts::Assertion | SignedParts::Both);
+    let response_required = matches!(connection.signed, SignedParts::Response | SignedParts::Both)
+        // Only the response's signature can be checked before decryption.
+        || shape.encrypted;
+    if response_required && !shape.response_signed {
+        return Err(AcsError::Unsigned("response"));
+    }
+    if assertion_required && !shape.encrypted && !shape.assertion_signed {
+        return Err(AcsError::Unsigned("assertion"));
+    }
+    if shape.destination.as_deref().is_some_and(|d| d != sp.endpoints.acs_url) {
+        return Err(AcsError::WrongDestination);
+    }
+    let provider = match (request_id, &shape.in_response_to) {
+        (Some(expected), Some(found)) if expected == found => &sp.inner,
+        (Some(_), _) => return Err(AcsError::InResponseTo),
+        (None, Some(_)) => return Err(AcsError::InResponseTo),
+        (None, None) if connection.allow_idp_initiated => &sp.idp_initiated,
+        (None, None) => return Err(AcsError::Unsolicited),
+    };
+    let ids: Vec<&str> = request_id.into_iter().collect();
+    let assertion =
+        provider.parse_xml_response(&xml, request_id.map(|_| ids.as_slice())).map_err(classify)?;
+    if shape.assertion_id.as_deref().is_some_and(|id| id != assertion.id) && !shape.encrypted {
+        return Err(AcsError::Invalid("the verified assertion is not the one in the response".into()));
+    }
+    identity(sp, &assertion)
+}
+
+fn classify(e: SamlError) -> AcsError {
+    match e {
+        SamlError::FailedToValidateSignature
+        | SamlError::CryptoXmlError(_)
+        | SamlError::CryptoProviderError(_) => AcsError::BadSignature,
+        SamlError::DestinationValidationError { .. } => AcsError::WrongDestination,
+        SamlError::AssertionIssuerMismatch { .. } | SamlError::ResponseIssuerMismatch { .. } => {
+            AcsError::WrongIssuer
+        }
+        SamlError::AssertionConditionAudienceRestrictionFailed { .. } => AcsError::WrongAudience,
+        SamlError::AssertionRecipientMismatch { .. } => AcsError::WrongRecipient,
+        SamlError::AssertionExpired { .. }
+        | SamlError::ResponseExpired { .. }
+        | SamlError::AssertionConditionExpired { .. }
+        | SamlError::AssertionSubjectConfirmationExpired { .. } => AcsError::Expired,
+        SamlError::AssertionConditionExpiredBefore { .. }
+        | SamlError::AssertionSubjectConfirmationExpiredBefore { .. } => AcsError::NotYetValid,
+        SamlError::AssertionInResponseToInvalid { .. } | SamlError::ResponseInResponseToInvalid { .. } => {
+            AcsError::InResponseTo
+        }
+        SamlError::ResponseBadStatusCode { code } => AcsError::IdpStatus(code),
+        other => AcsError::Invalid(other.to_string()),
+    }
+}
+
+fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
+    let connection = &sp.connection;
+    let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref()).ok_or(AcsError::NoNameId)?;
+    if name_id.value.trim().is_empty() {
+        return Err(AcsError::NoNameId);
+    }
+    let values = |name: &str| -> Vec<String> {
+        assertion
+            .attribute_statements
+            .iter()
+            .flatten()
+            .flat_map(|s| s.attributes.iter())
+            .filter(|a| a.name.as_deref() == Some(name) || a.friendly_name.as_deref() == Some(name))
+            .flat_map(|a| a.values.iter())
+            .filter_map(|v| v.value.clone())
+            .collect()
+    };
+    let email_format =
+        name_id.format.as_deref() == Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress");
+    let email = match &connection.email_attribute {
+        Some(attribute) => values(attribute).into_iter().next(),
+        None if email_format => Some(name_id.value.clone()),
+        None => values("email").into_iter().next(),
+    };
+    let first = values(&connection.first_name_attribute).into_iter().next();
+    let last = values(&connection.last_name_attribute).into_iter().next();
+    let name = match (first, last) {
+        (Some(f), Some(l)) => Some(format!("{f} {l}")),
+        (f, l) => f.or(l),
+    };
+    let until = assertion
+        .conditions
+        .as_ref()
+        .and_then(|c| c.not_on_or_after)
+        .unwrap_or_else(|| Utc::now() + chrono::Duration::minutes(10));
+    Ok(SamlIdentity {
+        subject: name_id.value.clone(),
+        name_id_format: name_id.format.clone(),
+        email,
+        name,
+        groups: values(&connection.groups_attribute),
+        assertion_id: assertion.id.clone(),
+        valid_until: until + connection.clock_skew,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = r#"xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#;
+
+    fn signature(uri: &str) -> String {
+        format!(r#"<ds:Signature><ds:SignedInfo><ds:Reference URI="{uri}"/></ds:SignedInfo></ds:Signature>"#)
+    }
+
+    #[test]
+    fn the_shape_says_which_element_signs_itself() {
+        let both = format!(
+            r#"<samlp:Response {P} ID="r" InResponseTo="q" Destination="https://sp/acs"><saml:Issuer>i</saml:Issuer>{}<saml:Assertion ID="a"><saml:Issuer>i</saml:Issuer>{}</saml:Assertion></samlp:Response>"#,
+            signature("#r"),
+            signature("#a")
+        );
+        let s = shape(&both).unwrap();
+        assert!(s.root_is_response && s.response_signed && s.assertion_signed);
+        assert_eq!(
+            (s.assertions, s.in_response_to.as_deref(), s.assertion_id.as_deref()),
+            (1, Some("q"), Some("a"))
+        );
+
+        // A signature referencing another element does not sign its parent.
+        let elsewhere = format!(
+            r#"<samlp:Response {P} ID="r"><saml:Assertion ID="a">{}</saml:Assertion></samlp:Response>"#,
+            signature("#r")
+        );
+        let s = shape(&elsewhere).unwrap();
+        assert!(!s.assertion_signed && !s.response_signed);
+
+        // Prefixes do not matter, namespaces do.
+        let other_prefixes = r#"<p:Response xmlns:p="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:a="urn:oasis:names:tc:SAML:2.0:assertion" ID="r"><a:Assertion ID="x"/><a:EncryptedAssertion/></p:Response>"#;
+        let s = shape(other_prefixes).unwrap();
+        assert_eq!((s.assertions, s.encrypted), (2, true));
+        let impostor = r#"<Response ID="r"><Assertion ID="a"/></Response>"#;
+        assert!(!shape(impostor).unwrap().root_is_response);
+    }
+
+    #[test]
+    fn markup_that_hides_meaning_is_refused() {
+        for bad in
+            ["<!DOCTYPE r><r/>", "<r><!-- x --></r>", "<r><?pi x?></r>", r#"<r xmlns="x"><!doctype r></r>"#]
+        {
+            assert!(has_dtd(bad) || matches!(shape(bad), Err(AcsError::ForbiddenMarkup)), "{bad}");
+        }
+        assert!(has_dtd("<!ENTITY x 'y'>"));
+        assert!(!has_dtd("<r>doctype</r>"));
+    }
+}

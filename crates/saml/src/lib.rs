@@ -1,0 +1,20 @@
+//! SAML 2.0 single sign-on with Gatehouse as the service provider: Ping
+//! Identity (PingFederate, PingOne) and any IdP configured alike.
+//!
+//! Built on samael (xmlsec1 and libxml2 underneath), with its fail-open
+//! defaults closed here (`shared/reference/crates.md` §1.3): an IdP without
+//! a signing certificate is refused, SHA-1 is off unless a connection allows
+//! it, IdP-initiated mode (which drops every InResponseTo check) is used only
+//! for responses that answer no request, and a DOCTYPE, comment or
+//! processing instruction refuses a message before samael sees it.
+
+mod acs;
+mod config;
+mod sp;
+
+pub use acs::{AcsError, MAX_RESPONSE_BASE64, SamlIdentity, has_dtd, validate};
+pub use config::{
+    IdpDescriptor, InvalidSamlConnection, MAX_METADATA, SamlConfig, SamlConnection, SignedParts,
+    parse_metadata,
+};
+pub use sp::{Sp, SpEndpoints, SpError, SpKeys};

@@ -1,0 +1,139 @@
+//! SAML connections (Ping Identity): from a stored connection to a ready
+//! service provider, with the IdP's metadata fetched and refreshed when it
+//! comes from a URL. The protocol itself is `gatehouse_saml`; the HTTP
+//! surface is `routes/saml.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_outbound::{FetchError, OutboundClient};
+use gatehouse_saml::{IdpDescriptor, MAX_METADATA, SamlConfig, SamlConnection, Sp, SpEndpoints, SpKeys};
+use gatehouse_store::ConnectionRecord;
+use url::Url;
+
+use crate::error::ApiError;
+use crate::sso::{AccountPolicy, secret_context};
+use crate::state::AppState;
+
+/// The connection kind of SAML connections.
+pub(crate) const KIND: &str = "ping";
+/// How long fetched IdP metadata is used before it is fetched again, so a
+/// certificate rollover at the IdP needs no admin.
+const METADATA_FRESH_FOR: Duration = Duration::from_secs(60 * 60);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Our entity id (also where our metadata is served) and ACS for a
+/// connection.
+pub(crate) fn endpoints(state: &AppState, connection_id: &str) -> SpEndpoints {
+    let base = format!("{}/v1/sso/saml/{connection_id}", state.issuer());
+    SpEndpoints { entity_id: format!("{base}/metadata"), acs_url: format!("{base}/acs") }
+}
+
+/// Fetches IdP metadata over the guarded outbound client.
+pub(crate) async fn fetch_metadata(client: &OutboundClient, url: &Url) -> Result<IdpDescriptor, String> {
+    let request = http::Request::get(url.as_str())
+        .header(http::header::ACCEPT, "application/samlmetadata+xml, application/xml, text/xml")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let response = client.exchange(request, FETCH_TIMEOUT, MAX_METADATA).await.map_err(|e| match e {
+        FetchError::TooLarge(n) => format!("the metadata is larger than {n} bytes"),
+        other => format!("cannot fetch the metadata: {other}"),
+    })?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("cannot fetch the metadata: HTTP {}", response.status().as_u16()));
+    }
+    let text = String::from_utf8(response.into_body()).map_err(|_| "the metadata is not UTF-8".to_owned())?;
+    gatehouse_saml::parse_metadata(&text)
+}
+
+/// A connection's configuration, checked.
+pub(crate) fn connection(state: &AppState, record: &ConnectionRecord) -> Result<SamlConnection, ApiError> {
+    let config: SamlConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+    config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)
+}
+
+impl From<&SamlConnection> for AccountPolicy {
+    fn from(c: &SamlConnection) -> Self {
+        Self {
+            jit_provisioning: c.jit_provisioning,
+            link_by_email: c.link_by_email,
+            allowed_email_domains: c.allowed_email_domains.clone(),
+        }
+    }
+}
+
+/// A ready service provider and the IdP it trusts.
+pub(crate) struct Loaded {
+    pub(crate) sp: Sp,
+    pub(crate) idp: IdpDescriptor,
+}
+
+struct Entry {
+    /// The configuration it was built from: any change rebuilds it.
+    version: String,
+    loaded: Arc<Loaded>,
+    fetched_at: Instant,
+}
+
+/// Ready service providers per connection: building one parses metadata and
+/// keys, which sign-ins should not pay for each time.
+#[derive(Default)]
+pub(crate) struct SpCache {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl SpCache {
+    /// The service provider for `record`, built or refreshed as needed. When
+    /// the IdP's metadata URL fails, the last good metadata is kept.
+    pub(crate) async fn get(
+        &self,
+        state: &AppState,
+        record: &ConnectionRecord,
+    ) -> Result<Arc<Loaded>, ApiError> {
+        let connection = connection(state, record)?;
+        let previous = {
+            let entries = self.entries.lock().expect("cache lock");
+            entries
+                .get(&record.id)
+                .filter(|e| e.version == record.config)
+                .map(|e| (e.loaded.clone(), e.fetched_at))
+        };
+        let idp = match (&connection.idp, &connection.metadata_url, &previous) {
+            (Some(_), _, Some((loaded, _))) => return Ok(loaded.clone()),
+            (None, Some(_), Some((loaded, at))) if at.elapsed() < METADATA_FRESH_FOR => {
+                return Ok(loaded.clone());
+            }
+            (Some(idp), _, None) => idp.clone(),
+            (None, Some(url), previous) => match fetch_metadata(state.outbound(), url).await {
+                Ok(idp) => idp,
+                Err(error) => match previous {
+                    Some((loaded, _)) => {
+                        tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
+                        return Ok(loaded.clone());
+                    }
+                    None => {
+                        tracing::warn!(connection = %record.id, %error, "IdP metadata unavailable");
+                        return Err(ApiError::Unavailable { code: "idp_unavailable" });
+                    }
+                },
+            },
+            (None, None, _) => return Err(ApiError::internal("a SAML connection without an IdP")),
+        };
+        let pem = state
+            .master_key()
+            .open(&secret_context(&record.id), &record.client_secret_sealed)
+            .map_err(ApiError::internal)?;
+        let keys = SpKeys::from_pem(&pem).map_err(ApiError::internal)?;
+        let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
+        let loaded = Arc::new(Loaded { sp, idp });
+        let entry =
+            Entry { version: record.config.clone(), loaded: loaded.clone(), fetched_at: Instant::now() };
+        self.entries.lock().expect("cache lock").insert(record.id.clone(), entry);
+        Ok(loaded)
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        self.entries.lock().expect("cache lock").remove(id);
+    }
+}

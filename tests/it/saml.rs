@@ -1,0 +1,356 @@
+//! SAML 2.0 single sign-on (Ping Identity) against a real IdP (pysaml2 with
+//! xmlsec1) on loopback: SP- and IdP-initiated, each signing profile,
+//! encrypted assertions, and the attack corpus the IdP rig forges.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use gatehouse_testkit::TestDb;
+use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::saml_idp::SamlIdp;
+use crate::support::TestServer;
+
+const RETURN_TO: &str = "https://app.acme.test/signed-in";
+
+async fn server(db: TestDb) -> TestServer {
+    let server = TestServer::start_with(db, |settings, base| {
+        settings.public_url = base.parse().unwrap();
+        settings.allow_private_targets = true;
+    })
+    .await;
+    server.clock.set(Utc::now());
+    server
+}
+
+/// An organization with the Enterprise ToolKit and its allow list; returns
+/// its id.
+async fn org(server: &TestServer) -> String {
+    let (_, org) = server
+        .admin(Method::POST, "/admin/v1/orgs", Some(json!({ "name": "Acme", "enterprise_toolkit": true })))
+        .await;
+    let org = org["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .admin(
+            Method::PUT,
+            &format!("/admin/v1/orgs/{org}/sso"),
+            Some(json!({ "redirect_urls": [RETURN_TO] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    org
+}
+
+/// A Ping connection to `idp` (by metadata URL), registered at the IdP;
+/// returns (connection id, our entity id).
+async fn ping(server: &TestServer, idp: &SamlIdp, org: &str, extra: Value) -> (String, String) {
+    let mut config = json!({ "kind": "ping", "idp_metadata_url": idp.url("/metadata"),
+        "jit_provisioning": true, "allowed_email_domains": ["acme.test"] });
+    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let (status, created) =
+        server.admin(Method::POST, &format!("/admin/v1/orgs/{org}/connections"), Some(config)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let entity_id = created["sp_entity_id"].as_str().unwrap().to_owned();
+    let metadata = reqwest::get(&entity_id).await.unwrap();
+    assert_eq!(metadata.status(), StatusCode::OK, "{:?}", metadata.text().await);
+    let metadata = reqwest::get(&entity_id).await.unwrap();
+    assert_eq!(metadata.headers()["content-type"], "application/samlmetadata+xml");
+    let metadata = metadata.text().await.unwrap();
+    for part in [
+        entity_id.as_str(),
+        created["acs_url"].as_str().unwrap(),
+        "X509Certificate",
+        "AssertionConsumerService",
+    ] {
+        assert!(metadata.contains(part), "{part} in our metadata: {metadata}");
+    }
+    idp.register_sp(metadata).await;
+    (id, entity_id)
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The form Ping answers with: where it posts, and what.
+struct PostForm {
+    action: String,
+    fields: Vec<(String, String)>,
+}
+
+fn parse_form(html: &str) -> PostForm {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[start..][..tag[start..].find('"')?].to_owned())
+    };
+    let action = attr(&html[html.find("<form").expect("a form")..], "action").unwrap();
+    let mut fields = Vec::new();
+    for input in html.split("<input").skip(1) {
+        if let (Some(name), Some(value)) = (attr(input, "name"), attr(input, "value")) {
+            fields.push((name, value.replace("&#x2B;", "+").replace("&#43;", "+").replace("&quot;", "\"")));
+        }
+    }
+    PostForm { action, fields }
+}
+
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    session: Option<String>,
+    body: Value,
+}
+
+async fn post(browser: &reqwest::Client, form: &PostForm) -> Answer {
+    let body: String = form
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC))
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let response = browser
+        .post(&form.action)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+    let session = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().unwrap().strip_prefix("gatehouse_session="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .find(|c| !c.is_empty());
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer { status, location, session, body }
+}
+
+fn user(name_id: &str) -> String {
+    let user = json!({ "name_id": name_id, "attributes": { "firstName": ["Ada"], "lastName": ["Lovelace"], "groups": ["eng"] } });
+    URL_SAFE_NO_PAD.encode(user.to_string())
+}
+
+/// SP-initiated: start, through the IdP (as `name_id`, signing `sign`), and
+/// the form posted back.
+async fn sp_initiated(
+    server: &TestServer,
+    connection: &str,
+    name_id: &str,
+    hooks: &str,
+) -> (reqwest::Client, PostForm) {
+    let browser = browser();
+    let start = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
+    let response = browser.get(server.url(&start)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let to_idp = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(to_idp.contains("SAMLRequest=") && to_idp.contains("RelayState=ghs_"), "{to_idp}");
+    let at_idp = browser.get(format!("{to_idp}&user={}&{hooks}", user(name_id))).send().await.unwrap();
+    assert_eq!(at_idp.status(), StatusCode::OK);
+    let form = parse_form(&at_idp.text().await.unwrap());
+    (browser, form)
+}
+
+async fn signs_in(server: &TestServer, answer: &Answer, email: &str) {
+    assert_eq!(
+        (answer.status, answer.location.as_deref()),
+        (StatusCode::FOUND, Some(RETURN_TO)),
+        "{}",
+        answer.body
+    );
+    let (status, me) = server.me(answer.session.as_deref().expect("a session cookie")).await;
+    assert_eq!((status, me["email"].as_str()), (StatusCode::OK, Some(email)));
+}
+
+async fn ping_sign_in_every_way(db: TestDb) {
+    let server = server(db).await;
+    let idp = SamlIdp::start().await;
+    let org = org(&server).await;
+    let (connection, entity_id) = ping(
+        &server,
+        &idp,
+        &org,
+        json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] }),
+    )
+    .await;
+
+    // SP-initiated, with the assertion signed (the default policy), then both.
+    for sign in ["assertion", "both"] {
+        let (browser, form) =
+            sp_initiated(&server, &connection, "ada@acme.test", &format!("sign={sign}")).await;
+        let answer = post(&browser, &form).await;
+        signs_in(&server, &answer, "ada@acme.test").await;
+        // The same post again: its flow is spent.
+        assert_eq!(post(&browser, &form).await.status, StatusCode::BAD_REQUEST, "{sign}: replayed");
+    }
+    // Only the response signed, while the policy wants the assertion signed.
+    let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "sign=response").await;
+    let refused = post(&browser, &form).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unsigned"))
+    );
+
+    // IdP-initiated, to an allowed RelayState; replaying it is refused.
+    let browser = self::browser();
+    let html = browser
+        .get(idp.url(&format!(
+            "/idp-init?sp={entity_id}&RelayState={RETURN_TO}&user={}",
+            user("grace@acme.test")
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = parse_form(&html);
+    let answer = post(&browser, &form).await;
+    signs_in(&server, &answer, "grace@acme.test").await;
+    let replayed = post(&browser, &form).await;
+    assert_eq!(
+        (replayed.status, replayed.body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("replayed_assertion"))
+    );
+    let mut elsewhere = parse_form(&html);
+    elsewhere.fields.retain(|(k, _)| k != "RelayState");
+    elsewhere.fields.push(("RelayState".into(), "https://evil.test/".into()));
+    assert_eq!(post(&browser, &elsewhere).await.body["error"], "relay_state_not_allowed");
+
+    // A policy wanting the response signed, and encrypted assertions.
+    let path = format!("/admin/v1/orgs/{org}/connections/{connection}");
+    let mut config = server.admin(Method::GET, &path, None).await.1;
+    for field in ["id", "client_secret_set", "sp_entity_id", "acs_url", "created_at", "updated_at"] {
+        config.as_object_mut().unwrap().remove(field);
+    }
+    config["signed"] = json!("response");
+    let (status, body) = server.admin(Method::PUT, &path, Some(config)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "sign=response").await;
+    signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
+    // Encrypted assertions (RSA-OAEP key transport), AES-128 in CBC and GCM.
+    for (user, alg) in [("linus@acme.test", "aes128-cbc"), ("ken@acme.test", "aes128-gcm")] {
+        let (browser, form) =
+            sp_initiated(&server, &connection, user, &format!("sign=response&encrypt={alg}")).await;
+        signs_in(&server, &post(&browser, &form).await, user).await;
+    }
+
+    let (_, events) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=200"), None).await;
+    let saml: Vec<&Value> =
+        events["items"].as_array().unwrap().iter().filter(|e| e["method"] == "saml").collect();
+    assert!(saml.iter().filter(|e| e["outcome"] == "success").count() >= 5, "{saml:?}");
+    assert!(saml.iter().any(|e| e["detail"]["reason"] == "replayed_assertion"), "{saml:?}");
+}
+
+#[tokio::test]
+async fn ping_sign_in_every_way_on_sqlite() {
+    ping_sign_in_every_way(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn ping_sign_in_every_way_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        ping_sign_in_every_way(db).await;
+    }
+}
+
+/// Every forged response the rig makes is refused, and no session is
+/// issued; the same forge's genuine response is accepted, so the refusals
+/// are the attacks' doing.
+#[tokio::test]
+async fn the_attack_corpus_is_refused() {
+    let server = server(TestDb::sqlite()).await;
+    let idp = SamlIdp::start().await;
+    let org = org(&server).await;
+    let (connection, entity_id) = ping(
+        &server,
+        &idp,
+        &org,
+        json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] }),
+    )
+    .await;
+    let forge = |case: &str| {
+        let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
+        async move {
+            let response = reqwest::get(&url).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "forging {url}: {:?}", response.text().await);
+            let forged: Value = response.json().await.unwrap();
+            PostForm {
+                action: forged["acs"].as_str().unwrap().to_owned(),
+                fields: vec![
+                    ("SAMLResponse".into(), forged["SAMLResponse"].as_str().unwrap().to_owned()),
+                    ("RelayState".into(), RETURN_TO.into()),
+                ],
+            }
+        }
+    };
+    let genuine = post(&browser(), &forge("valid").await).await;
+    assert_eq!(genuine.status, StatusCode::FOUND, "the control case: {}", genuine.body);
+
+    let cases = [
+        ("xsw1", "assertion_count"),
+        ("xsw2", "assertion_count"),
+        ("xsw3", "assertion_count"),
+        ("xsw4", "assertion_count"),
+        ("xsw5", "assertion_count"),
+        ("xsw6", "assertion_count"),
+        ("xsw7", "assertion_count"),
+        ("xsw8", "assertion_count"),
+        ("comment_in_name_id", "forbidden_markup"),
+        ("pi_in_name_id", "forbidden_markup"),
+        ("xxe", "forbidden_markup"),
+        ("entity_expansion", "forbidden_markup"),
+        ("stripped_signature", "unsigned"),
+        ("unknown_certificate", "invalid_signature"),
+        ("keyinfo_swap", "invalid_signature"),
+        ("two_assertions", "assertion_count"),
+        ("unsigned_assertion_in_signed_response", "unsigned"),
+        ("expired", "expired"),
+        ("not_yet_valid", "not_yet_valid"),
+        ("wrong_audience", "wrong_audience"),
+        ("wrong_recipient", "wrong_recipient"),
+        ("wrong_destination", "wrong_destination"),
+        ("sha1", "invalid_signature"),
+        ("deflate_bomb", "not_xml"),
+    ];
+    let mut wrong = Vec::new();
+    for (case, reason) in cases {
+        let answer = post(&browser(), &forge(case).await).await;
+        assert!(
+            answer.session.is_none() && answer.status != StatusCode::FOUND,
+            "{case} signed in: {}",
+            answer.body
+        );
+        if (answer.status, answer.body["error"].as_str()) != (StatusCode::UNAUTHORIZED, Some(reason)) {
+            wrong.push(format!("{case}: expected {reason}, got {} {}", answer.status, answer.body));
+        }
+    }
+    assert!(wrong.is_empty(), "refused, but not for the expected reason:\n{}", wrong.join("\n"));
+
+    // Unsolicited responses, where IdP-initiated sign-in is off.
+    let (_, strict_entity) = ping(&server, &idp, &org, json!({})).await;
+    let url = idp.url(&format!("/idp-init?sp={strict_entity}&user={}", user("ada@acme.test")));
+    let form = parse_form(&reqwest::get(url).await.unwrap().text().await.unwrap());
+    let answer = post(&browser(), &form).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unsolicited"))
+    );
+
+    let (_, events) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=200"), None).await;
+    let refusals = events["items"].as_array().unwrap().iter().filter(|e| e["outcome"] == "failure").count();
+    assert!(refusals > cases.len(), "every refusal is in the audit trail");
+    let users = server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/users"), None).await.1;
+    let emails: Vec<&str> =
+        users["items"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, ["alice@acme.test"], "only the genuine sign-in made a user");
+    let _ = connection;
+}
