@@ -8,7 +8,7 @@
 //!    (assertion, response or both) must be met;
 //! 3. samael (xmlsec): every signature verified against the pinned IdP
 //!    certificates only (never `KeyInfo`), allowed algorithms only, the
-//!    document reduced to what was signed, then Destination, Issuer,
+//!    document reduced to the bytes that were digested, then Destination, Issuer,
 //!    Audience, Recipient, InResponseTo and the time window with skew;
 //! 4. the identity, read from the verified assertion only.
 //!
@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
+use samael::crypto::ReduceMode;
 use samael::schema::Assertion;
 use samael::service_provider::Error as SamlError;
 
@@ -144,14 +145,21 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
     let mut signature: Option<(usize, Option<String>)> = None;
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(|e| AcsError::Malformed(e.to_string()))?;
-        let ns: Option<Vec<u8>> = match ns {
-            ResolveResult::Bound(n) => Some(n.as_ref().to_vec()),
-            _ => None,
+        let kind = |e: &quick_xml::events::BytesStart<'_>| match (&ns, e.local_name().as_ref()) {
+            (ResolveResult::Bound(n), local) => match (n.as_ref(), local) {
+                (PROTOCOL_NS, b"Response") => "response",
+                (ASSERTION_NS, b"Assertion") => "assertion",
+                (ASSERTION_NS, b"EncryptedAssertion") => "encrypted",
+                (DSIG_NS, b"Signature") => "signature",
+                (DSIG_NS, b"Reference") => "reference",
+                _ => "other",
+            },
+            _ => "other",
         };
         match event {
             Event::DocType(_) | Event::PI(_) | Event::Comment(_) => return Err(AcsError::ForbiddenMarkup),
-            Event::Start(e) => open(&e, ns.as_deref(), false, &mut stack, &mut signature, &mut shape)?,
-            Event::Empty(e) => open(&e, ns.as_deref(), true, &mut stack, &mut signature, &mut shape)?,
+            Event::Start(e) => open(&e, kind(&e), false, &mut stack, &mut signature, &mut shape)?,
+            Event::Empty(e) => open(&e, kind(&e), true, &mut stack, &mut signature, &mut shape)?,
             Event::End(_) => close(&mut stack, &mut signature, &mut shape),
             Event::Eof => break,
             _ => {}
@@ -164,7 +172,7 @@ type Stack = Vec<(&'static str, Option<String>)>;
 
 fn open(
     e: &quick_xml::events::BytesStart<'_>,
-    ns: Option<&[u8]>,
+    kind: &'static str,
     empty: bool,
     stack: &mut Stack,
     signature: &mut Option<(usize, Option<String>)>,
@@ -180,15 +188,12 @@ fn open(
         }
         Ok(None)
     };
-    let kind = match (ns, e.local_name().as_ref()) {
-        (Some(PROTOCOL_NS), b"Response") => "response",
-        (Some(ASSERTION_NS), b"Assertion") => "assertion",
-        (Some(ASSERTION_NS), b"EncryptedAssertion") => "encrypted",
-        (Some(DSIG_NS), b"Signature") => "signature",
-        (Some(DSIG_NS), b"Reference") => "reference",
-        _ => "other",
+    // Only these elements' ids matter: a signature counts only when it
+    // references its own parent, the response or the assertion.
+    let id = match kind {
+        "response" | "assertion" | "encrypted" => attr(b"ID")?,
+        _ => None,
     };
-    let id = attr(b"ID")?;
     if stack.is_empty() {
         shape.root_is_response = kind == "response";
         shape.in_response_to = attr(b"InResponseTo")?;
@@ -247,7 +252,7 @@ pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Resul
     if saml_response.len() > MAX_RESPONSE_BASE64 {
         return Err(AcsError::TooLarge);
     }
-    let compact: String = saml_response.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = saml_response.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let bytes = STANDARD.decode(compact).map_err(|_| AcsError::NotXml)?;
     let xml = String::from_utf8(bytes).map_err(|_| AcsError::NotXml)?;
     if has_dtd(&xml) {
@@ -282,8 +287,12 @@ pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Resul
         (None, None) => return Err(AcsError::Unsolicited),
     };
     let ids: Vec<&str> = request_id.into_iter().collect();
-    let assertion =
-        provider.parse_xml_response(&xml, request_id.map(|_| ids.as_slice())).map_err(classify)?;
+    // PreDigest: what is read is the very bytes xmlsec digested (the
+    // canonical form of the signed element): the strictest of samael's
+    // reductions, and the cheapest.
+    let assertion = provider
+        .parse_xml_response_with_mode(&xml, request_id.map(|_| ids.as_slice()), ReduceMode::PreDigest)
+        .map_err(classify)?;
     if shape.assertion_id.as_deref().is_some_and(|id| id != assertion.id) && !shape.encrypted {
         return Err(AcsError::Invalid("the verified assertion is not the one in the response".into()));
     }
