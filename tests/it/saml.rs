@@ -230,10 +230,28 @@ async fn ping_sign_in_every_way(db: TestDb) {
         config.as_object_mut().unwrap().remove(field);
     }
     config["signed"] = json!("response");
+    let (status, body) = server.admin(Method::PUT, &path, Some(config.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "sign=response").await;
+    signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
+    // Signed AuthnRequests: the IdP verifies them with our metadata's
+    // certificate, and refuses one whose request was altered.
+    config["sign_authn_requests"] = json!(true);
     let (status, body) = server.admin(Method::PUT, &path, Some(config)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "sign=response").await;
     signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
+    let start = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
+    let response = self::browser().get(server.url(&start)).send().await.unwrap();
+    let to_idp = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(to_idp.contains("SigAlg=") && to_idp.contains("Signature="), "{to_idp}");
+    let altered = to_idp.replace("RelayState=ghs_", "RelayState=ghs_x");
+    assert_eq!(
+        reqwest::get(altered).await.unwrap().status(),
+        StatusCode::BAD_REQUEST,
+        "the IdP checks our signature"
+    );
+
     // Encrypted assertions (RSA-OAEP key transport), AES-128 in CBC and GCM.
     for (user, alg) in [("linus@acme.test", "aes128-cbc"), ("ken@acme.test", "aes128-gcm")] {
         let (browser, form) =
