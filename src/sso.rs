@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use gatehouse_core::{Email, OrgId, User};
+use gatehouse_core::{Email, EmailDomains, OrgId, User};
 use gatehouse_oidc::{ConnectionConfig, Identity, OidcConnection, ProviderInfo, SignInError};
 use gatehouse_session::hash_opaque_token;
 use gatehouse_store::{ConnectionRecord, NewAuditEvent, NewUser, SsoPolicy, StoreError};
@@ -223,16 +223,7 @@ impl From<&Identity> for FederatedIdentity {
 pub(crate) struct AccountPolicy {
     pub(crate) jit_provisioning: bool,
     pub(crate) link_by_email: bool,
-    /// Lower-cased; empty admits every domain.
-    pub(crate) allowed_email_domains: Vec<String>,
-}
-
-impl AccountPolicy {
-    fn allows_email(&self, email: &str) -> bool {
-        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        self.allowed_email_domains.is_empty()
-            || domain.is_some_and(|d| self.allowed_email_domains.contains(&d))
-    }
+    pub(crate) allowed_email_domains: EmailDomains,
 }
 
 impl From<&OidcConnection> for AccountPolicy {
@@ -259,7 +250,7 @@ pub(crate) async fn match_user(
     let now = state.clock().now();
     let email = identity.email.as_deref().map(Email::parse).transpose().ok().flatten();
     if !conn.allowed_email_domains.is_empty()
-        && !email.as_ref().is_some_and(|e| conn.allows_email(e.as_str()))
+        && !email.as_ref().is_some_and(|e| conn.allowed_email_domains.admits(e.as_str()))
     {
         return Ok(Err("email_domain_not_allowed"));
     }
@@ -358,7 +349,7 @@ pub(crate) async fn connection_for_email(
     let Some(user) = state.store().find_user_by_email(email).await? else { return Ok(None) };
     for record in state.store().list_connections(user.org_id).await? {
         let connection = Connection::load(state, record)?;
-        if connection.oidc.allows_email(email.as_str()) {
+        if connection.oidc.allowed_email_domains.admits(email.as_str()) {
             return Ok(Some((user.org_id, connection.record)));
         }
     }

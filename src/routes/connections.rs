@@ -298,6 +298,21 @@ pub(crate) struct ConnectionCheck {
     pub(crate) keys: Vec<KeyView>,
 }
 
+impl ConnectionCheck {
+    fn failed(discovery_url: String, error: String) -> Self {
+        Self {
+            outcome: "failed",
+            error: Some(error),
+            discovery_url,
+            issuer: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            jwks_uri: None,
+            keys: vec![],
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}/test", tag = "connections",
     security(("admin_token" = [])), params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)),
     responses((status = 200, description = "The provider's discovery document and keys were fetched and checked (see outcome)", body = ConnectionCheck),
@@ -325,16 +340,7 @@ pub(crate) async fn test_connection(
             token_endpoint: Some(info.metadata.token_endpoint.to_string()),
             jwks_uri: Some(info.metadata.jwks_uri.to_string()),
         },
-        Err(e) => ConnectionCheck {
-            outcome: "failed",
-            error: Some(e.to_string()),
-            discovery_url,
-            issuer: None,
-            authorization_endpoint: None,
-            token_endpoint: None,
-            jwks_uri: None,
-            keys: vec![],
-        },
+        Err(e) => ConnectionCheck::failed(discovery_url, e.to_string()),
     }))
 }
 
@@ -426,15 +432,6 @@ async fn test_saml(state: &AppState, record: &ConnectionRecord) -> Result<Connec
                 .map(|_| KeyView { kid: None, kty: "X509".into(), alg: None })
                 .collect(),
         },
-        Err(e) => ConnectionCheck {
-            outcome: "failed",
-            error: Some(e),
-            discovery_url,
-            issuer: None,
-            authorization_endpoint: None,
-            token_endpoint: None,
-            jwks_uri: None,
-            keys: vec![],
-        },
+        Err(e) => ConnectionCheck::failed(discovery_url, e),
     })
 }

@@ -16,4 +16,7 @@ mod model;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{ConnectorError, Device, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
-pub use model::{AuthMethod, Email, EmailError, OrgId, Organization, Password, SessionId, User, UserId};
+pub use model::{
+    AuthMethod, Email, EmailDomains, EmailError, InvalidField, OrgId, Organization, Password, SessionId,
+    User, UserId,
+};

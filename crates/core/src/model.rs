@@ -261,3 +261,49 @@ mod tests {
         assert!(!format!("{p:?}").contains("hunter2"));
     }
 }
+
+/// An allow list of email domains (lower-cased); empty admits every domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmailDomains(Vec<String>);
+
+impl EmailDomains {
+    /// Checks and normalises `domains`; the error names the first that is
+    /// not a domain.
+    pub fn parse(domains: &[String]) -> Result<Self, String> {
+        let label_ok = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let mut checked = Vec::with_capacity(domains.len());
+        for d in domains {
+            let d = d.trim().to_ascii_lowercase();
+            if !d.contains('.') || !d.split('.').all(label_ok) {
+                return Err(format!("{d:?} is not a domain"));
+            }
+            checked.push(d);
+        }
+        Ok(Self(checked))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `email`'s domain is on the list (always, for an empty list).
+    pub fn admits(&self, email: &str) -> bool {
+        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        self.0.is_empty() || domain.is_some_and(|d| self.0.contains(&d))
+    }
+}
+
+/// A configuration value refused, naming the field at fault (for the
+/// `field` of a 400 answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}

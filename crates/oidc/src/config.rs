@@ -1,3 +1,4 @@
+use gatehouse_core::{EmailDomains, InvalidField};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -71,15 +72,10 @@ pub struct ConnectionConfig {
 }
 
 /// A configuration problem, naming the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidConnection {
-    pub field: &'static str,
-    pub message: String,
-}
+pub type InvalidConnection = InvalidField;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidConnection {
-    InvalidConnection { field, message: message.into() }
+    InvalidField::new(field, message)
 }
 
 /// A validated connection.
@@ -94,17 +90,7 @@ pub struct OidcConnection {
     pub groups_claim: String,
     pub jit_provisioning: bool,
     pub link_by_email: bool,
-    /// Lower-cased.
-    pub allowed_email_domains: Vec<String>,
-}
-
-impl OidcConnection {
-    /// Whether `email` may sign in through this connection.
-    pub fn allows_email(&self, email: &str) -> bool {
-        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        self.allowed_email_domains.is_empty()
-            || domain.is_some_and(|d| self.allowed_email_domains.contains(&d))
-    }
+    pub allowed_email_domains: EmailDomains,
 }
 
 /// An absolute https URL (http only on loopback, for development and tests,
@@ -255,16 +241,8 @@ impl ConnectionConfig {
             Some(c) => text(field, c, 100),
             None => Ok(default.to_owned()),
         };
-        let mut domains = Vec::new();
-        for d in &self.allowed_email_domains {
-            let d = d.trim().to_ascii_lowercase();
-            let label_ok =
-                |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            if !d.contains('.') || !d.split('.').all(label_ok) {
-                return Err(invalid("allowed_email_domains", format!("{d:?} is not a domain")));
-            }
-            domains.push(d);
-        }
+        let domains = EmailDomains::parse(&self.allowed_email_domains)
+            .map_err(|m| invalid("allowed_email_domains", m))?;
         Ok(OidcConnection {
             provider: self.kind,
             discovery_url,
@@ -408,8 +386,8 @@ mod tests {
         let c = config(json!({ "kind": "okta", "issuer": "https://acme.okta.com", "client_id": "x", "allowed_email_domains": ["Acme.com"] }))
             .validate(false)
             .unwrap();
-        assert!(c.allows_email("bob@ACME.com"));
-        assert!(!c.allows_email("bob@acme.com.evil.example"));
-        assert!(!c.allows_email("no-at-sign"));
+        assert!(c.allowed_email_domains.admits("bob@ACME.com"));
+        assert!(!c.allowed_email_domains.admits("bob@acme.com.evil.example"));
+        assert!(!c.allowed_email_domains.admits("no-at-sign"));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use gatehouse_core::{EmailDomains, InvalidField};
 use samael::metadata::EntityDescriptor;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -83,15 +84,10 @@ pub struct SamlConfig {
 }
 
 /// A configuration problem, naming the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidSamlConnection {
-    pub field: &'static str,
-    pub message: String,
-}
+pub type InvalidSamlConnection = InvalidField;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidSamlConnection {
-    InvalidSamlConnection { field, message: message.into() }
+    InvalidField::new(field, message)
 }
 
 /// The IdP as its metadata describes it.
@@ -123,19 +119,11 @@ pub struct SamlConnection {
     pub allowed_relay_states: Vec<String>,
     pub jit_provisioning: bool,
     pub link_by_email: bool,
-    pub allowed_email_domains: Vec<String>,
+    pub allowed_email_domains: EmailDomains,
     pub metadata_url: Option<Url>,
     /// From the XML or the manual fields; `None` when it comes from
     /// `metadata_url`.
     pub idp: Option<IdpDescriptor>,
-}
-
-impl SamlConnection {
-    pub fn allows_email(&self, email: &str) -> bool {
-        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        self.allowed_email_domains.is_empty()
-            || domain.is_some_and(|d| self.allowed_email_domains.contains(&d))
-    }
 }
 
 impl SamlConfig {
@@ -198,16 +186,8 @@ impl SamlConfig {
                 None => Ok(default.to_owned()),
             }
         };
-        let mut domains = Vec::new();
-        for d in &self.allowed_email_domains {
-            let d = d.trim().to_ascii_lowercase();
-            let label_ok =
-                |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            if !d.contains('.') || !d.split('.').all(label_ok) {
-                return Err(invalid("allowed_email_domains", format!("{d:?} is not a domain")));
-            }
-            domains.push(d);
-        }
+        let domains = EmailDomains::parse(&self.allowed_email_domains)
+            .map_err(|m| invalid("allowed_email_domains", m))?;
         Ok(SamlConnection {
             signed: self.signed,
             sign_authn_requests: self.sign_authn_requests,
