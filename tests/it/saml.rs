@@ -252,10 +252,23 @@ async fn ping_sign_in_every_way(db: TestDb) {
         "the IdP checks our signature"
     );
 
-    // Encrypted assertions (RSA-OAEP key transport), AES-128 in CBC and GCM.
-    for (user, alg) in [("linus@acme.test", "aes128-cbc"), ("ken@acme.test", "aes128-gcm")] {
+    // Encrypted assertions (RSA-OAEP key transport), AES-128 and AES-256 in
+    // CBC and GCM.
+    for (user, alg) in [
+        ("linus@acme.test", "aes128-cbc"),
+        ("ken@acme.test", "aes128-gcm"),
+        ("barbara@acme.test", "aes256-cbc"),
+        ("radia@acme.test", "aes256-gcm"),
+    ] {
         let (browser, form) =
             sp_initiated(&server, &connection, user, &format!("sign=response&encrypt={alg}")).await;
+        let sent = &form.fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+        let sent =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(sent).unwrap()).unwrap();
+        assert!(
+            sent.contains("EncryptedAssertion") && sent.contains(alg) && !sent.contains(user),
+            "{alg}: {sent}"
+        );
         signs_in(&server, &post(&browser, &form).await, user).await;
     }
 

@@ -10,6 +10,7 @@
 
 mod acs;
 mod config;
+mod decrypt;
 mod sp;
 
 pub use acs::{AcsError, MAX_RESPONSE_BASE64, SamlIdentity, has_dtd, validate};

@@ -85,9 +85,16 @@ pub struct SpEndpoints {
 pub struct Sp {
     pub(crate) inner: ServiceProvider,
     pub(crate) idp_initiated: ServiceProvider,
+    /// The same two for responses already verified here (decrypted ones):
+    /// they know no IdP key, so samael checks only the conditions. Never
+    /// given anything that did not come out of xmlsec's verification.
+    pub(crate) verified: ServiceProvider,
+    pub(crate) verified_idp_initiated: ServiceProvider,
+    pub(crate) idp_certs: Vec<samael::crypto::CertificateDer>,
+    pub(crate) algorithms: Option<Vec<AllowedSignatureAlgorithm>>,
     pub(crate) connection: SamlConnection,
     pub(crate) endpoints: SpEndpoints,
-    key: PKey<Private>,
+    pub(crate) key: PKey<Private>,
     certificate: X509,
 }
 
@@ -114,7 +121,11 @@ impl Sp {
         // lifting the list, which only a connection that asks for it does.
         let algorithms = (!connection.allow_sha1).then_some(algorithms);
         let certificate = samael::crypto::CertificateDer::from(keys.certificate.to_der().map_err(err)?);
-        let build = |idp_initiated: bool| {
+        let mut keyless = metadata.clone();
+        for idp in keyless.idp_sso_descriptors.iter_mut().flatten() {
+            idp.key_descriptors.clear();
+        }
+        let build = |idp_initiated: bool, metadata: &EntityDescriptor| {
             ServiceProviderBuilder::default()
                 .entity_id(endpoints.entity_id.clone())
                 .metadata_url(endpoints.entity_id.clone())
@@ -135,8 +146,12 @@ impl Sp {
                 .map_err(err)
         };
         Ok(Self {
-            inner: build(false)?,
-            idp_initiated: build(true)?,
+            inner: build(false, &metadata)?,
+            idp_initiated: build(true, &metadata)?,
+            verified: build(false, &keyless)?,
+            verified_idp_initiated: build(true, &keyless)?,
+            idp_certs: idp.signing_certs.iter().cloned().map(samael::crypto::CertificateDer::from).collect(),
+            algorithms,
             connection,
             endpoints,
             key: keys.key,
