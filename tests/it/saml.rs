@@ -234,6 +234,17 @@ async fn ping_sign_in_every_way(db: TestDb) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "sign=response").await;
     signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
+    // IdP-initiated under this policy: response signed, then both, then
+    // encrypted.
+    for hooks in ["sign=response", "sign=both", "sign=response&encrypt=aes256-gcm"] {
+        let url = format!(
+            "/idp-init?sp={entity_id}&RelayState={RETURN_TO}&user={}&{hooks}",
+            user("grace@acme.test")
+        );
+        let browser = self::browser();
+        let html = browser.get(idp.url(&url)).send().await.unwrap().text().await.unwrap();
+        signs_in(&server, &post(&browser, &parse_form(&html)).await, "grace@acme.test").await;
+    }
     // Signed AuthnRequests: the IdP verifies them with our metadata's
     // certificate, and refuses one whose request was altered.
     config["sign_authn_requests"] = json!(true);
