@@ -244,27 +244,41 @@ async fn okta_custom_server_native_app_sign_in() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "a code works once, even after a wrong verifier");
 
     // A fresh sign-in, exchanged properly, and only once.
+    let me = native_sign_in(&server, &connection, &claims).await;
+    assert_eq!(me["email"].as_str(), Some("grace@acme.test"), "created just in time");
+    assert_eq!(me["org_id"].as_str(), Some(org.as_str()));
+}
+
+/// A native app's whole sign-in: start with its own PKCE, through the
+/// provider, the code at its redirect URI, the exchange (once only), and a
+/// refresh of the session it got. Returns `/v1/me`.
+async fn native_sign_in(server: &TestServer, connection: &str, claims: &Value) -> Value {
+    let browser = browser();
+    let verifier = "app-verifier-9876543210-9876543210-9876543210-xyz";
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let start = format!(
+        "/v1/sso/start?connection={connection}&redirect_uri={APP_REDIRECT}&code_challenge={challenge}&code_challenge_method=S256"
+    );
     let response = browser.get(server.url(&start)).send().await.unwrap();
-    let callback = through_provider(&browser, &location(&response, &server.base), &server, &claims).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let callback = through_provider(&browser, &location(&response, &server.base), server, claims).await;
     let done = answer(browser.get(callback).send().await.unwrap()).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
     let to_app = url::Url::parse(done.location.as_deref().unwrap()).unwrap();
+    assert_eq!(format!("{}:{}", to_app.scheme(), to_app.path()), APP_REDIRECT);
     let code = to_app.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
     let (status, tokens) =
         server.post("/v1/sso/token", json!({ "code": code, "code_verifier": verifier })).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
-    let (status, me) = server.me(tokens["access_token"].as_str().unwrap()).await;
-    assert_eq!(
-        (status, me["email"].as_str()),
-        (StatusCode::OK, Some("grace@acme.test")),
-        "created just in time"
-    );
-    assert_eq!(me["org_id"].as_str(), Some(org.as_str()));
     let (status, _) = server.post("/v1/sso/token", json!({ "code": code, "code_verifier": verifier })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "replayed code");
     let (status, refreshed) =
         server.post("/v1/token/refresh", json!({ "refresh_token": tokens["refresh_token"] })).await;
     assert_eq!(status, StatusCode::OK, "the same sessions as /v1/login: {refreshed}");
+    let (status, me) = server.me(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    me
 }
 
 #[tokio::test]
@@ -333,6 +347,10 @@ async fn azure_multi_tenant_takes_only_allowed_tenants() {
     let claims = json!({ "sub": "p-1", "tid": TENANT, "oid": "7d0e6a1c-93b2-4f53-9d3e-0c1f2a3b4c5d", "ver": "2.0", "email": "mt@acme.test" });
     let ok = web_sign_in(&server, &connection, &claims).await;
     assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.body);
+    // The same person from a native app: the same user.
+    let web_user = server.me(&session_cookie(&ok).unwrap()).await.1;
+    let me = native_sign_in(&server, &connection, &claims).await;
+    assert_eq!((&me["id"], &me["email"]), (&web_user["id"], &json!("mt@acme.test")));
 
     let mut foreign = claims.clone();
     foreign["tid"] = json!(OTHER_TENANT);
