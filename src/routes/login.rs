@@ -149,8 +149,8 @@ pub(crate) async fn login(
     let device = body.device.unwrap_or_default().into_device(ip)?;
     let password = Password::new(body.password);
 
-    let (user, method, verdict) = match state.store().find_user_by_email(&email).await? {
-        Some(user) if user.active && state.store().sso_policy(user.org_id).await?.sso_required => {
+    let (user, method, verdict) = match state.store().find_user_for_login(&email).await? {
+        Some((user, true)) if user.active => {
             let event = NewAuditEvent {
                 org_id: Some(user.org_id),
                 user_id: Some(user.id),
@@ -165,7 +165,7 @@ pub(crate) async fn login(
             sso_url.query_pairs_mut().append_pair("email", email.as_str());
             return Err(ApiError::SsoRequired { sso_url: sso_url.into() });
         }
-        Some(user) if user.active => {
+        Some((user, _)) if user.active => {
             let (method, verdict) = decide(&state, &user, &password, &device).await?;
             (Some(user), method, verdict)
         }
@@ -175,7 +175,11 @@ pub(crate) async fn login(
             // reveal which emails are registered.
             state.passwords().burn(password.expose()).await.map_err(ApiError::internal)?;
             let reason = if other.is_some() { "inactive_user" } else { "unknown_user" };
-            (other, AuthMethod::LocalPassword, Verdict::Refused { reason, upstream_status: None })
+            (
+                other.map(|(user, _)| user),
+                AuthMethod::LocalPassword,
+                Verdict::Refused { reason, upstream_status: None },
+            )
         }
     };
 

@@ -174,6 +174,18 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The user signing in with `email`, and whether their organization
+    /// requires single sign-on: one query, for the sign-in hot path.
+    pub async fn find_user_for_login(&self, email: &Email) -> Result<Option<(User, bool)>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
+             AS sso_required FROM users WHERE email_normalized = $1"
+        );
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(|r| Ok((user_from_row(r)?, r.try_get::<i64, _>("sso_required")? != 0))).transpose()
+    }
+
     /// The organization's users in creation order, `limit` at a time.
     pub async fn list_users(&self, org: OrgId, after: Option<UserId>, limit: u32) -> Result<UserPage> {
         let limit = clamp_limit(limit);

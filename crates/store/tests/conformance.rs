@@ -574,9 +574,17 @@ async fn sso_policies_default_and_replace(store: Store) {
     };
     store.set_sso_policy(org.id, &policy, t0()).await.unwrap();
     assert_eq!(store.sso_policy(org.id).await.unwrap(), policy);
+    let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
+    let email = Email::parse("A@a.test").unwrap();
+    assert_eq!(store.find_user_for_login(&email).await.unwrap(), Some((user.clone(), true)));
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let outsider = store.create_user(&new_user(other.id, "b@b.test"), t0()).await.unwrap();
+    let b = Email::parse("b@b.test").unwrap();
+    assert_eq!(store.find_user_for_login(&b).await.unwrap(), Some((outsider, false)), "no policy, no SSO");
     let relaxed = SsoPolicy { sso_required: false, redirect_urls: vec![] };
     store.set_sso_policy(org.id, &relaxed, t0()).await.unwrap();
     assert_eq!(store.sso_policy(org.id).await.unwrap(), relaxed);
+    assert_eq!(store.find_user_for_login(&email).await.unwrap(), Some((user, false)));
     assert!(matches!(store.set_sso_policy(OrgId::new(), &policy, t0()).await, Err(StoreError::NotFound)));
 }
 
