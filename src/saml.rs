@@ -74,7 +74,13 @@ struct Entry {
     version: String,
     loaded: Arc<Loaded>,
     fetched_at: Instant,
+    /// When a bad signature last made it fetch the metadata early.
+    refreshed_for_signature: Option<Instant>,
 }
+
+/// A bad signature refetches the IdP's metadata (its certificate may have
+/// rolled over) at most this often per connection.
+const SIGNATURE_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Ready service providers per connection: building one parses metadata and
 /// keys, which sign-ins should not pay for each time.
@@ -120,6 +126,17 @@ impl SpCache {
             },
             (None, None, _) => return Err(ApiError::internal("a SAML connection without an IdP")),
         };
+        self.build(state, record, connection, idp, None)
+    }
+
+    fn build(
+        &self,
+        state: &AppState,
+        record: &ConnectionRecord,
+        connection: SamlConnection,
+        idp: IdpDescriptor,
+        refreshed_for_signature: Option<Instant>,
+    ) -> Result<Arc<Loaded>, ApiError> {
         let pem = state
             .master_key()
             .open(&secret_context(&record.id), &record.client_secret_sealed)
@@ -127,10 +144,54 @@ impl SpCache {
         let keys = SpKeys::from_pem(&pem).map_err(ApiError::internal)?;
         let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
         let loaded = Arc::new(Loaded { sp, idp });
-        let entry =
-            Entry { version: record.config.clone(), loaded: loaded.clone(), fetched_at: Instant::now() };
+        let entry = Entry {
+            version: record.config.clone(),
+            loaded: loaded.clone(),
+            fetched_at: Instant::now(),
+            refreshed_for_signature,
+        };
         self.entries.lock().expect("cache lock").insert(record.id.clone(), entry);
         Ok(loaded)
+    }
+
+    /// Called when a response's signature did not verify with `seen`: if the
+    /// IdP's metadata comes from a URL, it is fetched again (at most every
+    /// 10 s), and when its signing certificates changed (a rollover), the
+    /// new service provider is returned to try once more.
+    pub(crate) async fn after_bad_signature(
+        &self,
+        state: &AppState,
+        record: &ConnectionRecord,
+        seen: &Arc<Loaded>,
+    ) -> Option<Arc<Loaded>> {
+        let url = seen.sp.connection().metadata_url.clone()?;
+        {
+            let entries = self.entries.lock().expect("cache lock");
+            let entry = entries.get(&record.id)?;
+            if !Arc::ptr_eq(&entry.loaded, seen) {
+                return Some(entry.loaded.clone());
+            }
+            if entry.refreshed_for_signature.is_some_and(|t| t.elapsed() < SIGNATURE_REFETCH_INTERVAL) {
+                return None;
+            }
+        }
+        let now = Some(Instant::now());
+        match fetch_metadata(state.outbound(), &url).await {
+            Ok(idp) if idp.signing_certs != seen.idp.signing_certs => {
+                tracing::info!(connection = %record.id, "the IdP's signing certificate changed; using the new one");
+                let connection = seen.sp.connection().clone();
+                self.build(state, record, connection, idp, now).ok()
+            }
+            other => {
+                if let Err(error) = other {
+                    tracing::warn!(connection = %record.id, %error, "IdP metadata refetch failed");
+                }
+                if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
+                    entry.refreshed_for_signature = now;
+                }
+                None
+            }
+        }
     }
 
     pub(crate) fn forget(&self, id: &str) {

@@ -7,6 +7,8 @@
 //! IdP-initiated: the same POST without a flow, when the connection allows it
 //! ```
 
+use std::sync::Arc;
+
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -25,6 +27,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ClientIp};
 use crate::routes::sso::{Attempt, Failure, conclude, event, record, redirect, sign_in};
+use crate::saml::Loaded;
 use crate::sso::{self, AccountPolicy, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 
@@ -189,13 +192,13 @@ pub(crate) async fn acs(
         (FlowClient::Web { return_to, browser_hash: None }, None)
     };
 
-    // xmlsec is blocking C: off the runtime.
-    let validated = tokio::task::spawn_blocking({
-        let loaded = loaded.clone();
-        move || gatehouse_saml::validate(&loaded.sp, &form.saml_response, request_id.as_deref())
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let mut validated = validate(&loaded, &form.saml_response, request_id.as_deref()).await?;
+    if matches!(validated, Err(AcsError::BadSignature))
+        && let Some(fresh) = state.saml_providers().after_bad_signature(&state, &stored, &loaded).await
+    {
+        // The IdP rolled its certificate over: try once more with the new one.
+        validated = validate(&fresh, &form.saml_response, request_id.as_deref()).await?;
+    }
     let outcome = match validated {
         Err(e) => Err(refusal(&e)),
         Ok(identity) => {
@@ -223,6 +226,21 @@ pub(crate) async fn acs(
         }
     };
     conclude(&state, attempt, &client, outcome, &device).await
+}
+
+/// xmlsec is blocking C: validation runs off the runtime.
+async fn validate(
+    loaded: &Arc<Loaded>,
+    saml_response: &str,
+    request_id: Option<&str>,
+) -> Result<Result<gatehouse_saml::SamlIdentity, AcsError>, ApiError> {
+    let (loaded, response, request_id) =
+        (loaded.clone(), saml_response.to_owned(), request_id.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
+        gatehouse_saml::validate(&loaded.sp, &response, request_id.as_deref())
+    })
+    .await
+    .map_err(ApiError::internal)
 }
 
 fn refusal(e: &AcsError) -> Failure {

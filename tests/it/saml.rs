@@ -283,6 +283,19 @@ async fn ping_sign_in_every_way(db: TestDb) {
         signs_in(&server, &post(&browser, &form).await, user).await;
     }
 
+    // The IdP rolls its certificate over: the first response signed with
+    // the new key makes Gatehouse fetch the metadata again, and it signs in
+    // with no admin involved.
+    let rotated = reqwest::Client::new().post(idp.url("/rotate")).send().await.unwrap();
+    assert!(rotated.status().is_success());
+    let url = format!(
+        "/idp-init?sp={entity_id}&RelayState={RETURN_TO}&user={}&sign=response",
+        user("ada@acme.test")
+    );
+    let browser = self::browser();
+    let html = browser.get(idp.url(&url)).send().await.unwrap().text().await.unwrap();
+    signs_in(&server, &post(&browser, &parse_form(&html)).await, "ada@acme.test").await;
+
     let (_, events) =
         server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=200"), None).await;
     let saml: Vec<&Value> =
