@@ -50,10 +50,7 @@ impl Store {
         .bind(millis(record.updated_at))
         .execute(&self.pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => StoreError::unique("a connection with this id")(e),
-        })?;
+        .map_err(StoreError::on_insert("a connection with this id"))?;
         Ok(())
     }
 

@@ -26,6 +26,15 @@ pub enum StoreError {
 impl StoreError {
     /// Maps a unique-constraint violation to [`StoreError::Conflict`] naming
     /// `what`; passes every other error through.
+    /// For inserts: a missing referenced row (a foreign key) is `NotFound`,
+    /// a duplicate is a `Conflict` over `what`.
+    pub(crate) fn on_insert(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => StoreError::unique(what)(e),
+        }
+    }
+
     pub(crate) fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |e| match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),

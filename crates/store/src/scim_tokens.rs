@@ -48,10 +48,7 @@ impl Store {
         .bind(millis(now))
         .execute(&self.pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            _ => StoreError::unique("a SCIM token with this hash")(e),
-        })?;
+        .map_err(StoreError::on_insert("a SCIM token with this hash"))?;
         Ok(ScimTokenRecord {
             id,
             org_id: org,

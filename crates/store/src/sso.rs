@@ -68,7 +68,7 @@ impl Store {
         .bind(millis(now))
         .execute(&self.pool)
         .await
-        .map_err(not_found_on_foreign_key)?;
+        .map_err(StoreError::on_insert("an SSO policy"))?;
         Ok(())
     }
 
@@ -89,7 +89,13 @@ impl Store {
         .bind(flow.connection_id.clone())
         .bind(flow.sealed.clone())
         .bind(millis(expires_at));
-        self.insert_expiring("DELETE FROM sso_flows WHERE expires_at <= $1", insert, now).await
+        self.insert_expiring(
+            "DELETE FROM sso_flows WHERE expires_at <= $1",
+            insert,
+            "a flow with this state",
+            now,
+        )
+        .await
     }
 
     /// Takes the flow with this state: it is deleted whether or not it is
@@ -121,7 +127,13 @@ impl Store {
         .bind(code.code_challenge.clone())
         .bind(code.method.as_str())
         .bind(millis(expires_at));
-        self.insert_expiring("DELETE FROM sso_codes WHERE expires_at <= $1", insert, now).await
+        self.insert_expiring(
+            "DELETE FROM sso_codes WHERE expires_at <= $1",
+            insert,
+            "a code with this hash",
+            now,
+        )
+        .await
     }
 
     /// Takes a code: it works once, live or not. `None` when unknown or
@@ -139,16 +151,17 @@ impl Store {
 
     /// Runs `insert` after `purge` (a delete of the table's rows expired at
     /// `$1`), in one transaction: short-lived rows clean up after
-    /// themselves.
+    /// themselves. A duplicate is a `Conflict` over `what`.
     async fn insert_expiring(
         &self,
         purge: &'static str,
         insert: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        what: &'static str,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(purge).bind(millis(now)).execute(&mut *tx).await?;
-        insert.execute(&mut *tx).await.map_err(not_found_on_foreign_key)?;
+        insert.execute(&mut *tx).await.map_err(StoreError::on_insert(what))?;
         tx.commit().await?;
         Ok(())
     }
@@ -181,11 +194,16 @@ impl Store {
         .bind(assertion_id.to_owned())
         .bind(millis(expires_at));
         match self
-            .insert_expiring("DELETE FROM saml_assertions_seen WHERE expires_at <= $1", insert, now)
+            .insert_expiring(
+                "DELETE FROM saml_assertions_seen WHERE expires_at <= $1",
+                insert,
+                "assertion",
+                now,
+            )
             .await
         {
             Ok(()) => Ok(true),
-            Err(StoreError::Backend(sqlx::Error::Database(db))) if db.is_unique_violation() => Ok(false),
+            Err(StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -242,13 +260,6 @@ impl Store {
     }
 }
 
-fn not_found_on_foreign_key(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-        _ => e.into(),
-    }
-}
-
 async fn insert_link(
     conn: &mut sqlx::AnyConnection,
     connection_id: &str,
@@ -265,9 +276,6 @@ async fn insert_link(
     .bind(millis(now))
     .execute(&mut *conn)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-        _ => StoreError::unique("a link for this subject")(e),
-    })?;
+    .map_err(StoreError::on_insert("a link for this subject"))?;
     Ok(())
 }

@@ -359,11 +359,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(millis(r.now))
             .bind(millis(r.now));
     }
-    query.execute(&mut *conn).await.map_err(|e| match &e {
-        // The organization's existence is the foreign key's to check.
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-        _ => StoreError::unique("a user with this email or userName")(e),
-    })?;
+    // The organization's existence is the foreign key's to check.
+    query.execute(&mut *conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::insert_audit_events(conn, &audits).await
