@@ -13,7 +13,7 @@ use gatehouse_store::ConnectionRecord;
 use url::Url;
 
 use crate::error::ApiError;
-use crate::sso::{AccountPolicy, secret_context};
+use crate::sso::{AccountPolicy, open_secret};
 use crate::state::AppState;
 
 /// The connection kind of SAML connections.
@@ -97,7 +97,6 @@ impl SpCache {
         state: &AppState,
         record: &ConnectionRecord,
     ) -> Result<Arc<Loaded>, ApiError> {
-        let connection = connection(state, record)?;
         let previous = {
             let entries = self.entries.lock().expect("cache lock");
             entries
@@ -105,18 +104,22 @@ impl SpCache {
                 .filter(|e| e.version == record.config)
                 .map(|e| (e.loaded.clone(), e.fetched_at))
         };
-        let idp = match (&connection.idp, &connection.metadata_url, &previous) {
-            (Some(_), _, Some((loaded, _))) => return Ok(loaded.clone()),
-            (None, Some(_), Some((loaded, at))) if at.elapsed() < METADATA_FRESH_FOR => {
-                return Ok(loaded.clone());
-            }
-            (Some(idp), _, None) => idp.clone(),
-            (None, Some(url), previous) => match fetch_metadata(state.outbound(), url).await {
+        // The hot path: nothing parsed. Metadata given inline never goes
+        // stale; fetched metadata is used for an hour.
+        if let Some((loaded, at)) = &previous
+            && (loaded.sp.connection().metadata_url.is_none() || at.elapsed() < METADATA_FRESH_FOR)
+        {
+            return Ok(loaded.clone());
+        }
+        let connection = connection(state, record)?;
+        let idp = match (&connection.idp, &connection.metadata_url) {
+            (Some(idp), _) => idp.clone(),
+            (None, Some(url)) => match fetch_metadata(state.outbound(), url).await {
                 Ok(idp) => idp,
                 Err(error) => match previous {
                     Some((loaded, _)) => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
-                        return Ok(loaded.clone());
+                        return Ok(loaded);
                     }
                     None => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata unavailable");
@@ -124,7 +127,7 @@ impl SpCache {
                     }
                 },
             },
-            (None, None, _) => return Err(ApiError::internal("a SAML connection without an IdP")),
+            (None, None) => return Err(ApiError::internal("a SAML connection without an IdP")),
         };
         self.build(state, record, connection, idp, None)
     }
@@ -137,11 +140,7 @@ impl SpCache {
         idp: IdpDescriptor,
         refreshed_for_signature: Option<Instant>,
     ) -> Result<Arc<Loaded>, ApiError> {
-        let pem = state
-            .master_key()
-            .open(&secret_context(&record.id), &record.client_secret_sealed)
-            .map_err(ApiError::internal)?;
-        let keys = SpKeys::from_pem(&pem).map_err(ApiError::internal)?;
+        let keys = SpKeys::from_pem(&open_secret(state, record)?).map_err(ApiError::internal)?;
         let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
         let loaded = Arc::new(Loaded { sp, idp });
         let entry = Entry {

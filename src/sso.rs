@@ -39,11 +39,7 @@ impl Connection {
     }
 
     pub(crate) fn client_secret(&self, state: &AppState) -> Result<String, ApiError> {
-        let plain = state
-            .master_key()
-            .open(&secret_context(&self.record.id), &self.record.client_secret_sealed)
-            .map_err(ApiError::internal)?;
-        String::from_utf8(plain).map_err(ApiError::internal)
+        String::from_utf8(open_secret(state, &self.record)?).map_err(ApiError::internal)
     }
 
     /// The provider's discovery document and keys, cached per connection
@@ -60,9 +56,18 @@ impl Connection {
     }
 }
 
-/// The master-key context a connection's client secret is sealed under.
+/// The master-key context a connection's secret is sealed under.
 pub(crate) fn secret_context(connection_id: &str) -> String {
     format!("connection-secret:{connection_id}")
+}
+
+/// A connection's secret, unsealed: the OIDC client secret, or the SAML
+/// service provider's key (PEM).
+pub(crate) fn open_secret(state: &AppState, record: &ConnectionRecord) -> Result<Vec<u8>, ApiError> {
+    state
+        .master_key()
+        .open(&secret_context(&record.id), &record.client_secret_sealed)
+        .map_err(ApiError::internal)
 }
 
 /// Who started the flow, and where it returns.

@@ -54,11 +54,11 @@ async fn ping(server: &TestServer, idp: &SamlIdp, org: &str, extra: Value) -> (S
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     let entity_id = created["sp_entity_id"].as_str().unwrap().to_owned();
-    let metadata = reqwest::get(&entity_id).await.unwrap();
-    assert_eq!(metadata.status(), StatusCode::OK, "{:?}", metadata.text().await);
-    let metadata = reqwest::get(&entity_id).await.unwrap();
-    assert_eq!(metadata.headers()["content-type"], "application/samlmetadata+xml");
-    let metadata = metadata.text().await.unwrap();
+    let response = reqwest::get(&entity_id).await.unwrap();
+    let (status, content_type) = (response.status(), response.headers()["content-type"].clone());
+    let metadata = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{metadata}");
+    assert_eq!(content_type, "application/samlmetadata+xml");
     for part in [
         entity_id.as_str(),
         created["acs_url"].as_str().unwrap(),
