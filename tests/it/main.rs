@@ -6,6 +6,7 @@
 // Helpers are `pub` for the sibling modules; nothing here is a public API.
 #![allow(unreachable_pub)]
 
+mod peer;
 mod stub;
 mod support;
 

@@ -1,11 +1,12 @@
 //! A real OpenID provider (`fixtures/oidc-idp`, oidc-provider from npm) on a
 //! loopback port, stopped when dropped.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+
+use crate::peer::Peer;
 
 pub struct OidcProvider {
-    child: Child,
+    peer: Peer,
     pub port: u16,
 }
 
@@ -18,38 +19,22 @@ impl OidcProvider {
     /// Starts a provider with more of its environment (`REDIRECT_URIS`,
     /// `TENANT_ALIAS`, `CLIENT_ID`, `CLIENT_SECRET`).
     pub async fn start_with(issuer: impl Fn(u16) -> String, env: &[(&str, &str)]) -> Self {
-        // The port is picked here and released for node to take: another
-        // process may take it first, so a provider that exits early is
-        // started again on another port.
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/oidc-idp/server.mjs");
-            let issuer = issuer(port);
-            let child = Command::new("node")
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/oidc-idp/server.mjs");
+        let command = |port: u16| {
+            let mut command = Command::new("node");
+            command
                 .arg(script)
                 .envs(env.iter().copied())
                 .env("PORT", port.to_string())
-                .env("ISSUER", &issuer)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("node runs the test OpenID provider (scripts/setup installs it)");
-            let mut provider = Self { child, port };
-            let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
-                .replace("localhost", "127.0.0.1");
-            // Generous: many tests start providers at once on two cores.
-            for _ in 0..600 {
-                if reqwest::get(&discovery).await.is_ok_and(|r| r.status().is_success()) {
-                    return provider;
-                }
-                if provider.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            provider.stop();
-        }
-        panic!("the test OpenID provider did not start");
+                .env("ISSUER", issuer(port));
+            command
+        };
+        let discovery = |port: u16| {
+            format!("{}/.well-known/openid-configuration", issuer(port).trim_end_matches('/'))
+                .replace("localhost", "127.0.0.1")
+        };
+        let peer = Peer::start("the test OpenID provider (node)", command, discovery).await;
+        Self { port: peer.port, peer }
     }
 
     pub fn origin(&self) -> String {
@@ -69,13 +54,6 @@ impl OidcProvider {
     }
 
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        self.stop();
+        self.peer.stop();
     }
 }
