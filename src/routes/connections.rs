@@ -40,26 +40,17 @@ pub(crate) enum AnyConnectionConfig {
     Saml(SamlConfig),
 }
 
-impl<'de> Deserialize<'de> for AnyConnectionConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let value = serde_json::Value::deserialize(deserializer)?;
-        match value.get("kind").and_then(serde_json::Value::as_str) {
-            Some(crate::saml::KIND) => serde_json::from_value(value).map(Self::Saml),
-            _ => serde_json::from_value(value).map(Self::Oidc),
-        }
-        .map_err(D::Error::custom)
-    }
-}
-
 impl AnyConnectionConfig {
-    /// Reads a request body, naming the field at fault as every other body
-    /// does.
-    fn parse(body: &serde_json::Value) -> Result<Self, ApiError> {
-        let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-        match body.get("kind").and_then(serde_json::Value::as_str) {
-            Some(crate::saml::KIND) => parse_json(&bytes).map(Self::Saml),
-            _ => parse_json(&bytes).map(Self::Oidc),
+    /// Reads a configuration (a request body, or one stored) as the kind it
+    /// names, naming the field at fault as every other body does.
+    fn parse(json: &[u8]) -> Result<Self, ApiError> {
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: Option<String>,
+        }
+        match parse_json::<Kind>(json)?.kind.as_deref() {
+            Some(crate::saml::KIND) => parse_json(json).map(Self::Saml),
+            _ => parse_json(json).map(Self::Oidc),
         }
     }
 
@@ -91,7 +82,13 @@ pub(crate) struct ConnectionView {
 }
 
 fn view(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
-    let config: AnyConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
+    // What was stored was checked: failing to read it is ours, not the caller's.
+    let config = AnyConnectionConfig::parse(record.config.as_bytes()).map_err(|e| match e {
+        ApiError::Invalid { message, .. } => {
+            ApiError::internal(format!("stored connection {}: {message}", record.id))
+        }
+        other => other,
+    })?;
     let sp =
         matches!(config, AnyConnectionConfig::Saml(_)).then(|| crate::saml::endpoints(state, &record.id));
     Ok(ConnectionView {
@@ -181,7 +178,7 @@ pub(crate) async fn create_connection(
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
-    let config = AnyConnectionConfig::parse(&body)?;
+    let config = AnyConnectionConfig::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
     let stored = checked(&state, org_id, &config).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let sealed = new_secret(&state, &id, &config).await?;
@@ -235,7 +232,7 @@ pub(crate) async fn replace_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let config = AnyConnectionConfig::parse(&body)?;
+    let config = AnyConnectionConfig::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
     let current = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
     if (current.kind == crate::saml::KIND) != (config.kind() == crate::saml::KIND) {
         return Err(ApiError::invalid(
