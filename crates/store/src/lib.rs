@@ -17,6 +17,7 @@
 
 mod admin_tokens;
 mod audit;
+mod checkpoint;
 mod connections;
 mod error;
 mod group_commit;
@@ -72,6 +73,9 @@ pub struct Store {
     /// handles.
     session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
     user_writer: Option<group_commit::Writer<users::UserRow>>,
+    /// The background WAL checkpointer (see `checkpoint`), SQLite only;
+    /// `None` on the background tasks' own handles.
+    checkpointer: Option<checkpoint::Stop>,
 }
 
 /// A write transaction, holding this process's SQLite write turn until it
@@ -122,10 +126,15 @@ impl Store {
             // failing them. With WAL, synchronous=NORMAL is SQLite's own
             // recommendation: commits survive a crash of the process, and
             // only a power loss can undo the last ones (never corrupt).
+            // Checkpoints are the background task's (`checkpoint`), not the
+            // job of whichever commit happens to fill the log.
             pool = pool.max_connections(8).after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
-                        .await?;
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+                         PRAGMA wal_autocheckpoint = 0;",
+                    )
+                    .await?;
                     Ok(())
                 })
             });
@@ -139,10 +148,14 @@ impl Store {
             write_turn: Arc::new(Mutex::new(())),
             session_writer: None,
             user_writer: None,
+            checkpointer: None,
         };
         store.migrate().await?;
         store.session_writer = Some(group_commit::spawn(store.clone()));
         store.user_writer = Some(group_commit::spawn(store.clone()));
+        if backend == Backend::Sqlite {
+            store.checkpointer = Some(checkpoint::spawn(store.clone()));
+        }
         Ok(store)
     }
 

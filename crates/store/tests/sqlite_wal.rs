@@ -1,0 +1,51 @@
+//! SQLite only: commits do not checkpoint the WAL themselves (that would
+//! stall the unlucky request), yet what they commit reaches the database
+//! file soon after, by the store's background checkpointer.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use gatehouse_store::Store;
+use sqlx::{Connection, Row};
+
+/// Organizations as the database file alone holds them, without its WAL:
+/// the file is copied on its own and opened read-only.
+async fn orgs_in_main_file(db_file: &std::path::Path, scratch: &std::path::Path) -> i64 {
+    let copy = scratch.join("copy.db");
+    std::fs::copy(db_file, &copy).unwrap();
+    let _ = std::fs::remove_file(scratch.join("copy.db-wal"));
+    sqlx::any::install_default_drivers();
+    let mut conn =
+        sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", copy.display())).await.unwrap();
+    let count =
+        sqlx::query("SELECT COUNT(*) AS n FROM organizations").fetch_one(&mut conn).await.unwrap().get("n");
+    conn.close().await.unwrap();
+    count
+}
+
+#[tokio::test]
+async fn committed_rows_reach_the_database_file_without_a_commit_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_file = dir.path().join("gatehouse.db");
+    let store = Store::open(&format!("sqlite://{}?mode=rwc", db_file.display())).await.unwrap();
+    // Let the checkpointer catch up with the migrations first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = orgs_in_main_file(&db_file, dir.path()).await;
+
+    // Well past SQLite's automatic threshold of 1000 pages, had it been on.
+    let filler = "x".repeat(3000);
+    for i in 0..1500 {
+        store.create_org(&format!("{i}-{filler}"), false, Utc::now()).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let in_file = orgs_in_main_file(&db_file, dir.path()).await;
+        if in_file == before + 1500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {in_file} orgs reached the database file");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.checkpoint().await.unwrap(), 0, "nothing is left in the log");
+    store.close().await;
+}
