@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::{Device, OrgId, UserId};
 use sqlx::{AnyConnection, Row};
 
+use crate::inserts::Inserts;
 use crate::{Result, Store, clamp_limit, from_millis, millis, parse_id};
 
 /// An audit event as recorded. `detail` is free-form JSON text chosen by the
@@ -131,34 +132,40 @@ pub(crate) async fn insert_audit_event(
     insert_audit_events(conn, &[(event, now)]).await
 }
 
-/// Inserts the events with one statement.
+/// Inserts the events with one statement, in the caller's transaction.
 pub(crate) async fn insert_audit_events(
     conn: &mut AnyConnection,
     events: &[(&NewAuditEvent, DateTime<Utc>)],
 ) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, \
-         device_ip, created_at) VALUES {}",
-        crate::placeholders(events.len(), 11)
+    let mut inserts = Inserts::default();
+    add_audit_events(&mut inserts, events)?;
+    inserts.execute_in(conn).await
+}
+
+/// Declares the insert of `events` in `inserts`.
+pub(crate) fn add_audit_events(
+    inserts: &mut Inserts,
+    events: &[(&NewAuditEvent, DateTime<Utc>)],
+) -> Result<()> {
+    inserts.insert(
+        "audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
+         created_at)",
+        11,
+        events.len(),
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (event, now) in events {
-        query = query
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(event.org_id.map(|o| o.to_string()))
-            .bind(event.user_id.map(|u| u.to_string()))
-            .bind(event.kind)
-            .bind(event.method)
-            .bind(event.outcome)
-            .bind(event.detail.as_ref().map(|d| d.to_string()))
-            .bind(event.device.os.clone())
-            .bind(event.device.name.clone())
-            .bind(event.device.ip.map(|ip| ip.to_string()))
-            .bind(millis(*now));
+        inserts
+            .bind(uuid::Uuid::now_v7().to_string())?
+            .bind(event.org_id.map(|o| o.to_string()))?
+            .bind(event.user_id.map(|u| u.to_string()))?
+            .bind(event.kind)?
+            .bind(event.method)?
+            .bind(event.outcome)?
+            .bind(event.detail.as_ref().map(|d| d.to_string()))?
+            .bind(event.device.os.clone())?
+            .bind(event.device.name.clone())?
+            .bind(event.device.ip.map(|ip| ip.to_string()))?
+            .bind(millis(*now))?;
     }
-    query.execute(&mut *conn).await?;
     Ok(())
 }

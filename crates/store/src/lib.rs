@@ -22,6 +22,7 @@ mod connections;
 mod error;
 mod group_commit;
 mod groups;
+mod inserts;
 mod keys;
 mod orgs;
 mod rest_auth;

@@ -3,6 +3,7 @@ use gatehouse_core::{AuthMethod, Device, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::inserts::Inserts;
 use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -85,42 +86,36 @@ impl Store {
 
     /// Writes the sessions, their refresh tokens and audit events in one
     /// transaction, three multi-row inserts in all.
+    /// Writes the sessions, their first refresh tokens and their sign-in
+    /// events in one round trip.
     async fn write_sessions(&self, rows: &[&SessionRow]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut inserts = Inserts::default();
         let audits: Vec<(&NewAuditEvent, DateTime<Utc>)> =
             rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
-        crate::audit::insert_audit_events(&mut tx, &audits).await?;
-        let sql = format!(
-            "INSERT INTO sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, \
-             created_at, expires_at) VALUES {}",
-            crate::placeholders(rows.len(), 9)
+        crate::audit::add_audit_events(&mut inserts, &audits)?;
+        inserts.insert(
+            "sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, created_at, expires_at)",
+            9,
+            rows.len(),
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in rows {
             let new = &r.session;
-            query = query
-                .bind(new.id.to_string())
-                .bind(new.user_id.to_string())
-                .bind(new.org_id.to_string())
-                .bind(new.auth_method.as_str())
-                .bind(new.device.os.clone())
-                .bind(new.device.name.clone())
-                .bind(new.device.ip.map(|ip| ip.to_string()))
-                .bind(millis(r.now))
-                .bind(millis(new.expires_at));
+            inserts
+                .bind(new.id.to_string())?
+                .bind(new.user_id.to_string())?
+                .bind(new.org_id.to_string())?
+                .bind(new.auth_method.as_str())?
+                .bind(new.device.os.clone())?
+                .bind(new.device.name.clone())?
+                .bind(new.device.ip.map(|ip| ip.to_string()))?
+                .bind(millis(r.now))?
+                .bind(millis(new.expires_at))?;
         }
-        query.execute(&mut *tx).await?;
-        let sql = format!(
-            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES {}",
-            crate::placeholders(rows.len(), 3)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        inserts.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rows.len());
         for r in rows {
-            query = query.bind(r.refresh_hash.clone()).bind(r.session.id.to_string()).bind(millis(r.now));
+            inserts.bind(r.refresh_hash.clone())?.bind(r.session.id.to_string())?.bind(millis(r.now))?;
         }
-        query.execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.apply(inserts).await
     }
 
     pub async fn get_session(&self, id: SessionId) -> Result<SessionRecord> {

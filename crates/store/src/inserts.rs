@@ -1,0 +1,116 @@
+//! Multi-row inserts into several tables, sent to the database in one round
+//! trip and applied all or none.
+//!
+//! A sign-in writes three rows (its audit event, its session, its refresh
+//! token). Written as a transaction of separate statements that is five
+//! round trips to the database (begin, three inserts, commit), and on SQLite
+//! every round trip is a hand-off to the connection's own thread and back.
+//! Under load those hand-offs, made while holding the single write lock, were
+//! most of a sign-in's added latency. [`Inserts`] collects the statements
+//! and their values, and [`Store::apply`] sends them as one:
+//!
+//! - SQLite: one script, `BEGIN IMMEDIATE; …; COMMIT`, rolled back if any
+//!   statement in it fails;
+//! - PostgreSQL: one statement, the first inserts as data-modifying CTEs.
+//!   A single statement is atomic, and its foreign keys are checked at its
+//!   end, so a row may refer to one inserted by an earlier part.
+
+use sqlx::any::AnyArguments;
+use sqlx::{AnyConnection, Arguments, Encode, Type};
+
+use crate::{Backend, Result, Store, StoreError};
+
+/// Inserts to apply together; values are bound in the order of the rows
+/// and columns declared by [`Inserts::insert`].
+#[derive(Default)]
+pub(crate) struct Inserts {
+    statements: Vec<String>,
+    args: AnyArguments,
+    /// Placeholders declared so far; `bind` must fill exactly these.
+    declared: usize,
+    bound: usize,
+}
+
+impl Inserts {
+    /// Declares `INSERT INTO {into} VALUES …` for `rows` rows of `width`
+    /// values, numbered after those already declared. `into` is the table
+    /// and its column list. Nothing is declared for zero rows.
+    pub(crate) fn insert(&mut self, into: &str, width: usize, rows: usize) -> &mut Self {
+        if rows == 0 {
+            return self;
+        }
+        let values: Vec<String> = (0..rows)
+            .map(|r| {
+                let row: Vec<String> =
+                    (1..=width).map(|c| format!("${}", self.declared + r * width + c)).collect();
+                format!("({})", row.join(", "))
+            })
+            .collect();
+        self.statements.push(format!("INSERT INTO {into} VALUES {}", values.join(", ")));
+        self.declared += rows * width;
+        self
+    }
+
+    /// Binds the next value.
+    pub(crate) fn bind<'q, T>(&mut self, value: T) -> Result<&mut Self>
+    where
+        T: Encode<'q, sqlx::Any> + Type<sqlx::Any> + 'q,
+    {
+        self.args.add(value).map_err(|e| StoreError::Config(format!("cannot bind an insert value: {e}")))?;
+        self.bound += 1;
+        Ok(self)
+    }
+
+    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
+        assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
+        let (last, first) = self.statements.split_last()?;
+        let sql = match backend {
+            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", self.statements.join("; ")),
+            Backend::Postgres if first.is_empty() => last.clone(),
+            Backend::Postgres => {
+                let ctes: Vec<String> =
+                    first.iter().enumerate().map(|(i, s)| format!("insert_{i} AS ({s})")).collect();
+                format!("WITH {} {last}", ctes.join(", "))
+            }
+        };
+        Some((sql, self.args))
+    }
+
+    /// Runs one declared insert on `conn`, inside the caller's transaction.
+    pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> Result<()> {
+        debug_assert!(self.statements.len() <= 1, "execute_in takes a single statement");
+        let Some(statement) = self.statements.first().cloned() else { return Ok(()) };
+        assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
+        sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).execute(conn).await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Applies `inserts` in one round trip, all or none.
+    pub(crate) async fn apply(&self, inserts: Inserts) -> Result<()> {
+        let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args);
+        match self.backend {
+            Backend::Postgres => {
+                query.execute(&self.pool).await?;
+            }
+            Backend::Sqlite => {
+                let _turn = self.write_turn().await;
+                let mut conn = self.pool.acquire().await?;
+                if let Err(e) = query.execute(&mut *conn).await {
+                    // The script stopped at the failing statement with its
+                    // transaction open. A connection that cannot roll it back
+                    // is not returned to the pool.
+                    let rolled_back =
+                        sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await;
+                    if rolled_back.is_err() {
+                        let _ = conn.close().await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
