@@ -32,15 +32,23 @@ pub(crate) async fn save(
 /// The organization's REST authentication, if it has it on.
 ///
 /// The sealed text is read on every call, so a change made through any node
-/// takes effect at once; opening and validating it is skipped while the
-/// sealed text is the one already opened.
+/// takes effect at once.
 pub(crate) async fn load(state: &AppState, org: OrgId) -> Result<Option<Arc<RestAuth>>, ApiError> {
-    let Some(sealed) = state.store().rest_auth(org).await? else { return Ok(None) };
+    match state.store().rest_auth(org).await? {
+        Some(sealed) => Ok(Some(opened(state, org, sealed)?)),
+        None => Ok(None),
+    }
+}
+
+/// The REST authentication sealed as `sealed` (as just read from the store),
+/// opened; opening and validating it is skipped while `sealed` is the text
+/// already opened for `org`.
+pub(crate) fn opened(state: &AppState, org: OrgId, sealed: String) -> Result<Arc<RestAuth>, ApiError> {
     let cache = state.rest_auth_cache();
     if let Some((cached_sealed, auth)) = cache.read().unwrap_or_else(|p| p.into_inner()).get(&org)
         && *cached_sealed == sealed
     {
-        return Ok(Some(auth.clone()));
+        return Ok(auth.clone());
     }
     let auth = Arc::new(open(state, org, &sealed)?);
     let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
@@ -48,7 +56,7 @@ pub(crate) async fn load(state: &AppState, org: OrgId) -> Result<Option<Arc<Rest
         cache.clear();
     }
     cache.insert(org, (sealed, auth.clone()));
-    Ok(Some(auth))
+    Ok(auth)
 }
 
 /// Organizations whose opened configuration is kept; beyond this the cache

@@ -10,7 +10,7 @@ use gatehouse_core::{
     RejectReason, User,
 };
 use gatehouse_passthrough::RestConnector;
-use gatehouse_store::NewAuditEvent;
+use gatehouse_store::{LoginAccount, NewAuditEvent};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -105,16 +105,19 @@ impl Verdict {
     }
 }
 
-/// Asks the organization's connector about the password.
+/// Asks the organization's connector about the password: its REST service
+/// when `rest_auth` (its sealed settings) is on, the local passwords if not.
 async fn decide(
     state: &AppState,
     user: &User,
+    rest_auth: Option<String>,
     password: &Password,
     device: &Device,
 ) -> Result<(AuthMethod, Verdict), ApiError> {
     let attempt = PasswordAttempt { user, password, device };
-    let (method, result) = match external_auth::load(state, user.org_id).await? {
-        Some(auth) => {
+    let (method, result) = match rest_auth {
+        Some(sealed) => {
+            let auth = external_auth::opened(state, user.org_id, sealed)?;
             (AuthMethod::ExternalRest, RestConnector::new(state.outbound(), &auth).login(attempt).await)
         }
         None => (AuthMethod::LocalPassword, LocalPasswords(state.passwords()).login(attempt).await),
@@ -150,7 +153,7 @@ pub(crate) async fn login(
     let password = Password::new(body.password);
 
     let (user, method, verdict) = match state.store().find_user_for_login(&email).await? {
-        Some((user, true)) if user.active => {
+        Some(LoginAccount { user, sso_required: true, .. }) if user.active => {
             let event = NewAuditEvent {
                 org_id: Some(user.org_id),
                 user_id: Some(user.id),
@@ -165,8 +168,8 @@ pub(crate) async fn login(
             sso_url.query_pairs_mut().append_pair("email", email.as_str());
             return Err(ApiError::SsoRequired { sso_url: sso_url.into() });
         }
-        Some((user, _)) if user.active => {
-            let (method, verdict) = decide(&state, &user, &password, &device).await?;
+        Some(LoginAccount { user, rest_auth, .. }) if user.active => {
+            let (method, verdict) = decide(&state, &user, rest_auth, &password, &device).await?;
             (Some(user), method, verdict)
         }
         other => {
@@ -176,7 +179,7 @@ pub(crate) async fn login(
             state.passwords().burn(password.expose()).await.map_err(ApiError::internal)?;
             let reason = if other.is_some() { "inactive_user" } else { "unknown_user" };
             (
-                other.map(|(user, _)| user),
+                other.map(|account| account.user),
                 AuthMethod::LocalPassword,
                 Verdict::Refused { reason, upstream_status: None },
             )

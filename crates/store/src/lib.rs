@@ -49,7 +49,7 @@ pub use orgs::OrgUpdate;
 pub use scim_tokens::ScimTokenRecord;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use sso::{SsoCode, SsoFlow, SsoPolicy};
-pub use users::{NewUser, UserPage, UserUpdate};
+pub use users::{LoginAccount, NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -174,16 +174,27 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// The user signing in with `email`, and whether their organization
-    /// requires single sign-on: one query, for the sign-in hot path.
-    pub async fn find_user_for_login(&self, email: &Email) -> Result<Option<(User, bool)>> {
+    /// Everything a password sign-in with `email` reads, in one query for
+    /// the hot path: the user, and their organization's sign-in settings.
+    pub async fn find_user_for_login(&self, email: &Email) -> Result<Option<LoginAccount>> {
         let sql = format!(
-            "SELECT {COLUMNS}, COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
-             AS sso_required FROM users WHERE email_normalized = $1"
+            "SELECT {COLUMNS}, \
+               COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
+                 AS sso_required, \
+               (SELECT config_sealed FROM rest_auth_configs r WHERE r.org_id = users.org_id) AS rest_auth \
+             FROM users WHERE email_normalized = $1"
         );
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(&self.pool).await?;
-        row.as_ref().map(|r| Ok((user_from_row(r)?, r.try_get::<i64, _>("sso_required")? != 0))).transpose()
+        row.as_ref()
+            .map(|r| {
+                Ok(LoginAccount {
+                    user: user_from_row(r)?,
+                    sso_required: r.try_get::<i64, _>("sso_required")? != 0,
+                    rest_auth: r.try_get("rest_auth")?,
+                })
+            })
+            .transpose()
     }
 
     /// The organization's users in creation order, `limit` at a time.
@@ -297,6 +308,18 @@ pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<U
         .await?
         .ok_or(StoreError::NotFound)?;
     user_from_row(&row)
+}
+
+/// A user signing in with a password, and how their organization has them
+/// sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAccount {
+    pub user: User,
+    /// The organization signs in through single sign-on only.
+    pub sso_required: bool,
+    /// The organization's sealed REST authentication settings, when it has
+    /// them on (see [`Store::rest_auth`]).
+    pub rest_auth: Option<String>,
 }
 
 /// What one new user writes.

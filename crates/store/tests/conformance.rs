@@ -352,9 +352,18 @@ async fn rest_auth_replaces_local_passwords(store: Store) {
     assert_eq!(store.enable_rest_auth(org.id, "sealed-2", t0()).await.unwrap(), 0);
     assert_eq!(store.rest_auth(org.id).await.unwrap().as_deref(), Some("sealed-2"));
     assert!(matches!(store.enable_rest_auth(OrgId::new(), "x", t0()).await, Err(StoreError::NotFound)));
+    let signing_in = |email: &str| {
+        let store = store.clone();
+        let email = Email::parse(email).unwrap();
+        async move { store.find_user_for_login(&email).await.unwrap().unwrap() }
+    };
+    let ivy = signing_in("IVY@example.com").await;
+    assert_eq!((ivy.user.id, ivy.rest_auth.as_deref()), (u1.id, Some("sealed-2")), "read with the user");
+    assert_eq!(signing_in("jay@example.com").await.rest_auth, None, "not another organization's");
 
     store.disable_rest_auth(org.id).await.unwrap();
     assert_eq!(store.rest_auth(org.id).await.unwrap(), None);
+    assert_eq!(signing_in("ivy@example.com").await.rest_auth, None);
     assert!(matches!(store.disable_rest_auth(org.id).await, Err(StoreError::NotFound)));
 
     store.enable_rest_auth(org.id, "sealed-3", t0()).await.unwrap();
@@ -576,15 +585,18 @@ async fn sso_policies_default_and_replace(store: Store) {
     assert_eq!(store.sso_policy(org.id).await.unwrap(), policy);
     let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
     let email = Email::parse("A@a.test").unwrap();
-    assert_eq!(store.find_user_for_login(&email).await.unwrap(), Some((user.clone(), true)));
+    let login = |user: &gatehouse_core::User, sso_required| {
+        Some(gatehouse_store::LoginAccount { user: user.clone(), sso_required, rest_auth: None })
+    };
+    assert_eq!(store.find_user_for_login(&email).await.unwrap(), login(&user, true));
     let other = store.create_org("B", true, t0()).await.unwrap();
     let outsider = store.create_user(&new_user(other.id, "b@b.test"), t0()).await.unwrap();
     let b = Email::parse("b@b.test").unwrap();
-    assert_eq!(store.find_user_for_login(&b).await.unwrap(), Some((outsider, false)), "no policy, no SSO");
+    assert_eq!(store.find_user_for_login(&b).await.unwrap(), login(&outsider, false), "no policy, no SSO");
     let relaxed = SsoPolicy { sso_required: false, redirect_urls: vec![] };
     store.set_sso_policy(org.id, &relaxed, t0()).await.unwrap();
     assert_eq!(store.sso_policy(org.id).await.unwrap(), relaxed);
-    assert_eq!(store.find_user_for_login(&email).await.unwrap(), Some((user, false)));
+    assert_eq!(store.find_user_for_login(&email).await.unwrap(), login(&user, false));
     assert!(matches!(store.set_sso_policy(OrgId::new(), &policy, t0()).await, Err(StoreError::NotFound)));
 }
 
