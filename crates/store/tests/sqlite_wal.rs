@@ -49,3 +49,36 @@ async fn committed_rows_reach_the_database_file_without_a_commit_checkpointing()
     assert_eq!(store.checkpoint().await.unwrap(), 0, "nothing is left in the log");
     store.close().await;
 }
+
+#[tokio::test]
+async fn the_log_starts_over_under_a_steady_stream_of_writes_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_file = dir.path().join("gatehouse.db");
+    let store = Store::open(&format!("sqlite://{}?mode=rwc", db_file.display())).await.unwrap();
+    let first = store.create_org("first", false, Utc::now()).await.unwrap();
+
+    // Writes and reads without a pause, for many checkpoint intervals.
+    let until = Instant::now() + Duration::from_secs(4);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                store.get_org(first.id).await.unwrap();
+            }
+        })
+    };
+    let mut writes = 0u64;
+    while Instant::now() < until {
+        store.create_org(&format!("org {writes}"), false, Utc::now()).await.unwrap();
+        writes += 1;
+    }
+    reader.await.unwrap();
+
+    // Every commit appended at least one page to the log: had the log never
+    // been started over, it would be at least this long.
+    let page_size = 4096;
+    let appended = writes * page_size;
+    let wal = std::fs::metadata(dir.path().join("gatehouse.db-wal")).unwrap().len();
+    assert!(wal < appended / 2, "the log ({wal} bytes) kept growing: {writes} commits");
+    store.close().await;
+}
