@@ -180,10 +180,18 @@ async fn ping_sign_in_every_way(db: TestDb) {
     )
     .await;
 
-    // SP-initiated, with the assertion signed (the default policy), then both.
+    // SP-initiated, with the assertion signed (the default policy), then both,
+    // the second time with the value wrapped in 76-column lines as some IdPs
+    // send it.
     for sign in ["assertion", "both"] {
-        let (browser, form) =
+        let (browser, mut form) =
             sp_initiated(&server, &connection, "ada@acme.test", &format!("sign={sign}")).await;
+        if sign == "both" {
+            let value = &mut form.fields.iter_mut().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+            let lines: Vec<String> =
+                value.as_bytes().chunks(76).map(|l| String::from_utf8(l.to_vec()).unwrap()).collect();
+            *value = lines.join("\r\n");
+        }
         let answer = post(&browser, &form).await;
         signs_in(&server, &answer, "ada@acme.test").await;
         // The same post again: its flow is spent.

@@ -118,11 +118,18 @@ pub struct SamlIdentity {
     pub valid_until: DateTime<Utc>,
 }
 
-/// True when the text declares a DTD (`<!DOCTYPE`, `<!ENTITY`), in any case.
+/// True when the text declares a DTD (`<!DOCTYPE`, `<!ENTITY`), in any case,
+/// anywhere (even where a parser would not read it as one).
+///
+/// Runs on every response before any parser sees it, so it looks only at
+/// the places that can start one: each `<!`, found with SIMD search.
 pub fn has_dtd(xml: &str) -> bool {
     let bytes = xml.as_bytes();
-    bytes.windows(9).any(|w| w.eq_ignore_ascii_case(b"<!doctype"))
-        || bytes.windows(8).any(|w| w.eq_ignore_ascii_case(b"<!entity"))
+    memchr::memmem::find_iter(bytes, b"<!").any(|at| {
+        let rest = &bytes[at + 2..];
+        let starts = |word: &[u8]| rest.get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word));
+        starts(b"doctype") || starts(b"entity")
+    })
 }
 
 /// What the structural pass found.
@@ -148,17 +155,25 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
     // Inside a Signature: which element it is a child of, and its reference.
     let mut signature: Option<(usize, Option<String>)> = None;
     loop {
-        let (ns, event) = reader.read_resolved_event().map_err(|e| AcsError::Malformed(e.to_string()))?;
-        let kind = |e: &quick_xml::events::BytesStart<'_>| match (&ns, e.local_name().as_ref()) {
-            (ResolveResult::Bound(n), local) => match (n.as_ref(), local) {
-                (PROTOCOL_NS, b"Response") => "response",
-                (ASSERTION_NS, b"Assertion") => "assertion",
-                (ASSERTION_NS, b"EncryptedAssertion") => "encrypted",
-                (DSIG_NS, b"Signature") => "signature",
-                (DSIG_NS, b"Reference") => "reference",
+        let event = reader.read_event().map_err(|e| AcsError::Malformed(e.to_string()))?;
+        // Only the few names that matter are resolved to their namespace.
+        let kind = |e: &quick_xml::events::BytesStart<'_>| {
+            let wanted: &[u8] = match e.local_name().as_ref() {
+                b"Response" => PROTOCOL_NS,
+                b"Assertion" | b"EncryptedAssertion" => ASSERTION_NS,
+                b"Signature" | b"Reference" => DSIG_NS,
+                _ => return "other",
+            };
+            match reader.resolve_element(e.name()) {
+                (ResolveResult::Bound(ns), local) if ns.as_ref() == wanted => match local.as_ref() {
+                    b"Response" => "response",
+                    b"Assertion" => "assertion",
+                    b"EncryptedAssertion" => "encrypted",
+                    b"Signature" => "signature",
+                    _ => "reference",
+                },
                 _ => "other",
-            },
-            _ => "other",
+            }
         };
         match event {
             Event::DocType(_) | Event::PI(_) | Event::Comment(_) => return Err(AcsError::ForbiddenMarkup),
@@ -256,14 +271,15 @@ pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Resul
     if saml_response.len() > MAX_RESPONSE_BASE64 {
         return Err(AcsError::TooLarge);
     }
-    // Form values are often wrapped in lines; skip the copy when not.
-    let bytes = if saml_response.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: Vec<u8> = saml_response.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        STANDARD.decode(compact)
-    } else {
-        STANDARD.decode(saml_response)
-    }
-    .map_err(|_| AcsError::NotXml)?;
+    // Form values are sometimes wrapped in lines: decoded again without them
+    // only when the value as sent is not plain base64.
+    let bytes = STANDARD
+        .decode(saml_response)
+        .or_else(|_| {
+            let compact: Vec<u8> = saml_response.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            STANDARD.decode(compact)
+        })
+        .map_err(|_| AcsError::NotXml)?;
     let xml = String::from_utf8(bytes).map_err(|_| AcsError::NotXml)?;
     if has_dtd(&xml) {
         return Err(AcsError::ForbiddenMarkup);
@@ -453,5 +469,7 @@ mod tests {
         assert!(has_dtd("<!ENTITY x 'y'>"));
         assert!(has_dtd("<r/><!EnTiTy"), "at the very end too");
         assert!(!has_dtd("<r>doctype</r>"));
+        assert!(has_dtd("<r/>\n<!DocType r>") && has_dtd("<![CDATA[<!doctype r>]]>"));
+        assert!(!has_dtd("<r/><!-- doctype -->") && !has_dtd("<r/><!doctyp") && !has_dtd("<r/><!"));
     }
 }
