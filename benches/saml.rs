@@ -158,5 +158,5 @@ fn main() {
     );
     println!("raw signature verification: {raw:>8.0} /s (median)");
     println!("ACS validation:             {acs:>8.0} /s (median)");
-    println!("ACS / raw, median of rounds: {:.0}% (target >= 80%)", ratio * 100.0);
+    println!("ACS / raw, median of rounds: {:.1}% (target >= 80%)", ratio * 100.0);
 }
