@@ -61,8 +61,13 @@ impl Inserts {
         Ok(self)
     }
 
-    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
+    /// A mismatch is a bug in the caller's binding code, never bad input.
+    fn assert_complete(&self) {
         assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
+    }
+
+    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
+        self.assert_complete();
         let (last, first) = self.statements.split_last()?;
         let sql = match backend {
             Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", self.statements.join("; ")),
@@ -78,9 +83,9 @@ impl Inserts {
 
     /// Runs one declared insert on `conn`, inside the caller's transaction.
     pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> Result<()> {
-        debug_assert!(self.statements.len() <= 1, "execute_in takes a single statement");
-        let Some(statement) = self.statements.first().cloned() else { return Ok(()) };
-        assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
+        assert!(self.statements.len() <= 1, "Inserts::execute_in takes a single statement");
+        self.assert_complete();
+        let Some(statement) = self.statements.into_iter().next() else { return Ok(()) };
         sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).execute(conn).await?;
         Ok(())
     }

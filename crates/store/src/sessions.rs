@@ -84,10 +84,8 @@ impl Store {
         crate::group_commit::submit(self, self.session_writer.as_ref(), row).await
     }
 
-    /// Writes the sessions, their refresh tokens and audit events in one
-    /// transaction, three multi-row inserts in all.
     /// Writes the sessions, their first refresh tokens and their sign-in
-    /// events in one round trip.
+    /// events: three multi-row inserts, all or none, in one round trip.
     async fn write_sessions(&self, rows: &[&SessionRow]) -> Result<()> {
         let mut inserts = Inserts::default();
         let audits: Vec<(&NewAuditEvent, DateTime<Utc>)> =
