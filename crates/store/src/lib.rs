@@ -129,7 +129,12 @@ impl Store {
             // only a power loss can undo the last ones (never corrupt).
             // Checkpoints are the background task's (`checkpoint`), not the
             // job of whichever commit happens to fill the log.
-            pool = pool.max_connections(8).after_connect(|conn, _| {
+            // sqlx pings a connection each time it leaves the pool, by
+            // default. On SQLite that is one more hand-off to the
+            // connection's thread for every query, and it detects nothing:
+            // the database is a file in this process, not a server that
+            // may have hung up.
+            pool = pool.max_connections(8).test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
