@@ -9,18 +9,37 @@ use gatehouse_store::Store;
 use sqlx::{Connection, Row};
 
 /// Organizations as the database file alone holds them, without its WAL:
-/// the file is copied on its own and opened read-only.
-async fn orgs_in_main_file(db_file: &std::path::Path, scratch: &std::path::Path) -> i64 {
+/// the file is copied on its own and opened read-only. `None` when the copy
+/// caught the checkpointer halfway through writing the file.
+async fn orgs_in_main_file(db_file: &std::path::Path, scratch: &std::path::Path) -> Option<i64> {
     let copy = scratch.join("copy.db");
     std::fs::copy(db_file, &copy).unwrap();
     let _ = std::fs::remove_file(scratch.join("copy.db-wal"));
     sqlx::any::install_default_drivers();
     let mut conn =
         sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", copy.display())).await.unwrap();
-    let count =
-        sqlx::query("SELECT COUNT(*) AS n FROM organizations").fetch_one(&mut conn).await.unwrap().get("n");
+    let count = sqlx::query("SELECT COUNT(*) AS n FROM organizations").fetch_one(&mut conn).await;
     conn.close().await.unwrap();
-    count
+    count.ok().map(|row| row.get("n"))
+}
+
+/// The first count [`orgs_in_main_file`] reads whole, within `deadline`,
+/// that `done` accepts.
+async fn wait_for_main_file(
+    db_file: &std::path::Path,
+    scratch: &std::path::Path,
+    deadline: Instant,
+    done: impl Fn(i64) -> bool,
+) -> i64 {
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = orgs_in_main_file(db_file, scratch).await;
+        if last.is_some_and(&done) {
+            return last.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the database file did not get there in time; last count read: {last:?}");
 }
 
 #[tokio::test]
@@ -30,7 +49,8 @@ async fn committed_rows_reach_the_database_file_without_a_commit_checkpointing()
     let store = Store::open(&format!("sqlite://{}?mode=rwc", db_file.display())).await.unwrap();
     // Let the checkpointer catch up with the migrations first.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = orgs_in_main_file(&db_file, dir.path()).await;
+    let before =
+        wait_for_main_file(&db_file, dir.path(), Instant::now() + Duration::from_secs(10), |_| true).await;
 
     // Well past SQLite's automatic threshold of 1000 pages, had it been on.
     let filler = "x".repeat(3000);
@@ -38,14 +58,7 @@ async fn committed_rows_reach_the_database_file_without_a_commit_checkpointing()
         store.create_org(&format!("{i}-{filler}"), false, Utc::now()).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let in_file = orgs_in_main_file(&db_file, dir.path()).await;
-        if in_file == before + 1500 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {in_file} orgs reached the database file");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_main_file(&db_file, dir.path(), deadline, |n| n == before + 1500).await;
     assert_eq!(store.checkpoint().await.unwrap(), 0, "nothing is left in the log");
     store.close().await;
 }
