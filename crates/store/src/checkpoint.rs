@@ -45,11 +45,11 @@ pub(crate) fn spawn(store: Store) -> Stop {
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {}
             }
-            if store.pool.is_closed() {
-                break;
-            }
-            if let Err(e) = store.checkpoint().await {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next interval");
+            match store.checkpoint().await {
+                Ok(_) => {}
+                // Closed (by `Store::close`) before or during this pass.
+                Err(_) if store.pool.is_closed() => break,
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next interval"),
             }
         }
     });
