@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::saml_idp::SamlIdp;
-use crate::support::TestServer;
+use crate::support::{TestServer, on_both_backends};
 
 const RETURN_TO: &str = "https://app.acme.test/signed-in";
 
@@ -168,17 +168,29 @@ async fn signs_in(server: &TestServer, answer: &Answer, email: &str) {
     assert_eq!((status, me["email"].as_str()), (StatusCode::OK, Some(email)));
 }
 
+/// A server and the IdP, and an organization with a Ping connection that
+/// also takes IdP-initiated sign-ins to `RETURN_TO`.
+struct Rig {
+    server: TestServer,
+    idp: SamlIdp,
+    org: String,
+    connection: String,
+    entity_id: String,
+}
+
+impl Rig {
+    async fn start(db: TestDb) -> Self {
+        let server = server(db).await;
+        let idp = SamlIdp::start().await;
+        let org = org(&server).await;
+        let idp_initiated = json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] });
+        let (connection, entity_id) = ping(&server, &idp, &org, idp_initiated).await;
+        Self { server, idp, org, connection, entity_id }
+    }
+}
+
 async fn ping_sign_in_every_way(db: TestDb) {
-    let server = server(db).await;
-    let idp = SamlIdp::start().await;
-    let org = org(&server).await;
-    let (connection, entity_id) = ping(
-        &server,
-        &idp,
-        &org,
-        json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] }),
-    )
-    .await;
+    let Rig { server, idp, org, connection, entity_id } = Rig::start(db).await;
 
     // SP-initiated, with the assertion signed (the default policy), then both,
     // the second time with the value wrapped in 76-column lines as some IdPs
@@ -312,33 +324,12 @@ async fn ping_sign_in_every_way(db: TestDb) {
     assert!(saml.iter().any(|e| e["detail"]["reason"] == "replayed_assertion"), "{saml:?}");
 }
 
-#[tokio::test]
-async fn ping_sign_in_every_way_on_sqlite() {
-    ping_sign_in_every_way(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn ping_sign_in_every_way_on_postgres() {
-    if let Some(db) = TestDb::postgres().await {
-        ping_sign_in_every_way(db).await;
-    }
-}
-
 /// Every forged response the rig makes is refused, and no session is
 /// issued; the same forge's genuine response is accepted, so the refusals
 /// are the attacks' doing.
 #[tokio::test]
 async fn the_attack_corpus_is_refused() {
-    let server = server(TestDb::sqlite()).await;
-    let idp = SamlIdp::start().await;
-    let org = org(&server).await;
-    let (connection, entity_id) = ping(
-        &server,
-        &idp,
-        &org,
-        json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] }),
-    )
-    .await;
+    let Rig { server, idp, org, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
     let forge = |case: &str| {
         let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
         async move {
@@ -415,5 +406,6 @@ async fn the_attack_corpus_is_refused() {
     let emails: Vec<&str> =
         users["items"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
     assert_eq!(emails, ["alice@acme.test"], "only the genuine sign-in made a user");
-    let _ = connection;
 }
+
+on_both_backends!(databases: ping_sign_in_every_way);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::oidc_provider::OidcProvider;
-use crate::support::TestServer;
+use crate::support::{TestServer, on_both_backends};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const OTHER_TENANT: &str = "0b3f6a8e-2d1c-4e5f-9a7b-1c2d3e4f5a6b";
@@ -189,17 +189,6 @@ async fn okta_org_server_web_sign_in(db: TestDb) {
         events.iter().all(|e| e["outcome"] == "success" && e["detail"]["subject"] == "00u-ada"),
         "{events:?}"
     );
-}
-#[tokio::test]
-async fn okta_org_server_web_sign_in_on_sqlite() {
-    okta_org_server_web_sign_in(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn okta_org_server_web_sign_in_on_postgres() {
-    if let Some(db) = TestDb::postgres().await {
-        okta_org_server_web_sign_in(db).await;
-    }
 }
 
 #[tokio::test]
@@ -599,14 +588,4 @@ async fn a_flow_started_on_one_node_finishes_on_another(db: TestDb) {
     assert_eq!(server.me(&session_cookie(&done).unwrap()).await.1["email"], "n@acme.test");
 }
 
-#[tokio::test]
-async fn a_flow_started_on_one_node_finishes_on_another_on_sqlite() {
-    a_flow_started_on_one_node_finishes_on_another(TestDb::sqlite()).await;
-}
-
-#[tokio::test]
-async fn a_flow_started_on_one_node_finishes_on_another_on_postgres() {
-    if let Some(db) = TestDb::postgres().await {
-        a_flow_started_on_one_node_finishes_on_another(db).await;
-    }
-}
+on_both_backends!(databases: okta_org_server_web_sign_in, a_flow_started_on_one_node_finishes_on_another);

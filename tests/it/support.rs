@@ -133,8 +133,29 @@ impl Drop for TestServer {
     }
 }
 
-/// Runs a scenario on SQLite and, when configured, on PostgreSQL.
+/// Runs a scenario on SQLite and, when configured, on PostgreSQL. A scenario
+/// takes a started `TestServer`, or, after `databases:`, the `TestDb` itself
+/// (for scenarios that start their servers with settings of their own).
 macro_rules! on_both_backends {
+    (databases: $($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(gatehouse_testkit::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let Some(db) = gatehouse_testkit::TestDb::postgres().await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
