@@ -13,7 +13,7 @@ use gatehouse_store::ConnectionRecord;
 use url::Url;
 
 use crate::error::ApiError;
-use crate::sso::{AccountPolicy, open_secret};
+use crate::sso::open_secret;
 use crate::state::AppState;
 
 /// The connection kind of SAML connections.
@@ -51,16 +51,6 @@ pub(crate) async fn fetch_metadata(client: &OutboundClient, url: &Url) -> Result
 pub(crate) fn connection(state: &AppState, record: &ConnectionRecord) -> Result<SamlConnection, ApiError> {
     let config: SamlConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
     config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)
-}
-
-impl From<&SamlConnection> for AccountPolicy {
-    fn from(c: &SamlConnection) -> Self {
-        Self {
-            jit_provisioning: c.jit_provisioning,
-            link_by_email: c.link_by_email,
-            allowed_email_domains: c.allowed_email_domains.clone(),
-        }
-    }
 }
 
 /// A ready service provider and the IdP it trusts.

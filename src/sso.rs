@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use gatehouse_core::{Email, EmailDomains, OrgId, User};
+use gatehouse_core::{AccountPolicy, Email, OrgId, User};
 use gatehouse_oidc::{ConnectionConfig, Identity, OidcConnection, ProviderInfo, SignInError};
 use gatehouse_session::hash_opaque_token;
 use gatehouse_store::{ConnectionRecord, NewAuditEvent, NewUser, SsoPolicy, StoreError};
@@ -222,25 +222,6 @@ impl From<&Identity> for FederatedIdentity {
     }
 }
 
-/// How a connection treats people it has not seen: the same for every
-/// protocol.
-#[derive(Debug, Clone)]
-pub(crate) struct AccountPolicy {
-    pub(crate) jit_provisioning: bool,
-    pub(crate) link_by_email: bool,
-    pub(crate) allowed_email_domains: EmailDomains,
-}
-
-impl From<&OidcConnection> for AccountPolicy {
-    fn from(c: &OidcConnection) -> Self {
-        Self {
-            jit_provisioning: c.jit_provisioning,
-            link_by_email: c.link_by_email,
-            allowed_email_domains: c.allowed_email_domains.clone(),
-        }
-    }
-}
-
 /// Finds the platform user for `identity`: an existing link for this
 /// connection and subject; then, if the connection allows it, a user of the
 /// organization with the same verified email, which is then linked; then a
@@ -354,7 +335,7 @@ pub(crate) async fn connection_for_email(
     let Some(user) = state.store().find_user_by_email(email).await? else { return Ok(None) };
     for record in state.store().list_connections(user.org_id).await? {
         let connection = Connection::load(state, record)?;
-        if connection.oidc.allowed_email_domains.admits(email.as_str()) {
+        if connection.oidc.account.allowed_email_domains.admits(email.as_str()) {
             return Ok(Some((user.org_id, connection.record)));
         }
     }

@@ -28,7 +28,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ClientIp};
 use crate::routes::sso::{Attempt, Failure, conclude, event, record, redirect, sign_in};
 use crate::saml::Loaded;
-use crate::sso::{self, AccountPolicy, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
+use crate::sso::{self, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -221,7 +221,7 @@ pub(crate) async fn acs(
                     email_verified: true,
                     name: identity.name.clone(),
                 };
-                sign_in(&state, attempt, &client, &AccountPolicy::from(&connection), &who, &device).await?
+                sign_in(&state, attempt, &client, &connection.account, &who, &device).await?
             }
         }
     };

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gatehouse_core::{AuthMethod, Device, Email, OrgId, UserId};
+use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, OrgId, UserId};
 use gatehouse_oidc::Expectations;
 use gatehouse_session::OpaqueToken;
 use gatehouse_store::{NewAuditEvent, SsoCode, SsoFlow};
@@ -25,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::sessions::{self, TokenResponse};
-use crate::sso::{self, AccountPolicy, Connection, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
+use crate::sso::{self, Connection, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -416,10 +416,10 @@ async fn finish(
         tracing::warn!(connection = %connection.record.id, subject = %identity.subject,
             "the provider left groups out of the token (overage); group claims are incomplete");
     }
-    let policy = AccountPolicy::from(&connection.oidc);
+    let policy = &connection.oidc.account;
     let who = FederatedIdentity::from(&identity);
     let attempt = Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: AuthMethod::Oidc };
-    sign_in(state, attempt, &secrets.client, &policy, &who, device).await
+    sign_in(state, attempt, &secrets.client, policy, &who, device).await
 }
 
 /// The end every protocol shares: the platform user for the identity (or a

@@ -293,6 +293,32 @@ impl EmailDomains {
     }
 }
 
+/// How a single sign-on connection treats people it does not know yet: the
+/// same for every kind of connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountPolicy {
+    /// Create unknown users on their first sign-in.
+    pub jit_provisioning: bool,
+    /// Link a first sign-in to an existing user with the same, verified,
+    /// email.
+    pub link_by_email: bool,
+    pub allowed_email_domains: EmailDomains,
+}
+
+impl AccountPolicy {
+    /// From a connection's settings; a bad domain is refused as
+    /// `allowed_email_domains`.
+    pub fn new(
+        jit_provisioning: bool,
+        link_by_email: bool,
+        allowed_email_domains: &[String],
+    ) -> Result<Self, InvalidField> {
+        let allowed_email_domains = EmailDomains::parse(allowed_email_domains)
+            .map_err(|m| InvalidField::new("allowed_email_domains", m))?;
+        Ok(Self { jit_provisioning, link_by_email, allowed_email_domains })
+    }
+}
+
 /// A configuration value refused, naming the field at fault (for the
 /// `field` of a 400 answer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-use gatehouse_core::{EmailDomains, InvalidField};
+use gatehouse_core::{AccountPolicy, InvalidField};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -88,9 +88,7 @@ pub struct OidcConnection {
     pub scopes: Vec<String>,
     pub email_claim: String,
     pub groups_claim: String,
-    pub jit_provisioning: bool,
-    pub link_by_email: bool,
-    pub allowed_email_domains: EmailDomains,
+    pub account: AccountPolicy,
 }
 
 /// An absolute https URL (http only on loopback, for development and tests,
@@ -241,8 +239,8 @@ impl ConnectionConfig {
             Some(c) => text(field, c, 100),
             None => Ok(default.to_owned()),
         };
-        let domains = EmailDomains::parse(&self.allowed_email_domains)
-            .map_err(|m| invalid("allowed_email_domains", m))?;
+        let account =
+            AccountPolicy::new(self.jit_provisioning, self.link_by_email, &self.allowed_email_domains)?;
         Ok(OidcConnection {
             provider: self.kind,
             discovery_url,
@@ -251,9 +249,7 @@ impl ConnectionConfig {
             scopes,
             email_claim: claim("email_claim", &self.email_claim, "email")?,
             groups_claim: claim("groups_claim", &self.groups_claim, "groups")?,
-            jit_provisioning: self.jit_provisioning,
-            link_by_email: self.link_by_email,
-            allowed_email_domains: domains,
+            account,
         })
     }
 }
@@ -386,8 +382,8 @@ mod tests {
         let c = config(json!({ "kind": "okta", "issuer": "https://acme.okta.com", "client_id": "x", "allowed_email_domains": ["Acme.com"] }))
             .validate(false)
             .unwrap();
-        assert!(c.allowed_email_domains.admits("bob@ACME.com"));
-        assert!(!c.allowed_email_domains.admits("bob@acme.com.evil.example"));
-        assert!(!c.allowed_email_domains.admits("no-at-sign"));
+        assert!(c.account.allowed_email_domains.admits("bob@ACME.com"));
+        assert!(!c.account.allowed_email_domains.admits("bob@acme.com.evil.example"));
+        assert!(!c.account.allowed_email_domains.admits("no-at-sign"));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use gatehouse_core::{EmailDomains, InvalidField};
+use gatehouse_core::{AccountPolicy, InvalidField};
 use samael::metadata::EntityDescriptor;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -117,9 +117,7 @@ pub struct SamlConnection {
     pub name_id_format: String,
     pub allow_idp_initiated: bool,
     pub allowed_relay_states: Vec<String>,
-    pub jit_provisioning: bool,
-    pub link_by_email: bool,
-    pub allowed_email_domains: EmailDomains,
+    pub account: AccountPolicy,
     pub metadata_url: Option<Url>,
     /// From the XML or the manual fields; `None` when it comes from
     /// `metadata_url`.
@@ -186,8 +184,8 @@ impl SamlConfig {
                 None => Ok(default.to_owned()),
             }
         };
-        let domains = EmailDomains::parse(&self.allowed_email_domains)
-            .map_err(|m| invalid("allowed_email_domains", m))?;
+        let account =
+            AccountPolicy::new(self.jit_provisioning, self.link_by_email, &self.allowed_email_domains)?;
         Ok(SamlConnection {
             signed: self.signed,
             sign_authn_requests: self.sign_authn_requests,
@@ -204,9 +202,7 @@ impl SamlConfig {
             name_id_format: name("name_id_format", &self.name_id_format, EMAIL_FORMAT)?,
             allow_idp_initiated: self.allow_idp_initiated,
             allowed_relay_states: self.allowed_relay_states.clone(),
-            jit_provisioning: self.jit_provisioning,
-            link_by_email: self.link_by_email,
-            allowed_email_domains: domains,
+            account,
             metadata_url,
             idp,
         })
