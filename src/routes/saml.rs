@@ -137,7 +137,7 @@ pub(crate) async fn acs(
         .await;
     }
     let loaded = state.saml_providers().get(&state, &stored).await?;
-    let connection = loaded.sp.connection().clone();
+    let connection = loaded.sp.connection();
     let relay = form.relay_state.unwrap_or_default();
 
     // Which flow this answers, if any.
@@ -215,11 +215,11 @@ pub(crate) async fn acs(
                 ))
             } else {
                 let who = FederatedIdentity {
-                    subject: identity.subject.clone(),
-                    email: identity.email.clone(),
+                    subject: identity.subject,
+                    email: identity.email,
                     // Asserted, and signed, by the organization's own IdP.
                     email_verified: true,
-                    name: identity.name.clone(),
+                    name: identity.name,
                 };
                 sign_in(&state, attempt, &client, &connection.account, &who, &device).await?
             }
