@@ -21,6 +21,9 @@ pub(crate) const KIND: &str = "ping";
 /// How long fetched IdP metadata is used before it is fetched again, so a
 /// certificate rollover at the IdP needs no admin.
 const METADATA_FRESH_FOR: Duration = Duration::from_secs(60 * 60);
+/// After a failed refresh the last good metadata is kept, and the URL is
+/// tried again after this long, not on every sign-in meanwhile.
+const METADATA_RETRY_AFTER: Duration = Duration::from_secs(60);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Our entity id (also where our metadata is served) and ACS for a
@@ -63,7 +66,8 @@ struct Entry {
     /// The configuration it was built from: any change rebuilds it.
     version: String,
     loaded: Arc<Loaded>,
-    fetched_at: Instant,
+    /// When fetched metadata is to be fetched again.
+    refresh_at: Instant,
     /// When a bad signature last made it fetch the metadata early.
     refreshed_for_signature: Option<Instant>,
 }
@@ -92,12 +96,12 @@ impl SpCache {
             entries
                 .get(&record.id)
                 .filter(|e| e.version == record.config)
-                .map(|e| (e.loaded.clone(), e.fetched_at))
+                .map(|e| (e.loaded.clone(), e.refresh_at))
         };
         // The hot path: nothing parsed. Metadata given inline never goes
         // stale; fetched metadata is used for an hour.
-        if let Some((loaded, at)) = &previous
-            && (loaded.sp.connection().metadata_url.is_none() || at.elapsed() < METADATA_FRESH_FOR)
+        if let Some((loaded, refresh_at)) = &previous
+            && (loaded.sp.connection().metadata_url.is_none() || Instant::now() < *refresh_at)
         {
             return Ok(loaded.clone());
         }
@@ -109,6 +113,9 @@ impl SpCache {
                 Err(error) => match previous {
                     Some((loaded, _)) => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
+                        if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
+                            entry.refresh_at = Instant::now() + METADATA_RETRY_AFTER;
+                        }
                         return Ok(loaded);
                     }
                     None => {
@@ -136,7 +143,7 @@ impl SpCache {
         let entry = Entry {
             version: record.config.clone(),
             loaded: loaded.clone(),
-            fetched_at: Instant::now(),
+            refresh_at: Instant::now() + METADATA_FRESH_FOR,
             refreshed_for_signature,
         };
         self.entries.lock().expect("cache lock").insert(record.id.clone(), entry);
