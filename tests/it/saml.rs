@@ -25,24 +25,6 @@ async fn server(db: TestDb) -> TestServer {
     server
 }
 
-/// An organization with the Enterprise ToolKit and its allow list; returns
-/// its id.
-async fn org(server: &TestServer) -> String {
-    let (_, org) = server
-        .admin(Method::POST, "/admin/v1/orgs", Some(json!({ "name": "Acme", "enterprise_toolkit": true })))
-        .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    let (status, _) = server
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/orgs/{org}/sso"),
-            Some(json!({ "redirect_urls": [RETURN_TO] })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    org
-}
-
 /// A Ping connection to `idp` (by metadata URL), registered at the IdP;
 /// returns (connection id, our entity id).
 async fn ping(server: &TestServer, idp: &SamlIdp, org: &str, extra: Value) -> (String, String) {
@@ -182,7 +164,7 @@ impl Rig {
     async fn start(db: TestDb) -> Self {
         let server = server(db).await;
         let idp = SamlIdp::start().await;
-        let org = org(&server).await;
+        let org = server.create_sso_org(&[RETURN_TO]).await;
         let idp_initiated = json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] });
         let (connection, entity_id) = ping(&server, &idp, &org, idp_initiated).await;
         Self { server, idp, org, connection, entity_id }

@@ -44,18 +44,7 @@ async fn pair(
 /// An organization with the Enterprise ToolKit, its allow list set, and a
 /// connection; returns (org id, connection id).
 async fn org_with_connection(server: &TestServer, connection: Value) -> (String, String) {
-    let (_, org) = server
-        .admin(Method::POST, "/admin/v1/orgs", Some(json!({ "name": "Acme", "enterprise_toolkit": true })))
-        .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    let (status, body) = server
-        .admin(
-            Method::PUT,
-            &format!("/admin/v1/orgs/{org}/sso"),
-            Some(json!({ "redirect_urls": [RETURN_TO, APP_REDIRECT] })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let org = server.create_sso_org(&[RETURN_TO, APP_REDIRECT]).await;
     let (status, created) =
         server.admin(Method::POST, &format!("/admin/v1/orgs/{org}/connections"), Some(connection)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

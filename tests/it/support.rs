@@ -101,6 +101,20 @@ impl TestServer {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// An organization with the Enterprise ToolKit (single sign-on), whose
+    /// sign-ins may return to `redirect_urls`; returns its id.
+    pub async fn create_sso_org(&self, redirect_urls: &[&str]) -> String {
+        let body = json!({ "name": "Acme", "enterprise_toolkit": true });
+        let (status, org) = self.admin(reqwest::Method::POST, "/admin/v1/orgs", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{org}");
+        let org = org["id"].as_str().unwrap().to_owned();
+        let policy = json!({ "redirect_urls": redirect_urls });
+        let (status, body) =
+            self.admin(reqwest::Method::PUT, &format!("/admin/v1/orgs/{org}/sso"), Some(policy)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        org
+    }
+
     pub async fn create_user(&self, org: &str, email: &str, password: Option<&str>) -> Value {
         let mut body = json!({ "email": email, "display_name": "Test User" });
         if let Some(p) = password {
