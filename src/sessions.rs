@@ -26,11 +26,12 @@ pub(crate) struct TokenResponse {
 
 const REFRESH_PREFIX: &str = "ghr";
 
-/// Starts a session for `user`, authenticated by `method`, recording `audit`
-/// (the sign-in) in the same transaction.
+/// Starts a session for `user`, a member of `groups`, authenticated by
+/// `method`, recording `audit` (the sign-in) in the same transaction.
 pub(crate) async fn issue(
     state: &AppState,
     user: &User,
+    groups: Vec<String>,
     method: AuthMethod,
     device: &Device,
     audit: &NewAuditEvent,
@@ -47,7 +48,7 @@ pub(crate) async fn issue(
     };
     let refresh = OpaqueToken::generate(REFRESH_PREFIX);
     state.store().create_session(&session, refresh.hash(), Some(audit), now).await?;
-    access_response(state, user, session.id, method, refresh).await
+    access_response(state, user, groups, session.id, method, refresh).await
 }
 
 /// Spends `refresh_token` and returns a new pair. A token that was already
@@ -59,7 +60,8 @@ pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tok
     let now = state.clock().now();
     match state.store().rotate_refresh_token(&hash_opaque_token(refresh_token), next.hash(), now).await? {
         RefreshOutcome::Rotated { session, user } => {
-            access_response(state, &user, session.id, session.auth_method, next).await
+            let groups = state.store().group_names_of(user.id).await?;
+            access_response(state, &user, groups, session.id, session.auth_method, next).await
         }
         RefreshOutcome::Reused { session_id } => {
             tracing::warn!(%session_id, "refresh token reused; session revoked");
@@ -108,6 +110,7 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<(Acces
 async fn access_response(
     state: &AppState,
     user: &User,
+    groups: Vec<String>,
     session: SessionId,
     method: AuthMethod,
     refresh: OpaqueToken,
@@ -124,7 +127,7 @@ async fn access_response(
         exp: now.timestamp() + ttl.as_secs() as i64,
         jti: uuid::Uuid::new_v4().to_string(),
         auth_method: method.as_str().to_owned(),
-        groups: state.store().group_names_of(user.id).await?,
+        groups,
     };
     let token = state.keys().current().await?.sign(&claims).map_err(ApiError::internal)?;
     Ok(TokenResponse {

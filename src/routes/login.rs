@@ -152,7 +152,8 @@ pub(crate) async fn login(
     let device = body.device.unwrap_or_default().into_device(ip)?;
     let password = Password::new(body.password);
 
-    let (user, method, verdict) = match state.store().find_user_for_login(&email).await? {
+    // `groups` are the user's, for the access token if the sign-in succeeds.
+    let (user, groups, method, verdict) = match state.store().find_user_for_login(&email).await? {
         Some(LoginAccount { user, sso_required: true, .. }) if user.active => {
             let event = NewAuditEvent {
                 org_id: Some(user.org_id),
@@ -168,9 +169,9 @@ pub(crate) async fn login(
             sso_url.query_pairs_mut().append_pair("email", email.as_str());
             return Err(ApiError::SsoRequired { sso_url: sso_url.into() });
         }
-        Some(LoginAccount { user, rest_auth, .. }) if user.active => {
+        Some(LoginAccount { user, rest_auth, groups, .. }) if user.active => {
             let (method, verdict) = decide(&state, &user, rest_auth, &password, &device).await?;
-            (Some(user), method, verdict)
+            (Some(user), groups, method, verdict)
         }
         other => {
             // Nothing is forwarded for an unknown or inactive user; cost the
@@ -180,6 +181,7 @@ pub(crate) async fn login(
             let reason = if other.is_some() { "inactive_user" } else { "unknown_user" };
             (
                 other.map(|account| account.user),
+                Vec::new(),
                 AuthMethod::LocalPassword,
                 Verdict::Refused { reason, upstream_status: None },
             )
@@ -200,7 +202,7 @@ pub(crate) async fn login(
     match (user, verdict) {
         // A successful sign-in's audit event is written with its session.
         (Some(user), Verdict::Authenticated) => {
-            Ok(Json(sessions::issue(&state, &user, method, &device, &event).await?))
+            Ok(Json(sessions::issue(&state, &user, groups, method, &device, &event).await?))
         }
         (_, verdict) => {
             state.store().record_audit_event(&event, state.clock().now()).await?;

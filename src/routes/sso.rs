@@ -452,7 +452,8 @@ pub(crate) async fn sign_in(
                 Ok(()),
                 Some(subject),
             );
-            Finished::Web(sessions::issue(state, &user, attempt.method, device, &event).await?)
+            let groups = state.store().group_names_of(user.id).await?;
+            Finished::Web(sessions::issue(state, &user, groups, attempt.method, device, &event).await?)
         }
         FlowClient::Native { code_challenge, .. } => {
             let code = OpaqueToken::generate(CODE_PREFIX);
@@ -531,7 +532,8 @@ pub(crate) async fn token(
     }
     let exchanged = serde_json::json!({ "stage": "code_exchanged" });
     let event = event(code.method, Some(user.org_id), Some(user.id), None, &device, Ok(()), Some(exchanged));
-    Ok(Json(sessions::issue(&state, &user, code.method, &device, &event).await?))
+    let groups = state.store().group_names_of(user.id).await?;
+    Ok(Json(sessions::issue(&state, &user, groups, code.method, &device, &event).await?))
 }
 
 fn require_toolkit(entitled: bool) -> Result<(), ApiError> {

@@ -3,7 +3,7 @@ use gatehouse_core::{Email, OrgId, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
+use crate::{Backend, Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -175,23 +175,40 @@ impl Store {
     }
 
     /// Everything a password sign-in with `email` reads, in one query for
-    /// the hot path: the user, and their organization's sign-in settings.
+    /// the hot path: the user, their organization's sign-in settings and the
+    /// group names their access token will carry.
     pub async fn find_user_for_login(&self, email: &Email) -> Result<Option<LoginAccount>> {
+        // The same names, in the same order, as `group_names_of`, as one JSON
+        // array; each backend spells the aggregate its own way.
+        let groups = match self.backend {
+            Backend::Sqlite => {
+                "(SELECT json_group_array(g.display_name ORDER BY g.display_name) \
+                  FROM group_members m JOIN scim_groups g ON g.id = m.group_id WHERE m.user_id = users.id)"
+            }
+            Backend::Postgres => {
+                "(SELECT COALESCE(json_agg(g.display_name ORDER BY g.display_name), '[]')::text \
+                  FROM group_members m JOIN scim_groups g ON g.id = m.group_id WHERE m.user_id = users.id)"
+            }
+        };
         let sql = format!(
             "SELECT {COLUMNS}, \
                COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
                  AS sso_required, \
-               (SELECT config_sealed FROM rest_auth_configs r WHERE r.org_id = users.org_id) AS rest_auth \
+               (SELECT config_sealed FROM rest_auth_configs r WHERE r.org_id = users.org_id) AS rest_auth, \
+               {groups} AS group_names \
              FROM users WHERE email_normalized = $1"
         );
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(&self.pool).await?;
         row.as_ref()
             .map(|r| {
+                let groups: String = r.try_get("group_names")?;
                 Ok(LoginAccount {
                     user: user_from_row(r)?,
                     sso_required: r.try_get::<i64, _>("sso_required")? != 0,
                     rest_auth: r.try_get("rest_auth")?,
+                    groups: serde_json::from_str(&groups)
+                        .map_err(|e| StoreError::Corrupt(format!("group names of a signing-in user: {e}")))?,
                 })
             })
             .transpose()
@@ -320,6 +337,9 @@ pub struct LoginAccount {
     /// The organization's sealed REST authentication settings, when it has
     /// them on (see [`Store::rest_auth`]).
     pub rest_auth: Option<String>,
+    /// The display names of the user's groups, sorted (as
+    /// [`Store::group_names_of`]).
+    pub groups: Vec<String>,
 }
 
 /// What one new user writes.

@@ -508,6 +508,15 @@ async fn groups_keep_members_and_serialise_changes(store: Store) {
     assert_eq!(eng.members.len(), 20, "a concurrent change was lost");
     assert_eq!(eng.version, 21);
     assert_eq!(store.group_names_of(users[3]).await.unwrap(), vec!["Engineering".to_owned()]);
+    store.create_group(org.id, &state("Alpha \"quoted\" ☃", vec![users[3]]), t0()).await.unwrap();
+    let signing_in =
+        store.find_user_for_login(&Email::parse("m3@example.com").unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        signing_in.groups,
+        vec!["Alpha \"quoted\" ☃".to_owned(), "Engineering".to_owned()],
+        "read with the user for sign-in, as group_names_of has them"
+    );
+    assert_eq!(signing_in.groups, store.group_names_of(users[3]).await.unwrap());
 
     // A refused change changes nothing.
     let refused = store
@@ -522,7 +531,7 @@ async fn groups_keep_members_and_serialise_changes(store: Store) {
         19,
         "deleted users leave their groups"
     );
-    assert_eq!(store.list_groups(org.id).await.unwrap().len(), 1);
+    assert_eq!(store.list_groups(org.id).await.unwrap().len(), 2);
     store.delete_group(org.id, &eng.id).await.unwrap();
     assert!(store.group_names_of(users[0]).await.unwrap().is_empty());
     assert!(matches!(store.delete_group(org.id, &eng.id).await, Err(StoreError::NotFound)));
@@ -586,7 +595,12 @@ async fn sso_policies_default_and_replace(store: Store) {
     let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
     let email = Email::parse("A@a.test").unwrap();
     let login = |user: &gatehouse_core::User, sso_required| {
-        Some(gatehouse_store::LoginAccount { user: user.clone(), sso_required, rest_auth: None })
+        Some(gatehouse_store::LoginAccount {
+            user: user.clone(),
+            sso_required,
+            rest_auth: None,
+            groups: vec![],
+        })
     };
     assert_eq!(store.find_user_for_login(&email).await.unwrap(), login(&user, true));
     let other = store.create_org("B", true, t0()).await.unwrap();
