@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use gatehouse_outbound::{FetchError, OutboundClient};
 use gatehouse_saml::{IdpDescriptor, MAX_METADATA, SamlConfig, SamlConnection, Sp, SpEndpoints, SpKeys};
@@ -20,10 +22,10 @@ use crate::state::AppState;
 pub(crate) const KIND: &str = "ping";
 /// How long fetched IdP metadata is used before it is fetched again, so a
 /// certificate rollover at the IdP needs no admin.
-const METADATA_FRESH_FOR: Duration = Duration::from_secs(60 * 60);
+const METADATA_FRESH_FOR: TimeDelta = TimeDelta::hours(1);
 /// After a failed refresh the last good metadata is kept, and the URL is
 /// tried again after this long, not on every sign-in meanwhile.
-const METADATA_RETRY_AFTER: Duration = Duration::from_secs(60);
+const METADATA_RETRY_AFTER: TimeDelta = TimeDelta::minutes(1);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Our entity id (also where our metadata is served) and ACS for a
@@ -66,15 +68,16 @@ struct Entry {
     /// The configuration it was built from: any change rebuilds it.
     version: String,
     loaded: Arc<Loaded>,
-    /// When fetched metadata is to be fetched again.
-    refresh_at: Instant,
+    /// When fetched metadata is to be fetched again (by the service's
+    /// clock, as everything time-dependent).
+    refresh_at: DateTime<Utc>,
     /// When a bad signature last made it fetch the metadata early.
-    refreshed_for_signature: Option<Instant>,
+    refreshed_for_signature: Option<DateTime<Utc>>,
 }
 
 /// A bad signature refetches the IdP's metadata (its certificate may have
 /// rolled over) at most this often per connection.
-const SIGNATURE_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+const SIGNATURE_REFETCH_INTERVAL: TimeDelta = TimeDelta::seconds(10);
 
 /// Ready service providers per connection: building one parses metadata and
 /// keys, which sign-ins should not pay for each time.
@@ -100,8 +103,9 @@ impl SpCache {
         };
         // The hot path: nothing parsed. Metadata given inline never goes
         // stale; fetched metadata is used for an hour.
+        let now = state.clock().now();
         if let Some((loaded, refresh_at)) = &previous
-            && (loaded.sp.connection().metadata_url.is_none() || Instant::now() < *refresh_at)
+            && (loaded.sp.connection().metadata_url.is_none() || now < *refresh_at)
         {
             return Ok(loaded.clone());
         }
@@ -114,7 +118,7 @@ impl SpCache {
                     Some((loaded, _)) => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
                         if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
-                            entry.refresh_at = Instant::now() + METADATA_RETRY_AFTER;
+                            entry.refresh_at = now + METADATA_RETRY_AFTER;
                         }
                         return Ok(loaded);
                     }
@@ -135,7 +139,7 @@ impl SpCache {
         record: &ConnectionRecord,
         connection: SamlConnection,
         idp: IdpDescriptor,
-        refreshed_for_signature: Option<Instant>,
+        refreshed_for_signature: Option<DateTime<Utc>>,
     ) -> Result<Arc<Loaded>, ApiError> {
         let keys = SpKeys::from_pem(&open_secret(state, record)?).map_err(ApiError::internal)?;
         let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
@@ -143,7 +147,7 @@ impl SpCache {
         let entry = Entry {
             version: record.config.clone(),
             loaded: loaded.clone(),
-            refresh_at: Instant::now() + METADATA_FRESH_FOR,
+            refresh_at: state.clock().now() + METADATA_FRESH_FOR,
             refreshed_for_signature,
         };
         self.entries.lock().expect("cache lock").insert(record.id.clone(), entry);
@@ -161,17 +165,18 @@ impl SpCache {
         seen: &Arc<Loaded>,
     ) -> Option<Arc<Loaded>> {
         let url = seen.sp.connection().metadata_url.clone()?;
+        let now = state.clock().now();
         {
             let entries = self.entries.lock().expect("cache lock");
             let entry = entries.get(&record.id)?;
             if !Arc::ptr_eq(&entry.loaded, seen) {
                 return Some(entry.loaded.clone());
             }
-            if entry.refreshed_for_signature.is_some_and(|t| t.elapsed() < SIGNATURE_REFETCH_INTERVAL) {
+            if entry.refreshed_for_signature.is_some_and(|t| now - t < SIGNATURE_REFETCH_INTERVAL) {
                 return None;
             }
         }
-        let now = Some(Instant::now());
+        let now = Some(now);
         match fetch_metadata(state.outbound(), &url).await {
             Ok(idp) if idp.signing_certs != seen.idp.signing_certs => {
                 tracing::info!(connection = %record.id, "the IdP's signing certificate changed; using the new one");

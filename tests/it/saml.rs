@@ -390,4 +390,39 @@ async fn the_attack_corpus_is_refused() {
     assert_eq!(emails, ["alice@acme.test"], "only the genuine sign-in made a user");
 }
 
+/// When the IdP's metadata endpoint is down at the hourly refresh, the last
+/// good copy keeps sign-ins working, and the endpoint is tried again a
+/// minute later, not on every request meanwhile; once it is back, the
+/// refreshed copy lasts another hour.
+#[tokio::test]
+async fn a_metadata_outage_keeps_the_last_good_copy() {
+    let Rig { server, idp, connection, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
+    // Our SP metadata is built from the cached IdP metadata, so each GET of
+    // it goes through the cache without needing a sign-in.
+    let ours = || async { reqwest::get(&entity_id).await.unwrap().status() };
+    let asked = idp.metadata_requests().await;
+
+    idp.metadata_outage(true).await;
+    server.clock.advance(chrono::Duration::minutes(61));
+    let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "").await;
+    signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
+    assert_eq!(idp.metadata_requests().await, asked + 1, "the stale copy was due for a refresh");
+    for _ in 0..3 {
+        assert_eq!(ours().await, StatusCode::OK);
+    }
+    assert_eq!(idp.metadata_requests().await, asked + 1, "not asked again within the minute");
+
+    server.clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(ours().await, StatusCode::OK);
+    assert_eq!(idp.metadata_requests().await, asked + 2, "asked again after a minute");
+
+    idp.metadata_outage(false).await;
+    server.clock.advance(chrono::Duration::seconds(61));
+    assert_eq!(ours().await, StatusCode::OK);
+    assert_eq!(idp.metadata_requests().await, asked + 3);
+    server.clock.advance(chrono::Duration::minutes(59));
+    assert_eq!(ours().await, StatusCode::OK);
+    assert_eq!(idp.metadata_requests().await, asked + 3, "a good copy lasts an hour");
+}
+
 on_both_backends!(databases: ping_sign_in_every_way);

@@ -32,4 +32,17 @@ impl SamlIdp {
         let response = reqwest::Client::new().post(self.url("/sp")).body(metadata).send().await.unwrap();
         assert!(response.status().is_success(), "registering the SP");
     }
+
+    /// Makes the IdP's metadata endpoint answer 503 (`true`) or serve again.
+    pub async fn metadata_outage(&self, on: bool) {
+        let body = if on { "on" } else { "off" };
+        let response =
+            reqwest::Client::new().post(self.url("/metadata-outage")).body(body).send().await.unwrap();
+        assert!(response.status().is_success(), "switching the metadata outage {body}");
+    }
+
+    /// How many times the IdP's metadata has been asked for so far.
+    pub async fn metadata_requests(&self) -> u64 {
+        reqwest::get(self.url("/metadata-requests")).await.unwrap().text().await.unwrap().parse().unwrap()
+    }
 }
