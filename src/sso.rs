@@ -47,7 +47,8 @@ impl Connection {
     pub(crate) async fn provider(&self, state: &AppState) -> Result<Arc<ProviderInfo>, ApiError> {
         // Keyed by the configuration itself: any change fetches afresh.
         let version = &self.record.config;
-        state.oidc_providers().get(state.outbound(), &self.record.id, version, &self.oidc).await.map_err(
+        let now = state.clock().now();
+        state.oidc_providers().get(state.outbound(), &self.record.id, version, &self.oidc, now).await.map_err(
             |e| {
                 tracing::warn!(connection = %self.record.id, error = %e, "identity provider unavailable");
                 ApiError::Unavailable { code: "idp_unavailable" }
@@ -308,8 +309,10 @@ pub(crate) async fn verify(
 ) -> Result<Identity, SignInError> {
     match gatehouse_oidc::verify_id_token(&connection.oidc, &provider, id_token, expect) {
         Err(SignInError::UnknownKey) => {
-            let refreshed =
-                state.oidc_providers().refresh_keys(state.outbound(), &connection.record.id, &provider).await;
+            let refreshed = state
+                .oidc_providers()
+                .refresh_keys(state.outbound(), &connection.record.id, &provider, state.clock().now())
+                .await;
             match refreshed {
                 Ok(Some(fresh)) => {
                     gatehouse_oidc::verify_id_token(&connection.oidc, &fresh, id_token, expect)

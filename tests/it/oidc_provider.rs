@@ -53,6 +53,25 @@ impl OidcProvider {
         assert!(response.status().is_success(), "tamper {mode}");
     }
 
+    /// Makes the discovery document and key set answer 503 (`true`), or
+    /// serve again.
+    pub async fn outage(&self, on: bool) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_rig/outage", self.origin()))
+            .body(serde_json::json!({ "on": on }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "outage {on}");
+    }
+
+    /// How many times the discovery document has been asked for so far.
+    pub async fn discovery_requests(&self) -> u64 {
+        let url = format!("{}/_rig/discovery-requests", self.origin());
+        let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["count"].as_u64().unwrap()
+    }
+
     pub fn stop(&mut self) {
         self.peer.stop();
     }

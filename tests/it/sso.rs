@@ -545,6 +545,57 @@ async fn starts_are_checked_before_anyone_is_sent_away() {
     assert_eq!(status, StatusCode::CONFLICT, "requiring SSO without a connection would lock everyone out");
 }
 
+/// When the provider's discovery document is down at the hourly refresh,
+/// the last good copy keeps sign-ins starting, and the provider is asked
+/// again a minute later, not on every sign-in meanwhile; once it is back,
+/// the refreshed copy lasts another hour.
+#[tokio::test]
+async fn a_discovery_outage_keeps_the_last_good_copy() {
+    let (server, idp) = pair(TestDb::sqlite(), |p| format!("http://127.0.0.1:{p}"), &[]).await;
+    let (_, connection) =
+        org_with_connection(&server, okta(&format!("http://127.0.0.1:{}", idp.port), json!({}))).await;
+    // Starting a sign-in needs the provider's authorization endpoint, from
+    // its discovery document.
+    let start = || async {
+        let path = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
+        let response = browser().get(server.url(&path)).send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, StatusCode::FOUND, "{:?}", response.text().await);
+        assert!(location(&response, &server.base).starts_with(&idp.origin()));
+    };
+    start().await;
+    let asked = idp.discovery_requests().await;
+
+    idp.outage(true).await;
+    server.clock.advance(chrono::Duration::minutes(61));
+    start().await;
+    assert_eq!(idp.discovery_requests().await, asked + 1, "the stale copy was due for a refresh");
+    for _ in 0..3 {
+        start().await;
+    }
+    assert_eq!(idp.discovery_requests().await, asked + 1, "not asked again within the minute");
+    server.clock.advance(chrono::Duration::seconds(61));
+    start().await;
+    assert_eq!(idp.discovery_requests().await, asked + 2, "asked again after a minute");
+
+    idp.outage(false).await;
+    server.clock.advance(chrono::Duration::seconds(61));
+    start().await;
+    assert_eq!(idp.discovery_requests().await, asked + 3);
+    server.clock.advance(chrono::Duration::minutes(59));
+    start().await;
+    assert_eq!(idp.discovery_requests().await, asked + 3, "a good copy lasts an hour");
+
+    // A connection never fetched has no copy to fall back on: its sign-ins
+    // are refused as the provider being unavailable.
+    idp.outage(true).await;
+    let (_, fresh) =
+        org_with_connection(&server, okta(&format!("http://127.0.0.1:{}", idp.port), json!({}))).await;
+    let path = format!("/v1/sso/start?connection={fresh}&return_to={RETURN_TO}");
+    let (status, body) = server.send(server.http.get(server.url(&path))).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("idp_unavailable")));
+}
+
 /// Nodes share nothing but the database (and the master key): a flow one
 /// node starts, another finishes.
 async fn a_flow_started_on_one_node_finishes_on_another(db: TestDb) {
