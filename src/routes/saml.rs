@@ -42,6 +42,10 @@ pub(crate) fn router() -> Router<AppState> {
 /// response answers one of our requests.
 const RELAY_PREFIX: &str = "ghs";
 
+/// How long an assertion id is remembered against replay when the assertion
+/// names no end of its validity.
+const ASSERTION_REMEMBERED_BY_DEFAULT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// Sends the user to the IdP with an AuthnRequest (signed when the
 /// connection says so); the flow is kept like an OIDC one.
 pub(crate) async fn begin(
@@ -203,9 +207,10 @@ pub(crate) async fn acs(
         Err(e) => Err(refusal(&e)),
         Ok(identity) => {
             let now = state.clock().now();
+            let remember_until = identity.valid_until.unwrap_or(now + ASSERTION_REMEMBERED_BY_DEFAULT);
             if !state
                 .store()
-                .first_use_of_assertion(&stored.id, &identity.assertion_id, identity.valid_until, now)
+                .first_use_of_assertion(&stored.id, &identity.assertion_id, remember_until, now)
                 .await?
             {
                 Err(Failure::new(

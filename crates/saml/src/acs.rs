@@ -113,9 +113,11 @@ pub struct SamlIdentity {
     pub email: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
-    /// For the replay cache: the assertion's id and until when it counts.
+    /// For the replay cache: the assertion's id and until when it counts
+    /// (its `NotOnOrAfter` plus the allowed skew; `None` when it names no
+    /// end, and the caller picks one by its own clock).
     pub assertion_id: String,
-    pub valid_until: DateTime<Utc>,
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 /// True when the text declares a DTD (`<!DOCTYPE`, `<!ENTITY`), in any case,
@@ -403,11 +405,7 @@ fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
         (Some(f), Some(l)) => Some(format!("{f} {l}")),
         (f, l) => f.or(l),
     };
-    let until = assertion
-        .conditions
-        .as_ref()
-        .and_then(|c| c.not_on_or_after)
-        .unwrap_or_else(|| Utc::now() + chrono::Duration::minutes(10));
+    let until = assertion.conditions.as_ref().and_then(|c| c.not_on_or_after);
     Ok(SamlIdentity {
         subject: name_id.value.clone(),
         name_id_format: name_id.format.clone(),
@@ -415,7 +413,7 @@ fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
         name,
         groups: values(&connection.groups_attribute),
         assertion_id: assertion.id.clone(),
-        valid_until: until + connection.clock_skew,
+        valid_until: until.map(|t| t + connection.clock_skew),
     })
 }
 
