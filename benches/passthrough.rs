@@ -4,7 +4,11 @@
 //! Run with `cargo bench --bench passthrough` (a release build). Everything
 //! runs in this process on loopback: a stub service that answers 200, a
 //! Gatehouse on a fresh SQLite database (or `GATEHOUSE_BENCH_DATABASE_URL`),
-//! and the load generator, which is the same for both sides. Set
+//! and the load generator, which is the same for every side. A third side,
+//! a bare forwarding proxy (an axum handler that posts the body to the stub
+//! with a pooled client: no storage, templates or tokens), shows what one
+//! more HTTP hop costs on this machine by itself, the floor under any
+//! pass-through's added latency. Set
 //! `GATEHOUSE_BENCH_SECONDS` to change the length of each run (default 5),
 //! `GATEHOUSE_BENCH_CLIENTS` to run other concurrency levels (default
 //! `1,16,64`), and `GATEHOUSE_BENCH_UPSTREAM_MS` to make the stub take that
@@ -15,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
 use axum::routing::post;
 use chrono::Utc;
 use gatehouse::Settings;
@@ -94,6 +100,27 @@ async fn stub(latency: Duration) -> String {
     base
 }
 
+/// The bare forwarding proxy (see the top of this file).
+async fn bare_proxy(stub: &str) -> String {
+    let client = reqwest::Client::new();
+    let target = format!("{stub}/auth");
+    let forward = move |body: Bytes| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let sent = client.post(&target).header(header::CONTENT_TYPE, "application/json").body(body);
+            match sent.send().await {
+                Ok(answer) if answer.status() == 200 => (StatusCode::OK, "{}"),
+                _ => (StatusCode::BAD_GATEWAY, "{}"),
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/v1/login", post(forward));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
 async fn gatehouse(db_url: &str, stub: &str) -> String {
     let mut settings = Settings::for_tests(db_url);
     settings.admin_token = Some(ADMIN.into());
@@ -157,6 +184,7 @@ fn main() {
             std::env::var("GATEHOUSE_BENCH_UPSTREAM_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
         );
         let stub = stub(upstream).await;
+        let proxy = bare_proxy(&stub).await;
         let gatehouse = gatehouse(&db_url, &stub).await;
         println!(
             "REST pass-through, {} s per run, upstream answers in {} ms, {} cores, database {}, started {}",
@@ -167,17 +195,8 @@ fn main() {
             Utc::now().format("%Y-%m-%d %H:%M"),
         );
         println!(
-            "{:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6} {:>9} {:>9}",
-            "clients",
-            "direct/s",
-            "p50 ms",
-            "p99 ms",
-            "gatehouse/s",
-            "p50 ms",
-            "p99 ms",
-            "ratio",
-            "+p50 ms",
-            "+p99 ms"
+            "{:>7} | {:<10} | {:>8} {:>8} {:>8} | {:>6} {:>8} {:>8}",
+            "clients", "side", "req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms", "+p99 ms"
         );
         let levels: Vec<usize> = std::env::var("GATEHOUSE_BENCH_CLIENTS")
             .unwrap_or_else(|_| "1,16,64".into())
@@ -188,6 +207,11 @@ fn main() {
             let direct_url = format!("{stub}/auth");
             let direct = load(clients, length, move |http| {
                 http.post(&direct_url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
+            })
+            .await;
+            let proxied_url = format!("{proxy}/v1/login");
+            let proxied = load(clients, length, move |http| {
+                http.post(&proxied_url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
             })
             .await;
             let login_url = format!("{gatehouse}/v1/login");
@@ -201,19 +225,26 @@ fn main() {
                 }))
             })
             .await;
-            println!(
-                "{:>7} | {:>10.0} {:>8.3} {:>8.3} | {:>10.0} {:>8.3} {:>8.3} | {:>5.0}% {:>9.3} {:>9.3}",
-                clients,
-                direct.rate(),
-                ms(direct.percentile(0.5)),
-                ms(direct.percentile(0.99)),
-                through.rate(),
-                ms(through.percentile(0.5)),
-                ms(through.percentile(0.99)),
-                100.0 * through.rate() / direct.rate(),
-                ms(through.percentile(0.5)) - ms(direct.percentile(0.5)),
-                ms(through.percentile(0.99)) - ms(direct.percentile(0.99)),
-            );
+            let row = |side: &str, run: &Run| {
+                let (p50, p99) = (ms(run.percentile(0.5)), ms(run.percentile(0.99)));
+                let compared = if std::ptr::eq(run, &direct) {
+                    String::new()
+                } else {
+                    format!(
+                        "{:>5.0}% {:>8.3} {:>8.3}",
+                        100.0 * run.rate() / direct.rate(),
+                        p50 - ms(direct.percentile(0.5)),
+                        p99 - ms(direct.percentile(0.99)),
+                    )
+                };
+                println!(
+                    "{clients:>7} | {side:<10} | {:>8.0} {p50:>8.3} {p99:>8.3} | {compared}",
+                    run.rate()
+                );
+            };
+            row("direct", &direct);
+            row("bare proxy", &proxied);
+            row("gatehouse", &through);
         }
     });
 }
