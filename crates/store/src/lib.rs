@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use admin_tokens::AdminTokenRecord;
@@ -52,6 +52,10 @@ pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use users::{LoginAccount, NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// PostgreSQL connections idle in the pool for longer than this are checked
+/// before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -145,7 +149,19 @@ impl Store {
                 })
             });
         } else {
-            pool = pool.max_connections(16);
+            // sqlx pings every connection as it goes back to the pool, so one
+            // that broke while in use never returns. The ping it also makes
+            // as a connection leaves the pool is a second round trip for
+            // every query; it is only worth it for a connection that sat
+            // idle long enough for the server or a proxy to have dropped it.
+            pool = pool.max_connections(16).test_before_acquire(false).before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         }
         let pool = pool.connect_with(options).await?;
         let mut store = Self {
