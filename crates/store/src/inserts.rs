@@ -39,14 +39,8 @@ impl Inserts {
         if rows == 0 {
             return self;
         }
-        let values: Vec<String> = (0..rows)
-            .map(|r| {
-                let row: Vec<String> =
-                    (1..=width).map(|c| format!("${}", self.declared + r * width + c)).collect();
-                format!("({})", row.join(", "))
-            })
-            .collect();
-        self.statements.push(format!("INSERT INTO {into} VALUES {}", values.join(", ")));
+        let values = crate::placeholders(self.declared, rows, width);
+        self.statements.push(format!("INSERT INTO {into} VALUES {values}"));
         self.declared += rows * width;
         self
     }

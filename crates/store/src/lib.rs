@@ -240,11 +240,12 @@ pub(crate) fn parse_id<T: FromStr>(raw: &str) -> Result<T> {
 }
 
 /// `($1, $2, …), ($n, …)` for a multi-row insert of `rows` rows of `cols`
-/// columns. Only placeholders are generated: values are always bound.
-pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+/// columns, numbered after the first `after` placeholders of the statement.
+/// Only placeholders are generated: values are always bound.
+pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {
-            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", after + r * cols + c)).collect();
             format!("({})", row.join(", "))
         })
         .collect::<Vec<_>>()

@@ -377,7 +377,7 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
              updated_at) VALUES {}",
-        crate::placeholders(rows.len(), 14)
+        crate::placeholders(0, rows.len(), 14)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
