@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use gatehouse_outbound::{FetchError, OutboundClient};
+use gatehouse_outbound::{FetchError, FetchLocks, OutboundClient};
 use gatehouse_saml::{IdpDescriptor, MAX_METADATA, SamlConfig, SamlConnection, Sp, SpEndpoints, SpKeys};
 use gatehouse_store::ConnectionRecord;
 use url::Url;
@@ -84,9 +84,24 @@ const SIGNATURE_REFETCH_INTERVAL: TimeDelta = TimeDelta::seconds(10);
 #[derive(Default)]
 pub(crate) struct SpCache {
     entries: Mutex<HashMap<String, Entry>>,
+    /// One build (and metadata fetch) per connection at a time: when the
+    /// copy goes stale under many sign-ins, one fetches and the rest use
+    /// what it stored.
+    fetching: FetchLocks,
 }
 
 impl SpCache {
+    /// The cached service provider for this version of `record`, and whether
+    /// it is still fresh at `now`. Metadata given inline never goes stale;
+    /// fetched metadata is used for an hour.
+    fn cached(&self, record: &ConnectionRecord, now: DateTime<Utc>) -> Option<(Arc<Loaded>, bool)> {
+        let entries = self.entries.lock().expect("cache lock");
+        entries.get(&record.id).filter(|e| e.version == record.config).map(|e| {
+            let fresh = e.loaded.sp.connection().metadata_url.is_none() || now < e.refresh_at;
+            (e.loaded.clone(), fresh)
+        })
+    }
+
     /// The service provider for `record`, built or refreshed as needed. When
     /// the IdP's metadata URL fails, the last good metadata is kept.
     pub(crate) async fn get(
@@ -94,28 +109,23 @@ impl SpCache {
         state: &AppState,
         record: &ConnectionRecord,
     ) -> Result<Arc<Loaded>, ApiError> {
-        let previous = {
-            let entries = self.entries.lock().expect("cache lock");
-            entries
-                .get(&record.id)
-                .filter(|e| e.version == record.config)
-                .map(|e| (e.loaded.clone(), e.refresh_at))
-        };
-        // The hot path: nothing parsed. Metadata given inline never goes
-        // stale; fetched metadata is used for an hour.
+        // The hot path: nothing parsed, nothing waited for.
         let now = state.clock().now();
-        if let Some((loaded, refresh_at)) = &previous
-            && (loaded.sp.connection().metadata_url.is_none() || now < *refresh_at)
-        {
-            return Ok(loaded.clone());
+        if let Some((loaded, true)) = self.cached(record, now) {
+            return Ok(loaded);
         }
+        let _fetching = self.fetching.lock(&record.id).await;
+        let previous = match self.cached(record, now) {
+            Some((loaded, true)) => return Ok(loaded),
+            stale => stale.map(|(loaded, _)| loaded),
+        };
         let connection = connection(state, record)?;
         let idp = match (&connection.idp, &connection.metadata_url) {
             (Some(idp), _) => idp.clone(),
             (None, Some(url)) => match fetch_metadata(state.outbound(), url).await {
                 Ok(idp) => idp,
                 Err(error) => match previous {
-                    Some((loaded, _)) => {
+                    Some(loaded) => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
                         if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
                             entry.refresh_at = now + METADATA_RETRY_AFTER;
@@ -166,6 +176,7 @@ impl SpCache {
     ) -> Option<Arc<Loaded>> {
         let url = seen.sp.connection().metadata_url.clone()?;
         let now = state.clock().now();
+        let _fetching = self.fetching.lock(&record.id).await;
         {
             let entries = self.entries.lock().expect("cache lock");
             let entry = entries.get(&record.id)?;
@@ -197,5 +208,6 @@ impl SpCache {
 
     pub(crate) fn forget(&self, id: &str) {
         self.entries.lock().expect("cache lock").remove(id);
+        self.fetching.forget(id);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use gatehouse_outbound::OutboundClient;
+use gatehouse_outbound::{FetchLocks, OutboundClient};
 
 use crate::OidcConnection;
 use crate::discovery::{DiscoveryError, ProviderInfo, discover, refetch_keys};
@@ -40,7 +40,7 @@ pub struct ProviderCache {
     entries: Mutex<HashMap<String, Entry>>,
     /// One fetch per connection at a time; the others wait for its result.
     /// A slow provider holds up sign-ins through it alone.
-    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    fetching: FetchLocks,
 }
 
 impl std::fmt::Debug for ProviderCache {
@@ -55,10 +55,6 @@ impl ProviderCache {
     fn cached(&self, id: &str, version: &str, now: DateTime<Utc>) -> Option<(Arc<ProviderInfo>, bool)> {
         let entries = self.entries.lock().expect("cache lock");
         entries.get(id).filter(|e| e.version == version).map(|e| (e.info.clone(), now < e.refresh_at))
-    }
-
-    fn fetch_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.fetching.lock().expect("cache lock").entry(id.to_owned()).or_default().clone()
     }
 
     /// The provider information for connection `id` at configuration
@@ -76,8 +72,7 @@ impl ProviderCache {
         if let Some((info, true)) = self.cached(id, version, now) {
             return Ok(info);
         }
-        let lock = self.fetch_lock(id);
-        let _fetching = lock.lock().await;
+        let _fetching = self.fetching.lock(id).await;
         let stale = match self.cached(id, version, now) {
             Some((info, true)) => return Ok(info),
             Some((info, false)) => Some(info),
@@ -116,8 +111,7 @@ impl ProviderCache {
         seen: &Arc<ProviderInfo>,
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<ProviderInfo>>, DiscoveryError> {
-        let lock = self.fetch_lock(id);
-        let _fetching = lock.lock().await;
+        let _fetching = self.fetching.lock(id).await;
         {
             let entries = self.entries.lock().expect("cache lock");
             let Some(entry) = entries.get(id) else { return Ok(None) };
@@ -141,6 +135,6 @@ impl ProviderCache {
     /// Forgets a connection (it was changed or deleted).
     pub fn forget(&self, id: &str) {
         self.entries.lock().expect("cache lock").remove(id);
-        self.fetching.lock().expect("cache lock").remove(id);
+        self.fetching.forget(id);
     }
 }

@@ -53,6 +53,28 @@ pub struct UpstreamResponse {
     pub elapsed: Duration,
 }
 
+/// One fetch per key at a time. Callers about to fetch the same document
+/// (an identity provider's metadata, say, when the cached copy goes stale
+/// under many sign-ins) take the key's lock; those that waited look at what
+/// the first one stored before fetching again.
+#[derive(Default)]
+pub struct FetchLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl FetchLocks {
+    /// Waits for `key`'s turn to fetch.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.locks.lock().expect("fetch locks").entry(key.to_owned()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// Drops `key`'s lock (its connection was changed or deleted).
+    pub fn forget(&self, key: &str) {
+        self.locks.lock().expect("fetch locks").remove(key);
+    }
+}
+
 #[derive(Clone)]
 pub struct OutboundClient {
     client: reqwest::Client,
