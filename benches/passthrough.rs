@@ -204,16 +204,14 @@ fn main() {
             .map(|n| n.trim().parse().expect("GATEHOUSE_BENCH_CLIENTS: numbers separated by commas"))
             .collect();
         for clients in levels {
-            let direct_url = format!("{stub}/auth");
-            let direct = load(clients, length, move |http| {
-                http.post(&direct_url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
-            })
-            .await;
-            let proxied_url = format!("{proxy}/v1/login");
-            let proxied = load(clients, length, move |http| {
-                http.post(&proxied_url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
-            })
-            .await;
+            // The direct calls and the bare proxy get the same credentials.
+            let credentials_to = |url: String| {
+                move |http: &reqwest::Client| {
+                    http.post(&url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
+                }
+            };
+            let direct = load(clients, length, credentials_to(format!("{stub}/auth"))).await;
+            let proxied = load(clients, length, credentials_to(format!("{proxy}/v1/login"))).await;
             let login_url = format!("{gatehouse}/v1/login");
             let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let through = load(clients, length, move |http| {
@@ -225,26 +223,25 @@ fn main() {
                 }))
             })
             .await;
-            let row = |side: &str, run: &Run| {
+            // A row, compared with `baseline` when given.
+            let row = |side: &str, run: &Run, baseline: Option<&Run>| {
                 let (p50, p99) = (ms(run.percentile(0.5)), ms(run.percentile(0.99)));
-                let compared = if std::ptr::eq(run, &direct) {
-                    String::new()
-                } else {
+                let compared = baseline.map_or_else(String::new, |base| {
                     format!(
                         "{:>5.0}% {:>8.3} {:>8.3}",
-                        100.0 * run.rate() / direct.rate(),
-                        p50 - ms(direct.percentile(0.5)),
-                        p99 - ms(direct.percentile(0.99)),
+                        100.0 * run.rate() / base.rate(),
+                        p50 - ms(base.percentile(0.5)),
+                        p99 - ms(base.percentile(0.99)),
                     )
-                };
+                });
                 println!(
                     "{clients:>7} | {side:<10} | {:>8.0} {p50:>8.3} {p99:>8.3} | {compared}",
                     run.rate()
                 );
             };
-            row("direct", &direct);
-            row("bare proxy", &proxied);
-            row("gatehouse", &through);
+            row("direct", &direct, None);
+            row("bare proxy", &proxied, Some(&direct));
+            row("gatehouse", &through, Some(&direct));
         }
     });
 }
