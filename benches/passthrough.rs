@@ -14,6 +14,17 @@
 //! `1,16,64`), and `GATEHOUSE_BENCH_UPSTREAM_MS` to make the stub take that
 //! long to answer, as a real service that checks a password hash does
 //! (default 0: a no-op upstream, which measures Gatehouse's own cost).
+//!
+//! Everything in one process shares the machine's cores, so on a small
+//! machine the load generator and the stub compete with the service they
+//! measure. To measure a Gatehouse running elsewhere (the real binary in its
+//! own process, or on another host), set `GATEHOUSE_BENCH_TARGET` to its
+//! base URL and `GATEHOUSE_BENCH_ADMIN_TOKEN` to one of its admin tokens;
+//! the bench then sets up its own organization and users there. That
+//! service must be allowed to call the stub (`GATEHOUSE_ALLOW_PRIVATE_TARGETS`
+//! on loopback or a private network), and `GATEHOUSE_BENCH_STUB_ADDR` sets
+//! the address the stub listens on (default `127.0.0.1:0`), which must be
+//! one the service can reach.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,8 +95,8 @@ async fn load(
     Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
 }
 
-async fn stub(latency: Duration) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn stub(latency: Duration, addr: &str) -> String {
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("GATEHOUSE_BENCH_STUB_ADDR");
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route(
         "/auth",
@@ -121,7 +132,8 @@ async fn bare_proxy(stub: &str) -> String {
     base
 }
 
-async fn gatehouse(db_url: &str, stub: &str) -> String {
+/// A Gatehouse in this process, on `db_url`; returns its base URL.
+async fn gatehouse_in_process(db_url: &str) -> String {
     let mut settings = Settings::for_tests(db_url);
     settings.admin_token = Some(ADMIN.into());
     settings.allow_private_targets = true;
@@ -129,30 +141,46 @@ async fn gatehouse(db_url: &str, stub: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(gatehouse::serve(listener, state, std::future::pending()));
+    base
+}
 
+/// The bench's users, for a run tagged `run`: their own addresses, so that
+/// runs against one long-lived service do not collide.
+fn bench_email(run: &str, n: usize) -> String {
+    format!("user{n}.{run}@bench.example.com")
+}
+
+/// Sets up, on the Gatehouse at `base`, an organization with 64 users that
+/// signs in through the stub.
+async fn set_up(base: &str, admin: &str, run: &str, stub: &str) {
     let http = reqwest::Client::new();
     let org: Value = http
         .post(format!("{base}/admin/v1/orgs"))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "name": "Bench" }))
+        .bearer_auth(admin)
+        .json(&json!({ "name": format!("Bench {run}") }))
         .send()
         .await
         .unwrap()
+        .error_for_status()
+        .expect("creating the bench organization (is GATEHOUSE_BENCH_ADMIN_TOKEN right?)")
         .json()
         .await
         .unwrap();
     let org = org["id"].as_str().unwrap();
     for i in 0..64 {
-        http.post(format!("{base}/admin/v1/orgs/{org}/users"))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "email": format!("user{i}@example.com") }))
+        let status = http
+            .post(format!("{base}/admin/v1/orgs/{org}/users"))
+            .bearer_auth(admin)
+            .json(&json!({ "email": bench_email(run, i) }))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "creating a bench user: {status}");
     }
     let status = http
         .put(format!("{base}/admin/v1/orgs/{org}/external-auth/rest"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(admin)
         .json(&json!({
             "authentication_url": format!("{stub}/auth"),
             "http_action": "POST",
@@ -163,8 +191,7 @@ async fn gatehouse(db_url: &str, stub: &str) -> String {
         .await
         .unwrap()
         .status();
-    assert_eq!(status, 200);
-    base
+    assert_eq!(status, 200, "configuring the bench organization's REST sign-in");
 }
 
 fn ms(d: Duration) -> f64 {
@@ -178,20 +205,35 @@ fn main() {
             std::env::var("GATEHOUSE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5),
         );
         let sqlite = gatehouse_testkit::TestDb::sqlite();
-        let db_url =
-            std::env::var("GATEHOUSE_BENCH_DATABASE_URL").unwrap_or_else(|_| sqlite.url().to_owned());
         let upstream = Duration::from_millis(
             std::env::var("GATEHOUSE_BENCH_UPSTREAM_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
         );
-        let stub = stub(upstream).await;
+        let stub_addr = std::env::var("GATEHOUSE_BENCH_STUB_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
+        let stub = stub(upstream, &stub_addr).await;
         let proxy = bare_proxy(&stub).await;
-        let gatehouse = gatehouse(&db_url, &stub).await;
+        let run = Utc::now().timestamp_millis().to_string();
+        let (gatehouse, service) = match std::env::var("GATEHOUSE_BENCH_TARGET") {
+            Ok(target) => {
+                let admin = std::env::var("GATEHOUSE_BENCH_ADMIN_TOKEN")
+                    .expect("GATEHOUSE_BENCH_TARGET needs GATEHOUSE_BENCH_ADMIN_TOKEN");
+                let target = target.trim_end_matches('/').to_owned();
+                set_up(&target, &admin, &run, &stub).await;
+                let service = format!("running at {target}");
+                (target, service)
+            }
+            Err(_) => {
+                let db_url = std::env::var("GATEHOUSE_BENCH_DATABASE_URL")
+                    .unwrap_or_else(|_| sqlite.url().to_owned());
+                let base = gatehouse_in_process(&db_url).await;
+                set_up(&base, ADMIN, &run, &stub).await;
+                (base, format!("in this process on {}", db_url.split(':').next().unwrap_or("?")))
+            }
+        };
         println!(
-            "REST pass-through, {} s per run, upstream answers in {} ms, {} cores, database {}, started {}",
+            "REST pass-through, {} s per run, upstream answers in {} ms, {} cores, Gatehouse {service}, started {}",
             length.as_secs(),
             upstream.as_millis(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            db_url.split(':').next().unwrap_or("?"),
             Utc::now().format("%Y-%m-%d %H:%M"),
         );
         println!(
@@ -205,19 +247,22 @@ fn main() {
             .collect();
         for clients in levels {
             // The direct calls and the bare proxy get the same credentials.
+            let email = bench_email(&run, 0);
             let credentials_to = |url: String| {
+                let email = email.clone();
                 move |http: &reqwest::Client| {
-                    http.post(&url).json(&json!({ "email": "user0@example.com", "password": PASSWORD }))
+                    http.post(&url).json(&json!({ "email": email, "password": PASSWORD }))
                 }
             };
             let direct = load(clients, length, credentials_to(format!("{stub}/auth"))).await;
             let proxied = load(clients, length, credentials_to(format!("{proxy}/v1/login"))).await;
             let login_url = format!("{gatehouse}/v1/login");
             let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let run = run.clone();
             let through = load(clients, length, move |http| {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
                 http.post(&login_url).json(&json!({
-                    "email": format!("user{n}@example.com"),
+                    "email": bench_email(&run, n),
                     "password": PASSWORD,
                     "device": { "os": "bench", "name": "load" },
                 }))
