@@ -3,6 +3,8 @@ use std::fmt;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -150,12 +152,52 @@ struct Verifier {
     key: DecodingKey,
 }
 
+/// The private key tokens are signed with, parsed once when the ring is
+/// opened. Parsing checks the key, which costs about as much as a signature;
+/// `jsonwebtoken::encode` parses its key for every token, and that was half
+/// of what signing cost each sign-in.
+enum KeyPair {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
+impl KeyPair {
+    fn open(alg: SigningAlgorithm, pkcs8: &[u8]) -> Result<Self, String> {
+        match alg {
+            SigningAlgorithm::Es256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map(Self::Es256)
+            }
+            SigningAlgorithm::EdDsa => Ed25519KeyPair::from_pkcs8(pkcs8).map(Self::EdDsa),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn alg(&self) -> SigningAlgorithm {
+        match self {
+            Self::Es256(_) => SigningAlgorithm::Es256,
+            Self::EdDsa(_) => SigningAlgorithm::EdDsa,
+        }
+    }
+
+    /// The JWS signature of `input`; for ES256 the fixed-width `r || s` form
+    /// that RFC 7518 (section 3.4) requires.
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SessionError> {
+        match self {
+            Self::Es256(key) => key
+                .sign(&SystemRandom::new(), input)
+                .map(|signature| signature.as_ref().to_vec())
+                .map_err(|_| SessionError::Sign("ECDSA signing failed".into())),
+            Self::EdDsa(key) => Ok(key.sign(input).as_ref().to_vec()),
+        }
+    }
+}
+
 /// The keys one process signs and verifies with.
 ///
 /// Built from every key that is still published; signs with the newest key
 /// that is not retired.
 pub struct KeyRing {
-    signer: Option<(String, SigningAlgorithm, EncodingKey)>,
+    signer: Option<(String, KeyPair)>,
     verifiers: HashMap<String, Verifier>,
 }
 
@@ -171,7 +213,7 @@ impl KeyRing {
             let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
             if signer.is_none() && k.retired_at.is_none() {
                 let pkcs8 = master.open(&k.kid, &k.sealed_private_key).map_err(|e| bad(e.to_string()))?;
-                signer = Some((k.kid.clone(), k.alg, k.alg.encoding_key(&pkcs8)));
+                signer = Some((k.kid.clone(), KeyPair::open(k.alg, &pkcs8).map_err(bad)?));
             }
             verifiers.insert(k.kid.clone(), Verifier { alg: k.alg, key });
         }
@@ -183,14 +225,24 @@ impl KeyRing {
     }
 
     pub fn signing_kid(&self) -> Option<&str> {
-        self.signer.as_ref().map(|(kid, _, _)| kid.as_str())
+        self.signer.as_ref().map(|(kid, _)| kid.as_str())
     }
 
+    /// Signs `claims` as a compact JWS (RFC 7515): header and claims as
+    /// base64url JSON, then the signature over both.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, SessionError> {
-        let (kid, alg, key) = self.signer.as_ref().ok_or(SessionError::NoSigningKey)?;
-        let mut header = Header::new(alg.jwt());
+        let (kid, key) = self.signer.as_ref().ok_or(SessionError::NoSigningKey)?;
+        let mut header = Header::new(key.alg().jwt());
         header.kid = Some(kid.clone());
-        jsonwebtoken::encode(&header, claims, key).map_err(|e| SessionError::Sign(e.to_string()))
+        let json =
+            |part: Result<Vec<u8>, serde_json::Error>| part.map_err(|e| SessionError::Sign(e.to_string()));
+        let mut token = URL_SAFE_NO_PAD.encode(json(serde_json::to_vec(&header))?);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(json(serde_json::to_vec(claims))?, &mut token);
+        let signature = key.sign(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 
     /// Verifies signature, algorithm, issuer and lifetime against `now`.
@@ -277,6 +329,33 @@ mod tests {
             let jwk = &jwks["keys"][0];
             assert!(jwk.get("d").is_none(), "private part published: {jwk}");
             assert_eq!(jwk["alg"], alg.as_str());
+        }
+    }
+
+    /// The tokens are what jsonwebtoken would write: the same header and
+    /// claims parts, and for Ed25519 (deterministic) the same signature;
+    /// ES256 signatures are the fixed 64-byte `r || s` form.
+    #[test]
+    fn tokens_match_jsonwebtoken_s_own() {
+        let master = MasterKey::generate();
+        let now = Utc::now();
+        for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa] {
+            let key = stored(generate_signing_key(alg, &master).unwrap(), now);
+            let ring = KeyRing::open(std::slice::from_ref(&key), &master).unwrap();
+            let pkcs8 = master.open(&key.kid, &key.sealed_private_key).unwrap();
+            let mut header = Header::new(alg.jwt());
+            header.kid = Some(key.kid.clone());
+            let theirs = jsonwebtoken::encode(&header, &claims(now), &alg.encoding_key(&pkcs8)).unwrap();
+            let ours = ring.sign(&claims(now)).unwrap();
+            let (ours_parts, theirs_parts): (Vec<_>, Vec<_>) =
+                (ours.split('.').collect(), theirs.split('.').collect());
+            assert_eq!(ours_parts[..2], theirs_parts[..2], "{alg:?}");
+            let signature = base64::Engine::decode(&URL_SAFE_NO_PAD, ours_parts[2]).unwrap();
+            assert_eq!(signature.len(), 64, "{alg:?}");
+            if alg == SigningAlgorithm::EdDsa {
+                assert_eq!(ours, theirs);
+            }
+            assert_eq!(ring.verify(&ours, "https://gh.test", now).unwrap(), claims(now));
         }
     }
 
