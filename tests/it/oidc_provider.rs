@@ -44,25 +44,24 @@ impl OidcProvider {
     /// Makes the next ID token the token endpoint returns a bad one (see
     /// `fixtures/oidc-idp/server.mjs` for the modes).
     pub async fn tamper(&self, mode: &str) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/_rig/tamper", self.origin()))
-            .body(serde_json::json!({ "mode": mode }).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "tamper {mode}");
+        self.control("tamper", serde_json::json!({ "mode": mode })).await;
     }
 
     /// Makes the discovery document and key set answer 503 (`true`), or
     /// serve again.
     pub async fn outage(&self, on: bool) {
+        self.control("outage", serde_json::json!({ "on": on })).await;
+    }
+
+    /// Posts `body` to the rig's control endpoint `/_rig/{name}`.
+    async fn control(&self, name: &str, body: serde_json::Value) {
         let response = reqwest::Client::new()
-            .post(format!("{}/_rig/outage", self.origin()))
-            .body(serde_json::json!({ "on": on }).to_string())
+            .post(format!("{}/_rig/{name}", self.origin()))
+            .body(body.to_string())
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "outage {on}");
+        assert!(response.status().is_success(), "{name} {body}");
     }
 
     /// How many times the discovery document has been asked for so far.
