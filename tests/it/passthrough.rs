@@ -381,6 +381,59 @@ async fn a_line_break_bound_for_a_header_fails_closed() {
     assert!(r.header("x-injected").is_none());
 }
 
+/// Issue 13, hole 1, as reproduced: with the URL `…/login/{{DEVICENAME}}`
+/// and a device named `..`, the request went to `/`, and anything answering
+/// 200 there signed the caller in without the password.
+#[tokio::test]
+async fn a_value_cannot_move_the_request_to_another_path() {
+    let server = server_allowing_loopback().await;
+    let stub = Stub::start().await; // answers 200 on every path
+    let (org, _) = org_with_user(&server, None).await;
+    let (status, body) = configure(&server, &org, json!({
+        "authentication_url": format!("{}/login/{{{{DEVICENAME}}}}", stub.base), "http_action": "GET", "data_as": "json",
+        "forgot_password_url": format!("{}/reset/{{{{DEVICEOS}}}}/{{{{DEVICENAME}}}}", stub.base),
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for name in ["..", ".", "%2e%2e", ".%2E", "..%2F..", "..\\.."] {
+        let device = json!({ "os": "..", "name": name });
+        let (status, body) = server
+            .post("/v1/login", json!({ "email": "bob@example.com", "password": "wrong", "device": device }))
+            .await;
+        let sent = stub.take();
+        assert!(
+            sent.iter().all(|r| r.uri.path().starts_with("/login/") && r.uri.path().len() > "/login/".len()),
+            "{name:?} moved the request: {sent:?}"
+        );
+        if sent.is_empty() {
+            assert_eq!((status, body), (StatusCode::UNAUTHORIZED, json!({ "error": "invalid_credentials" })));
+        }
+        server.post("/v1/password/forgot", json!({ "email": "bob@example.com", "device": device })).await;
+        let sent = stub.take();
+        assert!(sent.iter().all(|r| r.uri.path().starts_with("/reset/")), "{name:?}: {sent:?}");
+    }
+    // The values that are dot segments (to the URL parser, or to a server
+    // that reads `\` as `/`) were never sent, and the audit trail says why.
+    let events = login_events(&server, &org).await;
+    let mut unsafe_ones: Vec<&str> = events
+        .iter()
+        .filter(|e| e["detail"]["reason"] == "unsafe_request")
+        .map(|e| e["device_name"].as_str().unwrap())
+        .collect();
+    unsafe_ones.sort();
+    assert_eq!(unsafe_ones, [".", "..", "..\\.."], "{events:#?}");
+    // A URL whose own text holds a dot segment is refused when saved.
+    let (status, body) = configure(&server, &org, json!({
+        "authentication_url": format!("{}/a/../{{{{USEREMAIL}}}}", stub.base), "http_action": "GET", "data_as": "json",
+    }))
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authentication_url")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn external_auth_replaces_local_passwords() {
     let server = server_allowing_loopback().await;

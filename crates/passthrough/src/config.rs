@@ -3,7 +3,6 @@
 
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::escape::{Escaper, scan_json_placements, scan_xml_placements};
 use crate::template::{Part, Placeholder, Template};
@@ -251,8 +250,7 @@ fn url_template(field: &str, source: &str) -> Result<Template, InvalidConfig> {
     }
     for sample in SAMPLES {
         let rendered = t.render(|p| sample_value(sample, p), |v| Escaper::Url.escape(v));
-        let url =
-            Url::parse(&rendered).map_err(|e| invalid(field, format!("not a valid absolute URL: {e}")))?;
+        let url = crate::escape::check_url(&rendered).map_err(|m| invalid(field, m))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid(field, "must be an http or https URL"));
         }

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use crate::config::{HttpAuthType, RestAuth};
-use crate::escape::{Escaper, check_body};
+use crate::escape::{Escaper, check_body, check_url};
 use crate::template::{Placeholder, Template};
 use gatehouse_outbound::{OutboundClient, UpstreamError, UpstreamResponse};
 
@@ -139,8 +139,10 @@ impl<'a> RestConnector<'a> {
         let config = &self.auth.config;
         let method = if credentials { config.http_action.method() } else { http::Method::GET };
         let render_url = |v: &Values<'_>| url.render(|p| v.get(p), |s| Escaper::Url.escape(s));
-        let real_url =
-            Url::parse(&render_url(values)).map_err(|_| unsafe_request("the URL did not render"))?;
+        // The template was proven sound when saved; a value (a device name
+        // of `..`) could still bend the structure, so every URL is checked.
+        let real_url = check_url(&render_url(values))
+            .map_err(|_| unsafe_request("a value would change the URL's path or query"))?;
         if !matches!(real_url.scheme(), "http" | "https") {
             return Err(unsafe_request("the URL did not render to http(s)"));
         }

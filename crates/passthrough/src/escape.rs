@@ -177,6 +177,45 @@ pub(crate) fn scan_xml_placements(t: &Template) -> Result<(), String> {
     Ok(())
 }
 
+/// Parses a rendered URL and proves that parsing changed none of its
+/// structure. Run on sample values when a configuration is saved, and on
+/// every real request before it is sent.
+///
+/// Escaping keeps a value from adding a `/`, `?` or `#`, but a URL parser
+/// still rewrites what it is given: `..` and `.` segments (also spelled
+/// `%2e`) are removed with the segment before them, so a value of `..` in
+/// `/login/{{DEVICENAME}}` would send the credentials to `/`. No path segment
+/// may therefore be a dot segment, not even once percent-decoded (servers
+/// that decode `%2F` before normalising would read `..%2F..` as two), and
+/// the parsed URL must keep the rendered path and query byte for byte.
+pub(crate) fn check_url(rendered: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(rendered).map_err(|e| format!("not a valid absolute URL: {e}"))?;
+    let after_scheme = rendered.split_once("://").map_or("", |(_, rest)| rest);
+    let Some(path_start) = after_scheme.find(['/', '?', '#']) else {
+        return Ok(url);
+    };
+    let rest = &after_scheme[path_start..];
+    let (path_and_query, _fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    for segment in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        if decoded.split(['/', '\\']).any(|piece| piece == "." || piece == "..") {
+            return Err("a path segment is \".\" or \"..\", which would change the path".into());
+        }
+    }
+    let expected_path = if path.is_empty() { "/" } else { path };
+    if url.path() != expected_path || url.query() != query {
+        return Err(format!(
+            "the URL would be sent as {}: write it with every special character percent-encoded",
+            url.as_str()
+        ));
+    }
+    Ok(url)
+}
+
 /// Checks that a rendered body is well-formed for its format. Run on sample
 /// values when a configuration is saved, and on every real request before it
 /// is sent.
@@ -259,6 +298,49 @@ mod tests {
         assert_eq!(Escaper::JsonString.escape("\"\\\n"), "\\\"\\\\\\n");
         assert_eq!(Escaper::Xml.escape("<a href='x'>&]]>"), "&lt;a href=&apos;x&apos;&gt;&amp;]]&gt;");
         assert_eq!(Escaper::Form.escape("a b&c=d+e"), "a+b%26c%3Dd%2Be");
+    }
+
+    /// Issue 13, hole 1: a value of `..` in a path segment made the URL
+    /// parser drop the segment before it, and the credentials went to `/`.
+    #[test]
+    fn no_value_can_make_a_dot_segment() {
+        let template = crate::template::Template::parse("https://auth.example/login/{{DEVICENAME}}").unwrap();
+        for value in [".", "..", "%2e%2e", ".%2E", "%2E.", "..%2F..", "..\\..", "a/../..", "..;", "...."] {
+            let rendered = template.render(|_| value.to_owned(), |v| Escaper::Url.escape(v));
+            match check_url(&rendered) {
+                // Whatever is accepted still has the template's path prefix
+                // and exactly one more segment.
+                Ok(url) => {
+                    let segments: Vec<_> = url.path_segments().unwrap().collect();
+                    assert_eq!((segments.len(), segments[0]), (2, "login"), "{value:?} gave {url}");
+                    let decoded = percent_encoding::percent_decode_str(segments[1]).decode_utf8_lossy();
+                    assert_eq!(decoded, value, "{value:?} arrives as itself");
+                }
+                Err(e) => assert!(e.contains("\"..\""), "{value:?}: {e}"),
+            }
+        }
+        // The two that the URL parser would have rewritten are refused.
+        for value in [".", ".."] {
+            let rendered = template.render(|_| value.to_owned(), |v| Escaper::Url.escape(v));
+            assert!(check_url(&rendered).is_err(), "{value:?} in a segment of its own");
+        }
+        // Next to text, a dot is no segment of its own.
+        let t =
+            crate::template::Template::parse("https://auth.example/login/v{{DEVICENAME}}?q={{DEVICENAME}}")
+                .unwrap();
+        let url = check_url(&t.render(|_| "..".into(), |v| Escaper::Url.escape(v))).unwrap();
+        assert_eq!((url.path(), url.query()), ("/login/v..", Some("q=..")));
+    }
+
+    #[test]
+    fn a_url_the_parser_would_rewrite_is_refused() {
+        assert!(check_url("https://auth.example/a/../b").is_err());
+        assert!(check_url("https://auth.example/a/%2E%2e/b").is_err());
+        assert!(check_url("https://auth.example/a b").is_err(), "a raw space is re-encoded");
+        assert!(check_url("https://auth.example/a?b=c d").is_err());
+        assert!(check_url("https://auth.example").is_ok());
+        assert!(check_url("https://auth.example/").is_ok());
+        assert!(check_url("https://auth.example/a/b?c=d&e=%2F#frag").is_ok());
     }
 
     #[test]
