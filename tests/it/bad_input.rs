@@ -161,3 +161,105 @@ async fn garbage_never_causes_a_server_error() {
     }
     assert_eq!(server.send(server.http.get(server.url("/healthz"))).await.0, StatusCode::OK);
 }
+
+/// Issue 13, hole 2: a SCIM filter of a few thousand nested parentheses
+/// overflowed the stack and aborted the process, for every organization.
+/// Every parser that reads request input bounds its nesting, length and
+/// work, and answers with a 4xx; the service keeps serving.
+#[tokio::test]
+async fn deep_and_long_inputs_are_refused_not_crashed_on() {
+    let server = TestServer::sqlite().await;
+    let (_, org) = server
+        .admin(Method::POST, "/admin/v1/orgs", Some(json!({ "name": "Acme", "enterprise_toolkit": true })))
+        .await;
+    let org = org["id"].as_str().unwrap().to_owned();
+    let (_, token) = server
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/orgs/{org}/scim-tokens"),
+            Some(json!({ "label": "okta", "idp": "okta" })),
+        )
+        .await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let scim =
+        |method: Method, path: String| server.http.request(method, server.url(&path)).bearer_auth(&token);
+    let encode = |f: &str| url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>();
+
+    let deep =
+        |open: &str, close: &str, n: usize| format!("{}userName eq \"a\"{}", open.repeat(n), close.repeat(n));
+    let filters = [
+        deep("(", ")", 5_000),
+        deep("not (", ")", 3_000),
+        format!("{}type eq \"work\"{}", "emails[".repeat(3_000), "]".repeat(3_000)),
+        vec!["userName eq \"a\""; 2_000].join(" or "),
+        vec!["title pr"; 4_000].join(" and "),
+        format!("userName eq \"{}\"", "a".repeat(20_000)),
+    ];
+    for filter in &filters {
+        let resp =
+            scim(Method::GET, format!("/scim/v2/Users?filter={}", encode(filter))).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}…: {body}", &filter[..40]);
+        assert_eq!(body["scimType"], "invalidFilter", "{body}");
+    }
+
+    // The same bounds hold for a PATCH path, which holds a filter.
+    let (_, user) = {
+        let body = json!({ "userName": "alice@example.com", "emails": [{ "value": "alice@example.com" }] });
+        let resp = scim(Method::POST, "/scim/v2/Users".into())
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    let id = user["id"].as_str().unwrap();
+    let path = format!("emails[{}type eq \"work\"{}].value", "(".repeat(5_000), ")".repeat(5_000));
+    let patch = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "replace", "path": path, "value": "x@example.com" }] });
+    let resp = scim(Method::PATCH, format!("/scim/v2/Users/{id}"))
+        .header("content-type", "application/scim+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["scimType"], "invalidPath");
+
+    // JSON nesting beyond the parser's limit, in a SCIM body and an API body.
+    let nested = format!("{}1{}", "{\"a\":".repeat(5_000), "}".repeat(5_000));
+    let resp = scim(Method::POST, "/scim/v2/Users".into())
+        .header("content-type", "application/scim+json")
+        .body(nested.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (status, _) =
+        raw(&server, Method::POST, "/admin/v1/orgs", Some("application/json"), nested.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Oversized and malformed tokens and cookies are invalid, not errors.
+    let huge = format!("eyJ{}.e30.x", "A".repeat(60_000));
+    for token in [huge.as_str(), "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30.", "\u{e9}"] {
+        let resp = server.http.get(server.url("/v1/me")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{}", &token[..token.len().min(20)]);
+        let resp = server
+            .http
+            .get(server.url("/v1/me"))
+            .header("cookie", format!("a=b; gatehouse_session={token}; {}", "c=d; ".repeat(500)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    assert_eq!(server.send(server.http.get(server.url("/healthz"))).await.0, StatusCode::OK);
+    let resp = scim(Method::GET, "/scim/v2/Users?filter=userName%20eq%20%22alice@example.com%22".into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["totalResults"], 1, "still serving");
+}

@@ -29,6 +29,11 @@ use crate::sp::Sp;
 
 /// The largest `SAMLResponse` form value taken, base64.
 pub const MAX_RESPONSE_BASE64: usize = 256 * 1024;
+/// How deeply elements may nest. A Ping response nests about eight deep
+/// (Response, Assertion, AttributeStatement, Attribute, value; the
+/// signature's KeyInfo and X509Data); libxml2, which reads it next, gives up
+/// at 256 and needs no deeper input to be fed to it.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
 const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
@@ -179,6 +184,16 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
         };
         match event {
             Event::DocType(_) | Event::PI(_) | Event::Comment(_) => return Err(AcsError::ForbiddenMarkup),
+            // The bytes were decoded as UTF-8; a declaration naming another
+            // encoding would make the next parser read them differently.
+            Event::Decl(decl) => match decl.encoding() {
+                None => {}
+                Some(Ok(name)) if name.eq_ignore_ascii_case(b"utf-8") => {}
+                Some(_) => return Err(AcsError::Malformed("an encoding other than UTF-8".into())),
+            },
+            Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                return Err(AcsError::Malformed(format!("elements nest more than {MAX_DEPTH} deep")));
+            }
             Event::Start(e) => open(&e, kind(&e), false, &mut stack, &mut signature, &mut shape)?,
             Event::Empty(e) => open(&e, kind(&e), true, &mut stack, &mut signature, &mut shape)?,
             Event::End(_) => close(&mut stack, &mut signature, &mut shape),
@@ -455,6 +470,32 @@ mod tests {
         assert_eq!((s.assertions, s.encrypted), (2, true));
         let impostor = r#"<Response ID="r"><Assertion ID="a"/></Response>"#;
         assert!(!shape(impostor).unwrap().root_is_response);
+    }
+
+    #[test]
+    fn nesting_and_encodings_are_bounded() {
+        let nest = |n: usize| {
+            format!(r#"<samlp:Response {P} ID="r">{}{}</samlp:Response>"#, "<x>".repeat(n), "</x>".repeat(n))
+        };
+        assert!(shape(&nest(MAX_DEPTH - 1)).is_ok());
+        for n in [MAX_DEPTH, 100_000] {
+            assert!(matches!(shape(&nest(n)), Err(AcsError::Malformed(m)) if m.contains("nest")), "{n}");
+        }
+        let with_decl = |decl: &str| format!(r#"{decl}<samlp:Response {P} ID="r"/>"#);
+        for ok in [
+            r#"<?xml version="1.0"?>"#,
+            r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+            r#"<?xml version='1.0' encoding='utf-8'?>"#,
+        ] {
+            assert!(shape(&with_decl(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"<?xml version="1.0" encoding="UTF-16"?>"#,
+            r#"<?xml version="1.0" encoding="ISO-8859-1"?>"#,
+            r#"<?xml version="1.0" encoding="UTF-7"?>"#,
+        ] {
+            assert!(matches!(shape(&with_decl(bad)), Err(AcsError::Malformed(_))), "{bad}");
+        }
     }
 
     #[test]

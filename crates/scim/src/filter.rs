@@ -81,9 +81,24 @@ impl AttrPath {
     }
 }
 
+/// The longest filter taken, in bytes. The IdPs send a few dozen; a list
+/// of a hundred ids fits with room to spare.
+pub const MAX_FILTER_LEN: usize = 8 * 1024;
+/// How deeply parentheses (`not` takes one) and value paths (`emails[…]`)
+/// may nest.
+pub const MAX_DEPTH: usize = 16;
+/// How many comparisons one filter may hold.
+pub const MAX_TERMS: usize = 256;
+
+/// Parses a filter. Its length, nesting and number of comparisons are
+/// bounded, so that neither parsing nor evaluation (both recursive) can be
+/// made to exhaust the stack or take unbounded work.
 pub fn parse(text: &str) -> Result<Filter, FilterError> {
+    if text.len() > MAX_FILTER_LEN {
+        return Err(FilterError(format!("longer than {MAX_FILTER_LEN} bytes")));
+    }
     let tokens = lex(text)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser { tokens, pos: 0, depth: 0, terms: 0 };
     let f = p.or()?;
     if p.pos != p.tokens.len() {
         return Err(FilterError(format!("unexpected {:?}", p.tokens[p.pos])));
@@ -169,9 +184,27 @@ fn lex(text: &str) -> Result<Vec<Tok>, FilterError> {
 struct Parser {
     tokens: Vec<Tok>,
     pos: usize,
+    /// Open parentheses and value paths around the current token.
+    depth: usize,
+    /// Comparisons read so far.
+    terms: usize,
 }
 
 impl Parser {
+    /// Runs `inner` one nesting level deeper, refusing to go past the limit.
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<T, FilterError>,
+    ) -> Result<T, FilterError> {
+        if self.depth == MAX_DEPTH {
+            return Err(FilterError(format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.depth += 1;
+        let result = inner(self);
+        self.depth -= 1;
+        result
+    }
+
     fn peek_word(&self, w: &str) -> bool {
         matches!(self.tokens.get(self.pos), Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
     }
@@ -200,11 +233,12 @@ impl Parser {
             if self.tokens.get(self.pos) != Some(&Tok::Open) {
                 return Err(FilterError("'not' must be followed by '('".into()));
             }
+            // The parenthesis that must follow counts the nesting.
             return Ok(Filter::Not(Box::new(self.unary()?)));
         }
         if self.tokens.get(self.pos) == Some(&Tok::Open) {
             self.pos += 1;
-            let inner = self.or()?;
+            let inner = self.nested(Self::or)?;
             if self.tokens.get(self.pos) != Some(&Tok::Close) {
                 return Err(FilterError("missing ')'".into()));
             }
@@ -219,10 +253,14 @@ impl Parser {
             return Err(FilterError("expected an attribute".into()));
         };
         self.pos += 1;
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(FilterError(format!("more than {MAX_TERMS} comparisons")));
+        }
         let path = AttrPath::parse(&attr)?;
         if self.tokens.get(self.pos) == Some(&Tok::LBracket) {
             self.pos += 1;
-            let inner = self.or()?;
+            let inner = self.nested(Self::or)?;
             if self.tokens.get(self.pos) != Some(&Tok::RBracket) {
                 return Err(FilterError("missing ']'".into()));
             }
@@ -504,7 +542,30 @@ mod tests {
 
     #[test]
     fn a_long_or_chain_parses_without_recursion_trouble() {
-        let f = (0..500).map(|i| format!(r#"userName eq "u{i}@x.y""#)).collect::<Vec<_>>().join(" or ");
+        let f = (0..200).map(|i| format!(r#"userName eq "u{i}@x.y""#)).collect::<Vec<_>>().join(" or ");
         assert!(!parse(&f).unwrap().matches(&user()));
+    }
+
+    #[test]
+    fn nesting_length_and_terms_are_bounded() {
+        let nest = |open: &str, close: &str, n: usize| {
+            format!("{}userName eq \"alice@example.com\"{}", open.repeat(n), close.repeat(n))
+        };
+        assert!(m(&nest("(", ")", MAX_DEPTH)), "the limit itself is fine");
+        assert!(m(&nest("not (not (", "))", MAX_DEPTH / 2)));
+        for deep in [
+            nest("(", ")", MAX_DEPTH + 1),
+            nest("(", ")", 100_000),
+            nest("not (", ")", MAX_DEPTH + 1),
+            format!("{}type eq \"work\"{}", "emails[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1)),
+        ] {
+            let err = parse(&deep).unwrap_err();
+            assert!(err.0.contains("nested") || err.0.contains("longer"), "{err}");
+        }
+        let terms = vec!["title pr"; MAX_TERMS + 1].join(" or ");
+        assert!(parse(&terms).unwrap_err().0.contains("comparisons"));
+        assert!(parse(&vec!["title pr"; MAX_TERMS].join(" or ")).is_ok());
+        let long = format!("userName eq \"{}\"", "a".repeat(MAX_FILTER_LEN));
+        assert!(parse(&long).unwrap_err().0.contains("longer"));
     }
 }

@@ -85,12 +85,19 @@ enum Op {
     Remove,
 }
 
+/// The most operations one PATCH may carry. Entra sends one per changed
+/// attribute or member, a few hundred at most in a request body.
+pub const MAX_OPERATIONS: usize = 1000;
+
 /// Applies a PatchOp request body to `resource`. `id` is the resource's id,
 /// which a path-less value may repeat (Okta's group rename) but not change.
 pub fn apply(resource: &Value, body: &Value, is_user: bool) -> Result<Value, ScimError> {
     let ops = get_ci(body, "Operations")
         .and_then(Value::as_array)
         .ok_or_else(|| ScimError::invalid_syntax("a PATCH needs an Operations array"))?;
+    if ops.len() > MAX_OPERATIONS {
+        return Err(ScimError::invalid_value(format!("at most {MAX_OPERATIONS} operations per PATCH")));
+    }
     let mut out = resource.clone();
     for (i, op) in ops.iter().enumerate() {
         apply_one(&mut out, op, is_user)
@@ -624,6 +631,15 @@ mod tests {
             true,
         );
         assert_eq!(out["roles"], json!([{ "id": "r1", "value": "Admin", "displayName": "Admin" }]));
+    }
+
+    #[test]
+    fn the_number_of_operations_is_bounded() {
+        let op = json!({ "op": "replace", "path": "title", "value": "x" });
+        let ok = json!({ "Operations": vec![op.clone(); MAX_OPERATIONS] });
+        assert_eq!(apply(&user(), &ok, true).unwrap()["title"], "x");
+        let too_many = json!({ "Operations": vec![op; MAX_OPERATIONS + 1] });
+        assert_eq!(apply(&user(), &too_many, true).unwrap_err().scim_type, Some("invalidValue"));
     }
 
     #[test]

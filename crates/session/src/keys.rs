@@ -272,9 +272,18 @@ impl KeyRing {
     }
 }
 
+/// The longest token read: far above what this service signs (a token
+/// carries the user's group names, so a member of hundreds of groups makes a
+/// token of tens of kilobytes), and anything longer is refused before base64
+/// or JSON sees it.
+pub(crate) const MAX_TOKEN_LEN: usize = 64 * 1024;
+
 /// The `kid` of a token's header, if it has one; used to decide whether the
 /// key ring needs reloading before verification.
 pub fn token_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
     jsonwebtoken::decode_header(token).ok()?.kid
 }
 
