@@ -58,19 +58,39 @@ pub fn render_metrics() -> String {
 }
 
 /// Counts requests by route and status, and times them.
+///
+/// Every label comes from a fixed set, so that no caller can add series:
+/// the route is the matched route's template (or `unmatched`), the method
+/// one of the standard ones (or `other`), the status one this service sent.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let labels = [("route", route), ("method", method.to_owned()), ("status", status)];
     metrics::counter!("gatehouse_http_requests_total", &labels).increment(1);
     metrics::histogram!("gatehouse_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A request method as a metric label: the methods HTTP defines, else `other`
+/// (a method is any token the client likes).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

@@ -58,3 +58,40 @@ async fn metrics_count_requests_and_logins() {
         "no secrets or emails in metrics"
     );
 }
+
+/// Issue 13, hole 3: each request with a made-up method added series to
+/// `/metrics`, a memory leak anyone could drive. Labels come from fixed sets.
+#[tokio::test]
+async fn callers_cannot_add_series() {
+    let server = TestServer::sqlite().await;
+    // Only this test sends requests that match no route.
+    let unmatched = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(r#"route="unmatched""#))
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    let round = |n: usize| {
+        let server = &server;
+        async move {
+            for i in 0..40 {
+                let method = reqwest::Method::from_bytes(format!("M{n}X{i}").as_bytes()).unwrap();
+                let path = format!("/made/up/{n}/{i}?q={i}");
+                let status = server.http.request(method, server.url(&path)).send().await.unwrap().status();
+                assert_eq!(status, StatusCode::NOT_FOUND);
+            }
+        }
+    };
+    let scrape =
+        || async { server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    round(0).await;
+    let before = unmatched(&scrape().await);
+    round(1).await;
+    let after = scrape().await;
+    assert!(!after.contains("M1X") && !after.contains("/made/up"), "caller text in a label:\n{after}");
+    assert_eq!(unmatched(&after), before, "the second round added series");
+    assert_eq!(
+        count(&after, r#"gatehouse_http_requests_total{route="unmatched",method="other",status="404"}"#),
+        80
+    );
+}
