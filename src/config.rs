@@ -32,6 +32,9 @@ pub struct RawSettings {
     pub trusted_proxies: Option<Vec<String>>,
     pub allow_private_targets: Option<bool>,
     pub password_hash_concurrency: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub client_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// Every setting with its environment name, for `--help` and errors.
@@ -52,7 +55,12 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_SESSION_TTL_SECS      session (refresh token) lifetime [default: 2592000]
   GATEHOUSE_TRUSTED_PROXIES       comma-separated IPs or CIDRs whose X-Forwarded-For is believed
   GATEHOUSE_ALLOW_PRIVATE_TARGETS true to let external-auth calls reach private addresses
-  GATEHOUSE_PASSWORD_HASH_CONCURRENCY  argon2 hashes computed at once [default: CPU count]";
+  GATEHOUSE_PASSWORD_HASH_CONCURRENCY  argon2 hashes computed at once [default: CPU count]
+  GATEHOUSE_MAX_CONNECTIONS       open client connections at most; more wait to be accepted [default: 1024]
+  GATEHOUSE_CLIENT_TIMEOUT_SECS   how long a client may take to send its headers, pause in its body,
+                                  or keep an idle connection open [default: 10]
+  GATEHOUSE_REQUEST_TIMEOUT_SECS  the most any request may take, body and upstream calls included;
+                                  keep it above the longest REST timeout (60 s) [default: 90]";
 
 impl RawSettings {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -97,6 +105,9 @@ impl RawSettings {
         parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
         parsed!(allow_private_targets, "GATEHOUSE_ALLOW_PRIVATE_TARGETS");
         parsed!(password_hash_concurrency, "GATEHOUSE_PASSWORD_HASH_CONCURRENCY");
+        parsed!(max_connections, "GATEHOUSE_MAX_CONNECTIONS");
+        parsed!(client_timeout_secs, "GATEHOUSE_CLIENT_TIMEOUT_SECS");
+        parsed!(request_timeout_secs, "GATEHOUSE_REQUEST_TIMEOUT_SECS");
         if let Some(v) = env("GATEHOUSE_TRUSTED_PROXIES") {
             self.trusted_proxies =
                 Some(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
@@ -152,6 +163,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub allow_private_targets: bool,
     pub password_hash_concurrency: usize,
+    /// Connections, header and idle timeouts (see `crate::server`).
+    pub limits: crate::server::Limits,
+    /// The most any request may take.
+    pub request_timeout: Duration,
 }
 
 impl Settings {
@@ -223,14 +238,15 @@ impl Settings {
                 ConfigError::new("GATEHOUSE_SIGNING_ALG", format!("{a:?}: use ES256 or EdDSA"))
             })?,
         };
-        let ttl = |name: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
+        let seconds = |name: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
             0 => Err(ConfigError::new(name, "must be positive")),
             s if s > max => Err(ConfigError::new(name, format!("must be at most {max}"))),
             s => Ok(Duration::from_secs(s)),
         };
         let access_token_ttl =
-            ttl("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", raw.access_token_ttl_secs, 900, 86_400)?;
-        let session_ttl = ttl("GATEHOUSE_SESSION_TTL_SECS", raw.session_ttl_secs, 30 * 86_400, 365 * 86_400)?;
+            seconds("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", raw.access_token_ttl_secs, 900, 86_400)?;
+        let session_ttl =
+            seconds("GATEHOUSE_SESSION_TTL_SECS", raw.session_ttl_secs, 30 * 86_400, 365 * 86_400)?;
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -251,6 +267,13 @@ impl Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        let max_connections = match raw.max_connections {
+            Some(0) => return Err(ConfigError::new("GATEHOUSE_MAX_CONNECTIONS", "must be positive")),
+            Some(n) => n,
+            None => 1024,
+        };
+        let client_timeout = seconds("GATEHOUSE_CLIENT_TIMEOUT_SECS", raw.client_timeout_secs, 10, 3600)?;
+        let request_timeout = seconds("GATEHOUSE_REQUEST_TIMEOUT_SECS", raw.request_timeout_secs, 90, 3600)?;
         Ok(Self {
             database_url,
             embedded_database,
@@ -267,6 +290,8 @@ impl Settings {
             trusted_proxies,
             allow_private_targets: raw.allow_private_targets.unwrap_or(false),
             password_hash_concurrency,
+            limits: crate::server::Limits { max_connections, client_timeout },
+            request_timeout,
         })
     }
 

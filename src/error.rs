@@ -28,6 +28,8 @@ pub enum ApiError {
     NotFound(&'static str),
     /// 405.
     MethodNotAllowed,
+    /// 408: the request took longer than the service allows any request.
+    RequestTimeout(std::time::Duration),
     /// 409.
     Conflict(String),
     /// 413.
@@ -90,6 +92,12 @@ impl IntoResponse for ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 Some("method not allowed here".into()),
+                None,
+            ),
+            Self::RequestTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                Some(format!("the request took longer than {} s", limit.as_secs())),
                 None,
             ),
             Self::Conflict(message) => (StatusCode::CONFLICT, "conflict", Some(message), None),

@@ -15,13 +15,13 @@ mod passwords;
 mod routes;
 mod saml;
 mod scim;
+mod server;
 mod sessions;
 mod sso;
 mod state;
 pub mod telemetry;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,6 +41,7 @@ use tracing::Level;
 
 pub use config::{RawSettings, Settings};
 pub use error::ApiError;
+pub use server::Limits;
 pub use state::AppState;
 
 /// Request bodies above this are refused with 413 before they are parsed.
@@ -62,8 +63,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A body that stalls for longer than a client may take fails to
+        // read (and its request with a 400).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.settings().limits.client_timeout))
         .layer(axum::middleware::from_fn(telemetry::track_http))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
@@ -80,15 +85,29 @@ pub fn app(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains.
+/// Ends any request that takes longer than the configured request timeout,
+/// whatever it is waiting for: a slow body, an upstream, the database.
+async fn deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state.settings().request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::RequestTimeout(limit)),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains
+/// (see `server`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.settings().limits;
+    server::run(listener, app(state), limits, shutdown).await
 }
 
 /// Opens the database (creating the embedded one on first start), the master

@@ -15,6 +15,7 @@ mod bad_input;
 mod cli;
 mod connections;
 mod keys;
+mod limits;
 mod multi_process;
 mod oidc_provider;
 mod ops;

@@ -370,6 +370,15 @@ async fn the_attack_corpus_is_refused() {
     }
     assert!(wrong.is_empty(), "refused, but not for the expected reason:\n{}", wrong.join("\n"));
 
+    // A post beyond the ACS's body limit is refused without being read.
+    let mut oversized = forge("valid").await;
+    oversized.fields[0].1 = "A".repeat(gatehouse_saml::MAX_RESPONSE_BASE64 + 16 * 1024);
+    let answer = post(&browser(), &oversized).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_post"))
+    );
+
     // Unsolicited responses, where IdP-initiated sign-in is off.
     let (_, strict_entity) = ping(&server, &idp, &org, json!({})).await;
     let url = idp.url(&format!("/idp-init?sp={strict_entity}&user={}", user("ada@acme.test")));
