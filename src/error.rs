@@ -13,6 +13,9 @@ use gatehouse_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// What a client is told to wait, in seconds, when the database is down.
+pub(crate) const DATABASE_RETRY_AFTER: u64 = 5;
+
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the request is malformed; `field` names the culprit when known.
@@ -38,8 +41,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 502: an upstream answered, but not with success.
     BadGateway { code: &'static str },
-    /// 503: a dependency could not be reached.
-    Unavailable { code: &'static str },
+    /// 503: a dependency could not be reached (or the service is too busy);
+    /// `Retry-After` says when to try again, in seconds.
+    Unavailable { code: &'static str, retry_after: u64 },
+    /// 429: too many attempts; `Retry-After` says when the limit lifts.
+    TooManyRequests { retry_after: u64 },
     /// A refused single sign-on, with the status and code that say why.
     SignIn { status: StatusCode, code: &'static str, message: String },
     /// 403 `sso_required`: the organization signs in only through single
@@ -114,7 +120,26 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::BadGateway { code } => (StatusCode::BAD_GATEWAY, code, None, None),
-            Self::Unavailable { code } => (StatusCode::SERVICE_UNAVAILABLE, code, None, None),
+            Self::Unavailable { code, retry_after } => {
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(ErrorBody { error: code, message: None, field: None, sso_url: None }),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return response;
+            }
+            Self::TooManyRequests { retry_after } => {
+                let body = ErrorBody {
+                    error: "too_many_requests",
+                    message: Some("too many attempts; try again later".into()),
+                    field: None,
+                    sso_url: None,
+                };
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                return response;
+            }
             Self::SignIn { status, code, message } => (status, code, Some(message), None),
             Self::SsoRequired { sso_url } => {
                 let body = ErrorBody {
@@ -153,6 +178,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::UnknownReference(what) => {
                 Self::Invalid { field: None, message: format!("{what} does not exist") }
+            }
+            e if e.is_unavailable() => {
+                tracing::warn!(cause = %e, "the database is unavailable");
+                Self::Unavailable { code: "database_unavailable", retry_after: DATABASE_RETRY_AFTER }
             }
             other => Self::internal(other),
         }

@@ -134,7 +134,7 @@ impl SpCache {
                     }
                     None => {
                         tracing::warn!(connection = %record.id, %error, "IdP metadata unavailable");
-                        return Err(ApiError::Unavailable { code: "idp_unavailable" });
+                        return Err(ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 });
                     }
                 },
             },

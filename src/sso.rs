@@ -51,7 +51,7 @@ impl Connection {
         state.oidc_providers().get(state.outbound(), &self.record.id, version, &self.oidc, now).await.map_err(
             |e| {
                 tracing::warn!(connection = %self.record.id, error = %e, "identity provider unavailable");
-                ApiError::Unavailable { code: "idp_unavailable" }
+                ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 }
             },
         )
     }

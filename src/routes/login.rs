@@ -208,7 +208,7 @@ pub(crate) async fn login(
             state.store().record_audit_event(&event, state.clock().now()).await?;
             match verdict {
                 Verdict::Unavailable { .. } => {
-                    Err(ApiError::Unavailable { code: "external_auth_unavailable" })
+                    Err(ApiError::Unavailable { code: "external_auth_unavailable", retry_after: 5 })
                 }
                 _ => Err(ApiError::InvalidCredentials),
             }

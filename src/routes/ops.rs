@@ -27,11 +27,16 @@ pub(crate) async fn healthz() -> impl IntoResponse {
     responses((status = 200, description = "Ready"), (status = 503, description = "Database unreachable")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store().ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store".to_owned())],
+            Json(json!({ "status": "ready" })),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, crate::error::DATABASE_RETRY_AFTER.to_string())],
                 Json(json!({ "status": "unavailable", "error": "database_unreachable" })),
             )
         }

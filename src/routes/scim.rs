@@ -163,14 +163,18 @@ impl ScimReply {
 }
 
 fn scim_response(result: Result<ScimReply, ScimError>) -> Response {
+    let mut retry_after = None;
     let reply = match result {
         Ok(r) => r,
-        Err(e) => ScimReply {
-            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            body: Some(e.body()),
-            etag: None,
-            location: None,
-        },
+        Err(e) => {
+            retry_after = e.retry_after;
+            ScimReply {
+                status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                body: Some(e.body()),
+                etag: None,
+                location: None,
+            }
+        }
     };
     let mut response = match reply.body {
         Some(body) => (reply.status, body.to_string()).into_response(),
@@ -178,7 +182,10 @@ fn scim_response(result: Result<ScimReply, ScimError>) -> Response {
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
-    for (name, value) in [(header::ETAG, reply.etag), (header::LOCATION, reply.location)] {
+    let retry_after = retry_after.map(|s| s.to_string());
+    for (name, value) in
+        [(header::ETAG, reply.etag), (header::LOCATION, reply.location), (header::RETRY_AFTER, retry_after)]
+    {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(name, v);
         }
@@ -202,9 +209,16 @@ impl<T> OrScim<T> for Result<T, StoreError> {
             StoreError::VersionMismatch => {
                 ScimError::precondition_failed("the resource was changed; read it again")
             }
+            e if e.is_unavailable() => {
+                tracing::warn!(cause = %e, "the database is unavailable");
+                ScimError::unavailable(
+                    "the service cannot reach its database",
+                    crate::error::DATABASE_RETRY_AFTER,
+                )
+            }
             other => {
                 tracing::error!(cause = %other, "SCIM request failed");
-                ScimError { status: 500, scim_type: None, detail: "something went wrong".into() }
+                ScimError::new(500, None, "something went wrong")
             }
         })
     }
@@ -225,11 +239,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, S
         .scim()?
         .ok_or_else(|| ScimError::unauthorized("the SCIM bearer token is not valid"))?;
     if Idp::needs_toolkit(&record.idp) && !enterprise_toolkit {
-        return Err(ScimError {
-            status: 403,
-            scim_type: None,
-            detail: "the organization's Enterprise ToolKit entitlement has ended".into(),
-        });
+        return Err(ScimError::new(403, None, "the organization's Enterprise ToolKit entitlement has ended"));
     }
     Ok(Caller { org: record.org_id, token: record })
 }
@@ -251,11 +261,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" && mime != "application/scim+json" {
-        return Err(ScimError {
-            status: 415,
-            scim_type: None,
-            detail: "send application/scim+json or application/json".into(),
-        });
+        return Err(ScimError::new(415, None, "send application/scim+json or application/json"));
     }
     serde_json::from_slice(body)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
@@ -388,7 +394,7 @@ async fn handle(
         (Method::GET, "resourcetypes", id) => discovery(scim::resource_types(&base), id),
         (Method::GET, "schemas", id) => discovery(scim::schemas(&base), id),
         (_, "users" | "groups" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
-            Err(ScimError { status: 405, scim_type: None, detail: format!("{method} is not supported here") })
+            Err(ScimError::new(405, None, format!("{method} is not supported here")))
         }
         _ => Err(ScimError::not_found("no such SCIM endpoint")),
     }
@@ -537,7 +543,7 @@ async fn patch_user(
             other => return other,
         }
     }
-    Err(ScimError { status: 409, scim_type: None, detail: "the user kept changing; try again".into() })
+    Err(ScimError::new(409, None, "the user kept changing; try again"))
 }
 
 const MAX_COUNT: usize = 1000;

@@ -7,6 +7,7 @@
 #![allow(unreachable_pub)]
 
 mod peer;
+mod proxy;
 mod stub;
 mod support;
 
@@ -14,6 +15,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod connections;
+mod faults;
 mod keys;
 mod limits;
 mod multi_process;

@@ -15,14 +15,23 @@ async fn probes_report_process_and_database_health() {
 
     // With the database gone, the process is alive but not ready.
     server.state.store().close().await;
-    let (status, body) = server.send(server.http.get(server.url("/readyz"))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let response = server.http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get("retry-after").unwrap(), "5");
     assert_eq!(server.send(server.http.get(server.url("/healthz"))).await.0, StatusCode::OK);
-    // And requests that need it fail as a 500 without detail, not a hang.
-    let (status, body) = server.login("a@example.com", "whatever").await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(body["error"], "internal_error");
-    assert!(!body.to_string().to_lowercase().contains("pool"), "no internals leak: {body}");
+    // And requests that need it fail at once as unavailable, with when to
+    // try again and without detail; not a hang, and not a 500.
+    let response = server
+        .http
+        .post(server.url("/v1/login"))
+        .json(&json!({ "email": "a@example.com", "password": "whatever" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get("retry-after").unwrap(), "5");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "error": "database_unavailable" }), "no internals leak");
 }
 
 #[tokio::test]

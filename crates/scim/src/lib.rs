@@ -18,11 +18,27 @@ pub struct ScimError {
     pub status: u16,
     pub scim_type: Option<&'static str>,
     pub detail: String,
+    /// For 429 and 503: when to try again, in seconds (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ScimError {
-    fn new(status: u16, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
-        Self { status, scim_type, detail: detail.into() }
+    /// An error with no `scimType`, such as 403, 405 or 500.
+    pub fn new(status: u16, scim_type: Option<&'static str>, detail: impl Into<String>) -> Self {
+        Self { status, scim_type, detail: detail.into(), retry_after: None }
+    }
+
+    /// 503: the service cannot answer now; try again in `retry_after` seconds.
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(503, None, detail) }
+    }
+
+    /// 429: too many attempts; the limit lifts in `retry_after` seconds.
+    pub fn too_many_requests(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(429, None, "too many attempts; try again later")
+        }
     }
 
     pub fn invalid_syntax(detail: impl Into<String>) -> Self {

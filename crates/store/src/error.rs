@@ -19,11 +19,42 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Backend(#[from] sqlx::Error),
+    /// The database could not be reached; what a batch of writes answers each
+    /// of its callers when its transaction could not be attempted.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 impl StoreError {
+    /// Whether the database could not be reached (refused, dropped, timed out,
+    /// shutting down), as opposed to refusing this operation: worth trying
+    /// again shortly, and no fault of the caller's.
+    pub fn is_unavailable(&self) -> bool {
+        let e = match self {
+            StoreError::Unavailable(_) => return true,
+            StoreError::Backend(e) => e,
+            _ => return false,
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            // A connection that breaks mid-handshake or mid-message.
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL's connection exceptions (08…) and operator
+            // intervention (57P01 admin shutdown, 57P02 crash shutdown,
+            // 57P03 cannot connect now).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
+    }
+
     /// Maps a unique-constraint violation to [`StoreError::Conflict`] naming
     /// `what`; passes every other error through.
     /// For inserts: a missing referenced row (a foreign key) is `NotFound`,

@@ -61,6 +61,14 @@ pub(crate) fn spawn<R: BatchRow>(store: Store) -> Writer<R> {
                 Err(e) if batch.len() == 1 => {
                     let _ = batch.pop().map(|job| job.done.send(Err(e)));
                 }
+                // No row is at fault when the database is down, and trying
+                // each alone would make every caller wait out the outage.
+                Err(e) if e.is_unavailable() => {
+                    let cause = e.to_string();
+                    for job in batch {
+                        let _ = job.done.send(Err(crate::StoreError::Unavailable(cause.clone())));
+                    }
+                }
                 Err(_) => {
                     for job in batch {
                         let result = R::write(&store, &[&job.row]).await;

@@ -57,6 +57,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// How long a query waits for a connection (for a free one under load, or
+/// for the server to come back after an outage).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -124,7 +128,9 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid database URL: {e}")))?;
-        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // While the database is down, sqlx keeps trying to connect until
+        // this runs out; each request then fails as unavailable.
+        let mut pool = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         if backend == Backend::Sqlite {
             // One writer at a time is SQLite's model; WAL lets readers proceed
             // while it writes, and the busy timeout queues writers instead of
