@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gatehouse_session::{MasterKey, SigningAlgorithm};
+use gatehouse_store::ThrottleRule;
 use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
@@ -35,6 +36,13 @@ pub struct RawSettings {
     pub max_connections: Option<usize>,
     pub client_timeout_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
+    pub lockout: Option<String>,
+    pub limit_login_ip: Option<String>,
+    pub limit_forgot_password: Option<String>,
+    pub limit_forgot_password_ip: Option<String>,
+    pub limit_sso_start_ip: Option<String>,
+    pub limit_saml_acs_ip: Option<String>,
+    pub limit_scim_auth_ip: Option<String>,
 }
 
 /// Every setting with its environment name, for `--help` and errors.
@@ -60,7 +68,15 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_CLIENT_TIMEOUT_SECS   how long a client may take to send its headers, pause in its body,
                                   or keep an idle connection open [default: 10]
   GATEHOUSE_REQUEST_TIMEOUT_SECS  the most any request may take, body and upstream calls included;
-                                  keep it above the longest REST timeout (60 s) [default: 90]";
+                                  keep it above the longest REST timeout (60 s) [default: 90]
+Limits are N/DURATION (N events within DURATION block the key for DURATION; 30s, 15m, 1h, 1d) or off:
+  GATEHOUSE_LOCKOUT               failed sign-ins per account before it is locked [default: 10/15m]
+  GATEHOUSE_LIMIT_LOGIN_IP        failed sign-ins per client address [default: 100/10m]
+  GATEHOUSE_LIMIT_FORGOT_PASSWORD password reset requests per account [default: 5/1h]
+  GATEHOUSE_LIMIT_FORGOT_PASSWORD_IP  password reset requests per client address [default: 50/1h]
+  GATEHOUSE_LIMIT_SSO_START_IP    single sign-on starts per client address [default: 300/10m]
+  GATEHOUSE_LIMIT_SAML_ACS_IP     refused SAML responses per client address [default: 50/10m]
+  GATEHOUSE_LIMIT_SCIM_AUTH_IP    SCIM calls with a bad token per client address [default: 50/10m]";
 
 impl RawSettings {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -101,6 +117,13 @@ impl RawSettings {
         text!(log_level, "GATEHOUSE_LOG_LEVEL");
         text!(data_dir, "GATEHOUSE_DATA_DIR");
         text!(signing_alg, "GATEHOUSE_SIGNING_ALG");
+        text!(lockout, "GATEHOUSE_LOCKOUT");
+        text!(limit_login_ip, "GATEHOUSE_LIMIT_LOGIN_IP");
+        text!(limit_forgot_password, "GATEHOUSE_LIMIT_FORGOT_PASSWORD");
+        text!(limit_forgot_password_ip, "GATEHOUSE_LIMIT_FORGOT_PASSWORD_IP");
+        text!(limit_sso_start_ip, "GATEHOUSE_LIMIT_SSO_START_IP");
+        text!(limit_saml_acs_ip, "GATEHOUSE_LIMIT_SAML_ACS_IP");
+        text!(limit_scim_auth_ip, "GATEHOUSE_LIMIT_SCIM_AUTH_IP");
         parsed!(access_token_ttl_secs, "GATEHOUSE_ACCESS_TOKEN_TTL_SECS");
         parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
         parsed!(allow_private_targets, "GATEHOUSE_ALLOW_PRIVATE_TARGETS");
@@ -167,6 +190,57 @@ pub struct Settings {
     pub limits: crate::server::Limits,
     /// The most any request may take.
     pub request_timeout: Duration,
+    pub rate_limits: RateLimits,
+}
+
+/// Brute-force and abuse limits (see `crate::throttle`); `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Failed sign-ins per account: the lockout.
+    pub login_account: Option<ThrottleRule>,
+    pub login_ip: Option<ThrottleRule>,
+    pub forgot_password_account: Option<ThrottleRule>,
+    pub forgot_password_ip: Option<ThrottleRule>,
+    pub sso_start_ip: Option<ThrottleRule>,
+    /// Refused SAML responses.
+    pub saml_acs_ip: Option<ThrottleRule>,
+    /// SCIM calls with a missing or unknown token.
+    pub scim_auth_ip: Option<ThrottleRule>,
+}
+
+impl RateLimits {
+    /// Every limit off.
+    pub const OFF: Self = Self {
+        login_account: None,
+        login_ip: None,
+        forgot_password_account: None,
+        forgot_password_ip: None,
+        sso_start_ip: None,
+        saml_acs_ip: None,
+        scim_auth_ip: None,
+    };
+}
+
+/// `N/DURATION` (`10/15m`), or `off`.
+fn parse_rule(name: &str, text: Option<&str>, default: &str) -> Result<Option<ThrottleRule>, ConfigError> {
+    let text = text.unwrap_or(default).trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || ConfigError::new(name, format!("{text:?}: write N/DURATION such as 10/15m, or off"));
+    let (limit, window) = text.split_once('/').ok_or_else(bad)?;
+    let limit: u32 = limit.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let window = window.trim();
+    let unit_at = window.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let amount: i64 = window[..unit_at].parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let window = match &window[unit_at..] {
+        "s" => chrono::Duration::seconds(amount),
+        "m" => chrono::Duration::minutes(amount),
+        "h" => chrono::Duration::hours(amount),
+        "d" if amount <= 30 => chrono::Duration::days(amount),
+        _ => return Err(bad()),
+    };
+    Ok(Some(ThrottleRule { limit, window }))
 }
 
 impl Settings {
@@ -274,6 +348,25 @@ impl Settings {
         };
         let client_timeout = seconds("GATEHOUSE_CLIENT_TIMEOUT_SECS", raw.client_timeout_secs, 10, 3600)?;
         let request_timeout = seconds("GATEHOUSE_REQUEST_TIMEOUT_SECS", raw.request_timeout_secs, 90, 3600)?;
+        let rule =
+            |name: &str, text: &Option<String>, default: &str| parse_rule(name, text.as_deref(), default);
+        let rate_limits = RateLimits {
+            login_account: rule("GATEHOUSE_LOCKOUT", &raw.lockout, "10/15m")?,
+            login_ip: rule("GATEHOUSE_LIMIT_LOGIN_IP", &raw.limit_login_ip, "100/10m")?,
+            forgot_password_account: rule(
+                "GATEHOUSE_LIMIT_FORGOT_PASSWORD",
+                &raw.limit_forgot_password,
+                "5/1h",
+            )?,
+            forgot_password_ip: rule(
+                "GATEHOUSE_LIMIT_FORGOT_PASSWORD_IP",
+                &raw.limit_forgot_password_ip,
+                "50/1h",
+            )?,
+            sso_start_ip: rule("GATEHOUSE_LIMIT_SSO_START_IP", &raw.limit_sso_start_ip, "300/10m")?,
+            saml_acs_ip: rule("GATEHOUSE_LIMIT_SAML_ACS_IP", &raw.limit_saml_acs_ip, "50/10m")?,
+            scim_auth_ip: rule("GATEHOUSE_LIMIT_SCIM_AUTH_IP", &raw.limit_scim_auth_ip, "50/10m")?,
+        };
         Ok(Self {
             database_url,
             embedded_database,
@@ -292,6 +385,7 @@ impl Settings {
             password_hash_concurrency,
             limits: crate::server::Limits { max_connections, client_timeout },
             request_timeout,
+            rate_limits,
         })
     }
 
@@ -351,6 +445,19 @@ mod tests {
             let err = settings(&pairs).unwrap_err();
             assert_eq!(err.name, name, "{pairs:?}");
             assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn limits_are_n_per_duration_or_off() {
+        let s = settings(&[("GATEHOUSE_LOCKOUT", "3/90s"), ("GATEHOUSE_LIMIT_SCIM_AUTH_IP", "OFF")]).unwrap();
+        let lockout = s.rate_limits.login_account.unwrap();
+        assert_eq!((lockout.limit, lockout.window), (3, chrono::Duration::seconds(90)));
+        assert_eq!(s.rate_limits.scim_auth_ip, None);
+        assert_eq!(s.rate_limits.login_ip.unwrap().window, chrono::Duration::minutes(10), "the default");
+        for bad in ["10", "0/1m", "10/0m", "10/15", "10/15w", "-1/1m", "10/m", "x/1h", "10/365d"] {
+            let err = settings(&[("GATEHOUSE_LIMIT_LOGIN_IP", bad)]).unwrap_err();
+            assert_eq!(err.name, "GATEHOUSE_LIMIT_LOGIN_IP", "{bad}");
         }
     }
 

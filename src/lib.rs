@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 mod external_auth;
 mod extract;
+mod housekeeping;
 mod keys;
 mod openapi;
 mod passwords;
@@ -20,6 +21,7 @@ mod sessions;
 mod sso;
 mod state;
 pub mod telemetry;
+mod throttle;
 
 use std::future::Future;
 use std::path::Path;
@@ -107,7 +109,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.settings().limits;
-    server::run(listener, app(state), limits, shutdown).await
+    server::run(listener, app(state.clone()), limits, shutdown).await?;
+    // Work that outlived its request (a forwarded password reset) ends too,
+    // within the time any request is allowed.
+    let background = state.background();
+    background.close();
+    if tokio::time::timeout(state.settings().request_timeout, background.wait()).await.is_err() {
+        tracing::warn!(left = background.len(), "background work still running at shutdown");
+    }
+    Ok(())
 }
 
 /// Opens the database (creating the embedded one on first start), the master
@@ -127,6 +137,7 @@ pub async fn bootstrap(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Res
         .context("cannot build the HTTP client")?;
     let state = AppState::new(settings, store, master_key, clock, outbound);
     state.keys().ensure_signing_key(alg).await.context("cannot load the signing keys")?;
+    housekeeping::spawn(&state);
     Ok(state)
 }
 

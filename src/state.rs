@@ -35,9 +35,25 @@ struct Inner {
     rest_auth_cache: RestAuthCache,
     oidc_providers: ProviderCache,
     saml_providers: SpCache,
+    /// Work that outlives the request that started it (a forwarded password
+    /// reset); shutdown waits for it.
+    background: tokio_util::task::TaskTracker,
+}
+
+/// A handle that does not keep the state alive (for background tasks).
+pub(crate) struct WeakState(std::sync::Weak<Inner>);
+
+impl WeakState {
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
 }
 
 impl AppState {
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.inner))
+    }
+
     pub fn new(
         settings: Settings,
         store: Store,
@@ -62,6 +78,7 @@ impl AppState {
                 rest_auth_cache: RestAuthCache::default(),
                 oidc_providers: ProviderCache::default(),
                 saml_providers: SpCache::default(),
+                background: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -113,6 +130,11 @@ impl AppState {
 
     pub(crate) fn rest_auth_cache(&self) -> &RestAuthCache {
         &self.inner.rest_auth_cache
+    }
+
+    /// Tasks that finish after their request was answered.
+    pub(crate) fn background(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.background
     }
 
     /// The hash of the bootstrap admin token, if one is configured.

@@ -22,6 +22,7 @@ use crate::routes::admin::UserView;
 use crate::routes::sso::{SESSION_COOKIE, cookie_value};
 use crate::sessions::{self, TokenResponse};
 use crate::state::AppState;
+use crate::throttle::{Action, Concerning, Tally, Throttle};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -152,8 +153,14 @@ pub(crate) async fn login(
     let device = body.device.unwrap_or_default().into_device(ip)?;
     let password = Password::new(body.password);
 
+    // A locked account or a blocked address is refused before anything is
+    // checked or forwarded; the account is read meanwhile.
+    let throttle = Throttle::new(&state, Action::Login, Some(&email), device.ip);
+    let (standing, account) = tokio::join!(throttle.check(&state), state.store().find_user_for_login(&email));
+    let standing = standing?;
+
     // `groups` are the user's, for the access token if the sign-in succeeds.
-    let (user, groups, method, verdict) = match state.store().find_user_for_login(&email).await? {
+    let (user, groups, method, verdict) = match account? {
         Some(LoginAccount { user, sso_required: true, .. }) if user.active => {
             let event = NewAuditEvent {
                 org_id: Some(user.org_id),
@@ -202,17 +209,27 @@ pub(crate) async fn login(
     match (user, verdict) {
         // A successful sign-in's audit event is written with its session.
         (Some(user), Verdict::Authenticated) => {
+            throttle.succeeded(&state, &standing).await?;
             Ok(Json(sessions::issue(&state, &user, groups, method, &device, &event).await?))
         }
-        (_, verdict) => {
+        (_, Verdict::Unavailable { .. }) => {
+            // The organization's service is down: no fault of the caller's,
+            // and nothing counted against the account.
             state.store().record_audit_event(&event, state.clock().now()).await?;
-            match verdict {
-                Verdict::Unavailable { .. } => {
-                    Err(ApiError::Unavailable { code: "external_auth_unavailable", retry_after: 5 })
-                }
-                _ => Err(ApiError::InvalidCredentials),
-            }
+            Err(ApiError::Unavailable { code: "external_auth_unavailable", retry_after: 5 })
         }
+        (user, Verdict::Refused { .. }) => {
+            let who = Concerning { org: event.org_id, user: event.user_id };
+            let counted = throttle.count(&state, who, &device).await?;
+            // Attempts at unknown emails match no organization: recorded
+            // once per address and window (and when a limit trips), so that
+            // they cannot flood the audit trail.
+            if user.is_some() || counted != Tally::Repeat {
+                state.store().record_audit_event(&event, state.clock().now()).await?;
+            }
+            Err(ApiError::InvalidCredentials)
+        }
+        (None, Verdict::Authenticated) => Err(ApiError::internal("a sign-in succeeded without a user")),
     }
 }
 
@@ -224,9 +241,9 @@ pub(crate) struct ForgotPasswordRequest {
 }
 
 #[utoipa::path(post, path = "/v1/password/forgot", tag = "sessions", request_body = ForgotPasswordRequest,
-    responses((status = 202, description = "Forwarded to the organization's service, or nothing to do (unknown emails look the same)"),
+    responses((status = 202, description = "Accepted, alike for every email: the reset is forwarded to the organization's service, if the email is registered and it has one"),
         (status = 400, body = ErrorBody),
-        (status = 502, description = "The organization's service did not accept the reset", body = ErrorBody)))]
+        (status = 429, description = "Too many reset requests for this email or from this address; see Retry-After", body = ErrorBody)))]
 pub(crate) async fn forgot_password(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -234,13 +251,31 @@ pub(crate) async fn forgot_password(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::invalid("email", e.to_string()))?;
     let device = body.device.unwrap_or_default().into_device(ip)?;
-    let accepted = (StatusCode::ACCEPTED, Json(serde_json::json!({ "status": "accepted" })));
-    // Unknown and inactive users get the same answer, and nothing is sent.
-    let user = match state.store().find_user_by_email(&email).await? {
+    let throttle = Throttle::new(&state, Action::ForgotPassword, Some(&email), device.ip);
+    throttle.check(&state).await?;
+    throttle.count(&state, Concerning::default(), &device).await?;
+    // The answer is the same, and as quick, whether or not the email is
+    // registered and whatever the organization's service does: the reset
+    // goes on after it, and its outcome is in the audit trail.
+    let background = state.clone();
+    state.background().spawn(async move {
+        if let Err(e) = forward_reset(&background, &email, device).await {
+            tracing::error!(error = ?e, "a password reset could not be forwarded");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "status": "accepted" }))))
+}
+
+/// Sends the reset to the organization's Forgot Password URL, if the email
+/// is an active user's and the organization has one, and records what came
+/// of it.
+async fn forward_reset(state: &AppState, email: &Email, device: Device) -> Result<(), ApiError> {
+    // Unknown and inactive users: nothing is sent.
+    let user = match state.store().find_user_by_email(email).await? {
         Some(user) if user.active => user,
-        _ => return Ok(accepted),
+        _ => return Ok(()),
     };
-    let exchange = match external_auth::load(&state, user.org_id).await? {
+    let exchange = match external_auth::load(state, user.org_id).await? {
         Some(auth) => RestConnector::new(state.outbound(), &auth).forgot_password(&user, &device).await,
         None => Ok(None),
     };
@@ -265,10 +300,7 @@ pub(crate) async fn forgot_password(
         device,
     };
     state.store().record_audit_event(&event, state.clock().now()).await?;
-    if outcome == "failure" {
-        return Err(ApiError::BadGateway { code: "password_reset_failed" });
-    }
-    Ok(accepted)
+    Ok(())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -30,6 +30,7 @@ use crate::routes::sso::{Attempt, Failure, conclude, event, record, redirect, si
 use crate::saml::Loaded;
 use crate::sso::{self, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
+use crate::throttle::{Action, Concerning, Throttle};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/sso/saml/{connection_id}/metadata", get(metadata)).route(
@@ -112,6 +113,10 @@ pub(crate) async fn acs(
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let device = Device { os: None, name: None, ip: ip.0 };
+    // Refused responses count against their address: forging them costs us
+    // a signature check each.
+    let throttle = Throttle::new(&state, Action::SamlAcs, None, device.ip);
+    throttle.check(&state).await?;
     let stored = saml_connection(&state, &id).await?;
     let org = stored.org_id;
     let attempt = Attempt { org, connection_id: &stored.id, method: AuthMethod::Saml };
@@ -120,6 +125,7 @@ pub(crate) async fn acs(
         Err(e) => {
             return refuse(
                 &state,
+                &throttle,
                 attempt,
                 &device,
                 "malformed_post",
@@ -132,6 +138,7 @@ pub(crate) async fn acs(
     if !state.store().get_org(org).await?.enterprise_toolkit {
         return refuse(
             &state,
+            &throttle,
             attempt,
             &device,
             "enterprise_toolkit_required",
@@ -151,6 +158,7 @@ pub(crate) async fn acs(
         let Some(flow) = flow.filter(|f| f.connection_id == stored.id) else {
             return refuse(
                 &state,
+                &throttle,
                 attempt,
                 &device,
                 "invalid_state",
@@ -169,6 +177,7 @@ pub(crate) async fn acs(
         if !connection.allow_idp_initiated {
             return refuse(
                 &state,
+                &throttle,
                 attempt,
                 &device,
                 "unsolicited",
@@ -185,6 +194,7 @@ pub(crate) async fn acs(
         let Some(return_to) = return_to else {
             return refuse(
                 &state,
+                &throttle,
                 attempt,
                 &device,
                 "relay_state_not_allowed",
@@ -230,6 +240,9 @@ pub(crate) async fn acs(
             }
         }
     };
+    if outcome.is_err() {
+        throttle.count(&state, Concerning::default(), &device).await?;
+    }
     conclude(&state, attempt, &client, outcome, &device).await
 }
 
@@ -257,12 +270,14 @@ fn refusal(e: &AcsError) -> Failure {
 /// Records a refused post and answers it.
 async fn refuse(
     state: &AppState,
+    throttle: &Throttle,
     attempt: Attempt<'_>,
     device: &Device,
     reason: &'static str,
     status: StatusCode,
     message: impl Into<String>,
 ) -> Result<Response, ApiError> {
+    throttle.count(state, Concerning::default(), device).await?;
     let refused = event(
         attempt.method,
         Some(attempt.org),

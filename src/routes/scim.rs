@@ -23,10 +23,11 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, PlatformAdmin, bearer};
+use crate::extract::{ApiJson, ApiPath, ClientIp, PlatformAdmin, bearer};
 use crate::routes::admin::require_org;
 use crate::scim::{self, UserFields};
 use crate::state::AppState;
+use crate::throttle::{Action, Concerning, Tally, Throttle};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -269,22 +270,56 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
 
 async fn dispatch(
     State(state): State<AppState>,
+    ip: ClientIp,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    scim_response(handle(&state, &method, &uri, &headers, &body).await)
+    scim_response(handle(&state, ip, &method, &uri, &headers, &body).await)
+}
+
+/// The caller, or why not. Calls with a missing or unknown token count
+/// against their address, and once it is blocked they are 429 instead of
+/// 401; a valid token is never held up, so that an attacker sharing an
+/// IdP's outbound address cannot stop its provisioning.
+async fn caller(state: &AppState, ip: ClientIp, headers: &HeaderMap) -> Result<Caller, ScimError> {
+    let refused = match authenticate(state, headers).await {
+        Err(e) if e.status == 401 => e,
+        other => return other,
+    };
+    let throttle = Throttle::new(state, Action::ScimAuth, None, ip.0);
+    let device = gatehouse_core::Device { os: None, name: None, ip: ip.0 };
+    let counted = match throttle.check(state).await {
+        Ok(_) => throttle.count(state, Concerning::default(), &device).await,
+        Err(blocked) => Err(blocked),
+    };
+    match counted {
+        Ok(Tally::Tripped) => {
+            let rule = state.settings().rate_limits.scim_auth_ip.map_or(60, |r| r.window.num_seconds());
+            Err(ScimError::too_many_requests(rule.max(1) as u64))
+        }
+        Ok(_) => Err(refused),
+        Err(ApiError::TooManyRequests { retry_after }) => Err(ScimError::too_many_requests(retry_after)),
+        Err(ApiError::Unavailable { retry_after, .. }) => {
+            Err(ScimError::unavailable("the service cannot reach its database", retry_after))
+        }
+        Err(other) => {
+            tracing::error!(error = ?other, "SCIM authentication failed");
+            Err(ScimError::new(500, None, "something went wrong"))
+        }
+    }
 }
 
 async fn handle(
     state: &AppState,
+    ip: ClientIp,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<ScimReply, ScimError> {
-    let caller = authenticate(state, headers).await?;
+    let caller = caller(state, ip, headers).await?;
     let mut segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).skip(1).collect();
     if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("v2")) {
         segments.remove(0);

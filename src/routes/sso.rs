@@ -27,6 +27,7 @@ use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::sessions::{self, TokenResponse};
 use crate::sso::{self, Connection, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
+use crate::throttle::{Action, Concerning, Throttle};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -67,11 +68,18 @@ pub(crate) struct StartParams {
     responses((status = 302, description = "To the identity provider"),
         (status = 400, body = ErrorBody), (status = 403, description = "The organization lacks the Enterprise ToolKit", body = ErrorBody),
         (status = 404, description = "No such connection, or no single sign-on for this email", body = ErrorBody),
+        (status = 429, description = "Too many starts from this address; see Retry-After", body = ErrorBody),
         (status = 503, description = "The identity provider could not be reached", body = ErrorBody)))]
 pub(crate) async fn start(
     State(state): State<AppState>,
+    ip: ClientIp,
     ApiQuery(params): ApiQuery<StartParams>,
 ) -> Result<Response, ApiError> {
+    // Every start stores a flow: starts count against their address.
+    let throttle = Throttle::new(&state, Action::SsoStart, None, ip.0);
+    throttle.check(&state).await?;
+    let device = Device { os: None, name: None, ip: ip.0 };
+    throttle.count(&state, Concerning::default(), &device).await?;
     let email = params
         .email
         .as_deref()

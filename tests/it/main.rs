@@ -27,3 +27,4 @@ mod saml_idp;
 mod scim;
 mod sessions;
 mod sso;
+mod throttles;

@@ -15,10 +15,11 @@ use crate::support::{TestServer, on_both_backends};
 
 const RETURN_TO: &str = "https://app.acme.test/signed-in";
 
-async fn server(db: TestDb) -> TestServer {
+async fn server_with(db: TestDb, tweak: impl FnOnce(&mut gatehouse::Settings)) -> TestServer {
     let server = TestServer::start_with(db, |settings, base| {
         settings.public_url = base.parse().unwrap();
         settings.allow_private_targets = true;
+        tweak(settings);
     })
     .await;
     server.clock.set(Utc::now());
@@ -162,7 +163,11 @@ struct Rig {
 
 impl Rig {
     async fn start(db: TestDb) -> Self {
-        let server = server(db).await;
+        Self::start_with(db, |_| {}).await
+    }
+
+    async fn start_with(db: TestDb, tweak: impl FnOnce(&mut gatehouse::Settings)) -> Self {
+        let server = server_with(db, tweak).await;
         let idp = SamlIdp::start().await;
         let org = server.create_sso_org(&[RETURN_TO]).await;
         let idp_initiated = json!({ "allow_idp_initiated": true, "allowed_relay_states": [RETURN_TO] });
@@ -397,6 +402,39 @@ async fn the_attack_corpus_is_refused() {
     let emails: Vec<&str> =
         users["items"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
     assert_eq!(emails, ["alice@acme.test"], "only the genuine sign-in made a user");
+}
+
+/// Refused responses count against their address: past the limit, even a
+/// genuine response is 429 until the block ends, and the block is recorded.
+#[tokio::test]
+async fn refused_responses_are_limited_per_address() {
+    let rule = gatehouse_store::ThrottleRule { limit: 3, window: chrono::Duration::minutes(10) };
+    let Rig { server, idp, entity_id, .. } =
+        Rig::start_with(TestDb::sqlite(), |s| s.rate_limits.saml_acs_ip = Some(rule)).await;
+    let forged = |case: &'static str| {
+        let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
+        async move {
+            let forged: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            PostForm {
+                action: forged["acs"].as_str().unwrap().to_owned(),
+                fields: vec![
+                    ("SAMLResponse".into(), forged["SAMLResponse"].as_str().unwrap().to_owned()),
+                    ("RelayState".into(), RETURN_TO.into()),
+                ],
+            }
+        }
+    };
+    for case in ["xsw1", "expired", "unknown_certificate"] {
+        assert_eq!(post(&browser(), &forged(case).await).await.status, StatusCode::UNAUTHORIZED, "{case}");
+    }
+    let answer = post(&browser(), &forged("valid").await).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_requests"))
+    );
+    assert!(answer.session.is_none());
+    server.clock.advance(chrono::Duration::minutes(10));
+    assert_eq!(post(&browser(), &forged("valid").await).await.status, StatusCode::FOUND, "the block ends");
 }
 
 /// When the IdP's metadata endpoint is down at the hourly refresh, the last

@@ -79,6 +79,18 @@ impl Stub {
         std::mem::take(&mut *self.shared.requests.lock().unwrap())
     }
 
+    /// Waits until `n` requests have arrived (work Gatehouse does after
+    /// answering, such as a forwarded password reset), and takes them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        for _ in 0..200 {
+            if self.requests().len() >= n {
+                return self.take();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("expected {n} requests, got {:#?}", self.requests());
+    }
+
     pub fn single(&self) -> Recorded {
         let mut all = self.take();
         assert_eq!(all.len(), 1, "expected exactly one request: {all:#?}");

@@ -29,6 +29,7 @@ mod rest_auth;
 mod scim_tokens;
 mod sessions;
 mod sso;
+mod throttles;
 mod users;
 
 use std::str::FromStr;
@@ -49,6 +50,7 @@ pub use orgs::OrgUpdate;
 pub use scim_tokens::ScimTokenRecord;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use sso::{SsoCode, SsoFlow, SsoPolicy};
+pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
 pub use users::{LoginAccount, NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

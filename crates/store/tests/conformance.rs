@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
 use gatehouse_session::{MasterKey, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
-    GroupState, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, SsoCode, SsoFlow, SsoPolicy,
-    Store, StoreError, UserUpdate,
+    GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, SsoCode, SsoFlow,
+    SsoPolicy, Store, StoreError, ThrottleRule, UserUpdate,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -791,6 +791,52 @@ async fn concurrent_creates_keep_their_own_outcomes(store: Store) {
     }
 }
 
+/// A key counts hits in its window; the hit that reaches the limit blocks it
+/// for a window and starts the count afresh; a lapsed window starts over;
+/// concurrent hits lose no count and trip exactly once.
+async fn throttles_count_block_and_lapse(store: Store) {
+    let rule = ThrottleRule { limit: 3, window: Duration::minutes(10) };
+    let key = "login:account:abc";
+    assert_eq!(store.throttle_hit(key, rule, t0()).await.unwrap(), HitOutcome::Counted { hits: 1 });
+    assert_eq!(store.throttle_hit(key, rule, t0()).await.unwrap(), HitOutcome::Counted { hits: 2 });
+    let until = t0() + Duration::minutes(1) + Duration::minutes(10);
+    assert_eq!(
+        store.throttle_hit(key, rule, t0() + Duration::minutes(1)).await.unwrap(),
+        HitOutcome::Tripped { until }
+    );
+    let states = store.throttle_states(&[key, "unknown"]).await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!((states[0].hits, states[0].blocked_until), (0, until));
+    // A reset forgets the count, not the block.
+    store.throttle_hit(key, rule, t0() + Duration::minutes(2)).await.unwrap();
+    store.throttle_reset(key).await.unwrap();
+    let state = &store.throttle_states(&[key]).await.unwrap()[0];
+    assert_eq!((state.hits, state.blocked_until), (0, until));
+    // After the window, the count starts over.
+    let later = t0() + Duration::hours(1);
+    assert_eq!(store.throttle_hit(key, rule, later).await.unwrap(), HitOutcome::Counted { hits: 1 });
+    // A limit of one trips on every hit.
+    let once = ThrottleRule { limit: 1, window: Duration::seconds(30) };
+    assert!(matches!(store.throttle_hit("k1", once, t0()).await.unwrap(), HitOutcome::Tripped { .. }));
+
+    // Nothing is pruned while it counts or blocks; everything once it lapsed.
+    assert_eq!(store.prune_throttles(t0() + Duration::seconds(20)).await.unwrap(), 0);
+    assert_eq!(store.prune_throttles(t0() + Duration::days(1)).await.unwrap(), 2);
+    assert!(store.throttle_states(&[key, "k1"]).await.unwrap().is_empty());
+
+    // Concurrent hits: 40 at a limit of 25 trip once, and leave 15 counted.
+    let rule = ThrottleRule { limit: 25, window: Duration::minutes(10) };
+    let hits = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.throttle_hit("busy", rule, t0()).await.unwrap() })
+    });
+    let outcomes = futures::future::join_all(hits).await;
+    let tripped =
+        outcomes.iter().filter(|o| matches!(o.as_ref().unwrap(), HitOutcome::Tripped { .. })).count();
+    assert_eq!(tripped, 1);
+    assert_eq!(store.throttle_states(&["busy"]).await.unwrap()[0].hits, 15);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -842,4 +888,5 @@ conformance!(
     sso_policies_default_and_replace,
     sso_flows_and_codes_work_once_and_expire,
     identity_links_are_unique_and_created_with_their_user,
+    throttles_count_block_and_lapse,
 );

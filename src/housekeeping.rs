@@ -1,0 +1,31 @@
+//! Periodic clean-up of rows that have served their purpose: lapsed rate
+//! limit counters. It runs on every node; the deletes are idempotent.
+
+use std::time::Duration;
+
+use crate::state::{AppState, WeakState};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Starts the sweep; it ends by itself once the service's state is gone.
+pub(crate) fn spawn(state: &AppState) {
+    let weak = state.downgrade();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(state) = WeakState::upgrade(&weak) else { return };
+            sweep(&state).await;
+        }
+    });
+}
+
+async fn sweep(state: &AppState) {
+    match state.store().prune_throttles(state.clock().now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(pruned = n, "lapsed rate limit counters removed"),
+        Err(e) => tracing::warn!(error = %e, "pruning rate limit counters failed"),
+    }
+}
