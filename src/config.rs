@@ -33,6 +33,7 @@ pub struct RawSettings {
     pub trusted_proxies: Option<Vec<String>>,
     pub allow_private_targets: Option<bool>,
     pub password_hash_concurrency: Option<usize>,
+    pub password_hash_queue: Option<usize>,
     pub max_connections: Option<usize>,
     pub client_timeout_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
@@ -64,6 +65,7 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_TRUSTED_PROXIES       comma-separated IPs or CIDRs whose X-Forwarded-For is believed
   GATEHOUSE_ALLOW_PRIVATE_TARGETS true to let external-auth calls reach private addresses
   GATEHOUSE_PASSWORD_HASH_CONCURRENCY  argon2 hashes computed at once [default: CPU count]
+  GATEHOUSE_PASSWORD_HASH_QUEUE   argon2 hashes waiting at most; more are refused with 503 [default: 64]
   GATEHOUSE_MAX_CONNECTIONS       open client connections at most; more wait to be accepted [default: 1024]
   GATEHOUSE_CLIENT_TIMEOUT_SECS   how long a client may take to send its headers, pause in its body,
                                   or keep an idle connection open [default: 10]
@@ -128,6 +130,7 @@ impl RawSettings {
         parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
         parsed!(allow_private_targets, "GATEHOUSE_ALLOW_PRIVATE_TARGETS");
         parsed!(password_hash_concurrency, "GATEHOUSE_PASSWORD_HASH_CONCURRENCY");
+        parsed!(password_hash_queue, "GATEHOUSE_PASSWORD_HASH_QUEUE");
         parsed!(max_connections, "GATEHOUSE_MAX_CONNECTIONS");
         parsed!(client_timeout_secs, "GATEHOUSE_CLIENT_TIMEOUT_SECS");
         parsed!(request_timeout_secs, "GATEHOUSE_REQUEST_TIMEOUT_SECS");
@@ -186,6 +189,7 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub allow_private_targets: bool,
     pub password_hash_concurrency: usize,
+    pub password_hash_queue: usize,
     /// Connections, header and idle timeouts (see `crate::server`).
     pub limits: crate::server::Limits,
     /// The most any request may take.
@@ -383,6 +387,7 @@ impl Settings {
             trusted_proxies,
             allow_private_targets: raw.allow_private_targets.unwrap_or(false),
             password_hash_concurrency,
+            password_hash_queue: raw.password_hash_queue.unwrap_or(64),
             limits: crate::server::Limits { max_connections, client_timeout },
             request_timeout,
             rate_limits,

@@ -188,6 +188,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A connector's failure outside a sign-in's own verdict (hashing a new
+/// password, say).
+impl From<gatehouse_core::ConnectorError> for ApiError {
+    fn from(e: gatehouse_core::ConnectorError) -> Self {
+        match e {
+            gatehouse_core::ConnectorError::Busy => Self::Unavailable { code: "busy", retry_after: 1 },
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<crate::keys::KeyError> for ApiError {
     fn from(e: crate::keys::KeyError) -> Self {
         Self::internal(e)

@@ -1,8 +1,10 @@
 //! Local passwords: argon2id hashing off the async runtime, with bounded
-//! concurrency.
+//! concurrency and a bounded queue.
 //!
 //! Each hash takes about 19 MiB and tens of milliseconds of CPU, so a burst of
-//! logins must queue rather than exhaust memory or starve the runtime.
+//! logins must queue rather than exhaust memory or starve the runtime; and
+//! the queue is bounded too, so that a flood is told at once that the service
+//! is busy (503) instead of piling up requests that would wait for seconds.
 
 use std::sync::Arc;
 
@@ -12,6 +14,10 @@ use gatehouse_core::{ConnectorError, LoginOutcome, PasswordAttempt, PasswordConn
 use tokio::sync::Semaphore;
 
 pub struct PasswordHasher {
+    /// Jobs running or waiting to run; a job that finds none left is
+    /// refused at once.
+    admission: Arc<Semaphore>,
+    /// Jobs running.
     permits: Arc<Semaphore>,
     /// A real hash of a random password, verified against when a user has no
     /// hash, so that "no such user" costs as much time as "wrong password".
@@ -19,13 +25,19 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    pub fn new(concurrency: usize) -> Self {
+    /// Runs `concurrency` hashes at once, with at most `queue` more waiting.
+    pub fn new(concurrency: usize, queue: usize) -> Self {
         let random: [u8; 16] = rand::random();
         let decoy = Argon2::default()
             .hash_password(&random)
             .map(|h| h.to_string())
             .unwrap_or_else(|e| unreachable!("argon2 with default parameters: {e}"));
-        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), decoy }
+        let concurrency = concurrency.max(1);
+        Self {
+            admission: Arc::new(Semaphore::new(concurrency + queue)),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            decoy,
+        }
     }
 
     /// Hashes a new password (argon2id, default parameters, random salt).
@@ -63,6 +75,7 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ConnectorError> {
+        let _admitted = self.admission.try_acquire().map_err(|_| ConnectorError::Busy)?;
         let _permit = self
             .permits
             .acquire()
@@ -105,7 +118,7 @@ mod tests {
     fn hashing_runs_off_the_runtime() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let hasher = PasswordHasher::new(1);
+            let hasher = PasswordHasher::new(1, 8);
             let (signal, wait) = mpsc::channel::<()>();
             let job = hasher.run(move || wait.recv_timeout(Duration::from_secs(10)).is_ok());
             let nudge = async move {
@@ -120,7 +133,7 @@ mod tests {
     /// No more hashes run at once than the configured concurrency.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hashing_concurrency_is_bounded() {
-        let hasher = Arc::new(PasswordHasher::new(2));
+        let hasher = Arc::new(PasswordHasher::new(2, 16));
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let jobs = (0..12).map(|_| {
             let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
@@ -143,9 +156,37 @@ mod tests {
         assert!(most.load(Ordering::SeqCst) >= 1);
     }
 
+    /// Past the running jobs and the queue, a job is refused at once rather
+    /// than left to wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = Arc::new(PasswordHasher::new(1, 2));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        // One runs (held until released) and two wait: the queue is full.
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                let (hasher, wait) = (hasher.clone(), wait.clone());
+                tokio::spawn(async move { hasher.run(move || wait.lock().unwrap().recv().is_ok()).await })
+            })
+            .collect();
+        while hasher.admission.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hasher.verify("x", None).await, Err(ConnectorError::Busy)));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for job in held {
+            assert!(job.await.unwrap().unwrap());
+        }
+        // And once they are done, there is room again.
+        assert!(!hasher.verify("x", None).await.unwrap());
+    }
+
     #[tokio::test]
     async fn verify_accepts_the_right_password_only() {
-        let hasher = PasswordHasher::new(2);
+        let hasher = PasswordHasher::new(2, 8);
         let hash = hasher.hash("correct horse").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(hasher.verify("correct horse", Some(&hash)).await.unwrap());

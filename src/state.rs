@@ -62,7 +62,7 @@ impl AppState {
         outbound: OutboundClient,
     ) -> Self {
         let keys = KeyCache::new(store.clone(), master_key.clone(), clock.clone(), settings.access_token_ttl);
-        let passwords = PasswordHasher::new(settings.password_hash_concurrency);
+        let passwords = PasswordHasher::new(settings.password_hash_concurrency, settings.password_hash_queue);
         let admin_token_hash = settings.admin_token.as_deref().map(gatehouse_session::hash_opaque_token);
         Self {
             inner: Arc::new(Inner {

@@ -305,7 +305,7 @@ pub(crate) async fn create_user(
     }
     let new = NewUser {
         password_hash: match password {
-            Some(p) => Some(state.passwords().hash(p).await.map_err(ApiError::internal)?),
+            Some(p) => Some(state.passwords().hash(p).await?),
             None => None,
         },
         ..new
@@ -393,7 +393,7 @@ pub(crate) async fn update_user(
         refuse_local_password_if_external(&state, org_id).await?;
     }
     update.password_hash = match (&body.password, new_password) {
-        (Some(_), Some(p)) => Some(Some(state.passwords().hash(p).await.map_err(ApiError::internal)?)),
+        (Some(_), Some(p)) => Some(Some(state.passwords().hash(p).await?)),
         (Some(None), _) => Some(None),
         _ => None,
     };

@@ -133,7 +133,7 @@ async fn decide(
         // A value that could not be placed safely (a line break bound for a
         // header): nothing was sent, and the attempt fails closed.
         Err(ConnectorError::UnsafeRequest(_)) => refused("unsafe_request", None),
-        Err(e @ ConnectorError::Internal(_)) => return Err(ApiError::internal(e)),
+        Err(e @ (ConnectorError::Busy | ConnectorError::Internal(_))) => return Err(e.into()),
     };
     Ok((method, verdict))
 }
@@ -184,7 +184,7 @@ pub(crate) async fn login(
             // Nothing is forwarded for an unknown or inactive user; cost the
             // caller the same time as a local check, so response times do not
             // reveal which emails are registered.
-            state.passwords().burn(password.expose()).await.map_err(ApiError::internal)?;
+            state.passwords().burn(password.expose()).await?;
             let reason = if other.is_some() { "inactive_user" } else { "unknown_user" };
             (
                 other.map(|account| account.user),

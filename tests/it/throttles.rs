@@ -284,6 +284,30 @@ async fn scim_authentication_failures_are_limited(db: TestDb) {
     assert_eq!(call(token).await.unwrap().status(), StatusCode::OK, "a valid token goes through");
 }
 
+/// With every hashing place taken and none to wait in, a sign-in is told
+/// at once that the service is busy, instead of queueing without limit.
+async fn a_full_hashing_queue_answers_503_at_once(db: TestDb) {
+    let server = TestServer::start(db, |s| {
+        s.password_hash_concurrency = 1;
+        s.password_hash_queue = 0;
+    })
+    .await;
+    let org = server.create_org("Acme").await;
+    server.create_user(&org, "alice@example.com", Some("correct horse battery")).await;
+    let burst = (0..16).map(|_| {
+        let request = server
+            .http
+            .post(server.url("/v1/login"))
+            .json(&json!({ "email": "alice@example.com", "password": "correct horse battery" }));
+        async move { status_and_retry(request.send().await.unwrap()).await }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let busy = answers.iter().filter(|a| **a == (StatusCode::SERVICE_UNAVAILABLE, Some(1))).count();
+    let ok = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert!(busy > 0 && ok > 0, "{answers:?}");
+    assert_eq!(busy + ok, answers.len(), "only 200 or 503 busy: {answers:?}");
+}
+
 on_both_backends!(
     databases: a_locked_account_is_refused_before_its_service_is_called,
     lockouts_do_not_tell_which_emails_exist,
@@ -291,4 +315,5 @@ on_both_backends!(
     password_resets_are_limited,
     sso_starts_are_limited,
     scim_authentication_failures_are_limited,
+    a_full_hashing_queue_answers_503_at_once,
 );

@@ -57,6 +57,10 @@ pub enum ConnectorError {
     /// header value with a line break); the attempt fails closed.
     #[error("request could not be built safely: {0}")]
     UnsafeRequest(String),
+    /// Too much work is waiting already (the password hashing queue is
+    /// full); nothing was decided, and the caller may try again shortly.
+    #[error("too busy to decide now")]
+    Busy,
     /// Anything else that went wrong inside the connector.
     #[error("connector failure: {0}")]
     Internal(String),
