@@ -22,6 +22,7 @@ pub struct RawSettings {
     pub database_url: Option<String>,
     pub bind: Option<String>,
     pub public_url: Option<String>,
+    pub token_audience: Option<String>,
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
     pub log_format: Option<String>,
@@ -53,6 +54,7 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_DATABASE_URL          sqlite://… or postgres://… [default: SQLite under the data dir]
   GATEHOUSE_BIND                  address to listen on [default: 127.0.0.1:8080]
   GATEHOUSE_PUBLIC_URL            external base URL; the issuer of tokens [default: http://<bind>]
+  GATEHOUSE_TOKEN_AUDIENCE        the aud of access tokens, which apps check [default: the issuer]
   GATEHOUSE_ADMIN_TOKEN           bootstrap platform-admin bearer token (at least 32 characters)
   GATEHOUSE_MASTER_KEY            32 bytes of base64 that seal stored keys and secrets; required
                                   with PostgreSQL, generated under the data dir for SQLite
@@ -113,6 +115,7 @@ impl RawSettings {
         text!(database_url, "GATEHOUSE_DATABASE_URL");
         text!(bind, "GATEHOUSE_BIND");
         text!(public_url, "GATEHOUSE_PUBLIC_URL");
+        text!(token_audience, "GATEHOUSE_TOKEN_AUDIENCE");
         text!(admin_token, "GATEHOUSE_ADMIN_TOKEN");
         text!(master_key, "GATEHOUSE_MASTER_KEY");
         text!(log_format, "GATEHOUSE_LOG_FORMAT");
@@ -178,6 +181,8 @@ pub struct Settings {
     pub embedded_database: bool,
     pub bind: SocketAddr,
     pub public_url: Url,
+    /// The `aud` of every access token.
+    pub token_audience: String,
     pub admin_token: Option<String>,
     pub master_key: MasterKeySource,
     pub log_format: LogFormat,
@@ -283,6 +288,16 @@ impl Settings {
             None => Url::parse(&format!("http://{bind}"))
                 .map_err(|e| ConfigError::new("GATEHOUSE_BIND", e.to_string()))?,
         };
+        let token_audience = match raw.token_audience.as_deref().map(str::trim) {
+            None => public_url.as_str().trim_end_matches('/').to_owned(),
+            Some(a) if a.is_empty() || a.len() > 512 || a.chars().any(char::is_control) => {
+                return Err(ConfigError::new(
+                    "GATEHOUSE_TOKEN_AUDIENCE",
+                    "must be 1 to 512 printable characters",
+                ));
+            }
+            Some(a) => a.to_owned(),
+        };
         if let Some(token) = &raw.admin_token
             && token.len() < 32
         {
@@ -376,6 +391,7 @@ impl Settings {
             embedded_database,
             bind,
             public_url,
+            token_audience,
             admin_token: raw.admin_token,
             master_key,
             log_format,

@@ -6,6 +6,7 @@
 //! in [`AppState`], built by [`bootstrap`].
 
 pub mod config;
+mod cookies;
 mod error;
 mod external_auth;
 mod extract;

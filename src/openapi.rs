@@ -9,7 +9,7 @@ use crate::routes::{admin, connections, external_auth, login, ops, saml, scim, s
 #[openapi(
     info(title = "Gatehouse", description = "Identity federation: every organization chooses how its users sign in."),
     paths(
-        login::login, login::forgot_password, login::refresh, login::logout, login::me,
+        login::login, login::forgot_password, login::refresh, login::logout, login::end_browser_session, login::me,
         admin::create_org, admin::list_orgs, admin::get_org, admin::update_org, admin::delete_org,
         admin::create_user, admin::list_users, admin::get_user, admin::update_user, admin::delete_user,
         admin::list_audit_events,

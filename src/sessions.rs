@@ -78,6 +78,20 @@ pub(crate) async fn logout(state: &AppState, refresh_token: &str) -> Result<(), 
     Ok(())
 }
 
+/// Ends the session an access token belongs to (a browser signing out with
+/// its session cookie). A token that does not verify ends nothing.
+pub(crate) async fn end_by_access_token(state: &AppState, token: &str) -> Result<(), ApiError> {
+    match authenticate(state, token).await {
+        Ok((claims, _)) => {
+            let sid: SessionId = claims.sid.parse().map_err(ApiError::internal)?;
+            state.store().revoke_session(sid, "signed out", state.clock().now()).await?;
+            Ok(())
+        }
+        Err(ApiError::Unauthorized { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Checks an access token and that its session and user are still live.
 pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<(AccessClaims, User), ApiError> {
     const INVALID: ApiError =
@@ -85,11 +99,13 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<(Acces
     let kid = token_kid(token).ok_or(INVALID)?;
     let ring = state.keys().for_kid(&kid).await?;
     let now = state.clock().now();
-    let claims = ring.verify(token, state.issuer(), now).map_err(|e| match e {
-        VerifyError::Malformed | VerifyError::UnknownKey | VerifyError::Invalid | VerifyError::Expired => {
-            INVALID
-        }
-    })?;
+    let claims =
+        ring.verify(token, state.issuer(), &state.settings().token_audience, now).map_err(|e| match e {
+            VerifyError::Malformed
+            | VerifyError::UnknownKey
+            | VerifyError::Invalid
+            | VerifyError::Expired => INVALID,
+        })?;
     let sid: SessionId = claims.sid.parse().map_err(|_| INVALID)?;
     let session = match state.store().get_session(sid).await {
         Ok(s) => s,
@@ -119,6 +135,7 @@ async fn access_response(
     let ttl = state.settings().access_token_ttl;
     let claims = AccessClaims {
         iss: state.issuer().to_owned(),
+        aud: state.settings().token_audience.clone(),
         sub: user.id.to_string(),
         org: user.org_id.to_string(),
         email: user.email.as_str().to_owned(),

@@ -1,8 +1,9 @@
 //! `/v1`: sign-in and session endpoints for apps.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gatehouse_core::{
@@ -14,12 +15,12 @@ use gatehouse_store::{LoginAccount, NewAuditEvent};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::external_auth;
 use crate::extract::{ApiJson, ClientIp, bearer};
 use crate::passwords::LocalPasswords;
 use crate::routes::admin::UserView;
-use crate::routes::sso::{SESSION_COOKIE, cookie_value};
 use crate::sessions::{self, TokenResponse};
 use crate::state::AppState;
 use crate::throttle::{Action, Concerning, Tally, Throttle};
@@ -30,6 +31,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/password/forgot", post(forgot_password))
         .route("/v1/token/refresh", post(refresh))
         .route("/v1/logout", post(logout))
+        .route("/v1/session/logout", post(end_browser_session))
         .route("/v1/me", get(me))
 }
 
@@ -328,6 +330,21 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/session/logout", tag = "sessions",
+    description = "Signs a browser out: ends the session of its session cookie and removes the cookie. Needs no CSRF token: the cookie is SameSite=Lax, so a cross-site post never carries it.",
+    responses((status = 204, description = "Signed out (also when there was nothing to end)")))]
+pub(crate) async fn end_browser_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    if let Some(token) = cookies::get(&headers, cookies::SESSION) {
+        sessions::end_by_access_token(&state, token).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookies::remove(&state, cookies::SESSION, "/"));
+    Ok(response)
+}
+
 #[utoipa::path(get, path = "/v1/me", tag = "sessions", security(("access_token" = [])),
     description = "The signed-in user, by bearer access token or by the session cookie single sign-on sets in browsers.",
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
@@ -337,7 +354,7 @@ pub(crate) async fn me(
 ) -> Result<Json<UserView>, ApiError> {
     // Apps send a bearer token; browsers signed in by single sign-on, the
     // session cookie.
-    let token = bearer(&headers).or_else(|| cookie_value(&headers, SESSION_COOKIE)).ok_or(
+    let token = bearer(&headers).or_else(|| cookies::get(&headers, cookies::SESSION)).ok_or(
         ApiError::Unauthorized { code: "invalid_token", message: "a bearer access token is required" },
     )?;
     let (_, user) = sessions::authenticate(&state, token).await?;

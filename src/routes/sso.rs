@@ -9,7 +9,7 @@
 //! ```
 
 use axum::extract::State;
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use url::Url;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::sessions::{self, TokenResponse};
@@ -36,10 +37,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/sso/token", post(token))
 }
 
-/// The cookie that binds a flow to the browser that started it.
-const FLOW_COOKIE: &str = "gatehouse_sso_flow";
-/// The cookie that carries a browser's session (the access token).
-pub(crate) const SESSION_COOKIE: &str = "gatehouse_session";
 const CODE_PREFIX: &str = "ghc";
 const FLOW_BINDING_PREFIX: &str = "ghb";
 
@@ -175,7 +172,8 @@ pub(crate) async fn start(
 
     let mut response = redirect(authorization.url.as_str())?;
     if let Some(binding) = browser_binding {
-        let cookie = cookie(&state, FLOW_COOKIE, binding.plain(), "/v1/sso", sso::FLOW_TTL.num_seconds());
+        let cookie =
+            cookies::set(&state, cookies::SSO_FLOW, binding.plain(), "/v1/sso", sso::FLOW_TTL.num_seconds());
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     Ok(response)
@@ -260,8 +258,8 @@ pub(crate) async fn conclude(
             let mut response = redirect(return_to)?;
             let ttl = state.settings().access_token_ttl.as_secs() as i64;
             let h = response.headers_mut();
-            h.append(SET_COOKIE, cookie(state, SESSION_COOKIE, &tokens.access_token, "/", ttl));
-            h.append(SET_COOKIE, cookie(state, FLOW_COOKIE, "", "/v1/sso", 0));
+            h.append(SET_COOKIE, cookies::set(state, cookies::SESSION, &tokens.access_token, "/", ttl));
+            h.append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
             tracing::info!(%org, user = %user_id, "single sign-on (web)");
             Ok(response)
         }
@@ -307,7 +305,9 @@ pub(crate) async fn conclude(
                         message: failure.message,
                     }
                     .into_response();
-                    response.headers_mut().append(SET_COOKIE, cookie(state, FLOW_COOKIE, "", "/v1/sso", 0));
+                    response
+                        .headers_mut()
+                        .append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
                     Ok(response)
                 }
             }
@@ -346,7 +346,7 @@ async fn finish(
         return Ok(refuse("wrong_protocol", S::BAD_REQUEST, "this sign-in is not an OpenID Connect one"));
     };
     if let FlowClient::Web { browser_hash: Some(browser_hash), .. } = &secrets.client {
-        let binding = cookie_value(headers, FLOW_COOKIE).map(gatehouse_session::hash_opaque_token);
+        let binding = cookies::get(headers, cookies::SSO_FLOW).map(gatehouse_session::hash_opaque_token);
         if binding.as_deref() != Some(browser_hash.as_str()) {
             return Ok(refuse(
                 "browser_mismatch",
@@ -568,31 +568,6 @@ pub(crate) fn callback_url(state: &AppState) -> Url {
 pub(crate) fn redirect(to: &str) -> Result<Response, ApiError> {
     let location = HeaderValue::from_str(to).map_err(ApiError::internal)?;
     Ok((StatusCode::FOUND, [(LOCATION, location)]).into_response())
-}
-
-/// A cookie for the browser: HttpOnly, SameSite=Lax, and Secure unless the
-/// service runs on plain-http loopback (development).
-fn cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
-    let url = &state.settings().public_url;
-    let plain_local =
-        url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    let secure = if plain_local { "" } else { "; Secure" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .expect("cookie values are token characters")
-}
-
-/// The value of cookie `name` in the request.
-pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v)
 }
 
 pub(crate) fn event(

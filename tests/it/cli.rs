@@ -205,6 +205,7 @@ pub async fn walkthrough(base: &str, issuer: &str, admin: &str) {
         jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_issuer(&[issuer]);
+    validation.set_audience(&[issuer]);
     let claims =
         jsonwebtoken::decode::<Value>(access, &key, &validation).expect("token verifies against the JWKS");
     assert_eq!(claims.claims["email"], "alice@example.com");

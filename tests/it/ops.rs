@@ -75,6 +75,7 @@ async fn openapi_describes_every_route() {
         ("/admin/v1/orgs/{org_id}/external-auth/rest/test", "post"),
         ("/v1/token/refresh", "post"),
         ("/v1/logout", "post"),
+        ("/v1/session/logout", "post"),
         ("/v1/me", "get"),
         ("/admin/v1/orgs", "post"),
         ("/admin/v1/orgs", "get"),

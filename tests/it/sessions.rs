@@ -15,13 +15,21 @@ async fn verify_with_jwks(server: &TestServer, token: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     let kid = header.kid.expect("tokens carry a kid");
     let jwk = jwks.find(&kid).expect("the signing key is published");
-    let mut validation = Validation::new(header.alg);
-    validation.set_issuer(&["http://gatehouse.test"]);
-    // The test clock is in the past relative to the wall clock jsonwebtoken
-    // reads, so expiry is checked by hand below.
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    let validation = |audience: &str| {
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&["http://gatehouse.test"]);
+        validation.set_audience(&[audience]);
+        // The test clock is in the past relative to the wall clock
+        // jsonwebtoken reads, so expiry is checked by hand below.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        validation
+    };
+    // The audience is the service's (the issuer, by default); an app that
+    // expects another refuses the token.
+    assert!(jsonwebtoken::decode::<Value>(token, &key, &validation("https://other.app")).is_err());
+    jsonwebtoken::decode::<Value>(token, &key, &validation("http://gatehouse.test")).unwrap().claims
 }
 
 async fn sign_in_refresh_and_sign_out(server: TestServer) {
@@ -170,7 +178,28 @@ async fn deactivating_or_deleting_a_user_ends_their_sessions(server: TestServer)
     assert_eq!(server.me(t3["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// A changed or removed password ends every session it signed in.
+async fn changing_a_password_ends_its_sessions(server: TestServer) {
+    let org = server.create_org("Acme").await;
+    let erin = server.create_user(&org, "erin@example.com", Some("erin's first password")).await;
+    let path = format!("/admin/v1/orgs/{org}/users/{}", erin["id"].as_str().unwrap());
+    let (_, before) = server.login("erin@example.com", "erin's first password").await;
+    let change = json!({ "password": "erin's second password" });
+    assert_eq!(server.admin(Method::PATCH, &path, Some(change)).await.0, StatusCode::OK);
+    let (status, _) =
+        server.post("/v1/token/refresh", json!({ "refresh_token": before["refresh_token"] })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.me(before["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, after) = server.login("erin@example.com", "erin's second password").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.admin(Method::PATCH, &path, Some(json!({ "password": null }))).await.0, StatusCode::OK);
+    assert_eq!(server.me(after["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.login("erin@example.com", "erin's second password").await.0, StatusCode::UNAUTHORIZED);
+}
+
 on_both_backends!(
+    changing_a_password_ends_its_sessions,
     sign_in_refresh_and_sign_out,
     reusing_a_refresh_token_revokes_the_session,
     every_failed_sign_in_looks_the_same,

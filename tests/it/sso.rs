@@ -172,6 +172,22 @@ async fn okta_org_server_web_sign_in(db: TestDb) {
     let me = server.me(&session_cookie(&again).unwrap()).await;
     assert_eq!(me.1["id"], user["id"]);
 
+    // Signing the browser out ends its session, not only its cookie: the
+    // same token no longer works anywhere.
+    let cookie = format!("gatehouse_session={}", session_cookie(&again).unwrap());
+    let out =
+        server.http.post(server.url("/v1/session/logout")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let cleared = out.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("gatehouse_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    let me = server.send(server.http.get(server.url("/v1/me")).header("cookie", &cookie)).await;
+    assert_eq!(me.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.me(&session_cookie(&again).unwrap()).await.0, StatusCode::UNAUTHORIZED);
+    // The first browser's session is its own, and still live.
+    assert_eq!(server.me(&token).await.0, StatusCode::OK);
+    let out = server.http.post(server.url("/v1/session/logout")).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT, "nothing to end is not an error");
+
     let events = sso_events(&server, &org).await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
+    /// Who the token is for: the platform's apps check it
+    /// (`GATEHOUSE_TOKEN_AUDIENCE`, the issuer by default).
+    pub aud: String,
     /// The platform user id.
     pub sub: String,
     /// The user's organization id.

@@ -245,18 +245,25 @@ impl KeyRing {
         Ok(token)
     }
 
-    /// Verifies signature, algorithm, issuer and lifetime against `now`.
+    /// Verifies signature, algorithm, issuer, audience and lifetime against
+    /// `now`.
     ///
     /// Expiry is checked here rather than by jsonwebtoken, which would read the
     /// system clock instead of the injected one.
-    pub fn verify(&self, token: &str, issuer: &str, now: DateTime<Utc>) -> Result<AccessClaims, VerifyError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessClaims, VerifyError> {
         let kid = token_kid(token).ok_or(VerifyError::Malformed)?;
         let verifier = self.verifiers.get(&kid).ok_or(VerifyError::UnknownKey)?;
         let mut validation = Validation::new(verifier.alg.jwt());
         validation.validate_exp = false;
-        validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation)
             .map_err(|_| VerifyError::Invalid)?;
         let claims = data.claims;
@@ -307,6 +314,7 @@ mod tests {
     fn claims(now: DateTime<Utc>) -> AccessClaims {
         AccessClaims {
             iss: "https://gh.test".into(),
+            aud: "https://gh.test/app".into(),
             sub: "u".into(),
             org: "o".into(),
             email: "a@b.c".into(),
@@ -328,10 +336,15 @@ mod tests {
             let stored_key = stored(generate_signing_key(alg, &master).unwrap(), now);
             let ring = KeyRing::open(std::slice::from_ref(&stored_key), &master).unwrap();
             let token = ring.sign(&claims(now)).unwrap();
-            assert_eq!(ring.verify(&token, "https://gh.test", now).unwrap(), claims(now));
-            assert_eq!(ring.verify(&token, "https://other", now), Err(VerifyError::Invalid));
+            let aud = "https://gh.test/app";
+            assert_eq!(ring.verify(&token, "https://gh.test", aud, now).unwrap(), claims(now));
+            assert_eq!(ring.verify(&token, "https://other", aud, now), Err(VerifyError::Invalid));
             assert_eq!(
-                ring.verify(&token, "https://gh.test", now + Duration::minutes(16)),
+                ring.verify(&token, "https://gh.test", "https://gh.test", now),
+                Err(VerifyError::Invalid)
+            );
+            assert_eq!(
+                ring.verify(&token, "https://gh.test", aud, now + Duration::minutes(16)),
                 Err(VerifyError::Expired)
             );
             let jwks = serde_json::to_value(published_jwks(&[stored_key]).unwrap()).unwrap();
@@ -364,7 +377,10 @@ mod tests {
             if alg == SigningAlgorithm::EdDsa {
                 assert_eq!(ours, theirs);
             }
-            assert_eq!(ring.verify(&ours, "https://gh.test", now).unwrap(), claims(now));
+            assert_eq!(
+                ring.verify(&ours, "https://gh.test", "https://gh.test/app", now).unwrap(),
+                claims(now)
+            );
         }
     }
 
@@ -383,14 +399,23 @@ mod tests {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             serde_json::to_vec(&AccessClaims { sub: "admin".into(), ..claims(now) }).unwrap(),
         );
-        assert_eq!(ring.verify(&parts.join("."), "https://gh.test", now), Err(VerifyError::Invalid));
+        assert_eq!(
+            ring.verify(&parts.join("."), "https://gh.test", "https://gh.test/app", now),
+            Err(VerifyError::Invalid)
+        );
         let other = KeyRing::open(
             &[stored(generate_signing_key(SigningAlgorithm::Es256, &master).unwrap(), now)],
             &master,
         )
         .unwrap();
-        assert_eq!(other.verify(&token, "https://gh.test", now), Err(VerifyError::UnknownKey));
-        assert_eq!(ring.verify("not-a-jwt", "https://gh.test", now), Err(VerifyError::Malformed));
+        assert_eq!(
+            other.verify(&token, "https://gh.test", "https://gh.test/app", now),
+            Err(VerifyError::UnknownKey)
+        );
+        assert_eq!(
+            ring.verify("not-a-jwt", "https://gh.test", "https://gh.test/app", now),
+            Err(VerifyError::Malformed)
+        );
     }
 
     #[test]

@@ -203,6 +203,16 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ends session `id` (a browser signing out). Returns whether it was
+    /// live.
+    pub async fn revoke_session(&self, id: SessionId, reason: &str, now: DateTime<Utc>) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let mut conn = self.pool.acquire().await?;
+        revoke_session(&mut conn, id, reason, now).await
+    }
+}
+
 async fn insert_refresh(
     conn: &mut AnyConnection,
     hash: &str,
@@ -247,6 +257,28 @@ pub(crate) async fn revoke_user_sessions(
     .bind(user.to_string())
     .bind(millis(now))
     .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Ends the live sessions of the organization's users that were signed in
+/// by `method`.
+pub(crate) async fn revoke_org_sessions_by_method(
+    conn: &mut AnyConnection,
+    org: OrgId,
+    method: AuthMethod,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
+         WHERE org_id = $1 AND auth_method = $2 AND revoked_at IS NULL",
+    )
+    .bind(org.to_string())
+    .bind(method.as_str())
+    .bind(millis(now))
+    .bind(reason.to_owned())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())

@@ -234,8 +234,9 @@ impl Store {
         Ok(UserPage { users, next })
     }
 
-    /// Applies `update`. Deactivating a user revokes all their sessions in the
-    /// same transaction, so no refresh token outlives the deactivation.
+    /// Applies `update`. Deactivating a user, or changing or clearing their
+    /// password, revokes all their sessions in the same transaction, so no
+    /// refresh token outlives the credential or the account it came from.
     pub async fn update_user(&self, id: UserId, update: &UserUpdate, now: DateTime<Utc>) -> Result<User> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -287,6 +288,8 @@ impl Store {
         }
         if update.active == Some(false) {
             crate::sessions::revoke_user_sessions(&mut tx, id, "user deactivated", now).await?;
+        } else if update.password_hash.is_some() {
+            crate::sessions::revoke_user_sessions(&mut tx, id, "password changed", now).await?;
         }
         let user = fetch_user(&mut tx, id).await?;
         tx.commit().await?;
@@ -302,17 +305,21 @@ impl Store {
     }
 
     /// Removes the local password of every user in the organization, for when
-    /// it switches to an external authentication service. Returns how many
-    /// hashes were erased.
+    /// it switches to an external authentication service, and ends the
+    /// sessions those passwords signed in. Returns how many hashes were
+    /// erased.
     pub async fn clear_org_password_hashes(&self, org: OrgId, now: DateTime<Utc>) -> Result<u64> {
-        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE users SET password_hash = NULL, updated_at = $2 WHERE org_id = $1 AND password_hash IS NOT NULL",
         )
         .bind(org.to_string())
         .bind(millis(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let local = gatehouse_core::AuthMethod::LocalPassword;
+        crate::sessions::revoke_org_sessions_by_method(&mut tx, org, local, "passwords cleared", now).await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

@@ -837,6 +837,44 @@ async fn throttles_count_block_and_lapse(store: Store) {
     assert_eq!(store.throttle_states(&["busy"]).await.unwrap()[0].hits, 15);
 }
 
+/// A changed or cleared password ends every session of its user; an
+/// organization switching to external authentication ends the sessions its
+/// erased passwords signed in, and no other.
+async fn password_changes_end_sessions(store: Store) {
+    let org = store.create_org("Acme", false, t0()).await.unwrap();
+    let alice = store.create_user(&new_user(org.id, "alice@example.com"), t0()).await.unwrap();
+    let first = session_for(&store, alice.id, org.id, "h1").await;
+    let update = UserUpdate { password_hash: Some(Some("$argon2id$new".into())), ..Default::default() };
+    store.update_user(alice.id, &update, t0()).await.unwrap();
+    assert!(!store.get_session(first).await.unwrap().is_live(t0()), "a new password ends old sessions");
+    let second = session_for(&store, alice.id, org.id, "h2").await;
+    let update = UserUpdate { password_hash: Some(None), ..Default::default() };
+    store.update_user(alice.id, &update, t0()).await.unwrap();
+    assert!(!store.get_session(second).await.unwrap().is_live(t0()), "so does clearing it");
+    let third = session_for(&store, alice.id, org.id, "h3").await;
+    let update = UserUpdate { display_name: Some("Alice".into()), ..Default::default() };
+    store.update_user(alice.id, &update, t0()).await.unwrap();
+    assert!(store.get_session(third).await.unwrap().is_live(t0()), "other changes do not");
+
+    let by_password = session_for(&store, alice.id, org.id, "h4").await;
+    let by_sso = SessionId::new();
+    let session = NewSession {
+        id: by_sso,
+        user_id: alice.id,
+        org_id: org.id,
+        auth_method: AuthMethod::Oidc,
+        device: Device::default(),
+        expires_at: t0() + Duration::days(30),
+    };
+    store.create_session(&session, "h5", None, t0()).await.unwrap();
+    store.clear_org_password_hashes(org.id, t0()).await.unwrap();
+    assert!(!store.get_session(by_password).await.unwrap().is_live(t0()));
+    assert!(store.get_session(by_sso).await.unwrap().is_live(t0()), "single sign-on sessions stay");
+    assert!(store.revoke_session(by_sso, "signed out", t0()).await.unwrap());
+    assert!(!store.revoke_session(by_sso, "signed out", t0()).await.unwrap(), "once");
+    assert!(!store.get_session(by_sso).await.unwrap().is_live(t0()));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -889,4 +927,5 @@ conformance!(
     sso_flows_and_codes_work_once_and_expire,
     identity_links_are_unique_and_created_with_their_user,
     throttles_count_block_and_lapse,
+    password_changes_end_sessions,
 );

@@ -1,0 +1,46 @@
+//! The cookies Gatehouse sets in browsers, and reading them back.
+//!
+//! Every cookie is HttpOnly and SameSite=Lax, and Secure unless the service
+//! runs on plain-http loopback (development). Lax keeps them off cross-site
+//! POSTs, which is what makes signing out without a CSRF token safe.
+
+use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
+
+use crate::state::AppState;
+
+/// A browser's session: its access token.
+pub(crate) const SESSION: &str = "gatehouse_session";
+/// Binds a single sign-on flow to the browser that started it.
+pub(crate) const SSO_FLOW: &str = "gatehouse_sso_flow";
+
+/// The longest cookie value read; a session cookie is an access token.
+const MAX_VALUE: usize = 64 * 1024;
+
+/// A `Set-Cookie` value; `max_age` 0 removes the cookie.
+pub(crate) fn set(state: &AppState, name: &str, value: &str, path: &str, max_age: i64) -> HeaderValue {
+    let url = &state.settings().public_url;
+    let plain_local =
+        url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let secure = if plain_local { "" } else { "; Secure" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .expect("cookie values are token characters")
+}
+
+/// The `Set-Cookie` value that removes cookie `name`.
+pub(crate) fn remove(state: &AppState, name: &str, path: &str) -> HeaderValue {
+    set(state, name, "", path, 0)
+}
+
+/// The value of cookie `name` in the request, if it has a non-empty one.
+pub(crate) fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty() && v.len() <= MAX_VALUE)
+        .map(|(_, v)| v)
+}
