@@ -16,11 +16,30 @@ fn seal_context(org: OrgId) -> String {
 
 /// Validates and stores `config`, turning REST authentication on; returns the
 /// validated form and how many local password hashes were erased.
+///
+/// Header values are write-only: one left out keeps the saved value of the
+/// header of that name. Plain `http://` URLs send credentials in clear text
+/// and are refused, unless the service may call private addresses (tests,
+/// internal deployments) or the organization accepts it explicitly.
 pub(crate) async fn save(
     state: &AppState,
     org: OrgId,
-    config: RestAuthConfig,
+    mut config: RestAuthConfig,
 ) -> Result<(RestAuth, u64), ApiError> {
+    if config.headers.iter().any(|h| h.value.is_none())
+        && let Some(saved) = load(state, org).await?
+    {
+        config.keep_header_values_of(&saved.config);
+    }
+    if let Some(field) = config.plain_http_fields().first()
+        && !config.allow_insecure_http
+        && !state.settings().allow_private_targets
+    {
+        return Err(ApiError::invalid(
+            field,
+            "plain http sends credentials across the network unencrypted: use https, or set allow_insecure_http",
+        ));
+    }
     let auth =
         config.validate().map_err(|e| ApiError::Invalid { field: Some(e.field), message: e.message })?;
     let json = serde_json::to_vec(&auth.config).map_err(ApiError::internal)?;

@@ -38,7 +38,8 @@ async fn audit(
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",
     security(("admin_token" = [])), params(("org_id" = uuid::Uuid, Path)), request_body = RestAuthConfig,
-    responses((status = 200, description = "Saved; local passwords of the organization's users are erased", body = RestAuthConfig),
+    description = "Header values are write-only: never returned, and a header sent without a value keeps the saved value of the header of that name.",
+    responses((status = 200, description = "Saved (header values left out); local passwords of the organization's users are erased and the sessions they signed in ended", body = RestAuthConfig),
         (status = 400, description = "The configuration is invalid; `field` names the problem", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_rest(
@@ -57,12 +58,12 @@ pub(crate) async fn put_rest(
         serde_json::json!({ "local_passwords_erased": erased }),
     )
     .await?;
-    Ok(Json(auth.config))
+    Ok(Json(auth.config.without_secrets()))
 }
 
 #[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",
     security(("admin_token" = [])), params(("org_id" = uuid::Uuid, Path)),
-    responses((status = 200, description = "The configuration as it was written", body = RestAuthConfig),
+    responses((status = 200, description = "The configuration as it was written, header values left out", body = RestAuthConfig),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_rest(
     _: PlatformAdmin,
@@ -71,7 +72,7 @@ pub(crate) async fn get_rest(
 ) -> Result<Json<RestAuthConfig>, ApiError> {
     require_org(&state, org_id).await?;
     let auth = external_auth::load(&state, org_id).await?.ok_or(NOT_CONFIGURED)?;
-    Ok(Json(auth.config.clone()))
+    Ok(Json(auth.config.without_secrets()))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",
@@ -107,8 +108,8 @@ pub(crate) struct Header {
     pub(crate) value: String,
 }
 
-/// The request exactly as sent, with the password and the Authorization
-/// header masked.
+/// The request exactly as sent, with the password and every header value
+/// masked.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ShownRequest {
     pub(crate) method: String,
@@ -129,6 +130,9 @@ pub(crate) struct TestResult {
     /// Why there was no answer: `timeout`, `connect_failed`, `tls_failed`,
     /// `blocked_target` or `protocol_error`.
     pub(crate) error: Option<&'static str>,
+    /// What the admin should know about the configuration, such as a plain
+    /// http URL.
+    pub(crate) warnings: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/external-auth/rest/test", tag = "external-auth",
@@ -160,7 +164,14 @@ pub(crate) async fn test_rest(
         Ok(_) => ("rejected", None),
         Err(e) => ("unavailable", Some(e.kind())),
     };
+    let warnings = auth
+        .config
+        .plain_http_fields()
+        .into_iter()
+        .map(|field| format!("{field} is plain http: credentials cross the network unencrypted"))
+        .collect();
     Ok(Json(TestResult {
+        warnings,
         status: exchange.status(),
         elapsed_ms: exchange.elapsed().map(|d| d.as_millis() as u64),
         outcome,

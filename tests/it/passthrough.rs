@@ -315,7 +315,8 @@ async fn internal_targets_are_refused_unless_allowed() {
         let (status, _) = configure(
             &server,
             &org,
-            json!({ "authentication_url": url, "http_action": "GET", "data_as": "json", "timeout_ms": 2000 }),
+            json!({ "authentication_url": url, "http_action": "GET", "data_as": "json", "timeout_ms": 2000,
+                "allow_insecure_http": true }),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -543,10 +544,16 @@ async fn configuration_is_validated_and_returned_as_written() {
     let (status, got) = server.admin(Method::GET, &rest_path, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, saved);
-    for (k, v) in good.as_object().unwrap() {
+    for (k, v) in good.as_object().unwrap().iter().filter(|(k, _)| *k != "headers") {
         assert_eq!(&got[k], v, "{k} returned as written");
     }
+    // Header values are write-only: the names come back, the values never.
+    assert_eq!(got["headers"], json!([{ "name": "X-Api-Key" }]));
+    assert!(
+        !got.to_string().contains("static-secret-key") && !saved.to_string().contains("static-secret-key")
+    );
     assert_eq!((got["timeout_ms"].as_u64(), got["http_auth_type"].as_str()), (Some(10_000), Some("none")));
+    assert_eq!(got["allow_insecure_http"], false);
 
     // A header secret is sealed in the database, not stored in clear.
     let pool = sqlx::SqlitePool::connect(server.db.url()).await.unwrap();
@@ -557,6 +564,61 @@ async fn configuration_is_validated_and_returned_as_written() {
 
     let unknown = "/admin/v1/orgs/01a2221d-50f7-7697-ad4d-23a24da039c7/external-auth/rest";
     assert_eq!(server.admin(Method::PUT, unknown, Some(good)).await.0, StatusCode::NOT_FOUND);
+}
+
+/// A configuration sent back as it was shown keeps its header values; a new
+/// header needs one.
+#[tokio::test]
+async fn header_values_survive_an_edit_without_them() {
+    let server = server_allowing_loopback().await;
+    let stub = Stub::start().await;
+    let (org, _) = org_with_user(&server, None).await;
+    let config = json!({ "authentication_url": format!("{}/x", stub.base), "http_action": "POST", "data_as": "json",
+        "headers": [{ "name": "X-Api-Key", "value": "k-123" }] });
+    let (status, shown) = configure(&server, &org, config).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    let mut edited = shown.clone();
+    edited["timeout_ms"] = json!(5000);
+    edited["headers"][0]["name"] = json!("x-api-key");
+    assert_eq!(configure(&server, &org, edited.clone()).await.0, StatusCode::OK);
+    assert_eq!(login_with(&server, "pw").await.0, StatusCode::OK);
+    assert_eq!(stub.single().header("x-api-key").as_deref(), Some("k-123"), "the saved value was kept");
+
+    edited["headers"].as_array_mut().unwrap().push(json!({ "name": "X-Other" }));
+    let (status, err) = configure(&server, &org, edited).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("headers[1].value")));
+}
+
+/// Plain http sends passwords in clear text: refused unless the service may
+/// call private addresses or the organization accepts it, and flagged by
+/// the test call.
+#[tokio::test]
+async fn plain_http_needs_an_explicit_yes() {
+    let server = TestServer::sqlite().await; // private targets not allowed
+    let org = server.create_org("Acme").await;
+    let config = json!({ "authentication_url": "http://auth.example.com/login", "http_action": "POST", "data_as": "json" });
+    let (status, err) = configure(&server, &org, config.clone()).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authentication_url")),
+        "{err}"
+    );
+    let mut accepted = config;
+    accepted["allow_insecure_http"] = json!(true);
+    assert_eq!(configure(&server, &org, accepted).await.0, StatusCode::OK);
+
+    let loopback = server_allowing_loopback().await;
+    let stub = Stub::start().await;
+    let (org, _) = org_with_user(&loopback, None).await;
+    let config =
+        json!({ "authentication_url": format!("{}/x", stub.base), "http_action": "POST", "data_as": "json" });
+    assert_eq!(configure(&loopback, &org, config).await.0, StatusCode::OK);
+    let test = format!("/admin/v1/orgs/{org}/external-auth/rest/test");
+    let (_, result) = loopback
+        .admin(Method::POST, &test, Some(json!({ "email": "bob@example.com", "password": "pw" })))
+        .await;
+    let warnings = result["warnings"].as_array().unwrap();
+    assert!(warnings[0].as_str().unwrap().contains("plain http"), "{result}");
 }
 
 /// The organization's audit events of `kind`, newest first, once there are
@@ -662,7 +724,8 @@ async fn the_test_call_shows_the_request_masked_and_stores_nothing() {
         .map(|h| (h["name"].as_str().unwrap().into(), h["value"].as_str().unwrap().into()))
         .collect();
     assert!(headers.contains(&("x-pass".into(), "********".into())), "{headers:?}");
-    assert!(headers.contains(&("x-key".into(), "k-123".into())));
+    assert!(headers.contains(&("x-key".into(), "********".into())), "header values are masked too");
+    assert!(!result.to_string().contains("k-123"), "a header secret shown: {result}");
     assert!(headers.contains(&("authorization".into(), "Basic ********".into())));
     assert!(headers.contains(&("content-type".into(), "application/json".into())));
 

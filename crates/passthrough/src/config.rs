@@ -66,12 +66,16 @@ pub enum HttpAuthType {
     Basic,
 }
 
+/// A header to send. Its value is write-only: it is never shown once saved,
+/// and a header given without a value keeps the saved value of the header
+/// of that name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderTemplate {
     pub name: String,
-    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// The settings as the admin wrote them; stored as written (sealed) and
@@ -94,6 +98,46 @@ pub struct RestAuthConfig {
     pub forgot_password_url: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Send credentials over plain `http://` (refused otherwise, unless the
+    /// service may call private addresses): only for a service that the
+    /// organization reaches over a network it trusts.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+impl RestAuthConfig {
+    /// The configuration as it may be shown: header values left out.
+    pub fn without_secrets(&self) -> Self {
+        let headers =
+            self.headers.iter().map(|h| HeaderTemplate { name: h.name.clone(), value: None }).collect();
+        Self { headers, ..self.clone() }
+    }
+
+    /// Fills each header given without a value with the value `saved` has
+    /// for a header of that name (names compare case-insensitively).
+    pub fn keep_header_values_of(&mut self, saved: &RestAuthConfig) {
+        for header in self.headers.iter_mut().filter(|h| h.value.is_none()) {
+            let name = header.name.trim();
+            header.value = saved
+                .headers
+                .iter()
+                .find(|s| s.name.trim().eq_ignore_ascii_case(name))
+                .and_then(|s| s.value.clone());
+        }
+    }
+
+    /// The URL fields that send over plain `http://`.
+    pub fn plain_http_fields(&self) -> Vec<&'static str> {
+        let plain = |u: &str| u.trim().get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://"));
+        let mut fields = Vec::new();
+        if plain(&self.authentication_url) {
+            fields.push("authentication_url");
+        }
+        if self.forgot_password_url.as_deref().is_some_and(plain) {
+            fields.push("forgot_password_url");
+        }
+        fields
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -185,7 +229,13 @@ impl RestAuthConfig {
             if headers.iter().any(|(n, _)| *n == name) {
                 return Err(invalid(format!("{field}.name"), format!("{name} is given twice")));
             }
-            let value = parse(&format!("{field}.value"), &h.value)?;
+            let Some(value) = &h.value else {
+                return Err(invalid(
+                    format!("{field}.value"),
+                    "is required: only a header already saved under this name keeps its value when left out",
+                ));
+            };
+            let value = parse(&format!("{field}.value"), value)?;
             for part in value.parts() {
                 if let Part::Text(t) = part
                     && http::HeaderValue::from_str(t).is_err()
@@ -289,10 +339,11 @@ mod tests {
             http_action: HttpAction::Post,
             data_as: DataAs::Json,
             http_auth_type: HttpAuthType::None,
-            headers: vec![HeaderTemplate { name: "X-Device".into(), value: "{{DEVICENAME}}".into() }],
+            headers: vec![HeaderTemplate { name: "X-Device".into(), value: Some("{{DEVICENAME}}".into()) }],
             body: Some(r#"{"user":"{{USEREMAIL}}","password":"{{USERPASSWORD}}"}"#.into()),
             forgot_password_url: Some("https://auth.example.com/forgot?email={{USEREMAIL}}".into()),
             timeout_ms: 10_000,
+            allow_insecure_http: false,
         }
     }
 
@@ -331,7 +382,8 @@ mod tests {
             ),
             (Box::new(|c| c.headers[0].name = "Bad Header".into()), "headers[0].name"),
             (Box::new(|c| c.headers[0].name = "Content-Length".into()), "headers[0].name"),
-            (Box::new(|c| c.headers[0].value = "a\r\nb".into()), "headers[0].value"),
+            (Box::new(|c| c.headers[0].value = Some("a\r\nb".into())), "headers[0].value"),
+            (Box::new(|c| c.headers[0].value = None), "headers[0].value"),
             (Box::new(|c| c.body = Some("{\"user\": {{USEREMAIL}}}".into())), "body"),
             (Box::new(|c| c.body = Some("{\"user\": \"{{USEREMAIL}}\"".into())), "body"),
             (Box::new(|c| c.body = Some("{\"x\":\"{{WHO}}\"}".into())), "body"),
@@ -379,6 +431,33 @@ mod tests {
             let shown = format!("{c:?}");
             assert_eq!(field_of(c), field, "{shown}");
         }
+    }
+
+    #[test]
+    fn header_values_are_write_only() {
+        let mut saved = config();
+        saved.headers.push(HeaderTemplate { name: "X-Api-Key".into(), value: Some("k3y".into()) });
+        let shown = saved.without_secrets();
+        assert!(shown.headers.iter().all(|h| h.value.is_none()));
+        assert!(!serde_json::to_string(&shown).unwrap().contains("k3y"));
+        // Sent back as shown, with one header renamed in case and one new.
+        let mut edited = shown.clone();
+        edited.headers[1].name = "x-api-KEY".into();
+        edited.headers.push(HeaderTemplate { name: "X-New".into(), value: None });
+        edited.keep_header_values_of(&saved);
+        assert_eq!(edited.headers[0].value.as_deref(), Some("{{DEVICENAME}}"));
+        assert_eq!(edited.headers[1].value.as_deref(), Some("k3y"));
+        assert_eq!(edited.headers[2].value, None, "a new header needs its value");
+        assert_eq!(edited.validate().unwrap_err().field, "headers[2].value");
+    }
+
+    #[test]
+    fn plain_http_urls_are_named() {
+        let mut c = config();
+        assert!(c.plain_http_fields().is_empty());
+        c.authentication_url = "HTTP://auth.example.com/login".into();
+        c.forgot_password_url = Some("http://auth.example.com/f".into());
+        assert_eq!(c.plain_http_fields(), ["authentication_url", "forgot_password_url"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use gatehouse_outbound::{OutboundClient, UpstreamError, UpstreamResponse};
 /// request is shown.
 const MASK: &str = "********";
 
-/// A request as it was sent, with the password and the Authorization header
+/// A request as it was sent, with the password and every header value
 /// masked: safe to show an admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentRequest {
@@ -157,8 +157,9 @@ impl<'a> RestConnector<'a> {
             let value = HeaderValue::from_bytes(value.as_bytes())
                 .map_err(|_| unsafe_request("a header value is not a valid header"))?;
             headers.append(name.clone(), value);
-            let shown = template.render(|p| masked.get(p), |s| Escaper::None.escape(s));
-            shown_headers.push((name.to_string(), shown));
+            // Header values are write-only (API keys live there): shown
+            // masked, whatever they hold.
+            shown_headers.push((name.to_string(), MASK.to_owned()));
         }
         if credentials && config.http_auth_type == HttpAuthType::Basic {
             let email = values.get(Placeholder::UserEmail);
