@@ -287,14 +287,23 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || a >= 240
 }
 
+/// IPv6 ranges that are internal, or that translate to IPv4 addresses a
+/// gateway would reach on our side (so a public-looking IPv6 literal could
+/// reach 169.254.169.254 or 10.0.0.0/8 through them): they are refused
+/// whole, since which IPv4 address they carry is the gateway's to decide.
 fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local, incl. fd00:ec2::254
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || ip.to_ipv4().is_some_and(|v4| is_internal_v4(v4) && ip.segments()[..6] == [0; 6])
+        || (s[0] & 0xfe00) == 0xfc00 // unique local, incl. fd00:ec2::254
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed by some)
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4]) // NAT64, 64:ff9b::/96
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64, 64:ff9b:1::/48
+        || s[0] == 0x2002 // 6to4, 2002::/16
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo, 2001::/32
+        || ip.to_ipv4().is_some_and(|v4| is_internal_v4(v4) && s[..6] == [0; 6])
 }
 
 #[cfg(test)]
@@ -316,10 +325,26 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "fec0::1",
+            "feff::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::808:808",
+            "64:ff9b:1::a00:1",
+            "2002:a9fe:a9fe::1",
+            "2002:0808:0808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2001:db8::1",
+            "2001:4860::8888",
+            "64:ff9b:2::1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
