@@ -136,9 +136,12 @@ impl Store {
         if backend == Backend::Sqlite {
             // One writer at a time is SQLite's model; WAL lets readers proceed
             // while it writes, and the busy timeout queues writers instead of
-            // failing them. With WAL, synchronous=NORMAL is SQLite's own
-            // recommendation: commits survive a crash of the process, and
-            // only a power loss can undo the last ones (never corrupt).
+            // failing them. synchronous=FULL syncs the log at every commit:
+            // with NORMAL a power loss could undo the last acknowledged
+            // commits (a revoked session, a SCIM deactivation, a spent
+            // refresh token), not only a crash of the process. Group commit
+            // (`group_commit`) makes that one sync per batch of sign-ins or
+            // SCIM creates.
             // Checkpoints are the background task's (`checkpoint`), not the
             // job of whichever commit happens to fill the log.
             // sqlx pings a connection each time it leaves the pool, by
@@ -149,7 +152,7 @@ impl Store {
             pool = pool.max_connections(8).test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
                          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
                     )
                     .await?;
