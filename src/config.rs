@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gatehouse_session::{MasterKey, SigningAlgorithm};
+use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm};
 use gatehouse_store::ThrottleRule;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -25,6 +25,7 @@ pub struct RawSettings {
     pub token_audience: Option<String>,
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
+    pub master_key_file: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub data_dir: Option<String>,
@@ -56,8 +57,11 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_PUBLIC_URL            external base URL; the issuer of tokens [default: http://<bind>]
   GATEHOUSE_TOKEN_AUDIENCE        the aud of access tokens, which apps check [default: the issuer]
   GATEHOUSE_ADMIN_TOKEN           bootstrap platform-admin bearer token (at least 32 characters)
-  GATEHOUSE_MASTER_KEY            32 bytes of base64 that seal stored keys and secrets; required
+  GATEHOUSE_MASTER_KEY            32 bytes of base64 that seal stored keys and secrets (several,
+                                  comma-separated, during a rotation: the first seals); required
                                   with PostgreSQL, generated under the data dir for SQLite
+  GATEHOUSE_MASTER_KEY_FILE       or a file holding them, one per line, re-read while running so
+                                  that `gatehouse master-key rotate` reaches every node
   GATEHOUSE_LOG_FORMAT            text or json [default: text]
   GATEHOUSE_LOG_LEVEL             tracing filter, e.g. info or gatehouse=debug [default: info]
   GATEHOUSE_DATA_DIR              where the embedded database and master key live [default: ./data]
@@ -118,6 +122,7 @@ impl RawSettings {
         text!(token_audience, "GATEHOUSE_TOKEN_AUDIENCE");
         text!(admin_token, "GATEHOUSE_ADMIN_TOKEN");
         text!(master_key, "GATEHOUSE_MASTER_KEY");
+        text!(master_key_file, "GATEHOUSE_MASTER_KEY_FILE");
         text!(log_format, "GATEHOUSE_LOG_FORMAT");
         text!(log_level, "GATEHOUSE_LOG_LEVEL");
         text!(data_dir, "GATEHOUSE_DATA_DIR");
@@ -165,12 +170,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the master key comes from.
+/// Where the master keys come from.
 #[derive(Debug, Clone)]
 pub enum MasterKeySource {
-    Given(MasterKey),
-    /// The embedded default keeps its own key file.
-    File(PathBuf),
+    /// In the settings themselves (`GATEHOUSE_MASTER_KEY`).
+    Given(MasterKeys),
+    /// In a file, one key per line, re-read while the service runs so that a
+    /// rotation reaches every node (`GATEHOUSE_MASTER_KEY_FILE`, or the
+    /// embedded default's own, created on first start).
+    File { path: PathBuf, create: bool },
 }
 
 /// Validated settings.
@@ -303,18 +311,24 @@ impl Settings {
         {
             return Err(ConfigError::new("GATEHOUSE_ADMIN_TOKEN", "must be at least 32 characters"));
         }
-        let master_key = match raw.master_key {
-            Some(k) => MasterKeySource::Given(
-                MasterKey::from_base64(&k)
-                    .map_err(|e| ConfigError::new("GATEHOUSE_MASTER_KEY", e.to_string()))?,
-            ),
-            None if embedded_database || database_url.starts_with("sqlite:") => {
-                MasterKeySource::File(data_dir.join("master.key"))
+        let master_key = match (raw.master_key, raw.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "GATEHOUSE_MASTER_KEY_FILE",
+                    "give the master keys either in GATEHOUSE_MASTER_KEY or in a file, not both",
+                ));
             }
-            None => {
+            (Some(k), None) => MasterKeySource::Given(
+                MasterKeys::parse(&k).map_err(|e| ConfigError::new("GATEHOUSE_MASTER_KEY", e.to_string()))?,
+            ),
+            (None, Some(path)) => MasterKeySource::File { path: PathBuf::from(path.trim()), create: false },
+            (None, None) if embedded_database || database_url.starts_with("sqlite:") => {
+                MasterKeySource::File { path: data_dir.join("master.key"), create: true }
+            }
+            (None, None) => {
                 return Err(ConfigError::new(
                     "GATEHOUSE_MASTER_KEY",
-                    "is required with PostgreSQL, so that every node shares it",
+                    "(or GATEHOUSE_MASTER_KEY_FILE) is required with PostgreSQL, so that every node shares it",
                 ));
             }
         };
@@ -444,7 +458,9 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
         assert!(s.embedded_database);
         assert!(s.database_url.starts_with("sqlite://./data/gatehouse.db"));
-        assert!(matches!(s.master_key, MasterKeySource::File(ref p) if p.ends_with("master.key")));
+        assert!(
+            matches!(s.master_key, MasterKeySource::File { ref path, create: true } if path.ends_with("master.key"))
+        );
         assert_eq!(s.issuer(), "http://127.0.0.1:8080");
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
     }

@@ -11,6 +11,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 fn seal_context(org: OrgId) -> String {
+    seal_context_for(&org.to_string())
+}
+
+/// The sealing context of an organization's configuration, by its id.
+pub(crate) fn seal_context_for(org: &str) -> String {
     format!("rest-auth:{org}")
 }
 
@@ -43,7 +48,7 @@ pub(crate) async fn save(
     let auth =
         config.validate().map_err(|e| ApiError::Invalid { field: Some(e.field), message: e.message })?;
     let json = serde_json::to_vec(&auth.config).map_err(ApiError::internal)?;
-    let sealed = state.master_key().seal(&seal_context(org), &json);
+    let sealed = state.master_keys().seal(&seal_context(org), &json);
     let erased = state.store().enable_rest_auth(org, &sealed, state.clock().now()).await?;
     Ok((auth, erased))
 }
@@ -87,7 +92,7 @@ const CACHE_CAPACITY: usize = 10_000;
 pub(crate) type RestAuthCache = RwLock<HashMap<OrgId, (String, Arc<RestAuth>)>>;
 
 fn open(state: &AppState, org: OrgId, sealed: &str) -> Result<RestAuth, ApiError> {
-    let json = state.master_key().open(&seal_context(org), sealed).map_err(ApiError::internal)?;
+    let json = state.master_keys().open(&seal_context(org), sealed).map_err(ApiError::internal)?;
     let config: RestAuthConfig = serde_json::from_slice(&json).map_err(ApiError::internal)?;
     // A stored configuration that no longer validates (stricter rules since it
     // was saved) fails closed; the admin sees why when saving it again.

@@ -1,5 +1,6 @@
-//! Periodic clean-up of rows that have served their purpose: lapsed rate
-//! limit counters. It runs on every node; the deletes are idempotent.
+//! Periodic work on every node: cleaning up rows that have served their
+//! purpose (lapsed rate limit counters; the deletes are idempotent), and
+//! re-reading the master key file so that a rotation reaches this node.
 
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub(crate) fn spawn(state: &AppState) {
 }
 
 async fn sweep(state: &AppState) {
+    if let Err(e) = state.master_keys().reload() {
+        tracing::error!(error = %format!("{e:#}"), "cannot re-read the master key file");
+    }
     match state.store().prune_throttles(state.clock().now()).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(pruned = n, "lapsed rate limit counters removed"),

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gatehouse_core::Clock;
-use gatehouse_session::{JwkSet, KeyRing, MasterKey, SessionError, SigningAlgorithm, generate_signing_key};
+use gatehouse_session::{JwkSet, KeyRing, SessionError, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{Store, StoreError};
+
+use crate::master_keys::MasterKeyStore;
 
 /// How long a process signs with a cached key ring before looking again.
 const CACHE_TTL: chrono::Duration = chrono::Duration::seconds(30);
@@ -34,7 +36,7 @@ struct Cached {
 
 pub struct KeyCache {
     store: Store,
-    master: MasterKey,
+    master: Arc<MasterKeyStore>,
     clock: Arc<dyn Clock>,
     /// How long a retired key stays published: every token it can have signed
     /// has expired by then (access token lifetime, plus the time another
@@ -44,7 +46,12 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(store: Store, master: MasterKey, clock: Arc<dyn Clock>, access_ttl: Duration) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        master: Arc<MasterKeyStore>,
+        clock: Arc<dyn Clock>,
+        access_ttl: Duration,
+    ) -> Self {
         let access_ttl = chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::hours(24));
         Self {
             store,
@@ -67,7 +74,7 @@ impl KeyCache {
     /// Adds a new signing key; the previous one keeps verifying (and stays in
     /// the JWKS) until its tokens have expired. Returns the new key's id.
     pub async fn rotate(&self, alg: SigningAlgorithm) -> Result<String, KeyError> {
-        let key = generate_signing_key(alg, &self.master)?;
+        let key = generate_signing_key(alg, &self.master.current())?;
         self.store.add_signing_key(&key, self.clock.now()).await?;
         self.reload().await?;
         Ok(key.kid)
@@ -110,7 +117,15 @@ impl KeyCache {
     async fn reload(&self) -> Result<Arc<KeyRing>, KeyError> {
         let now = self.clock.now();
         let stored = self.store.published_signing_keys(now - self.retention).await?;
-        let ring = Arc::new(KeyRing::open(&stored, &self.master)?);
+        let ring = match KeyRing::open(&stored, &self.master.current()) {
+            // Re-sealed under a key this process has not read yet: read the
+            // key file again.
+            Err(SessionError::UnknownMasterKey(_)) if self.master.refresh() => {
+                KeyRing::open(&stored, &self.master.current())?
+            }
+            other => other?,
+        };
+        let ring = Arc::new(ring);
         *self.cached.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Cached { ring: ring.clone(), loaded_at: now });
         Ok(ring)

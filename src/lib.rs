@@ -12,6 +12,7 @@ mod external_auth;
 mod extract;
 mod housekeeping;
 mod keys;
+mod master_keys;
 mod openapi;
 mod passwords;
 mod routes;
@@ -33,7 +34,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use gatehouse_core::Clock;
-use gatehouse_session::MasterKey;
 use gatehouse_store::Store;
 use tokio::net::TcpListener;
 use tower_http::LatencyUnit;
@@ -44,6 +44,7 @@ use tracing::Level;
 
 pub use config::{RawSettings, Settings};
 pub use error::ApiError;
+pub use master_keys::{MasterKeyAction, run as master_key_command};
 pub use server::Limits;
 pub use state::AppState;
 
@@ -128,21 +129,18 @@ pub async fn bootstrap(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Res
     if settings.embedded_database {
         create_private_dir(&settings.data_dir)?;
     }
-    let master_key = match &settings.master_key {
-        config::MasterKeySource::Given(key) => key.clone(),
-        config::MasterKeySource::File(path) => load_or_create_master_key(path)?,
-    };
+    let master_keys = master_keys::MasterKeyStore::load(&settings.master_key)?;
     let store = Store::open(&settings.database_url).await.context("cannot open the database")?;
     let alg = settings.signing_alg;
     let outbound = gatehouse_passthrough::OutboundClient::new(settings.allow_private_targets)
         .context("cannot build the HTTP client")?;
-    let state = AppState::new(settings, store, master_key, clock, outbound);
+    let state = AppState::new(settings, store, master_keys, clock, outbound);
     state.keys().ensure_signing_key(alg).await.context("cannot load the signing keys")?;
     housekeeping::spawn(&state);
     Ok(state)
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     #[cfg(unix)]
@@ -152,30 +150,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
     }
     Ok(())
-}
-
-/// The embedded default keeps its master key in a file only its owner can
-/// read, created on first start.
-fn load_or_create_master_key(path: &Path) -> anyhow::Result<MasterKey> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::from_base64(&text)
-            .with_context(|| format!("master key file {} is invalid", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                create_private_dir(dir)?;
-            }
-            let key = MasterKey::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-            std::io::Write::write_all(&mut file, key.to_base64().as_bytes())?;
-            tracing::info!(path = %path.display(), "generated a new master key");
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read master key file {}", path.display())),
-    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use gatehouse::MasterKeyAction;
 use gatehouse::config::{ENV_HELP, RawSettings, Settings};
 use gatehouse_core::SystemClock;
 use gatehouse_session::{OpaqueToken, SigningAlgorithm};
@@ -34,6 +35,30 @@ enum Command {
     /// Manage the keys that sign platform tokens.
     #[command(subcommand, after_help = ENV_HELP)]
     Keys(KeysCommand),
+    /// Manage the master keys that seal stored secrets.
+    #[command(subcommand, after_help = ENV_HELP)]
+    MasterKey(MasterKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Print a new master key (32 random bytes, base64).
+    Generate,
+    /// With a key file: put a new key first and re-seal every stored
+    /// secret under it, while the service runs; running nodes read the new
+    /// key within a minute. The old key stays until `prune`.
+    #[command(after_help = ENV_HELP)]
+    Rotate,
+    /// Re-seal every stored secret under the first configured key (after
+    /// putting a new key first in GATEHOUSE_MASTER_KEY on every node).
+    #[command(after_help = ENV_HELP)]
+    Reseal,
+    /// How many stored secrets each master key has sealed.
+    #[command(after_help = ENV_HELP)]
+    Status,
+    /// With a key file: drop the keys that no longer seal anything.
+    #[command(after_help = ENV_HELP)]
+    Prune,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +140,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = gatehouse::bootstrap(settings, clock).await?;
             state.store().revoke_admin_token(&id, state.clock().now()).await.context("cannot revoke")?;
             eprintln!("admin token {id} revoked");
+        }
+        Command::MasterKey(MasterKeyCommand::Generate) => {
+            println!("{}", gatehouse_session::MasterKey::generate().to_base64());
+        }
+        Command::MasterKey(command) => {
+            let action = match command {
+                MasterKeyCommand::Generate => unreachable!("handled above"),
+                MasterKeyCommand::Rotate => MasterKeyAction::Rotate,
+                MasterKeyCommand::Reseal => MasterKeyAction::Reseal,
+                MasterKeyCommand::Status => MasterKeyAction::Status,
+                MasterKeyCommand::Prune => MasterKeyAction::Prune,
+            };
+            let state = gatehouse::bootstrap(settings, clock).await?;
+            println!("{}", gatehouse::master_key_command(&state, action).await?);
         }
         Command::Keys(KeysCommand::Rotate { alg }) => {
             let alg = match alg {

@@ -66,7 +66,7 @@ pub(crate) fn secret_context(connection_id: &str) -> String {
 /// service provider's key (PEM).
 pub(crate) fn open_secret(state: &AppState, record: &ConnectionRecord) -> Result<Vec<u8>, ApiError> {
     state
-        .master_key()
+        .master_keys()
         .open(&secret_context(&record.id), &record.client_secret_sealed)
         .map_err(ApiError::internal)
 }
@@ -116,11 +116,11 @@ pub(crate) fn flow_context(state_hash: &str) -> String {
 impl FlowSecrets {
     pub(crate) fn seal(&self, state: &AppState, state_hash: &str) -> Result<String, ApiError> {
         let json = serde_json::to_vec(self).map_err(ApiError::internal)?;
-        Ok(state.master_key().seal(&flow_context(state_hash), &json))
+        Ok(state.master_keys().seal(&flow_context(state_hash), &json))
     }
 
     pub(crate) fn open(state: &AppState, state_hash: &str, sealed: &str) -> Result<Self, ApiError> {
-        let json = state.master_key().open(&flow_context(state_hash), sealed).map_err(ApiError::internal)?;
+        let json = state.master_keys().open(&flow_context(state_hash), sealed).map_err(ApiError::internal)?;
         serde_json::from_slice(&json).map_err(ApiError::internal)
     }
 }

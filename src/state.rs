@@ -3,12 +3,12 @@ use std::sync::Arc;
 use gatehouse_core::Clock;
 use gatehouse_oidc::ProviderCache;
 use gatehouse_passthrough::OutboundClient;
-use gatehouse_session::MasterKey;
 use gatehouse_store::Store;
 
 use crate::config::Settings;
 use crate::external_auth::RestAuthCache;
 use crate::keys::KeyCache;
+use crate::master_keys::MasterKeyStore;
 use crate::passwords::PasswordHasher;
 use crate::saml::SpCache;
 
@@ -30,7 +30,7 @@ struct Inner {
     keys: KeyCache,
     passwords: PasswordHasher,
     admin_token_hash: Option<String>,
-    master_key: MasterKey,
+    master_keys: Arc<MasterKeyStore>,
     outbound: OutboundClient,
     rest_auth_cache: RestAuthCache,
     oidc_providers: ProviderCache,
@@ -54,14 +54,16 @@ impl AppState {
         WeakState(Arc::downgrade(&self.inner))
     }
 
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         store: Store,
-        master_key: MasterKey,
+        master_keys: MasterKeyStore,
         clock: Arc<dyn Clock>,
         outbound: OutboundClient,
     ) -> Self {
-        let keys = KeyCache::new(store.clone(), master_key.clone(), clock.clone(), settings.access_token_ttl);
+        let master_keys = Arc::new(master_keys);
+        let keys =
+            KeyCache::new(store.clone(), master_keys.clone(), clock.clone(), settings.access_token_ttl);
         let passwords = PasswordHasher::new(settings.password_hash_concurrency, settings.password_hash_queue);
         let admin_token_hash = settings.admin_token.as_deref().map(gatehouse_session::hash_opaque_token);
         Self {
@@ -73,7 +75,7 @@ impl AppState {
                 keys,
                 passwords,
                 admin_token_hash,
-                master_key,
+                master_keys,
                 outbound,
                 rest_auth_cache: RestAuthCache::default(),
                 oidc_providers: ProviderCache::default(),
@@ -109,8 +111,8 @@ impl AppState {
     }
 
     /// Seals secrets kept in the database.
-    pub(crate) fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
+    pub(crate) fn master_keys(&self) -> &MasterKeyStore {
+        &self.inner.master_keys
     }
 
     /// Each SAML connection's ready service provider.

@@ -152,7 +152,7 @@ async fn new_secret(state: &AppState, id: &str, config: &AnyConnectionConfig) ->
                 .map_err(ApiError::internal)?
         }
     };
-    Ok(state.master_key().seal(&secret_context(id), &plain))
+    Ok(state.master_keys().seal(&secret_context(id), &plain))
 }
 
 async fn audit(state: &AppState, org: OrgId, kind: &'static str, id: &str) -> Result<(), ApiError> {
@@ -243,7 +243,7 @@ pub(crate) async fn replace_connection(
     let stored = checked(&state, org_id, &config).await?;
     let sealed = match &config {
         AnyConnectionConfig::Oidc(ConnectionConfig { client_secret: Some(secret), .. }) => {
-            state.master_key().seal(&secret_context(&id), secret.as_bytes())
+            state.master_keys().seal(&secret_context(&id), secret.as_bytes())
         }
         // The SP key stays: the IdP has our certificate.
         _ => current.client_secret_sealed,

@@ -114,6 +114,7 @@ fn help_documents_every_setting() {
         vec!["--help"],
         vec!["serve", "--help"],
         vec!["keys", "rotate", "--help"],
+        vec!["master-key", "rotate", "--help"],
         vec!["admin-token", "--help"],
     ] {
         let out = gatehouse(dir.path()).args(&args).output().unwrap();

@@ -81,7 +81,7 @@ async fn signing_keys_are_sealed_with_the_master_key() {
             .unwrap();
     assert_eq!(rows.len(), 1);
     let (sealed, jwk) = &rows[0];
-    assert!(sealed.starts_with("v1."), "{sealed}");
+    assert!(sealed.starts_with("v2."), "sealed, and naming its master key: {sealed}");
     assert!(!jwk.contains("\"d\""), "only the public half is stored in clear: {jwk}");
     pool.close().await;
 

@@ -18,6 +18,7 @@ mod connections;
 mod faults;
 mod keys;
 mod limits;
+mod master_key;
 mod multi_process;
 mod oidc_provider;
 mod ops;

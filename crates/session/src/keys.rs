@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use crate::{AccessClaims, MasterKey, SessionError};
+use crate::{AccessClaims, MasterKeyError, MasterKeys, SessionError};
 
 /// The algorithms platform tokens may be signed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub struct NewSigningKey {
 
 pub fn generate_signing_key(
     alg: SigningAlgorithm,
-    master: &MasterKey,
+    master: &MasterKeys,
 ) -> Result<NewSigningKey, SessionError> {
     let kid = uuid::Uuid::now_v7().simple().to_string();
     let bad = |reason: &str| SessionError::BadKey { kid: kid.clone(), reason: reason.into() };
@@ -204,7 +204,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Opens the given keys. Keys are expected newest first, as the store
     /// lists them.
-    pub fn open(keys: &[StoredKey], master: &MasterKey) -> Result<Self, SessionError> {
+    pub fn open(keys: &[StoredKey], master: &MasterKeys) -> Result<Self, SessionError> {
         let mut signer = None;
         let mut verifiers = HashMap::new();
         for k in keys {
@@ -212,7 +212,10 @@ impl KeyRing {
             let jwk: Jwk = serde_json::from_str(&k.public_jwk).map_err(|e| bad(e.to_string()))?;
             let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
             if signer.is_none() && k.retired_at.is_none() {
-                let pkcs8 = master.open(&k.kid, &k.sealed_private_key).map_err(|e| bad(e.to_string()))?;
+                let pkcs8 = master.open(&k.kid, &k.sealed_private_key).map_err(|e| match e {
+                    MasterKeyError::UnknownKey(id) => SessionError::UnknownMasterKey(id),
+                    e => bad(e.to_string()),
+                })?;
                 signer = Some((k.kid.clone(), KeyPair::open(k.alg, &pkcs8).map_err(bad)?));
             }
             verifiers.insert(k.kid.clone(), Verifier { alg: k.alg, key });
@@ -330,7 +333,7 @@ mod tests {
     #[test]
     fn both_algorithms_sign_and_verify_and_publish_public_keys_only() {
         crate::check_crypto_backend().unwrap();
-        let master = MasterKey::generate();
+        let master = MasterKeys::single(crate::MasterKey::generate());
         let now = Utc::now();
         for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa] {
             let stored_key = stored(generate_signing_key(alg, &master).unwrap(), now);
@@ -359,7 +362,7 @@ mod tests {
     /// ES256 signatures are the fixed 64-byte `r || s` form.
     #[test]
     fn tokens_match_jsonwebtoken_s_own() {
-        let master = MasterKey::generate();
+        let master = MasterKeys::single(crate::MasterKey::generate());
         let now = Utc::now();
         for alg in [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa] {
             let key = stored(generate_signing_key(alg, &master).unwrap(), now);
@@ -386,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_tampered_token_or_foreign_key_is_refused() {
-        let master = MasterKey::generate();
+        let master = MasterKeys::single(crate::MasterKey::generate());
         let now = Utc::now();
         let ring = KeyRing::open(
             &[stored(generate_signing_key(SigningAlgorithm::Es256, &master).unwrap(), now)],
@@ -420,7 +423,7 @@ mod tests {
 
     #[test]
     fn signs_with_the_newest_unretired_key() {
-        let master = MasterKey::generate();
+        let master = MasterKeys::single(crate::MasterKey::generate());
         let now = Utc::now();
         let new = stored(generate_signing_key(SigningAlgorithm::EdDsa, &master).unwrap(), now);
         let mut old = stored(generate_signing_key(SigningAlgorithm::Es256, &master).unwrap(), now);

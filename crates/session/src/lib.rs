@@ -5,7 +5,8 @@
 //! come in as sealed [`StoredKey`]s read by the caller, and all time comes in
 //! as an argument taken from the injected clock.
 //!
-//! - [`MasterKey`] seals private keys (AES-256-GCM) before they reach storage.
+//! - [`MasterKeys`] seal private keys (AES-256-GCM) before they reach storage;
+//!   each sealed value names the [`MasterKey`] that sealed it, so keys rotate.
 //! - [`KeyRing`] is the set of keys a process signs and verifies with, and the
 //!   JWKS it publishes.
 //! - [`OpaqueToken`] makes refresh and admin tokens, which are stored only as
@@ -22,7 +23,7 @@ pub use keys::{
     KeyRing, NewSigningKey, SigningAlgorithm, StoredKey, VerifyError, generate_signing_key, published_jwks,
     token_kid,
 };
-pub use master_key::{MasterKey, MasterKeyError};
+pub use master_key::{MasterKey, MasterKeyError, MasterKeys};
 pub use opaque::{OpaqueToken, hash_opaque_token};
 
 /// Fails unless exactly one jsonwebtoken crypto backend is compiled in.
@@ -43,4 +44,7 @@ pub enum SessionError {
     BadKey { kid: String, reason: String },
     #[error("signing failed: {0}")]
     Sign(String),
+    /// A key was sealed with a master key this process does not have (yet).
+    #[error("a signing key is sealed with master key {0}, which is not configured here")]
+    UnknownMasterKey(String),
 }

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
-use gatehouse_session::{MasterKey, SigningAlgorithm, generate_signing_key};
+use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
     GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, SsoCode, SsoFlow,
     SsoPolicy, Store, StoreError, ThrottleRule, UserUpdate,
@@ -267,7 +267,7 @@ async fn logout_revokes_the_session(store: Store) {
 }
 
 async fn signing_keys_stay_published_until_retired_long_enough(store: Store) {
-    let master = MasterKey::generate();
+    let master = MasterKeys::single(MasterKey::generate());
     let k1 = generate_signing_key(SigningAlgorithm::Es256, &master).unwrap();
     let k2 = generate_signing_key(SigningAlgorithm::EdDsa, &master).unwrap();
     store.add_signing_key(&k1, t0()).await.unwrap();
