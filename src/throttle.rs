@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use gatehouse_core::{Device, Email, OrgId, UserId};
-use gatehouse_store::{HitOutcome, NewAuditEvent, ThrottleRule};
+use gatehouse_store::{HitOutcome, NewAuditEvent, ThrottleRule, ThrottleState};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -133,13 +133,23 @@ impl Throttle {
         Self { action, keys }
     }
 
+    /// The keys to read (for a caller that reads them with other things).
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.key.as_str()).collect()
+    }
+
     /// Refuses the attempt with 429 while any of its keys is blocked.
     pub(crate) async fn check(&self, state: &AppState) -> Result<Standing, ApiError> {
         if self.keys.is_empty() {
             return Ok(Standing::default());
         }
-        let names: Vec<&str> = self.keys.iter().map(|k| k.key.as_str()).collect();
-        let states = state.store().throttle_states(&names).await?;
+        let states = state.store().throttle_states(&self.keys()).await?;
+        self.judge(state, &states)
+    }
+
+    /// What `states` (this attempt's keys, as read) say: 429 while any is
+    /// blocked.
+    pub(crate) fn judge(&self, state: &AppState, states: &[ThrottleState]) -> Result<Standing, ApiError> {
         let now = state.clock().now();
         if let Some(blocked) = states.iter().filter(|s| s.blocked_until > now).max_by_key(|s| s.blocked_until)
         {

@@ -156,13 +156,14 @@ pub(crate) async fn login(
     let password = Password::new(body.password);
 
     // A locked account or a blocked address is refused before anything is
-    // checked or forwarded; the account is read meanwhile.
+    // checked or forwarded; their counters come with the account, in one
+    // read.
     let throttle = Throttle::new(&state, Action::Login, Some(&email), device.ip);
-    let (standing, account) = tokio::join!(throttle.check(&state), state.store().find_user_for_login(&email));
-    let standing = standing?;
+    let lookup = state.store().find_user_for_login(&email, &throttle.keys()).await?;
+    let standing = throttle.judge(&state, &lookup.throttles)?;
 
     // `groups` are the user's, for the access token if the sign-in succeeds.
-    let (user, groups, method, verdict) = match account? {
+    let (user, groups, method, verdict) = match lookup.account {
         Some(LoginAccount { user, sso_required: true, .. }) if user.active => {
             let event = NewAuditEvent {
                 org_id: Some(user.org_id),

@@ -53,7 +53,7 @@ pub use sealed::SealedColumn;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
-pub use users::{LoginAccount, NewUser, UserPage, UserUpdate};
+pub use users::{LoginAccount, LoginLookup, NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

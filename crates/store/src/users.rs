@@ -175,9 +175,21 @@ impl Store {
     }
 
     /// Everything a password sign-in with `email` reads, in one query for
-    /// the hot path: the user, their organization's sign-in settings and the
-    /// group names their access token will carry.
-    pub async fn find_user_for_login(&self, email: &Email) -> Result<Option<LoginAccount>> {
+    /// the hot path: the user, their organization's sign-in settings, the
+    /// group names their access token will carry, and the rate-limit
+    /// counters under `throttle_keys` (at most two). For an email with no
+    /// user the counters are read on their own.
+    pub async fn find_user_for_login(&self, email: &Email, throttle_keys: &[&str]) -> Result<LoginLookup> {
+        debug_assert!(throttle_keys.len() <= 2);
+        let throttle_columns: String = (0..throttle_keys.len().min(2))
+            .map(|i| {
+                format!(
+                    ", (SELECT hits FROM throttles WHERE key = ${n}) AS t{i}_hits, \
+                     (SELECT blocked_until FROM throttles WHERE key = ${n}) AS t{i}_blocked",
+                    n = i + 2
+                )
+            })
+            .collect();
         // The same names, in the same order, as `group_names_of`, as one JSON
         // array; each backend spells the aggregate its own way.
         let groups = match self.backend {
@@ -195,23 +207,37 @@ impl Store {
                COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
                  AS sso_required, \
                (SELECT config_sealed FROM rest_auth_configs r WHERE r.org_id = users.org_id) AS rest_auth, \
-               {groups} AS group_names \
+               {groups} AS group_names{throttle_columns} \
              FROM users WHERE email_normalized = $1"
         );
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized()).fetch_optional(&self.pool).await?;
-        row.as_ref()
-            .map(|r| {
-                let groups: String = r.try_get("group_names")?;
-                Ok(LoginAccount {
-                    user: user_from_row(r)?,
-                    sso_required: r.try_get::<i64, _>("sso_required")? != 0,
-                    rest_auth: r.try_get("rest_auth")?,
-                    groups: serde_json::from_str(&groups)
-                        .map_err(|e| StoreError::Corrupt(format!("group names of a signing-in user: {e}")))?,
-                })
-            })
-            .transpose()
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized());
+        for key in throttle_keys.iter().take(2) {
+            query = query.bind(key.to_string());
+        }
+        let Some(row) = query.fetch_optional(&self.pool).await? else {
+            return Ok(LoginLookup { account: None, throttles: self.throttle_states(throttle_keys).await? });
+        };
+        let mut throttles = Vec::new();
+        for (i, key) in throttle_keys.iter().take(2).enumerate() {
+            let hits: Option<i64> = row.try_get(format!("t{i}_hits").as_str())?;
+            let blocked: Option<i64> = row.try_get(format!("t{i}_blocked").as_str())?;
+            if let (Some(hits), Some(blocked)) = (hits, blocked) {
+                throttles.push(crate::ThrottleState {
+                    key: key.to_string(),
+                    hits: u32::try_from(hits).unwrap_or(u32::MAX),
+                    blocked_until: from_millis(blocked),
+                });
+            }
+        }
+        let groups: String = row.try_get("group_names")?;
+        let account = LoginAccount {
+            user: user_from_row(&row)?,
+            sso_required: row.try_get::<i64, _>("sso_required")? != 0,
+            rest_auth: row.try_get("rest_auth")?,
+            groups: serde_json::from_str(&groups)
+                .map_err(|e| StoreError::Corrupt(format!("group names of a signing-in user: {e}")))?,
+        };
+        Ok(LoginLookup { account: Some(account), throttles })
     }
 
     /// The organization's users in creation order, `limit` at a time.
@@ -332,6 +358,14 @@ pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<U
         .await?
         .ok_or(StoreError::NotFound)?;
     user_from_row(&row)
+}
+
+/// What a password sign-in reads: the account, if the email has one, and
+/// the rate-limit counters it asked for that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLookup {
+    pub account: Option<LoginAccount>,
+    pub throttles: Vec<crate::ThrottleState>,
 }
 
 /// A user signing in with a password, and how their organization has them

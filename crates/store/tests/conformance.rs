@@ -355,7 +355,7 @@ async fn rest_auth_replaces_local_passwords(store: Store) {
     let signing_in = |email: &str| {
         let store = store.clone();
         let email = Email::parse(email).unwrap();
-        async move { store.find_user_for_login(&email).await.unwrap().unwrap() }
+        async move { store.find_user_for_login(&email, &[]).await.unwrap().account.unwrap() }
     };
     let ivy = signing_in("IVY@example.com").await;
     assert_eq!((ivy.user.id, ivy.rest_auth.as_deref()), (u1.id, Some("sealed-2")), "read with the user");
@@ -509,8 +509,12 @@ async fn groups_keep_members_and_serialise_changes(store: Store) {
     assert_eq!(eng.version, 21);
     assert_eq!(store.group_names_of(users[3]).await.unwrap(), vec!["Engineering".to_owned()]);
     store.create_group(org.id, &state("Alpha \"quoted\" ☃", vec![users[3]]), t0()).await.unwrap();
-    let signing_in =
-        store.find_user_for_login(&Email::parse("m3@example.com").unwrap()).await.unwrap().unwrap();
+    let signing_in = store
+        .find_user_for_login(&Email::parse("m3@example.com").unwrap(), &[])
+        .await
+        .unwrap()
+        .account
+        .unwrap();
     assert_eq!(
         signing_in.groups,
         vec!["Alpha \"quoted\" ☃".to_owned(), "Engineering".to_owned()],
@@ -594,23 +598,25 @@ async fn sso_policies_default_and_replace(store: Store) {
     assert_eq!(store.sso_policy(org.id).await.unwrap(), policy);
     let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
     let email = Email::parse("A@a.test").unwrap();
-    let login = |user: &gatehouse_core::User, sso_required| {
-        Some(gatehouse_store::LoginAccount {
-            user: user.clone(),
-            sso_required,
-            rest_auth: None,
-            groups: vec![],
-        })
+    let login = |user: &gatehouse_core::User, sso_required| gatehouse_store::LoginAccount {
+        user: user.clone(),
+        sso_required,
+        rest_auth: None,
+        groups: vec![],
     };
-    assert_eq!(store.find_user_for_login(&email).await.unwrap(), login(&user, true));
+    assert_eq!(store.find_user_for_login(&email, &[]).await.unwrap().account.unwrap(), login(&user, true));
     let other = store.create_org("B", true, t0()).await.unwrap();
     let outsider = store.create_user(&new_user(other.id, "b@b.test"), t0()).await.unwrap();
     let b = Email::parse("b@b.test").unwrap();
-    assert_eq!(store.find_user_for_login(&b).await.unwrap(), login(&outsider, false), "no policy, no SSO");
+    assert_eq!(
+        store.find_user_for_login(&b, &[]).await.unwrap().account.unwrap(),
+        login(&outsider, false),
+        "no policy, no SSO"
+    );
     let relaxed = SsoPolicy { sso_required: false, redirect_urls: vec![] };
     store.set_sso_policy(org.id, &relaxed, t0()).await.unwrap();
     assert_eq!(store.sso_policy(org.id).await.unwrap(), relaxed);
-    assert_eq!(store.find_user_for_login(&email).await.unwrap(), login(&user, false));
+    assert_eq!(store.find_user_for_login(&email, &[]).await.unwrap().account.unwrap(), login(&user, false));
     assert!(matches!(store.set_sso_policy(OrgId::new(), &policy, t0()).await, Err(StoreError::NotFound)));
 }
 
@@ -823,6 +829,30 @@ async fn throttles_count_block_and_lapse(store: Store) {
     assert_eq!(store.prune_throttles(t0() + Duration::seconds(20)).await.unwrap(), 0);
     assert_eq!(store.prune_throttles(t0() + Duration::days(1)).await.unwrap(), 2);
     assert!(store.throttle_states(&[key, "k1"]).await.unwrap().is_empty());
+
+    // A sign-in reads its counters with its account, as throttle_states
+    // would, and on their own for an email without one.
+    let org = store.create_org("Acme", false, t0()).await.unwrap();
+    store.create_user(&new_user(org.id, "ana@example.com"), t0()).await.unwrap();
+    let blocked = "login:account:ana";
+    let once = ThrottleRule { limit: 1, window: Duration::minutes(5) };
+    store.throttle_hit(blocked, once, t0()).await.unwrap();
+    store.throttle_hit("login:ip:x", rule, t0()).await.unwrap();
+    let keys = [blocked, "login:ip:x"];
+    let direct = store.throttle_states(&keys).await.unwrap();
+    assert_eq!(direct.len(), 2);
+    for email in ["ana@example.com", "nobody@example.com"] {
+        let lookup = store.find_user_for_login(&Email::parse(email).unwrap(), &keys).await.unwrap();
+        let mut read = lookup.throttles.clone();
+        read.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut expected = direct.clone();
+        expected.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(read, expected, "{email}");
+        assert_eq!(lookup.account.is_some(), email.starts_with("ana"));
+    }
+    let lookup =
+        store.find_user_for_login(&Email::parse("ana@example.com").unwrap(), &["none"]).await.unwrap();
+    assert!(lookup.throttles.is_empty() && lookup.account.is_some());
 
     // Concurrent hits: 40 at a limit of 25 trip once, and leave 15 counted.
     let rule = ThrottleRule { limit: 25, window: Duration::minutes(10) };
