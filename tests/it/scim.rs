@@ -797,7 +797,74 @@ async fn parallel_member_patches(server: TestServer) {
     assert_eq!(g["meta"]["version"], "W/\"51\"");
 }
 
+/// A SCIM token acts for its own organization only: another
+/// organization's users and groups do not exist for it, by id, by filter or
+/// as members, and nothing it sends changes them.
+async fn a_token_reaches_only_its_organization(server: TestServer) {
+    let ours = Scim::new(&server, "okta").await;
+    let theirs = Scim::new(&server, "okta").await;
+    let (status, user) =
+        theirs.send(Method::POST, "/scim/v2/Users", okta_user("victim@theirs.test", "Vic")).await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let (status, group) = theirs
+        .send(
+            Method::POST,
+            "/scim/v2/Groups",
+            json!({ "displayName": "Admins", "members": [{ "value": user["id"] }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let (user_path, group_path) = (
+        format!("/scim/v2/Users/{}", user["id"].as_str().unwrap()),
+        format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap()),
+    );
+    let deactivate = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "replace", "value": { "active": false } }] });
+    let rename = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "replace", "value": { "displayName": "Ours now" } }] });
+    for (method, path, body) in [
+        (Method::GET, &user_path, None),
+        (Method::PUT, &user_path, Some(okta_user("victim@theirs.test", "Mallory"))),
+        (Method::PATCH, &user_path, Some(deactivate)),
+        (Method::DELETE, &user_path, None),
+        (Method::GET, &group_path, None),
+        (Method::PATCH, &group_path, Some(rename)),
+        (Method::DELETE, &group_path, None),
+    ] {
+        let (status, _, body) = ours.call(method.clone(), path, body).await;
+        assert_error(status, &body, 404);
+    }
+    let (_, found) = ours.get("/scim/v2/Users?filter=userName%20eq%20%22victim@theirs.test%22").await;
+    assert_eq!(found["totalResults"], 0);
+    let (_, all) = ours.get("/scim/v2/Users").await;
+    assert_eq!(all["totalResults"], 0, "{all}");
+    let (_, groups) = ours.get("/scim/v2/Groups").await;
+    assert_eq!(groups["totalResults"], 0, "{groups}");
+    // Their user cannot be made a member of our group either.
+    let (status, body) = ours
+        .send(
+            Method::POST,
+            "/scim/v2/Groups",
+            json!({ "displayName": "Ours", "members": [{ "value": user["id"] }] }),
+        )
+        .await;
+    assert_error(status, &body, 400);
+
+    // Untouched, as their own token sees it.
+    let (status, still) = theirs.get(&user_path).await;
+    assert_eq!(
+        (status, &still["active"], &still["name"]["givenName"]),
+        (StatusCode::OK, &json!(true), &json!("Vic"))
+    );
+    let (_, group) = theirs.get(&group_path).await;
+    assert_eq!(
+        (&group["displayName"], group["members"].as_array().map(Vec::len)),
+        (&json!("Admins"), Some(1))
+    );
+}
+
 on_both_backends!(
+    a_token_reaches_only_its_organization,
     okta_spec_test,
     okta_crud_and_deprovisioning,
     okta_groups_and_the_groups_claim,

@@ -374,6 +374,7 @@ async fn bad_answers_are_refused_and_audited() {
     for (mode, error) in [
         ("wrong_nonce", "wrong_nonce"),
         ("wrong_aud", "wrong_audience"),
+        ("wrong_iss", "wrong_issuer"),
         ("expired", "token_expired"),
         ("alg_none", "invalid_signature"),
         ("hs256_public_key", "invalid_signature"),
@@ -460,6 +461,7 @@ async fn bad_answers_are_refused_and_audited() {
     for reason in [
         "wrong_nonce",
         "wrong_audience",
+        "wrong_issuer",
         "token_expired",
         "invalid_signature",
         "code_refused",
