@@ -44,3 +44,61 @@ pub(crate) fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .find(|(k, v)| *k == name && !v.is_empty() && v.len() <= MAX_VALUE)
         .map(|(_, v)| v)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests (proptest) of reading cookies back: whatever the
+    //! Cookie headers hold, a value found is one a pair in them carried, and
+    //! never a panic.
+
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+                "fixtures/fuzz/proptest-regressions/cookies.txt",
+            ))),
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn a_value_found_was_sent_under_that_name(
+            headers in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..4),
+            name in prop::sample::select(vec![SESSION, SSO_FLOW, "a", ""]),
+        ) {
+            let mut map = HeaderMap::new();
+            for raw in &headers {
+                if let Ok(v) = HeaderValue::from_bytes(raw) {
+                    map.append(COOKIE, v);
+                }
+            }
+            if let Some(found) = get(&map, name) {
+                prop_assert!(!found.is_empty() && !found.contains(';'));
+                let sent = map.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+                    v.split(';').any(|pair| pair.trim().split_once('=') == Some((name, found)))
+                });
+                prop_assert!(sent, "{found:?} was not sent as {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_non_empty_value_of_the_name_is_read() {
+        let mut map = HeaderMap::new();
+        map.append(COOKIE, HeaderValue::from_static("gatehouse_session=; other=x"));
+        map.append(COOKIE, HeaderValue::from_static("xgatehouse_session=no; gatehouse_session=yes"));
+        assert_eq!(get(&map, SESSION), Some("yes"));
+        let long = format!("{SESSION}={}", "a".repeat(MAX_VALUE + 1));
+        let mut map = HeaderMap::new();
+        map.append(COOKIE, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(get(&map, SESSION), None, "longer than any token: not read");
+    }
+}

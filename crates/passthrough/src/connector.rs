@@ -56,10 +56,10 @@ pub struct RestConnector<'a> {
     auth: &'a RestAuth,
 }
 
-struct Values<'a> {
-    user: &'a User,
-    password: Option<&'a str>,
-    device: &'a Device,
+pub(crate) struct Values<'a> {
+    pub(crate) user: &'a User,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) device: &'a Device,
 }
 
 impl Values<'_> {
@@ -78,11 +78,11 @@ impl Values<'_> {
 }
 
 /// A rendered request, ready to send.
-struct Prepared {
-    method: http::Method,
-    url: Url,
-    headers: HeaderMap,
-    body: Option<Vec<u8>>,
+pub(crate) struct Prepared {
+    pub(crate) method: http::Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Vec<u8>>,
 }
 
 fn unsafe_request(what: &str) -> ConnectorError {
@@ -129,7 +129,7 @@ impl<'a> RestConnector<'a> {
 
     /// Renders the request twice from the same templates: with the real
     /// values to send, and with the password masked to show.
-    fn prepare(
+    pub(crate) fn prepare(
         &self,
         url: &Template,
         credentials: bool,

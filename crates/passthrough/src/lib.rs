@@ -14,6 +14,8 @@
 mod config;
 mod connector;
 mod escape;
+#[cfg(test)]
+mod fuzz;
 mod template;
 
 pub use config::{

@@ -281,10 +281,10 @@ fn close(stack: &mut Stack, signature: &mut Option<(usize, Option<String>)>, sha
     }
 }
 
-/// Validates a `SAMLResponse` form value for this SP. `request_id` is the
-/// AuthnRequest this sign-in sent (`None` for an IdP-initiated one).
-/// Blocking (xmlsec): call it off the async runtime.
-pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Result<SamlIdentity, AcsError> {
+/// Everything checked before any signature, on what anyone can post: size,
+/// base64, UTF-8, no DTD, and a shape with a `samlp:Response` root and
+/// exactly one assertion as its child. Returns the XML and its shape.
+fn precheck(saml_response: &str) -> Result<(String, Shape), AcsError> {
     if saml_response.len() > MAX_RESPONSE_BASE64 {
         return Err(AcsError::TooLarge);
     }
@@ -308,6 +308,14 @@ pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Resul
     if shape.assertions != 1 || !shape.assertion_is_child_of_root {
         return Err(AcsError::AssertionCount(shape.assertions));
     }
+    Ok((xml, shape))
+}
+
+/// Validates a `SAMLResponse` form value for this SP. `request_id` is the
+/// AuthnRequest this sign-in sent (`None` for an IdP-initiated one).
+/// Blocking (xmlsec): call it off the async runtime.
+pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Result<SamlIdentity, AcsError> {
+    let (xml, shape) = precheck(saml_response)?;
     let connection = &sp.connection;
     let assertion_required = matches!(connection.signed, SignedParts::Assertion | SignedParts::Both);
     let response_required = matches!(connection.signed, SignedParts::Response | SignedParts::Both)
@@ -470,6 +478,124 @@ mod tests {
         assert_eq!((s.assertions, s.encrypted), (2, true));
         let impostor = r#"<Response ID="r"><Assertion ID="a"/></Response>"#;
         assert!(!shape(impostor).unwrap().root_is_response);
+    }
+
+    mod fuzz {
+        //! Property tests (proptest, on the stable toolchain) of the
+        //! pre-checks, on documents built from the pieces attacks are made
+        //! of. Whatever is posted is refused or passed on, never a panic; and
+        //! what passes has no DTD, comment or processing instruction, a
+        //! Response root and one assertion as its child. Inputs worth
+        //! keeping are in `fixtures/fuzz/saml-prechecks.txt`.
+
+        use proptest::prelude::*;
+        use proptest::test_runner::FileFailurePersistence;
+
+        use super::super::*;
+        use super::P;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+                    "../../fixtures/fuzz/proptest-regressions/saml.txt",
+                ))),
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "<saml:Assertion ID=\"a\">",
+                    "</saml:Assertion>",
+                    "<saml:Assertion ID=\"b\"/>",
+                    "<saml:EncryptedAssertion>",
+                    "</saml:EncryptedAssertion>",
+                    "<ds:Signature>",
+                    "</ds:Signature>",
+                    "<ds:Reference URI=\"#a\"/>",
+                    "<saml:NameID>",
+                    "</saml:NameID>",
+                    "<!---->",
+                    "<?pi x?>",
+                    "<!DOCTYPE x>",
+                    "<!ENTITY e \"x\">",
+                    "&e;",
+                    "<![CDATA[x]]>",
+                    "<samlp:Response ID=\"r\">",
+                    "</samlp:Response>",
+                    "<Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\">",
+                    "</Assertion>",
+                    "<x>",
+                    "</x>",
+                    "<",
+                    ">",
+                    "\u{0}",
+                    "é",
+                ])
+                .prop_map(str::to_owned),
+                "[a-z<>/=\"! ]{0,6}",
+            ]
+        }
+
+        fn document() -> impl Strategy<Value = String> {
+            (
+                prop::option::of(Just("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")),
+                prop::collection::vec(piece(), 0..12),
+            )
+                .prop_map(|(decl, inner)| {
+                    format!(
+                        "{}<samlp:Response {P} ID=\"r\">{}</samlp:Response>",
+                        decl.unwrap_or(""),
+                        inner.concat()
+                    )
+                })
+        }
+
+        /// What passes the pre-checks, judged without the code under test.
+        fn acceptable(xml: &str) -> bool {
+            let lower = xml.to_ascii_lowercase();
+            !lower.contains("<!doctype")
+                && !lower.contains("<!entity")
+                && !xml.contains("<!--")
+                && !xml.replacen("<?xml ", "", 1).contains("<?")
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn what_passes_has_no_dtd_and_one_assertion(xml in document()) {
+                let posted = STANDARD.encode(&xml);
+                if let Ok((_, shape)) = precheck(&posted) {
+                    prop_assert!(acceptable(&xml), "passed: {}", xml);
+                    prop_assert!(shape.root_is_response && shape.assertions == 1 && shape.assertion_is_child_of_root);
+                }
+            }
+
+            #[test]
+            fn any_post_is_refused_or_passed_on(posted in any::<String>()) {
+                let _ = precheck(&posted);
+            }
+
+            #[test]
+            fn any_bytes_are_refused_or_passed_on(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = precheck(&STANDARD.encode(bytes));
+            }
+        }
+
+        #[test]
+        fn the_corpus_is_refused() {
+            let corpus = include_str!("../../../fixtures/fuzz/saml-prechecks.txt");
+            let mut seen = 0;
+            for line in corpus.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+                let xml: String = serde_json::from_str(line).expect("each line is a JSON string");
+                let document = xml.replace("{P}", P);
+                assert!(precheck(&STANDARD.encode(&document)).is_err(), "{document}");
+                seen += 1;
+            }
+            assert!(seen > 5);
+        }
     }
 
     #[test]

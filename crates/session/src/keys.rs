@@ -433,4 +433,59 @@ mod tests {
         assert!(ring.knows(&old.kid));
         assert_eq!(published_jwks(&[new, old]).unwrap().keys.len(), 2);
     }
+
+    mod fuzz {
+        //! Property tests (proptest): any text presented as a token, or
+        //! anything made from a real token by changing it, is refused and
+        //! never panics; only the untouched token verifies.
+
+        use proptest::prelude::*;
+        use proptest::test_runner::FileFailurePersistence;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+                    "../../fixtures/fuzz/proptest-regressions/session.txt",
+                ))),
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_text_is_not_a_token(text in any::<String>()) {
+                let master = MasterKeys::single(crate::MasterKey::generate());
+                let now = DateTime::<Utc>::UNIX_EPOCH + Duration::days(20_000);
+                let key = stored(generate_signing_key(SigningAlgorithm::Es256, &master).unwrap(), now);
+                let ring = KeyRing::open(std::slice::from_ref(&key), &master).unwrap();
+                let _ = token_kid(&text);
+                prop_assert!(ring.verify(&text, "https://gh.test", "https://gh.test/app", now).is_err());
+            }
+
+            #[test]
+            fn a_changed_token_is_refused(at in any::<prop::sample::Index>(), with in any::<u8>()) {
+                let master = MasterKeys::single(crate::MasterKey::generate());
+                let now = DateTime::<Utc>::UNIX_EPOCH + Duration::days(20_000);
+                let key = stored(generate_signing_key(SigningAlgorithm::Es256, &master).unwrap(), now);
+                let ring = KeyRing::open(std::slice::from_ref(&key), &master).unwrap();
+                let token = ring.sign(&claims(now)).unwrap();
+                let mut bytes = token.clone().into_bytes();
+                let i = at.index(bytes.len());
+                bytes[i] = with;
+                let changed = String::from_utf8_lossy(&bytes).into_owned();
+                let verdict = ring.verify(&changed, "https://gh.test", "https://gh.test/app", now);
+                if changed == token {
+                    prop_assert!(verdict.is_ok());
+                } else {
+                    // base64url ignores nothing: a changed character changes
+                    // what was signed, or breaks the token.
+                    prop_assert!(verdict.is_err(), "{changed} verified");
+                }
+            }
+        }
+    }
 }
