@@ -12,15 +12,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::stub::Stub;
-use crate::support::TestServer;
+use crate::support::{TestServer, on_both_backends};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Far more than any deadline here: a connection still open after it was
 /// held open forever, as before.
 const FOREVER: Duration = Duration::from_secs(20);
 
-async fn server(max_connections: usize) -> TestServer {
-    TestServer::start(TestDb::sqlite(), |s| {
+async fn server(db: TestDb, max_connections: usize) -> TestServer {
+    TestServer::start(db, |s| {
         s.limits.client_timeout = CLIENT_TIMEOUT;
         s.limits.max_connections = max_connections;
         s.allow_private_targets = true;
@@ -44,9 +44,8 @@ async fn until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&seen).into_owned()
 }
 
-#[tokio::test]
-async fn half_sent_headers_and_idle_connections_are_closed() {
-    let server = server(64).await;
+async fn half_sent_headers_and_idle_connections_are_closed(db: TestDb) {
+    let server = server(db, 64).await;
     // Half the headers, then nothing.
     let mut half = connect(&server).await;
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: gatehouse.test\r\nX-Slow: ").await.unwrap();
@@ -66,9 +65,8 @@ async fn half_sent_headers_and_idle_connections_are_closed() {
     assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
 }
 
-#[tokio::test]
-async fn a_stalled_body_ends_its_request() {
-    let server = server(64).await;
+async fn a_stalled_body_ends_its_request(db: TestDb) {
+    let server = server(db, 64).await;
     let mut slow = connect(&server).await;
     slow.write_all(
         b"POST /v1/login HTTP/1.1\r\nHost: gatehouse.test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"email\":",
@@ -79,9 +77,8 @@ async fn a_stalled_body_ends_its_request() {
     assert!(sent.starts_with("HTTP/1.1 400"), "a body that stops is a bad request: {sent}");
 }
 
-#[tokio::test]
-async fn a_request_has_a_deadline_whatever_it_waits_for() {
-    let server = TestServer::start(TestDb::sqlite(), |s| {
+async fn a_request_has_a_deadline_whatever_it_waits_for(db: TestDb) {
+    let server = TestServer::start(db, |s| {
         s.request_timeout = Duration::from_secs(1);
         s.allow_private_targets = true;
     })
@@ -99,9 +96,8 @@ async fn a_request_has_a_deadline_whatever_it_waits_for() {
     assert_eq!((status, body["error"].as_str()), (StatusCode::REQUEST_TIMEOUT, Some("request_timeout")));
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_free_place() {
-    let server = server(3).await;
+async fn connections_beyond_the_cap_wait_for_a_free_place(db: TestDb) {
+    let server = server(db, 3).await;
     // Three connections take every place and send nothing.
     let mut cut_at = Vec::new();
     for _ in 0..3 {
@@ -127,9 +123,8 @@ async fn connections_beyond_the_cap_wait_for_a_free_place() {
     assert!(first_cut.unwrap() <= served_at, "served while every place was taken");
 }
 
-#[tokio::test]
-async fn every_route_limits_its_body() {
-    let server = server(64).await;
+async fn every_route_limits_its_body(db: TestDb) {
+    let server = server(db, 64).await;
     let org = server.create_org("Acme").await;
     let big = vec![b'a'; 300 * 1024];
     let routes = [
@@ -155,3 +150,11 @@ async fn every_route_limits_its_body() {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
     }
 }
+
+on_both_backends!(
+    databases: half_sent_headers_and_idle_connections_are_closed,
+    a_stalled_body_ends_its_request,
+    a_request_has_a_deadline_whatever_it_waits_for,
+    connections_beyond_the_cap_wait_for_a_free_place,
+    every_route_limits_its_body,
+);
