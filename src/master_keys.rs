@@ -153,7 +153,11 @@ fn read_or_create(path: &Path, create: bool) -> anyhow::Result<MasterKeys> {
 /// read, synced, then renamed over the old one.
 fn write_keys(path: &Path, keys: &MasterKeys) -> anyhow::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    crate::create_private_dir(dir)?;
+    // A missing directory is made private; one that exists (an operator's
+    // choice for GATEHOUSE_MASTER_KEY_FILE) keeps the permissions it has.
+    if !dir.exists() {
+        crate::create_private_dir(dir)?;
+    }
     let temporary = dir.join(format!(
         ".{}.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),

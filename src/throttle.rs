@@ -112,8 +112,8 @@ pub(crate) enum Tally {
     First,
     /// Not the first from this address in its window.
     Repeat,
-    /// This attempt tripped a limit.
-    Tripped,
+    /// This attempt tripped a limit, which lifts in this many seconds.
+    Tripped { retry_after: u64 },
 }
 
 impl Throttle {
@@ -179,7 +179,7 @@ impl Throttle {
         for key in &self.keys {
             match state.store().throttle_hit(&key.key, key.rule, now).await? {
                 HitOutcome::Tripped { until } => {
-                    counted = Tally::Tripped;
+                    counted = Tally::Tripped { retry_after: seconds_until(until, now) };
                     let event = NewAuditEvent {
                         org_id: who.org.filter(|_| key.scope == Scope::Account),
                         user_id: who.user.filter(|_| key.scope == Scope::Account),
@@ -198,7 +198,7 @@ impl Throttle {
                     state.store().record_audit_event(&event, now).await?;
                     tracing::warn!(action = self.action.name(), scope = key.scope.name(), %until, "limit applied");
                 }
-                HitOutcome::Counted { hits } if counted != Tally::Tripped => {
+                HitOutcome::Counted { hits } if !matches!(counted, Tally::Tripped { .. }) => {
                     if key.scope == Scope::Address && hits > 1 {
                         counted = Tally::Repeat;
                     }

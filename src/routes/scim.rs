@@ -295,10 +295,7 @@ async fn caller(state: &AppState, ip: ClientIp, headers: &HeaderMap) -> Result<C
         Err(blocked) => Err(blocked),
     };
     match counted {
-        Ok(Tally::Tripped) => {
-            let rule = state.settings().rate_limits.scim_auth_ip.map_or(60, |r| r.window.num_seconds());
-            Err(ScimError::too_many_requests(rule.max(1) as u64))
-        }
+        Ok(Tally::Tripped { retry_after }) => Err(ScimError::too_many_requests(retry_after)),
         Ok(_) => Err(refused),
         Err(ApiError::TooManyRequests { retry_after }) => Err(ScimError::too_many_requests(retry_after)),
         Err(ApiError::Unavailable { retry_after, .. }) => {

@@ -169,18 +169,7 @@ async fn garbage_never_causes_a_server_error() {
 #[tokio::test]
 async fn deep_and_long_inputs_are_refused_not_crashed_on() {
     let server = TestServer::sqlite().await;
-    let (_, org) = server
-        .admin(Method::POST, "/admin/v1/orgs", Some(json!({ "name": "Acme", "enterprise_toolkit": true })))
-        .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    let (_, token) = server
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/orgs/{org}/scim-tokens"),
-            Some(json!({ "label": "okta", "idp": "okta" })),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap().to_owned();
+    let (_, token) = server.scim_org("okta").await;
     let scim =
         |method: Method, path: String| server.http.request(method, server.url(&path)).bearer_auth(&token);
     let encode = |f: &str| url::form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>();

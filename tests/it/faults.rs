@@ -107,6 +107,23 @@ async fn the_database_going_away_mid_load_is_a_clean_503() {
     assert_eq!(server.http.get(server.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
 }
 
+/// An organization with the user bob@example.com, made through the real
+/// binary's admin API at `base`; the organization's id.
+async fn org_with_bob(base: &str, admin: &str) -> String {
+    use crate::cli::call;
+    let body = serde_json::json!({ "name": "Acme" });
+    let (status, org) =
+        call(reqwest::Method::POST, format!("{base}/admin/v1/orgs"), Some(admin), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{org}");
+    let org = org["id"].as_str().unwrap().to_owned();
+    let user = serde_json::json!({ "email": "bob@example.com", "display_name": "Bob" });
+    let (status, _) =
+        call(reqwest::Method::POST, format!("{base}/admin/v1/orgs/{org}/users"), Some(admin), Some(user))
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
+    org
+}
+
 /// How the organization's service misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Misbehaviour {
@@ -187,16 +204,7 @@ async fn a_misbehaving_service_under_a_thousand_concurrent_sign_ins() {
         .env("GATEHOUSE_LIMIT_LOGIN_IP", "off");
     let server = Process::serve(command, dir.path(), "serve").await;
     let base = server.base.clone();
-    let (_, org) = call(
-        Method::POST,
-        format!("{base}/admin/v1/orgs"),
-        Some(&admin),
-        Some(serde_json::json!({ "name": "Acme" })),
-    )
-    .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    let user = serde_json::json!({ "email": "bob@example.com", "display_name": "Bob" });
-    call(Method::POST, format!("{base}/admin/v1/orgs/{org}/users"), Some(&admin), Some(user)).await;
+    let org = org_with_bob(&base, &admin).await;
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(SIGN_INS).build().unwrap();
     for (how, expected) in [
@@ -365,22 +373,9 @@ async fn killed_mid_write_leaves_nothing_partial(db: TestDb) {
         assert!(present.contains_key(user), "{user} was acknowledged, and is gone after the crash");
     }
     // Each user's creation and its audit event were one transaction.
-    let created = count_events(db.url(), "scim_user_created").await;
+    let created = crate::support::count_audit_events(db.url(), "scim_user_created", false).await;
     assert_eq!(created, present.len() as i64, "every user has its creation event, and no event a lost user");
     assert!(present.len() >= acknowledged.len());
-}
-
-async fn count_events(url: &str, kind: &str) -> i64 {
-    use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1")
-        .bind(kind.to_owned())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    row.get("n")
 }
 
 crate::support::on_both_backends!(databases: killed_mid_write_leaves_nothing_partial);
@@ -399,16 +394,7 @@ async fn sigterm_finishes_what_is_in_flight() {
     command.env("GATEHOUSE_ALLOW_PRIVATE_TARGETS", "true");
     let mut server = Process::serve(command, dir.path(), "serve").await;
     let base = server.base.clone();
-    let (_, org) = call(
-        Method::POST,
-        format!("{base}/admin/v1/orgs"),
-        Some(&admin),
-        Some(serde_json::json!({ "name": "Acme" })),
-    )
-    .await;
-    let org = org["id"].as_str().unwrap().to_owned();
-    let user = serde_json::json!({ "email": "bob@example.com", "display_name": "Bob" });
-    call(Method::POST, format!("{base}/admin/v1/orgs/{org}/users"), Some(&admin), Some(user)).await;
+    let org = org_with_bob(&base, &admin).await;
     let stub = Stub::start().await;
     stub.delay(Duration::from_secs(2));
     let config = serde_json::json!({ "authentication_url": format!("{}/login", stub.base), "http_action": "POST",

@@ -16,23 +16,8 @@ struct Scim<'a> {
 
 impl<'a> Scim<'a> {
     async fn new(server: &'a TestServer, idp: &str) -> Scim<'a> {
-        let (_, org) = server
-            .admin(
-                Method::POST,
-                "/admin/v1/orgs",
-                Some(json!({ "name": "Acme", "enterprise_toolkit": true })),
-            )
-            .await;
-        let org = org["id"].as_str().unwrap().to_owned();
-        let (status, token) = server
-            .admin(
-                Method::POST,
-                &format!("/admin/v1/orgs/{org}/scim-tokens"),
-                Some(json!({ "label": idp, "idp": idp })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{token}");
-        Scim { server, token: token["token"].as_str().unwrap().to_owned(), org }
+        let (org, token) = server.scim_org(idp).await;
+        Scim { server, token, org }
     }
 
     async fn call(

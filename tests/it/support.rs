@@ -126,6 +126,20 @@ impl TestServer {
         body
     }
 
+    /// An organization with the Enterprise ToolKit and a SCIM token for
+    /// `idp`: (organization id, token).
+    pub async fn scim_org(&self, idp: &str) -> (String, String) {
+        let body = json!({ "name": "Acme", "enterprise_toolkit": true });
+        let (status, org) = self.admin(reqwest::Method::POST, "/admin/v1/orgs", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{org}");
+        let org = org["id"].as_str().unwrap().to_owned();
+        let body = json!({ "label": idp, "idp": idp });
+        let (status, token) =
+            self.admin(reqwest::Method::POST, &format!("/admin/v1/orgs/{org}/scim-tokens"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        (org, token["token"].as_str().unwrap().to_owned())
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
         self.post(
             "/v1/login",
@@ -191,3 +205,20 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// How many audit events of `kind` the database at `url` holds; with
+/// `without_org`, only those that belong to no organization. Read with SQL,
+/// for events no API lists.
+pub async fn count_audit_events(url: &str, kind: &str, without_org: bool) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let sql = if without_org {
+        "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1 AND org_id IS NULL"
+    } else {
+        "SELECT COUNT(*) AS n FROM audit_events WHERE kind = $1"
+    };
+    let row = sqlx::query(sql).bind(kind.to_owned()).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    row.get("n")
+}

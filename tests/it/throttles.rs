@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::stub::Stub;
-use crate::support::{TestServer, on_both_backends};
+use crate::support::{TestServer, count_audit_events, on_both_backends};
 
 fn rule(limit: u32, minutes: i64) -> Option<ThrottleRule> {
     Some(ThrottleRule { limit, window: Duration::minutes(minutes) })
@@ -140,23 +140,8 @@ async fn lockouts_do_not_tell_which_emails_exist(db: TestDb) {
     for i in 0..20 {
         login_from(&server, "198.51.100.8", &format!("probe{i}@example.com"), "x").await;
     }
-    let unmatched = events_without_org(&server, "login").await;
+    let unmatched = count_audit_events(server.db.url(), "login", true).await;
     assert_eq!(unmatched, 2, "25 attempts at unknown emails from two addresses");
-}
-
-/// Events of `kind` that belong to no organization, counted in the
-/// database.
-async fn events_without_org(server: &TestServer, kind: &str) -> i64 {
-    use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(server.db.url()).await.unwrap();
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE org_id IS NULL AND kind = $1")
-        .bind(kind.to_owned())
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    row.get("n")
 }
 
 /// Failed sign-ins from one address are limited whichever emails they
@@ -177,7 +162,11 @@ async fn an_address_is_limited_across_accounts(db: TestDb) {
     assert_eq!((status, retry), (StatusCode::TOO_MANY_REQUESTS, Some(600)));
     let response = login_from(&server, "2001:db8:1:3::1", "alice@example.com", "correct horse battery").await;
     assert_eq!(response.status(), StatusCode::OK, "another subscriber is not held up");
-    assert_eq!(events_without_org(&server, "rate_limit").await, 1, "the block is recorded, once");
+    assert_eq!(
+        count_audit_events(server.db.url(), "rate_limit", true).await,
+        1,
+        "the block is recorded, once"
+    );
 }
 
 /// Reset requests are limited per account and per address; the answer is
@@ -254,17 +243,8 @@ async fn sso_starts_are_limited(db: TestDb) {
 /// never held up, even from a blocked address.
 async fn scim_authentication_failures_are_limited(db: TestDb) {
     let server = server(db, |l| l.scim_auth_ip = rule(3, 10)).await;
-    let body = json!({ "name": "Acme", "enterprise_toolkit": true });
-    let (_, org) = server.admin(Method::POST, "/admin/v1/orgs", Some(body)).await;
-    let org = org["id"].as_str().unwrap();
-    let (_, token) = server
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/orgs/{org}/scim-tokens"),
-            Some(json!({ "label": "okta", "idp": "okta" })),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap();
+    let (_, token) = server.scim_org("okta").await;
+    let token = token.as_str();
     let call = |bearer: &str| {
         server
             .http
