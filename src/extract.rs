@@ -7,8 +7,11 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use bytes::Bytes;
+use gatehouse_core::Device;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -140,5 +143,31 @@ impl FromRequestParts<AppState> for ClientIp {
             .collect();
         let client = forwarded.iter().rev().find(|ip| !is_trusted(ip)).copied();
         Ok(Self(Some(client.unwrap_or(peer))))
+    }
+}
+
+/// The device a user signs in from, as the app describes it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(crate) struct DeviceInfo {
+    /// At most 128 characters.
+    pub os: Option<String>,
+    /// At most 128 characters.
+    pub name: Option<String>,
+}
+
+const DEVICE_FIELD_MAX: usize = 128;
+
+impl DeviceInfo {
+    pub(crate) fn into_device(self, ip: ClientIp) -> Result<Device, ApiError> {
+        let check = |field: &str, v: Option<String>| match v {
+            Some(v) if v.chars().count() > DEVICE_FIELD_MAX => {
+                Err(ApiError::invalid(field, format!("must be at most {DEVICE_FIELD_MAX} characters")))
+            }
+            Some(v) if v.chars().any(char::is_control) => {
+                Err(ApiError::invalid(field, "must not contain control characters"))
+            }
+            other => Ok(other.filter(|v| !v.is_empty())),
+        };
+        Ok(Device { os: check("device.os", self.os)?, name: check("device.name", self.name)?, ip: ip.0 })
     }
 }

@@ -6,7 +6,9 @@
 //! in [`AppState`], built by [`bootstrap`].
 
 pub mod config;
+mod connections;
 mod cookies;
+mod directory;
 mod error;
 mod external_auth;
 mod extract;
@@ -20,6 +22,7 @@ mod saml;
 mod scim;
 mod server;
 mod sessions;
+mod signin;
 mod sso;
 mod state;
 pub mod telemetry;

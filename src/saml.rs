@@ -5,57 +5,34 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use gatehouse_outbound::{FetchError, FetchLocks, OutboundClient};
-use gatehouse_saml::{IdpDescriptor, MAX_METADATA, SamlConfig, SamlConnection, Sp, SpEndpoints, SpKeys};
-use gatehouse_store::ConnectionRecord;
+use gatehouse_outbound::FetchLocks;
+use gatehouse_saml::{IdpDescriptor, SamlConnection, Sp, SpEndpoints, SpKeys};
+use gatehouse_session::OpaqueToken;
+use gatehouse_store::{ConnectionRecord, SsoFlow};
 use url::Url;
 
 use crate::error::ApiError;
-use crate::sso::open_secret;
+use crate::sso::{self, FlowClient, FlowProtocol, FlowSecrets, open_secret};
 use crate::state::AppState;
 
-/// The connection kind of SAML connections.
-pub(crate) const KIND: &str = "ping";
+/// Our RelayState for flows we start: it names the flow, and says the
+/// response answers one of our requests.
+pub(crate) const RELAY_PREFIX: &str = "ghs";
 /// How long fetched IdP metadata is used before it is fetched again, so a
 /// certificate rollover at the IdP needs no admin.
 const METADATA_FRESH_FOR: TimeDelta = TimeDelta::hours(1);
 /// After a failed refresh the last good metadata is kept, and the URL is
 /// tried again after this long, not on every sign-in meanwhile.
 const METADATA_RETRY_AFTER: TimeDelta = TimeDelta::minutes(1);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Our entity id (also where our metadata is served) and ACS for a
 /// connection.
 pub(crate) fn endpoints(state: &AppState, connection_id: &str) -> SpEndpoints {
     let base = format!("{}/v1/sso/saml/{connection_id}", state.issuer());
     SpEndpoints { entity_id: format!("{base}/metadata"), acs_url: format!("{base}/acs") }
-}
-
-/// Fetches IdP metadata over the guarded outbound client.
-pub(crate) async fn fetch_metadata(client: &OutboundClient, url: &Url) -> Result<IdpDescriptor, String> {
-    let request = http::Request::get(url.as_str())
-        .header(http::header::ACCEPT, "application/samlmetadata+xml, application/xml, text/xml")
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    let response = client.exchange(request, FETCH_TIMEOUT, MAX_METADATA).await.map_err(|e| match e {
-        FetchError::TooLarge(n) => format!("the metadata is larger than {n} bytes"),
-        other => format!("cannot fetch the metadata: {other}"),
-    })?;
-    if response.status() != http::StatusCode::OK {
-        return Err(format!("cannot fetch the metadata: HTTP {}", response.status().as_u16()));
-    }
-    let text = String::from_utf8(response.into_body()).map_err(|_| "the metadata is not UTF-8".to_owned())?;
-    gatehouse_saml::parse_metadata(&text)
-}
-
-/// A connection's configuration, checked.
-pub(crate) fn connection(state: &AppState, record: &ConnectionRecord) -> Result<SamlConnection, ApiError> {
-    let config: SamlConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-    config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)
 }
 
 /// A ready service provider and the IdP it trusts.
@@ -108,6 +85,7 @@ impl SpCache {
         &self,
         state: &AppState,
         record: &ConnectionRecord,
+        saml: &SamlConnection,
     ) -> Result<Arc<Loaded>, ApiError> {
         // The hot path: nothing parsed, nothing waited for.
         let now = state.clock().now();
@@ -119,10 +97,10 @@ impl SpCache {
             Some((loaded, true)) => return Ok(loaded),
             stale => stale.map(|(loaded, _)| loaded),
         };
-        let connection = connection(state, record)?;
+        let connection = saml.clone();
         let idp = match (&connection.idp, &connection.metadata_url) {
             (Some(idp), _) => idp.clone(),
-            (None, Some(url)) => match fetch_metadata(state.outbound(), url).await {
+            (None, Some(url)) => match gatehouse_saml::fetch_metadata(state.outbound(), url).await {
                 Ok(idp) => idp,
                 Err(error) => match previous {
                     Some(loaded) => {
@@ -188,7 +166,7 @@ impl SpCache {
             }
         }
         let now = Some(now);
-        match fetch_metadata(state.outbound(), &url).await {
+        match gatehouse_saml::fetch_metadata(state.outbound(), &url).await {
             Ok(idp) if idp.signing_certs != seen.idp.signing_certs => {
                 tracing::info!(connection = %record.id, "the IdP's signing certificate changed; using the new one");
                 let connection = seen.sp.connection().clone();
@@ -210,4 +188,28 @@ impl SpCache {
         self.entries.lock().expect("cache lock").remove(id);
         self.fetching.forget(id);
     }
+}
+
+/// Sends the user to the IdP with an AuthnRequest (signed when the
+/// connection says so); the flow is kept like an OIDC one.
+pub(crate) async fn begin(
+    state: &AppState,
+    record: &ConnectionRecord,
+    saml: &SamlConnection,
+    client: FlowClient,
+    started_at: DateTime<Utc>,
+) -> Result<Url, ApiError> {
+    let loaded = state.saml_providers().get(state, record, saml).await?;
+    let relay = OpaqueToken::generate(RELAY_PREFIX);
+    let (url, request_id) =
+        loaded.sp.authn_request(&loaded.idp.sso_url, relay.plain()).map_err(ApiError::internal)?;
+    let state_hash = sso::state_hash(relay.plain());
+    let secrets = FlowSecrets { protocol: FlowProtocol::Saml { request_id }, started_at, client };
+    let flow = SsoFlow {
+        org_id: record.org_id,
+        connection_id: record.id.clone(),
+        sealed: secrets.seal(state, &state_hash)?,
+    };
+    state.store().create_sso_flow(&state_hash, &flow, started_at + sso::FLOW_TTL, started_at).await?;
+    Ok(url)
 }

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use gatehouse_core::{AccountPolicy, Email, OrgId, User};
-use gatehouse_oidc::{ConnectionConfig, Identity, OidcConnection, ProviderInfo, SignInError};
+use gatehouse_core::Email;
+use gatehouse_oidc::{Identity, OidcConnection, ProviderInfo, SignInError};
 use gatehouse_session::hash_opaque_token;
-use gatehouse_store::{ConnectionRecord, NewAuditEvent, NewUser, SsoPolicy, StoreError};
+use gatehouse_store::{ConnectionRecord, SsoFlow, SsoPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::connections::Connection;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -24,37 +25,60 @@ pub(crate) const FLOW_TTL: chrono::Duration = chrono::Duration::minutes(10);
 /// How long a native app has to exchange its one-time code.
 pub(crate) const CODE_TTL: chrono::Duration = chrono::Duration::minutes(2);
 
-/// A connection ready to sign in through: its record and checked
-/// configuration.
-pub(crate) struct Connection {
-    pub(crate) record: ConnectionRecord,
-    pub(crate) oidc: OidcConnection,
+/// An OIDC connection's client secret, unsealed.
+pub(crate) fn client_secret(state: &AppState, record: &ConnectionRecord) -> Result<String, ApiError> {
+    String::from_utf8(open_secret(state, record)?).map_err(ApiError::internal)
 }
 
-impl Connection {
-    pub(crate) fn load(state: &AppState, record: ConnectionRecord) -> Result<Self, ApiError> {
-        let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-        let oidc = config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)?;
-        Ok(Self { record, oidc })
-    }
+/// The provider's discovery document and keys, cached per connection
+/// version.
+pub(crate) async fn provider(
+    state: &AppState,
+    record: &ConnectionRecord,
+    oidc: &OidcConnection,
+) -> Result<Arc<ProviderInfo>, ApiError> {
+    // Keyed by the configuration itself: any change fetches afresh.
+    let now = state.clock().now();
+    state.oidc_providers().get(state.outbound(), &record.id, &record.config, oidc, now).await.map_err(|e| {
+        tracing::warn!(connection = %record.id, error = %e, "identity provider unavailable");
+        ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 }
+    })
+}
 
-    pub(crate) fn client_secret(&self, state: &AppState) -> Result<String, ApiError> {
-        String::from_utf8(open_secret(state, &self.record)?).map_err(ApiError::internal)
-    }
+/// Sends the user to the provider with an authorization request (PKCE,
+/// state and nonce); the flow's secrets wait, sealed, for the callback.
+pub(crate) async fn begin(
+    state: &AppState,
+    record: &ConnectionRecord,
+    oidc: &OidcConnection,
+    client: FlowClient,
+    login_hint: Option<&Email>,
+    started_at: DateTime<Utc>,
+) -> Result<Url, ApiError> {
+    let provider = provider(state, record, oidc).await?;
+    let authorization =
+        gatehouse_oidc::authorization(oidc, &provider, &callback_url(state), login_hint.map(Email::as_str));
+    let state_hash = state_hash(&authorization.state);
+    let secrets = FlowSecrets {
+        protocol: FlowProtocol::Oidc {
+            nonce: authorization.nonce,
+            pkce_verifier: authorization.pkce_verifier,
+        },
+        started_at,
+        client,
+    };
+    let flow = SsoFlow {
+        org_id: record.org_id,
+        connection_id: record.id.clone(),
+        sealed: secrets.seal(state, &state_hash)?,
+    };
+    state.store().create_sso_flow(&state_hash, &flow, started_at + FLOW_TTL, started_at).await?;
+    Ok(authorization.url)
+}
 
-    /// The provider's discovery document and keys, cached per connection
-    /// version.
-    pub(crate) async fn provider(&self, state: &AppState) -> Result<Arc<ProviderInfo>, ApiError> {
-        // Keyed by the configuration itself: any change fetches afresh.
-        let version = &self.record.config;
-        let now = state.clock().now();
-        state.oidc_providers().get(state.outbound(), &self.record.id, version, &self.oidc, now).await.map_err(
-            |e| {
-                tracing::warn!(connection = %self.record.id, error = %e, "identity provider unavailable");
-                ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 }
-            },
-        )
-    }
+/// Where the provider sends the user back: registered with the provider.
+pub(crate) fn callback_url(state: &AppState) -> Url {
+    Url::parse(&format!("{}/v1/sso/oidc/callback", state.issuer())).expect("the public URL is a URL")
 }
 
 /// The master-key context a connection's secret is sealed under.
@@ -199,127 +223,27 @@ pub(crate) fn check_redirect_entry(entry: &str) -> Result<(), String> {
     }
 }
 
-/// Why a matched identity may not sign in.
-pub(crate) type Refusal = &'static str;
-
-/// Who the provider says signed in, whatever the protocol.
-#[derive(Debug, Clone)]
-pub(crate) struct FederatedIdentity {
-    /// Stable per connection: OIDC `sub` (Azure AD `tid/oid`), SAML NameID.
-    pub(crate) subject: String,
-    pub(crate) email: Option<String>,
-    pub(crate) email_verified: bool,
-    pub(crate) name: Option<String>,
-}
-
-impl From<&Identity> for FederatedIdentity {
-    fn from(i: &Identity) -> Self {
-        Self {
-            subject: i.subject.clone(),
-            email: i.email.clone(),
-            email_verified: i.email_verified,
-            name: i.name.clone(),
-        }
-    }
-}
-
-/// Finds the platform user for `identity`: an existing link for this
-/// connection and subject; then, if the connection allows it, a user of the
-/// organization with the same verified email, which is then linked; then a
-/// new user, if the connection provisions just in time.
-pub(crate) async fn match_user(
-    state: &AppState,
-    (org, connection_id): (OrgId, &str),
-    conn: &AccountPolicy,
-    identity: &FederatedIdentity,
-    device: &gatehouse_core::Device,
-) -> Result<Result<User, Refusal>, ApiError> {
-    let now = state.clock().now();
-    let email = identity.email.as_deref().map(Email::parse).transpose().ok().flatten();
-    if !conn.allowed_email_domains.is_empty()
-        && !email.as_ref().is_some_and(|e| conn.allowed_email_domains.admits(e.as_str()))
-    {
-        return Ok(Err("email_domain_not_allowed"));
-    }
-    let active = |user: User| if user.active { Ok(user) } else { Err("user_deactivated") };
-
-    if let Some(user) = state.store().linked_user(connection_id, &identity.subject).await? {
-        if user.org_id != org {
-            return Ok(Err("linked_elsewhere"));
-        }
-        return Ok(active(user));
-    }
-    if conn.link_by_email
-        && identity.email_verified
-        && let Some(email) = &email
-        && let Some(user) = state.store().find_user_by_email(email).await?
-        && user.org_id == org
-    {
-        if !user.active {
-            return Ok(Err("user_deactivated"));
-        }
-        return match state.store().link_identity(connection_id, &identity.subject, user.id, now).await {
-            // A concurrent first sign-in linked it meanwhile: the same answer.
-            Ok(()) | Err(StoreError::Conflict(_)) => Ok(Ok(user)),
-            Err(e) => Err(e.into()),
-        };
-    }
-    if !conn.jit_provisioning {
-        return Ok(Err("user_not_provisioned"));
-    }
-    let Some(email) = email else { return Ok(Err("no_email")) };
-    // Without a domain list, only a verified email may claim an address.
-    if conn.allowed_email_domains.is_empty() && !identity.email_verified {
-        return Ok(Err("email_not_verified"));
-    }
-    let new = NewUser {
-        org_id: org,
-        display_name: identity.name.clone().unwrap_or_else(|| email.as_str().to_owned()),
-        email,
-        external_id: None,
-        password_hash: None,
-        active: true,
-        user_name: None,
-        scim_resource: None,
-    };
-    let audit = NewAuditEvent {
-        org_id: Some(org),
-        user_id: None,
-        kind: "user_created",
-        method: Some(gatehouse_core::AuthMethod::Oidc.as_str()),
-        outcome: "success",
-        detail: Some(serde_json::json!({ "connection": connection_id, "provisioning": "just_in_time" })),
-        device: device.clone(),
-    };
-    match state.store().create_linked_user(&new, connection_id, &identity.subject, &audit, now).await {
-        Ok(user) => Ok(Ok(user)),
-        Err(StoreError::Conflict(_)) => Ok(Err("email_in_use")),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Verifies the ID token; a key the cached set lacks refetches the set once
 /// (the provider rotated its keys) and tries again.
 pub(crate) async fn verify(
     state: &AppState,
-    connection: &Connection,
+    record: &ConnectionRecord,
+    oidc: &OidcConnection,
     provider: Arc<ProviderInfo>,
     id_token: &str,
     expect: gatehouse_oidc::Expectations<'_>,
 ) -> Result<Identity, SignInError> {
-    match gatehouse_oidc::verify_id_token(&connection.oidc, &provider, id_token, expect) {
+    match gatehouse_oidc::verify_id_token(oidc, &provider, id_token, expect) {
         Err(SignInError::UnknownKey) => {
             let refreshed = state
                 .oidc_providers()
-                .refresh_keys(state.outbound(), &connection.record.id, &provider, state.clock().now())
+                .refresh_keys(state.outbound(), &record.id, &provider, state.clock().now())
                 .await;
             match refreshed {
-                Ok(Some(fresh)) => {
-                    gatehouse_oidc::verify_id_token(&connection.oidc, &fresh, id_token, expect)
-                }
+                Ok(Some(fresh)) => gatehouse_oidc::verify_id_token(oidc, &fresh, id_token, expect),
                 Ok(None) => Err(SignInError::UnknownKey),
                 Err(e) => {
-                    tracing::warn!(connection = %connection.record.id, error = %e, "key set refetch failed");
+                    tracing::warn!(connection = %record.id, error = %e, "key set refetch failed");
                     Err(SignInError::UnknownKey)
                 }
             }
@@ -329,18 +253,23 @@ pub(crate) async fn verify(
 }
 
 /// The connection a sign-in for `email` goes through (home-realm
-/// discovery): the connection of the user's organization that admits the
-/// email's domain.
+/// discovery): a connection of the user's organization that admits the
+/// email's domain, whatever its kind.
 pub(crate) async fn connection_for_email(
     state: &AppState,
     email: &Email,
-) -> Result<Option<(OrgId, ConnectionRecord)>, ApiError> {
+) -> Result<Option<Connection>, ApiError> {
     let Some(user) = state.store().find_user_by_email(email).await? else { return Ok(None) };
     for record in state.store().list_connections(user.org_id).await? {
-        let connection = Connection::load(state, record)?;
-        if connection.oidc.account.allowed_email_domains.admits(email.as_str()) {
-            return Ok(Some((user.org_id, connection.record)));
+        let connection = Connection::open(state, record)?;
+        if connection.admits(email) {
+            return Ok(Some(connection));
         }
     }
     Ok(None)
+}
+
+/// Where single sign-on starts.
+pub(crate) fn start_url(state: &AppState) -> Url {
+    Url::parse(&format!("{}/v1/sso/start", state.issuer())).expect("the public URL is a URL")
 }

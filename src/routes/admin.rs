@@ -10,6 +10,7 @@ use gatehouse_store::{AuditEvent, NewUser, OrgUpdate, StoreError, UserUpdate};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::directory::{UserView, require_org};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, PlatformAdmin};
 use crate::state::AppState;
@@ -47,39 +48,6 @@ impl From<Organization> for OrgView {
             enterprise_toolkit: o.enterprise_toolkit,
             created_at: o.created_at,
             updated_at: o.updated_at,
-        }
-    }
-}
-
-/// A user as admins see it. The password hash never leaves the service; only
-/// whether there is one.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct UserView {
-    #[schema(value_type = uuid::Uuid)]
-    pub id: UserId,
-    #[schema(value_type = uuid::Uuid)]
-    pub org_id: OrgId,
-    pub email: String,
-    pub display_name: String,
-    pub external_id: Option<String>,
-    pub active: bool,
-    pub has_password: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        Self {
-            id: u.id,
-            org_id: u.org_id,
-            email: u.email.as_str().to_owned(),
-            display_name: u.display_name,
-            external_id: u.external_id,
-            active: u.active,
-            has_password: u.password_hash.is_some(),
-            created_at: u.created_at,
-            updated_at: u.updated_at,
         }
     }
 }
@@ -141,13 +109,6 @@ fn cursor<T: std::str::FromStr>(after: Option<&str>) -> Result<Option<T>, ApiErr
 /// (`Some(None)`) in PATCH bodies.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-
-pub(crate) async fn require_org(state: &AppState, id: OrgId) -> Result<Organization, ApiError> {
-    match state.store().get_org(id).await {
-        Err(StoreError::NotFound) => Err(ApiError::NotFound("organization")),
-        other => Ok(other?),
-    }
 }
 
 /// With external authentication on, the organization's users have no stored

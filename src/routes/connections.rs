@@ -8,15 +8,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
-use gatehouse_oidc::ConnectionConfig;
-use gatehouse_saml::{SamlConfig, SpKeys};
+use gatehouse_oidc::{ConnectionConfig as OidcConfig, OidcConnection};
+use gatehouse_saml::{SamlConnection, SpKeys};
 use gatehouse_store::{ConnectionRecord, NewAuditEvent, SsoPolicy, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::connections::{Config, Connection, Kind, Protocol};
+use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, PlatformAdmin, parse_json};
-use crate::routes::admin::require_org;
+use crate::extract::{ApiJson, ApiPath, PlatformAdmin};
 use crate::sso::{check_redirect_entry, secret_context};
 use crate::state::AppState;
 
@@ -29,37 +30,6 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/admin/v1/orgs/{org_id}/connections/{connection_id}/test", post(test_connection))
         .route("/admin/v1/orgs/{org_id}/sso", get(get_sso_policy).put(put_sso_policy))
-}
-
-/// A connection's configuration: OpenID Connect (`okta`, `azure_ad`) or
-/// SAML (`ping`), chosen by `kind`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(untagged)]
-pub(crate) enum AnyConnectionConfig {
-    Oidc(ConnectionConfig),
-    Saml(SamlConfig),
-}
-
-impl AnyConnectionConfig {
-    /// Reads a configuration (a request body, or one stored) as the kind it
-    /// names, naming the field at fault as every other body does.
-    fn parse(json: &[u8]) -> Result<Self, ApiError> {
-        #[derive(Deserialize)]
-        struct Kind {
-            kind: Option<String>,
-        }
-        match parse_json::<Kind>(json)?.kind.as_deref() {
-            Some(crate::saml::KIND) => parse_json(json).map(Self::Saml),
-            _ => parse_json(json).map(Self::Oidc),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Oidc(c) => c.kind.as_str(),
-            Self::Saml(_) => crate::saml::KIND,
-        }
-    }
 }
 
 /// A connection as admins see it: the configuration without its secret.
@@ -78,19 +48,14 @@ pub(crate) struct ConnectionView {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(flatten)]
-    pub(crate) config: AnyConnectionConfig,
+    pub(crate) config: Config,
 }
 
 fn view(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
     // What was stored was checked: failing to read it is ours, not the caller's.
-    let config = AnyConnectionConfig::parse(record.config.as_bytes()).map_err(|e| match e {
-        ApiError::Invalid { message, .. } => {
-            ApiError::internal(format!("stored connection {}: {message}", record.id))
-        }
-        other => other,
-    })?;
-    let sp =
-        matches!(config, AnyConnectionConfig::Saml(_)).then(|| crate::saml::endpoints(state, &record.id));
+    let config = Config::parse(record.config.as_bytes())
+        .map_err(|e| ApiError::internal(format!("stored connection {}: {e:?}", record.id)))?;
+    let sp = matches!(config, Config::Saml(_)).then(|| crate::saml::endpoints(state, &record.id));
     Ok(ConnectionView {
         id: record.id.clone(),
         client_secret_set: true,
@@ -104,7 +69,7 @@ fn view(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionView, A
 
 /// Checks the entitlement and the configuration; returns the configuration
 /// to store (without the secret) as JSON.
-async fn checked(state: &AppState, org_id: OrgId, config: &AnyConnectionConfig) -> Result<String, ApiError> {
+async fn checked(state: &AppState, org_id: OrgId, config: &Config) -> Result<String, ApiError> {
     let org = require_org(state, org_id).await?;
     if !org.enterprise_toolkit {
         return Err(ApiError::Forbidden {
@@ -113,38 +78,31 @@ async fn checked(state: &AppState, org_id: OrgId, config: &AnyConnectionConfig) 
                 .into(),
         });
     }
-    let allow_loopback = state.settings().allow_private_targets;
-    match config {
-        AnyConnectionConfig::Oidc(c) => {
-            c.validate(allow_loopback)
-                .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
-        }
-        AnyConnectionConfig::Saml(c) => {
-            let connection = c
-                .validate(allow_loopback)
-                .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
-            // Metadata by URL must be there, and usable, now.
-            if let Some(url) = &connection.metadata_url {
-                crate::saml::fetch_metadata(state.outbound(), url)
-                    .await
-                    .map_err(|m| ApiError::invalid("idp_metadata_url", m))?;
-            }
-        }
+    let protocol = config
+        .validate(state.settings().allow_private_targets)
+        .map_err(|e| ApiError::Invalid { field: Some(e.field.to_owned()), message: e.message })?;
+    // SAML metadata by URL must be there, and usable, now.
+    if let Protocol::Saml(saml) = &protocol
+        && let Some(url) = &saml.metadata_url
+    {
+        gatehouse_saml::fetch_metadata(state.outbound(), url)
+            .await
+            .map_err(|m| ApiError::invalid("idp_metadata_url", m))?;
     }
     serde_json::to_string(config).map_err(ApiError::internal)
 }
 
 /// The secret a new connection is stored with: the OIDC client secret, or a
 /// fresh SP key pair for SAML.
-async fn new_secret(state: &AppState, id: &str, config: &AnyConnectionConfig) -> Result<String, ApiError> {
+async fn new_secret(state: &AppState, id: &str, config: &Config) -> Result<String, ApiError> {
     let plain = match config {
-        AnyConnectionConfig::Oidc(c) => c
+        Config::Oidc(c) => c
             .client_secret
             .as_deref()
             .ok_or_else(|| ApiError::invalid("client_secret", "is required"))?
             .as_bytes()
             .to_vec(),
-        AnyConnectionConfig::Saml(_) => {
+        Config::Saml(_) => {
             let entity_id = crate::saml::endpoints(state, id).entity_id;
             tokio::task::spawn_blocking(move || SpKeys::generate(&entity_id).and_then(|k| k.to_pem()))
                 .await
@@ -168,7 +126,7 @@ fn not_found(e: StoreError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/connections", tag = "connections", security(("admin_token" = [])),
-    params(("org_id" = uuid::Uuid, Path)), request_body = AnyConnectionConfig,
+    params(("org_id" = uuid::Uuid, Path)), request_body = Config,
     responses((status = 201, body = ConnectionView), (status = 400, body = ErrorBody),
         (status = 403, description = "The organization lacks the Enterprise ToolKit", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -178,7 +136,7 @@ pub(crate) async fn create_connection(
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
-    let config = AnyConnectionConfig::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
+    let config = Config::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
     let stored = checked(&state, org_id, &config).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let sealed = new_secret(&state, &id, &config).await?;
@@ -187,7 +145,7 @@ pub(crate) async fn create_connection(
         client_secret_sealed: sealed,
         id,
         org_id,
-        kind: config.kind().to_owned(),
+        kind: config.kind().as_str().to_owned(),
         config: stored,
         created_at: now,
         updated_at: now,
@@ -223,7 +181,7 @@ pub(crate) async fn get_connection(
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/connections/{connection_id}", tag = "connections", security(("admin_token" = [])),
-    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)), request_body = AnyConnectionConfig,
+    params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)), request_body = Config,
     responses((status = 200, description = "Replaced; a client_secret left out is kept", body = ConnectionView),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn replace_connection(
@@ -232,9 +190,11 @@ pub(crate) async fn replace_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let config = AnyConnectionConfig::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
+    let config = Config::parse(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
     let current = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
-    if (current.kind == crate::saml::KIND) != (config.kind() == crate::saml::KIND) {
+    let current_kind = Kind::parse(&current.kind)
+        .ok_or_else(|| ApiError::internal("a stored connection of no known kind"))?;
+    if current_kind.method() != config.kind().method() {
         return Err(ApiError::invalid(
             "kind",
             "cannot change between OpenID Connect and SAML; create a new connection",
@@ -242,7 +202,7 @@ pub(crate) async fn replace_connection(
     }
     let stored = checked(&state, org_id, &config).await?;
     let sealed = match &config {
-        AnyConnectionConfig::Oidc(ConnectionConfig { client_secret: Some(secret), .. }) => {
+        Config::Oidc(OidcConfig { client_secret: Some(secret), .. }) => {
             state.master_keys().seal(&secret_context(&id), secret.as_bytes())
         }
         // The SP key stays: the IdP has our certificate.
@@ -320,13 +280,18 @@ pub(crate) async fn test_connection(
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
 ) -> Result<Json<ConnectionCheck>, ApiError> {
     let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
-    if record.kind == crate::saml::KIND {
-        return Ok(Json(test_saml(&state, &record).await?));
-    }
-    let config: ConnectionConfig = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-    let connection = config.validate(state.settings().allow_private_targets).map_err(ApiError::internal)?;
-    let discovery_url = connection.discovery_url.to_string();
-    Ok(Json(match gatehouse_oidc::discover(state.outbound(), &connection).await {
+    let connection = Connection::open(&state, record)?;
+    Ok(Json(match &connection.protocol {
+        Protocol::Oidc(oidc) => test_oidc(&state, oidc).await,
+        Protocol::Saml(saml) => test_saml(&state, saml).await,
+    }))
+}
+
+/// An OIDC connection's check: the provider's discovery document and keys,
+/// fetched afresh, the issuer held to the connection's rule.
+async fn test_oidc(state: &AppState, oidc: &OidcConnection) -> ConnectionCheck {
+    let discovery_url = oidc.discovery_url.to_string();
+    match gatehouse_oidc::discover(state.outbound(), oidc).await {
         Ok(info) => ConnectionCheck {
             outcome: "ok",
             error: None,
@@ -338,7 +303,7 @@ pub(crate) async fn test_connection(
             jwks_uri: Some(info.metadata.jwks_uri.to_string()),
         },
         Err(e) => ConnectionCheck::failed(discovery_url, e.to_string()),
-    }))
+    }
 }
 
 /// An organization's single sign-on policy.
@@ -406,15 +371,14 @@ pub(crate) async fn put_sso_policy(
 
 /// A SAML connection's check: its IdP metadata (fetched afresh when it comes
 /// from a URL) and what it says.
-async fn test_saml(state: &AppState, record: &ConnectionRecord) -> Result<ConnectionCheck, ApiError> {
-    let connection = crate::saml::connection(state, record)?;
+async fn test_saml(state: &AppState, connection: &SamlConnection) -> ConnectionCheck {
     let discovery_url = connection.metadata_url.as_ref().map(ToString::to_string).unwrap_or_default();
     let idp = match (&connection.idp, &connection.metadata_url) {
         (Some(idp), _) => Ok(idp.clone()),
-        (None, Some(url)) => crate::saml::fetch_metadata(state.outbound(), url).await,
+        (None, Some(url)) => gatehouse_saml::fetch_metadata(state.outbound(), url).await,
         (None, None) => Err("the connection names no IdP".to_owned()),
     };
-    Ok(match idp {
+    match idp {
         Ok(idp) => ConnectionCheck {
             outcome: "ok",
             error: None,
@@ -430,5 +394,5 @@ async fn test_saml(state: &AppState, record: &ConnectionRecord) -> Result<Connec
                 .collect(),
         },
         Err(e) => ConnectionCheck::failed(discovery_url, e),
-    })
+    }
 }

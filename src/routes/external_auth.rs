@@ -11,11 +11,10 @@ use gatehouse_store::NewAuditEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
 use crate::external_auth;
-use crate::extract::{ApiJson, ApiPath, ClientIp, PlatformAdmin};
-use crate::routes::admin::require_org;
-use crate::routes::login::DeviceInfo;
+use crate::extract::{ApiJson, ApiPath, ClientIp, DeviceInfo, PlatformAdmin};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {

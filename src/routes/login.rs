@@ -16,11 +16,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::cookies;
+use crate::directory::UserView;
 use crate::error::{ApiError, ErrorBody};
 use crate::external_auth;
-use crate::extract::{ApiJson, ClientIp, bearer};
+use crate::extract::{ApiJson, ClientIp, DeviceInfo, bearer};
 use crate::passwords::LocalPasswords;
-use crate::routes::admin::UserView;
 use crate::sessions::{self, TokenResponse};
 use crate::state::AppState;
 use crate::throttle::{Action, Concerning, Tally, Throttle};
@@ -33,32 +33,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/logout", post(logout))
         .route("/v1/session/logout", post(end_browser_session))
         .route("/v1/me", get(me))
-}
-
-/// The device a user signs in from, as the app describes it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub(crate) struct DeviceInfo {
-    /// At most 128 characters.
-    pub os: Option<String>,
-    /// At most 128 characters.
-    pub name: Option<String>,
-}
-
-const DEVICE_FIELD_MAX: usize = 128;
-
-impl DeviceInfo {
-    pub(crate) fn into_device(self, ip: ClientIp) -> Result<Device, ApiError> {
-        let check = |field: &str, v: Option<String>| match v {
-            Some(v) if v.chars().count() > DEVICE_FIELD_MAX => {
-                Err(ApiError::invalid(field, format!("must be at most {DEVICE_FIELD_MAX} characters")))
-            }
-            Some(v) if v.chars().any(char::is_control) => {
-                Err(ApiError::invalid(field, "must not contain control characters"))
-            }
-            other => Ok(other.filter(|v| !v.is_empty())),
-        };
-        Ok(Device { os: check("device.os", self.os)?, name: check("device.name", self.name)?, ip: ip.0 })
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -175,7 +149,7 @@ pub(crate) async fn login(
                 device,
             };
             state.store().record_audit_event(&event, state.clock().now()).await?;
-            let mut sso_url = crate::routes::sso::start_url(&state);
+            let mut sso_url = crate::sso::start_url(&state);
             sso_url.query_pairs_mut().append_pair("email", email.as_str());
             return Err(ApiError::SsoRequired { sso_url: sso_url.into() });
         }

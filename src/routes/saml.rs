@@ -16,19 +16,17 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use chrono::{DateTime, Utc};
-use gatehouse_core::{AuthMethod, Device};
-use gatehouse_saml::AcsError;
-use gatehouse_session::OpaqueToken;
-use gatehouse_store::{ConnectionRecord, SsoFlow};
+use gatehouse_core::Device;
+use gatehouse_saml::{AcsError, SamlConnection};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::connections::{Connection, Protocol};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ClientIp};
-use crate::routes::sso::{Attempt, Failure, conclude, event, record, redirect, sign_in};
 use crate::saml::Loaded;
-use crate::sso::{self, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
+use crate::signin::{Attempt, Failure, FederatedIdentity, conclude, event, record, sign_in};
+use crate::sso::{self, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 use crate::throttle::{Action, Concerning, Throttle};
 
@@ -39,41 +37,21 @@ pub(crate) fn router() -> Router<AppState> {
     )
 }
 
-/// Our RelayState for flows we start: it names the flow, and says the
-/// response answers one of our requests.
-const RELAY_PREFIX: &str = "ghs";
-
 /// How long an assertion id is remembered against replay when the assertion
 /// names no end of its validity.
 const ASSERTION_REMEMBERED_BY_DEFAULT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
-/// Sends the user to the IdP with an AuthnRequest (signed when the
-/// connection says so); the flow is kept like an OIDC one.
-pub(crate) async fn begin(
-    state: &AppState,
-    record: ConnectionRecord,
-    client: FlowClient,
-    started_at: DateTime<Utc>,
-) -> Result<Response, ApiError> {
-    let loaded = state.saml_providers().get(state, &record).await?;
-    let relay = OpaqueToken::generate(RELAY_PREFIX);
-    let (url, request_id) =
-        loaded.sp.authn_request(&loaded.idp.sso_url, relay.plain()).map_err(ApiError::internal)?;
-    let state_hash = sso::state_hash(relay.plain());
-    let secrets = FlowSecrets { protocol: FlowProtocol::Saml { request_id }, started_at, client };
-    let flow = SsoFlow {
-        org_id: record.org_id,
-        connection_id: record.id.clone(),
-        sealed: secrets.seal(state, &state_hash)?,
-    };
-    state.store().create_sso_flow(&state_hash, &flow, started_at + sso::FLOW_TTL, started_at).await?;
-    redirect(url.as_str())
-}
-
-async fn saml_connection(state: &AppState, id: &str) -> Result<ConnectionRecord, ApiError> {
-    match state.store().find_connection(id).await? {
-        Some(record) if record.kind == crate::saml::KIND => Ok(record),
-        _ => Err(ApiError::NotFound("SAML connection")),
+/// The SAML connection with this id; any other id, or a connection of
+/// another protocol, is not one.
+async fn saml_connection(state: &AppState, id: &str) -> Result<(Connection, SamlConnection), ApiError> {
+    let record = state.store().find_connection(id).await?.ok_or(ApiError::NotFound("SAML connection"))?;
+    let connection = Connection::open(state, record)?;
+    match &connection.protocol {
+        Protocol::Saml(saml) => {
+            let saml = saml.clone();
+            Ok((connection, saml))
+        }
+        Protocol::Oidc(_) => Err(ApiError::NotFound("SAML connection")),
     }
 }
 
@@ -85,8 +63,8 @@ pub(crate) async fn metadata(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let record = saml_connection(&state, &id).await?;
-    let loaded = state.saml_providers().get(&state, &record).await?;
+    let (connection, saml) = saml_connection(&state, &id).await?;
+    let loaded = state.saml_providers().get(&state, &connection.record, &saml).await?;
     let xml = loaded.sp.metadata_xml().map_err(ApiError::internal)?;
     Ok(([(CONTENT_TYPE, "application/samlmetadata+xml")], xml).into_response())
 }
@@ -117,9 +95,10 @@ pub(crate) async fn acs(
     // a signature check each.
     let throttle = Throttle::new(&state, Action::SamlAcs, None, device.ip);
     throttle.check(&state).await?;
-    let stored = saml_connection(&state, &id).await?;
+    let (opened, saml) = saml_connection(&state, &id).await?;
+    let stored = &opened.record;
     let org = stored.org_id;
-    let attempt = Attempt { org, connection_id: &stored.id, method: AuthMethod::Saml };
+    let attempt = Attempt { org, connection_id: &stored.id, method: opened.kind.method() };
     let form = match form {
         Ok(Form(form)) => form,
         Err(e) => {
@@ -147,12 +126,12 @@ pub(crate) async fn acs(
         )
         .await;
     }
-    let loaded = state.saml_providers().get(&state, &stored).await?;
+    let loaded = state.saml_providers().get(&state, stored, &saml).await?;
     let connection = loaded.sp.connection();
     let relay = form.relay_state.unwrap_or_default();
 
     // Which flow this answers, if any.
-    let (client, request_id) = if relay.starts_with(&format!("{RELAY_PREFIX}_")) {
+    let (client, request_id) = if relay.starts_with(&format!("{}_", crate::saml::RELAY_PREFIX)) {
         let state_hash = sso::state_hash(&relay);
         let flow = state.store().take_sso_flow(&state_hash, state.clock().now()).await?;
         let Some(flow) = flow.filter(|f| f.connection_id == stored.id) else {
@@ -208,7 +187,7 @@ pub(crate) async fn acs(
 
     let mut validated = validate(&loaded, &form.saml_response, request_id.as_deref()).await?;
     if matches!(validated, Err(AcsError::BadSignature))
-        && let Some(fresh) = state.saml_providers().after_bad_signature(&state, &stored, &loaded).await
+        && let Some(fresh) = state.saml_providers().after_bad_signature(&state, stored, &loaded).await
     {
         // The IdP rolled its certificate over: try once more with the new one.
         validated = validate(&fresh, &form.saml_response, request_id.as_deref()).await?;

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ClientIp, PlatformAdmin, bearer};
-use crate::routes::admin::require_org;
 use crate::scim::{self, UserFields};
 use crate::state::AppState;
 use crate::throttle::{Action, Concerning, Tally, Throttle};

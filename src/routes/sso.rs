@@ -9,24 +9,26 @@
 //! ```
 
 use axum::extract::State;
-use axum::http::header::{LOCATION, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, OrgId, UserId};
+use gatehouse_core::{AuthMethod, Device, Email, UserId};
 use gatehouse_oidc::Expectations;
-use gatehouse_session::OpaqueToken;
-use gatehouse_store::{NewAuditEvent, SsoCode, SsoFlow};
+use gatehouse_store::SsoFlow;
 use serde::Deserialize;
-use url::Url;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::connections::{Connection, Protocol};
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
 use crate::sessions::{self, TokenResponse};
-use crate::sso::{self, Connection, FederatedIdentity, FlowClient, FlowProtocol, FlowSecrets};
+use crate::signin;
+use crate::signin::{
+    Attempt, Failure, FederatedIdentity, Finished, conclude, event, record, refuse, sign_in,
+};
+use crate::sso::{self, FlowClient, FlowProtocol, FlowSecrets};
 use crate::state::AppState;
 use crate::throttle::{Action, Concerning, Throttle};
 
@@ -36,9 +38,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/sso/oidc/callback", get(callback))
         .route("/v1/sso/token", post(token))
 }
-
-const CODE_PREFIX: &str = "ghc";
-const FLOW_BINDING_PREFIX: &str = "ghb";
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -82,23 +81,21 @@ pub(crate) async fn start(
         .as_deref()
         .map(|e| Email::parse(e).map_err(|err| ApiError::invalid("email", err.to_string())))
         .transpose()?;
-    let (org_id, record) = match (&params.connection, &email) {
+    let connection = match (&params.connection, &email) {
         (Some(id), _) => {
             let record = state.store().find_connection(id).await?.ok_or(ApiError::NotFound("connection"))?;
-            (record.org_id, record)
+            Connection::open(&state, record)?
         }
         (None, Some(email)) => sso::connection_for_email(&state, email)
             .await?
             .ok_or(ApiError::NotFound("single sign-on for this email"))?,
         (None, None) => return Err(ApiError::invalid("connection", "give a connection or an email")),
     };
+    let org_id = connection.record.org_id;
     let org = state.store().get_org(org_id).await?;
     require_toolkit(org.enterprise_toolkit)?;
-    let saml = record.kind == crate::saml::KIND;
     let policy = state.store().sso_policy(org_id).await?;
-    let started_at = state.clock().now();
 
-    let mut browser_binding = None;
     let client = match &params.redirect_uri {
         Some(redirect_uri) => {
             let url = sso::allowed_redirect(&policy, redirect_uri)
@@ -133,50 +130,10 @@ pub(crate) async fn start(
                     ApiError::invalid("return_to", "is required: the organization lists no web address")
                 })?,
             };
-            let binding = (!saml).then(|| OpaqueToken::generate(FLOW_BINDING_PREFIX));
-            let client = FlowClient::Web {
-                return_to: return_to.to_string(),
-                browser_hash: binding.as_ref().map(|b| b.hash().to_owned()),
-            };
-            browser_binding = binding;
-            client
+            FlowClient::Web { return_to: return_to.to_string(), browser_hash: None }
         }
     };
-    if saml {
-        return crate::routes::saml::begin(&state, record, client, started_at).await;
-    }
-
-    let connection = Connection::load(&state, record)?;
-    let provider = connection.provider(&state).await?;
-    let authorization = gatehouse_oidc::authorization(
-        &connection.oidc,
-        &provider,
-        &callback_url(&state),
-        email.as_ref().map(Email::as_str),
-    );
-    let state_hash = sso::state_hash(&authorization.state);
-    let secrets = FlowSecrets {
-        protocol: FlowProtocol::Oidc {
-            nonce: authorization.nonce,
-            pkce_verifier: authorization.pkce_verifier,
-        },
-        started_at,
-        client,
-    };
-    let flow = SsoFlow {
-        org_id,
-        connection_id: connection.record.id.clone(),
-        sealed: secrets.seal(&state, &state_hash)?,
-    };
-    state.store().create_sso_flow(&state_hash, &flow, started_at + sso::FLOW_TTL, started_at).await?;
-
-    let mut response = redirect(authorization.url.as_str())?;
-    if let Some(binding) = browser_binding {
-        let cookie =
-            cookies::set(&state, cookies::SSO_FLOW, binding.plain(), "/v1/sso", sso::FLOW_TTL.num_seconds());
-        response.headers_mut().append(SET_COOKIE, cookie);
-    }
-    Ok(response)
+    signin::start(&state, &connection, client, email.as_ref()).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -185,25 +142,6 @@ pub(crate) struct CallbackParams {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
-}
-
-/// How a callback failed: the audit reason, and the status and message for
-/// the browser.
-pub(crate) struct Failure {
-    reason: &'static str,
-    status: StatusCode,
-    message: String,
-    detail: Option<serde_json::Value>,
-}
-
-impl Failure {
-    pub(crate) fn new(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
-        Self { reason, status, message: message.into(), detail: None }
-    }
-
-    pub(crate) fn with_detail(self, detail: serde_json::Value) -> Self {
-        Self { detail: Some(detail), ..self }
-    }
 }
 
 #[utoipa::path(get, path = "/v1/sso/oidc/callback", tag = "sso", params(CallbackParams),
@@ -239,96 +177,6 @@ pub(crate) async fn callback(
     let outcome = finish(&state, &flow, &secrets, &params, &headers, &device).await?;
     let attempt = Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: AuthMethod::Oidc };
     conclude(&state, attempt, &secrets.client, outcome, &device).await
-}
-
-/// Answers a finished sign-in, for any protocol: a browser goes to its
-/// return address with the session cookie, a native app to its redirect URI
-/// with a one-time code; a refusal is recorded and shown (browser) or sent
-/// (app).
-pub(crate) async fn conclude(
-    state: &AppState,
-    attempt: Attempt<'_>,
-    client: &FlowClient,
-    outcome: Result<(UserId, Finished), Failure>,
-    device: &Device,
-) -> Result<Response, ApiError> {
-    let (org, connection) = (attempt.org, Some(attempt.connection_id));
-    match (outcome, client) {
-        (Ok((user_id, Finished::Web(tokens))), FlowClient::Web { return_to, .. }) => {
-            let mut response = redirect(return_to)?;
-            let ttl = state.settings().access_token_ttl.as_secs() as i64;
-            let h = response.headers_mut();
-            h.append(SET_COOKIE, cookies::set(state, cookies::SESSION, &tokens.access_token, "/", ttl));
-            h.append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
-            tracing::info!(%org, user = %user_id, "single sign-on (web)");
-            Ok(response)
-        }
-        (Ok((user_id, Finished::Native(code))), FlowClient::Native { redirect_uri, app_state, .. }) => {
-            let issued = serde_json::json!({ "stage": "code_issued" });
-            record(
-                state,
-                event(attempt.method, Some(org), Some(user_id), connection, device, Ok(()), Some(issued)),
-            )
-            .await?;
-            let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
-            url.query_pairs_mut().append_pair("code", &code);
-            if let Some(s) = app_state {
-                url.query_pairs_mut().append_pair("state", s);
-            }
-            redirect(url.as_str())
-        }
-        (Ok(_), _) => Err(ApiError::internal("a flow finished for the wrong kind of client")),
-        (Err(failure), client) => {
-            let refused = event(
-                attempt.method,
-                Some(org),
-                None,
-                connection,
-                device,
-                Err(failure.reason),
-                failure.detail.clone(),
-            );
-            record(state, refused).await?;
-            match client {
-                FlowClient::Native { redirect_uri, app_state, .. } => {
-                    let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
-                    url.query_pairs_mut().append_pair("error", failure.reason);
-                    if let Some(s) = app_state {
-                        url.query_pairs_mut().append_pair("state", s);
-                    }
-                    redirect(url.as_str())
-                }
-                FlowClient::Web { .. } => {
-                    let mut response = ApiError::SignIn {
-                        status: failure.status,
-                        code: failure.reason,
-                        message: failure.message,
-                    }
-                    .into_response();
-                    response
-                        .headers_mut()
-                        .append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
-                    Ok(response)
-                }
-            }
-        }
-    }
-}
-
-/// One sign-in attempt: where it belongs, for the audit trail and the
-/// session.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Attempt<'a> {
-    pub(crate) org: OrgId,
-    pub(crate) connection_id: &'a str,
-    pub(crate) method: AuthMethod,
-}
-
-pub(crate) enum Finished {
-    /// A browser's session, already recorded with its audit event.
-    Web(TokenResponse),
-    /// A native app's one-time code.
-    Native(String),
 }
 
 /// Everything between a live flow and a signed-in user. `Err` inside is a
@@ -379,15 +227,22 @@ async fn finish(
             "the organization lacks the Enterprise ToolKit",
         ));
     }
-    let connection = Connection::load(state, record)?;
-    let provider = connection.provider(state).await?;
-    let secret = connection.client_secret(state)?;
+    let connection = Connection::open(state, record)?;
+    let Protocol::Oidc(oidc) = &connection.protocol else {
+        return Ok(refuse(
+            "wrong_protocol",
+            S::BAD_REQUEST,
+            "this sign-in's connection is not an OpenID Connect one",
+        ));
+    };
+    let provider = sso::provider(state, &connection.record, oidc).await?;
+    let secret = sso::client_secret(state, &connection.record)?;
     let exchanged = gatehouse_oidc::exchange_code(
         state.outbound(),
-        &connection.oidc,
+        oidc,
         &provider,
         &secret,
-        &callback_url(state),
+        &sso::callback_url(state),
         code,
         pkce_verifier,
     )
@@ -409,7 +264,7 @@ async fn finish(
         }
     };
     let expect = Expectations { nonce, now: state.clock().now(), started_at: secrets.started_at };
-    let identity = match sso::verify(state, &connection, provider, &id_token, expect).await {
+    let identity = match sso::verify(state, &connection.record, oidc, provider, &id_token, expect).await {
         Ok(identity) => identity,
         Err(e) => {
             return Ok(Err(Failure::new(
@@ -424,71 +279,11 @@ async fn finish(
         tracing::warn!(connection = %connection.record.id, subject = %identity.subject,
             "the provider left groups out of the token (overage); group claims are incomplete");
     }
-    let policy = &connection.oidc.account;
+    let policy = &oidc.account;
     let who = FederatedIdentity::from(&identity);
-    let attempt = Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: AuthMethod::Oidc };
+    let attempt =
+        Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: connection.kind.method() };
     sign_in(state, attempt, &secrets.client, policy, &who, device).await
-}
-
-/// The end every protocol shares: the platform user for the identity (or a
-/// refusal), then a browser session or a native app's one-time code.
-pub(crate) async fn sign_in(
-    state: &AppState,
-    attempt: Attempt<'_>,
-    client: &FlowClient,
-    policy: &AccountPolicy,
-    identity: &FederatedIdentity,
-    device: &Device,
-) -> Result<Result<(UserId, Finished), Failure>, ApiError> {
-    let (org, connection_id) = (attempt.org, attempt.connection_id);
-    let user = match sso::match_user(state, (org, connection_id), policy, identity, device).await? {
-        Ok(user) => user,
-        Err(reason) => {
-            return Ok(Err(Failure::new(reason, StatusCode::FORBIDDEN, refusal_message(reason))
-                .with_detail(serde_json::json!({ "reason": reason, "subject": identity.subject }))));
-        }
-    };
-    let finished = match client {
-        FlowClient::Web { .. } => {
-            let subject = serde_json::json!({ "subject": identity.subject });
-            let event = event(
-                attempt.method,
-                Some(org),
-                Some(user.id),
-                Some(connection_id),
-                device,
-                Ok(()),
-                Some(subject),
-            );
-            let groups = state.store().group_names_of(user.id).await?;
-            Finished::Web(sessions::issue(state, &user, groups, attempt.method, device, &event).await?)
-        }
-        FlowClient::Native { code_challenge, .. } => {
-            let code = OpaqueToken::generate(CODE_PREFIX);
-            let now = state.clock().now();
-            let record =
-                SsoCode { user_id: user.id, code_challenge: code_challenge.clone(), method: attempt.method };
-            state.store().create_sso_code(code.hash(), &record, now + sso::CODE_TTL, now).await?;
-            Finished::Native(code.plain().to_owned())
-        }
-    };
-    Ok(Ok((user.id, finished)))
-}
-
-pub(crate) fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {
-    Err(Failure::new(reason, status, message))
-}
-
-fn refusal_message(reason: &str) -> &'static str {
-    match reason {
-        "user_not_provisioned" => "you have no account in this organization; ask its administrator",
-        "user_deactivated" => "your account is deactivated",
-        "email_domain_not_allowed" => "your email's domain may not sign in here",
-        "email_not_verified" => "the identity provider has not verified your email",
-        "email_in_use" => "your email belongs to another account",
-        "no_email" => "the identity provider sent no email",
-        _ => "you cannot sign in here",
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -553,52 +348,4 @@ fn require_toolkit(entitled: bool) -> Result<(), ApiError> {
             message: "single sign-on needs the organization's Enterprise ToolKit entitlement".into(),
         })
     }
-}
-
-/// Where single sign-on starts.
-pub(crate) fn start_url(state: &AppState) -> Url {
-    Url::parse(&format!("{}/v1/sso/start", state.issuer())).expect("the public URL is a URL")
-}
-
-/// Where the provider sends the user back: registered with the provider.
-pub(crate) fn callback_url(state: &AppState) -> Url {
-    Url::parse(&format!("{}/v1/sso/oidc/callback", state.issuer())).expect("the public URL is a URL")
-}
-
-pub(crate) fn redirect(to: &str) -> Result<Response, ApiError> {
-    let location = HeaderValue::from_str(to).map_err(ApiError::internal)?;
-    Ok((StatusCode::FOUND, [(LOCATION, location)]).into_response())
-}
-
-pub(crate) fn event(
-    method: AuthMethod,
-    org: Option<OrgId>,
-    user: Option<UserId>,
-    connection: Option<&str>,
-    device: &Device,
-    verdict: Result<(), &'static str>,
-    extra: Option<serde_json::Value>,
-) -> NewAuditEvent {
-    let mut detail = extra.unwrap_or_else(|| serde_json::json!({}));
-    if let Some(object) = detail.as_object_mut() {
-        if let Err(reason) = verdict {
-            object.entry("reason").or_insert(reason.into());
-        }
-        if let Some(connection) = connection {
-            object.insert("connection".into(), connection.into());
-        }
-    }
-    NewAuditEvent {
-        org_id: org,
-        user_id: user,
-        kind: "sso_sign_in",
-        method: Some(method.as_str()),
-        outcome: if verdict.is_ok() { "success" } else { "failure" },
-        detail: Some(detail),
-        device: device.clone(),
-    }
-}
-
-pub(crate) async fn record(state: &AppState, event: NewAuditEvent) -> Result<(), ApiError> {
-    Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
 }

@@ -404,6 +404,45 @@ async fn the_attack_corpus_is_refused() {
     assert_eq!(emails, ["alice@acme.test"], "only the genuine sign-in made a user");
 }
 
+/// Home-realm discovery reaches SAML connections like any other: a user's
+/// email starts their sign-in at the organization's Ping IdP (it answered
+/// 500 when every stored connection was read as OpenID Connect), and the
+/// sign-in finishes, recorded as SAML.
+#[tokio::test]
+async fn an_email_starts_sign_in_at_a_saml_idp() {
+    let Rig { server, idp, org, connection, .. } = Rig::start(TestDb::sqlite()).await;
+    // Grace's first sign-in makes her account; the next starts from her email.
+    let (browser, form) = sp_initiated(&server, &connection, "grace@acme.test", "").await;
+    signs_in(&server, &post(&browser, &form).await, "grace@acme.test").await;
+    let browser = self::browser();
+    let start = format!("/v1/sso/start?email=grace@acme.test&return_to={RETURN_TO}");
+    let response = browser.get(server.url(&start)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND, "{:?}", response.text().await);
+    let to_idp = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(to_idp.starts_with(&idp.url("/sso")) && to_idp.contains("SAMLRequest="), "{to_idp}");
+    let at_idp = browser.get(format!("{to_idp}&user={}", user("grace@acme.test"))).send().await.unwrap();
+    let answer = post(&browser, &parse_form(&at_idp.text().await.unwrap())).await;
+    signs_in(&server, &answer, "grace@acme.test").await;
+    let (_, events) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=20"), None).await;
+    let sign_in = events["items"].as_array().unwrap().iter().find(|e| e["kind"] == "sso_sign_in").unwrap();
+    assert_eq!(sign_in["method"], "saml");
+}
+
+/// A user created just in time through SAML is recorded as created through
+/// SAML, not OpenID Connect.
+#[tokio::test]
+async fn a_saml_jit_user_is_recorded_as_saml() {
+    let Rig { server, connection, org, idp: _idp, .. } = Rig::start(TestDb::sqlite()).await;
+    let (browser, form) = sp_initiated(&server, &connection, "newcomer@acme.test", "").await;
+    let answer = post(&browser, &form).await;
+    signs_in(&server, &answer, "newcomer@acme.test").await;
+    let (_, events) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=20"), None).await;
+    let created = events["items"].as_array().unwrap().iter().find(|e| e["kind"] == "user_created").unwrap();
+    assert_eq!(created["method"], "saml", "{created}");
+}
+
 /// Refused responses count against their address: past the limit, even a
 /// genuine response is 429 until the block ends, and the block is recorded.
 #[tokio::test]

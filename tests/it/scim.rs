@@ -1,5 +1,5 @@
 //! SCIM provisioning as Okta and Entra ID drive it, against the running
-//! server (`shared/reference/idp-interop.md` §0–2).
+//! server (`docs/identity-providers.md` §3).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -74,7 +74,7 @@ fn assert_error(status: StatusCode, body: &Value, expected: u16) {
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
-/// Okta's "SCIM 2.0 SPEC Test", step by step (§1.2).
+/// Okta's "SCIM 2.0 SPEC Test", step by step (`docs/identity-providers.md` §3.2).
 async fn okta_spec_test(server: TestServer) {
     let scim = Scim::new(&server, "okta").await;
     // At least one user must already exist: an admin-created one, found by SCIM.
@@ -159,7 +159,7 @@ async fn okta_spec_test(server: TestServer) {
     );
 }
 
-/// Okta's CRUD sequence as the SCIM server sees it (§1.3), and what
+/// Okta's CRUD sequence as the SCIM server sees it (§3.2), and what
 /// deprovisioning does to sign-in and sessions.
 async fn okta_crud_and_deprovisioning(server: TestServer) {
     let scim = Scim::new(&server, "okta").await;
@@ -258,7 +258,7 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
     );
 }
 
-/// Entra ID's user requests, default job and `aadOptscim062020` (§2.1–2.3).
+/// Entra ID's user requests, default job and `aadOptscim062020` (§3.2).
 async fn entra_user_quirks(server: TestServer) {
     let scim = Scim::new(&server, "azure_ad").await;
     // Creation with the enterprise extension, client `meta`, nulls, a custom
@@ -666,7 +666,7 @@ fn member_ids(group: &Value) -> Vec<String> {
     ids
 }
 
-/// Okta's group push (§1.1), and the `groups` claim it feeds.
+/// Okta's group push (§3.2), and the `groups` claim it feeds.
 async fn okta_groups_and_the_groups_claim(server: TestServer) {
     let scim = Scim::new(&server, "okta").await;
     let users = create_users(&scim, 3, "member").await;
@@ -859,7 +859,7 @@ on_both_backends!(
     postman_garbage_and_restore,
 );
 
-/// Entra's group requests (§2.1–2.3).
+/// Entra's group requests (§3.2).
 async fn entra_group_quirks(server: TestServer) {
     let scim = Scim::new(&server, "azure_ad").await;
     let users = create_users(&scim, 3, "e").await;
@@ -921,7 +921,7 @@ async fn entra_group_quirks(server: TestServer) {
 }
 
 /// The Microsoft reference implementation's "garbage" tests and the
-/// validator's restore scenario (§2.4, §2.5).
+/// validator's restore scenario.
 async fn postman_garbage_and_restore(server: TestServer) {
     let scim = Scim::new(&server, "azure_ad").await;
     // An apostrophe survives creation and filtering.

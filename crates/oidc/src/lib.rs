@@ -4,7 +4,7 @@
 //! This crate turns what an admin writes ([`ConnectionConfig`]) into a
 //! validated [`OidcConnection`]: where discovery lives, and the
 //! [`IssuerRule`] every ID token's `iss` must satisfy
-//! (`shared/reference/idp-interop.md` §3). The issuer is pinned per
+//! (`docs/identity-providers.md` §1). The issuer is pinned per
 //! connection, never derived from a token.
 
 mod cache;

@@ -1,7 +1,7 @@
 //! The relying party's half of the authorization-code flow: the request that
 //! sends the user to the provider, the code exchange, and the ID token's
 //! validation (OpenID Connect Core §3.1.3.7, with the provider rules of
-//! `shared/reference/idp-interop.md` §3).
+//! `docs/identity-providers.md` §1).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Validating what the IdP posts to the ACS, in the order
-//! `shared/reference/idp-interop.md` §4.2 gives, failing closed:
+//! `docs/identity-providers.md` §2.2 gives, failing closed:
 //!
 //! 1. size, base64, UTF-8; no DTD, no processing instruction, no comment;
 //! 2. the shape, read once with a namespace-aware parser: a `Response` root

@@ -2,7 +2,7 @@
 //! Identity (PingFederate, PingOne) and any IdP configured alike.
 //!
 //! Built on samael (xmlsec1 and libxml2 underneath), with its fail-open
-//! defaults closed here (`shared/reference/crates.md` §1.3): an IdP without
+//! defaults closed here (`docs/identity-providers.md` §2.3 says which, and why): an IdP without
 //! a signing certificate is refused, SHA-1 is off unless a connection allows
 //! it, IdP-initiated mode (which drops every InResponseTo check) is used only
 //! for responses that answer no request, and a DOCTYPE, comment or
@@ -11,6 +11,7 @@
 mod acs;
 mod config;
 mod decrypt;
+mod fetch;
 mod sp;
 
 pub use acs::{AcsError, MAX_RESPONSE_BASE64, SamlIdentity, has_dtd, validate};
@@ -18,4 +19,5 @@ pub use config::{
     IdpDescriptor, InvalidSamlConnection, MAX_METADATA, SamlConfig, SamlConnection, SignedParts,
     parse_metadata,
 };
+pub use fetch::fetch_metadata;
 pub use sp::{Sp, SpEndpoints, SpError, SpKeys};

@@ -1,5 +1,5 @@
 //! The PATCH engine (RFC 7644 §3.5.2), tolerant of what Okta and Entra ID
-//! actually send (see `shared/reference/idp-interop.md` §0.5 and §2.2).
+//! actually send (see `docs/identity-providers.md` §3).
 //!
 //! Operations apply to a copy of the resource; the caller stores the result
 //! only if every operation succeeded, which makes a PATCH atomic.

@@ -1,0 +1,373 @@
+//! The finish every sign-in protocol shares, outside the route modules: the
+//! platform user for a federated identity (or a refusal), a browser's
+//! session or a native app's one-time code, and the answer to the browser
+//! or app, with its audit event (Dex's `finalizeLogin`).
+//!
+//! ```text
+//! OIDC callback (routes/sso.rs) ─┐
+//!                                ├─▶ sign_in: match_user, session or code ─▶ conclude: cookie + 302, or code, or refusal
+//! SAML ACS (routes/saml.rs) ─────┘
+//! ```
+
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, OrgId, User, UserId};
+use gatehouse_session::OpaqueToken;
+use gatehouse_store::{NewAuditEvent, NewUser, SsoCode, StoreError};
+use url::Url;
+
+use crate::connections::{Connection, Protocol};
+use crate::cookies;
+use crate::error::ApiError;
+use crate::sessions::{self, TokenResponse};
+use crate::sso::{self, FlowClient};
+use crate::state::AppState;
+
+const CODE_PREFIX: &str = "ghc";
+const FLOW_BINDING_PREFIX: &str = "ghb";
+
+/// Starts a sign-in through `connection` for `client`, whatever its protocol:
+/// the browser or app is sent to the identity provider, and the flow waits
+/// for its answer. A browser's OIDC flow is bound to the browser by a
+/// cookie; a SAML flow cannot be (the IdP's POST is cross-site and carries
+/// no SameSite=Lax cookie), and is bound by its single-use RelayState and
+/// AuthnRequest id instead.
+pub(crate) async fn start(
+    state: &AppState,
+    connection: &Connection,
+    client: FlowClient,
+    login_hint: Option<&Email>,
+) -> Result<Response, ApiError> {
+    let started_at = state.clock().now();
+    let record = &connection.record;
+    let (url, binding) = match &connection.protocol {
+        Protocol::Oidc(oidc) => {
+            let (client, binding) = match client {
+                FlowClient::Web { return_to, .. } => {
+                    let binding = OpaqueToken::generate(FLOW_BINDING_PREFIX);
+                    let browser_hash = Some(binding.hash().to_owned());
+                    (FlowClient::Web { return_to, browser_hash }, Some(binding))
+                }
+                native => (native, None),
+            };
+            (sso::begin(state, record, oidc, client, login_hint, started_at).await?, binding)
+        }
+        Protocol::Saml(saml) => (crate::saml::begin(state, record, saml, client, started_at).await?, None),
+    };
+    let mut response = redirect(url.as_str())?;
+    if let Some(binding) = binding {
+        let cookie =
+            cookies::set(state, cookies::SSO_FLOW, binding.plain(), "/v1/sso", sso::FLOW_TTL.num_seconds());
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// How a callback failed: the audit reason, and the status and message for
+/// the browser.
+pub(crate) struct Failure {
+    reason: &'static str,
+    status: StatusCode,
+    message: String,
+    detail: Option<serde_json::Value>,
+}
+
+impl Failure {
+    pub(crate) fn new(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Self {
+        Self { reason, status, message: message.into(), detail: None }
+    }
+
+    pub(crate) fn with_detail(self, detail: serde_json::Value) -> Self {
+        Self { detail: Some(detail), ..self }
+    }
+}
+
+/// Answers a finished sign-in, for any protocol: a browser goes to its
+/// return address with the session cookie, a native app to its redirect URI
+/// with a one-time code; a refusal is recorded and shown (browser) or sent
+/// (app).
+pub(crate) async fn conclude(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    client: &FlowClient,
+    outcome: Result<(UserId, Finished), Failure>,
+    device: &Device,
+) -> Result<Response, ApiError> {
+    let (org, connection) = (attempt.org, Some(attempt.connection_id));
+    match (outcome, client) {
+        (Ok((user_id, Finished::Web(tokens))), FlowClient::Web { return_to, .. }) => {
+            let mut response = redirect(return_to)?;
+            let ttl = state.settings().access_token_ttl.as_secs() as i64;
+            let h = response.headers_mut();
+            h.append(SET_COOKIE, cookies::set(state, cookies::SESSION, &tokens.access_token, "/", ttl));
+            h.append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
+            tracing::info!(%org, user = %user_id, "single sign-on (web)");
+            Ok(response)
+        }
+        (Ok((user_id, Finished::Native(code))), FlowClient::Native { redirect_uri, app_state, .. }) => {
+            let issued = serde_json::json!({ "stage": "code_issued" });
+            record(
+                state,
+                event(attempt.method, Some(org), Some(user_id), connection, device, Ok(()), Some(issued)),
+            )
+            .await?;
+            let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
+            url.query_pairs_mut().append_pair("code", &code);
+            if let Some(s) = app_state {
+                url.query_pairs_mut().append_pair("state", s);
+            }
+            redirect(url.as_str())
+        }
+        (Ok(_), _) => Err(ApiError::internal("a flow finished for the wrong kind of client")),
+        (Err(failure), client) => {
+            let refused = event(
+                attempt.method,
+                Some(org),
+                None,
+                connection,
+                device,
+                Err(failure.reason),
+                failure.detail.clone(),
+            );
+            record(state, refused).await?;
+            match client {
+                FlowClient::Native { redirect_uri, app_state, .. } => {
+                    let mut url = Url::parse(redirect_uri).map_err(ApiError::internal)?;
+                    url.query_pairs_mut().append_pair("error", failure.reason);
+                    if let Some(s) = app_state {
+                        url.query_pairs_mut().append_pair("state", s);
+                    }
+                    redirect(url.as_str())
+                }
+                FlowClient::Web { .. } => {
+                    let mut response = ApiError::SignIn {
+                        status: failure.status,
+                        code: failure.reason,
+                        message: failure.message,
+                    }
+                    .into_response();
+                    response
+                        .headers_mut()
+                        .append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
+                    Ok(response)
+                }
+            }
+        }
+    }
+}
+
+/// One sign-in attempt: where it belongs, for the audit trail and the
+/// session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    pub(crate) org: OrgId,
+    pub(crate) connection_id: &'a str,
+    pub(crate) method: AuthMethod,
+}
+
+pub(crate) enum Finished {
+    /// A browser's session, already recorded with its audit event.
+    Web(TokenResponse),
+    /// A native app's one-time code.
+    Native(String),
+}
+
+/// The end every protocol shares: the platform user for the identity (or a
+/// refusal), then a browser session or a native app's one-time code.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    client: &FlowClient,
+    policy: &AccountPolicy,
+    identity: &FederatedIdentity,
+    device: &Device,
+) -> Result<Result<(UserId, Finished), Failure>, ApiError> {
+    let (org, connection_id) = (attempt.org, attempt.connection_id);
+    let user = match match_user(state, attempt, policy, identity, device).await? {
+        Ok(user) => user,
+        Err(reason) => {
+            return Ok(Err(Failure::new(reason, StatusCode::FORBIDDEN, refusal_message(reason))
+                .with_detail(serde_json::json!({ "reason": reason, "subject": identity.subject }))));
+        }
+    };
+    let finished = match client {
+        FlowClient::Web { .. } => {
+            let subject = serde_json::json!({ "subject": identity.subject });
+            let event = event(
+                attempt.method,
+                Some(org),
+                Some(user.id),
+                Some(connection_id),
+                device,
+                Ok(()),
+                Some(subject),
+            );
+            let groups = state.store().group_names_of(user.id).await?;
+            Finished::Web(sessions::issue(state, &user, groups, attempt.method, device, &event).await?)
+        }
+        FlowClient::Native { code_challenge, .. } => {
+            let code = OpaqueToken::generate(CODE_PREFIX);
+            let now = state.clock().now();
+            let record =
+                SsoCode { user_id: user.id, code_challenge: code_challenge.clone(), method: attempt.method };
+            state.store().create_sso_code(code.hash(), &record, now + sso::CODE_TTL, now).await?;
+            Finished::Native(code.plain().to_owned())
+        }
+    };
+    Ok(Ok((user.id, finished)))
+}
+
+pub(crate) fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {
+    Err(Failure::new(reason, status, message))
+}
+
+fn refusal_message(reason: &str) -> &'static str {
+    match reason {
+        "user_not_provisioned" => "you have no account in this organization; ask its administrator",
+        "user_deactivated" => "your account is deactivated",
+        "email_domain_not_allowed" => "your email's domain may not sign in here",
+        "email_not_verified" => "the identity provider has not verified your email",
+        "email_in_use" => "your email belongs to another account",
+        "no_email" => "the identity provider sent no email",
+        _ => "you cannot sign in here",
+    }
+}
+
+pub(crate) fn redirect(to: &str) -> Result<Response, ApiError> {
+    let location = HeaderValue::from_str(to).map_err(ApiError::internal)?;
+    Ok((StatusCode::FOUND, [(LOCATION, location)]).into_response())
+}
+
+pub(crate) fn event(
+    method: AuthMethod,
+    org: Option<OrgId>,
+    user: Option<UserId>,
+    connection: Option<&str>,
+    device: &Device,
+    verdict: Result<(), &'static str>,
+    extra: Option<serde_json::Value>,
+) -> NewAuditEvent {
+    let mut detail = extra.unwrap_or_else(|| serde_json::json!({}));
+    if let Some(object) = detail.as_object_mut() {
+        if let Err(reason) = verdict {
+            object.entry("reason").or_insert(reason.into());
+        }
+        if let Some(connection) = connection {
+            object.insert("connection".into(), connection.into());
+        }
+    }
+    NewAuditEvent {
+        org_id: org,
+        user_id: user,
+        kind: "sso_sign_in",
+        method: Some(method.as_str()),
+        outcome: if verdict.is_ok() { "success" } else { "failure" },
+        detail: Some(detail),
+        device: device.clone(),
+    }
+}
+
+pub(crate) async fn record(state: &AppState, event: NewAuditEvent) -> Result<(), ApiError> {
+    Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
+}
+
+/// Why a matched identity may not sign in.
+pub(crate) type Refusal = &'static str;
+
+/// Who the provider says signed in, whatever the protocol.
+#[derive(Debug, Clone)]
+pub(crate) struct FederatedIdentity {
+    /// Stable per connection: OIDC `sub` (Azure AD `tid/oid`), SAML NameID.
+    pub(crate) subject: String,
+    pub(crate) email: Option<String>,
+    pub(crate) email_verified: bool,
+    pub(crate) name: Option<String>,
+}
+
+impl From<&gatehouse_oidc::Identity> for FederatedIdentity {
+    fn from(i: &gatehouse_oidc::Identity) -> Self {
+        Self {
+            subject: i.subject.clone(),
+            email: i.email.clone(),
+            email_verified: i.email_verified,
+            name: i.name.clone(),
+        }
+    }
+}
+
+/// Finds the platform user for `identity`: an existing link for this
+/// connection and subject; then, if the connection allows it, a user of the
+/// organization with the same verified email, which is then linked; then a
+/// new user, if the connection provisions just in time.
+pub(crate) async fn match_user(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    conn: &AccountPolicy,
+    identity: &FederatedIdentity,
+    device: &Device,
+) -> Result<Result<User, Refusal>, ApiError> {
+    let (org, connection_id) = (attempt.org, attempt.connection_id);
+    let now = state.clock().now();
+    let email = identity.email.as_deref().map(Email::parse).transpose().ok().flatten();
+    if !conn.allowed_email_domains.is_empty()
+        && !email.as_ref().is_some_and(|e| conn.allowed_email_domains.admits(e.as_str()))
+    {
+        return Ok(Err("email_domain_not_allowed"));
+    }
+    let active = |user: User| if user.active { Ok(user) } else { Err("user_deactivated") };
+
+    if let Some(user) = state.store().linked_user(connection_id, &identity.subject).await? {
+        if user.org_id != org {
+            return Ok(Err("linked_elsewhere"));
+        }
+        return Ok(active(user));
+    }
+    if conn.link_by_email
+        && identity.email_verified
+        && let Some(email) = &email
+        && let Some(user) = state.store().find_user_by_email(email).await?
+        && user.org_id == org
+    {
+        if !user.active {
+            return Ok(Err("user_deactivated"));
+        }
+        return match state.store().link_identity(connection_id, &identity.subject, user.id, now).await {
+            // A concurrent first sign-in linked it meanwhile: the same answer.
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(Ok(user)),
+            Err(e) => Err(e.into()),
+        };
+    }
+    if !conn.jit_provisioning {
+        return Ok(Err("user_not_provisioned"));
+    }
+    let Some(email) = email else { return Ok(Err("no_email")) };
+    // Without a domain list, only a verified email may claim an address.
+    if conn.allowed_email_domains.is_empty() && !identity.email_verified {
+        return Ok(Err("email_not_verified"));
+    }
+    let new = NewUser {
+        org_id: org,
+        display_name: identity.name.clone().unwrap_or_else(|| email.as_str().to_owned()),
+        email,
+        external_id: None,
+        password_hash: None,
+        active: true,
+        user_name: None,
+        scim_resource: None,
+    };
+    let audit = NewAuditEvent {
+        org_id: Some(org),
+        user_id: None,
+        kind: "user_created",
+        method: Some(attempt.method.as_str()),
+        outcome: "success",
+        detail: Some(serde_json::json!({ "connection": connection_id, "provisioning": "just_in_time" })),
+        device: device.clone(),
+    };
+    match state.store().create_linked_user(&new, connection_id, &identity.subject, &audit, now).await {
+        Ok(user) => Ok(Ok(user)),
+        Err(StoreError::Conflict(_)) => Ok(Err("email_in_use")),
+        Err(e) => Err(e.into()),
+    }
+}
