@@ -3,12 +3,11 @@
 //! comes from a URL. The protocol itself is `gatehouse_saml`; the HTTP
 //! surface is `routes/saml.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
-use gatehouse_outbound::FetchLocks;
+use gatehouse_outbound::Published;
 use gatehouse_saml::{IdpDescriptor, SamlConnection, Sp, SpEndpoints, SpKeys};
 use gatehouse_session::OpaqueToken;
 use gatehouse_store::{ConnectionRecord, SsoFlow};
@@ -21,13 +20,6 @@ use crate::state::AppState;
 /// Our RelayState for flows we start: it names the flow, and says the
 /// response answers one of our requests.
 pub(crate) const RELAY_PREFIX: &str = "ghs";
-/// How long fetched IdP metadata is used before it is fetched again, so a
-/// certificate rollover at the IdP needs no admin.
-const METADATA_FRESH_FOR: TimeDelta = TimeDelta::hours(1);
-/// After a failed refresh the last good metadata is kept, and the URL is
-/// tried again after this long, not on every sign-in meanwhile.
-const METADATA_RETRY_AFTER: TimeDelta = TimeDelta::minutes(1);
-
 /// Our entity id (also where our metadata is served) and ACS for a
 /// connection.
 pub(crate) fn endpoints(state: &AppState, connection_id: &str) -> SpEndpoints {
@@ -41,105 +33,38 @@ pub(crate) struct Loaded {
     pub(crate) idp: IdpDescriptor,
 }
 
-struct Entry {
-    /// The configuration it was built from: any change rebuilds it.
-    version: String,
-    loaded: Arc<Loaded>,
-    /// When fetched metadata is to be fetched again (by the service's
-    /// clock, as everything time-dependent).
-    refresh_at: DateTime<Utc>,
-    /// When a bad signature last made it fetch the metadata early.
-    refreshed_for_signature: Option<DateTime<Utc>>,
-}
-
-/// A bad signature refetches the IdP's metadata (its certificate may have
-/// rolled over) at most this often per connection.
-const SIGNATURE_REFETCH_INTERVAL: TimeDelta = TimeDelta::seconds(10);
-
 /// Ready service providers per connection: building one parses metadata and
-/// keys, which sign-ins should not pay for each time.
+/// keys, which sign-ins should not pay for each time. Fetched metadata is
+/// refreshed by the rules every provider's publications share
+/// (`gatehouse_outbound::Published`); metadata given inline never goes stale.
 #[derive(Default)]
 pub(crate) struct SpCache {
-    entries: Mutex<HashMap<String, Entry>>,
-    /// One build (and metadata fetch) per connection at a time: when the
-    /// copy goes stale under many sign-ins, one fetches and the rest use
-    /// what it stored.
-    fetching: FetchLocks,
+    published: Published<Loaded>,
 }
 
 impl SpCache {
-    /// The cached service provider for this version of `record`, and whether
-    /// it is still fresh at `now`. Metadata given inline never goes stale;
-    /// fetched metadata is used for an hour.
-    fn cached(&self, record: &ConnectionRecord, now: DateTime<Utc>) -> Option<(Arc<Loaded>, bool)> {
-        let entries = self.entries.lock().expect("cache lock");
-        entries.get(&record.id).filter(|e| e.version == record.config).map(|e| {
-            let fresh = e.loaded.sp.connection().metadata_url.is_none() || now < e.refresh_at;
-            (e.loaded.clone(), fresh)
-        })
-    }
-
     /// The service provider for `record`, built or refreshed as needed. When
-    /// the IdP's metadata URL fails, the last good metadata is kept.
+    /// the IdP's metadata URL fails, the last good copy is kept.
     pub(crate) async fn get(
         &self,
         state: &AppState,
         record: &ConnectionRecord,
         saml: &SamlConnection,
     ) -> Result<Arc<Loaded>, ApiError> {
-        // The hot path: nothing parsed, nothing waited for.
         let now = state.clock().now();
-        if let Some((loaded, true)) = self.cached(record, now) {
-            return Ok(loaded);
-        }
-        let _fetching = self.fetching.lock(&record.id).await;
-        let previous = match self.cached(record, now) {
-            Some((loaded, true)) => return Ok(loaded),
-            stale => stale.map(|(loaded, _)| loaded),
+        let expires = saml.metadata_url.is_some();
+        let build = |_stale| async move {
+            let idp = match (&saml.idp, &saml.metadata_url) {
+                (Some(idp), _) => idp.clone(),
+                (None, Some(url)) => gatehouse_saml::fetch_metadata(state.outbound(), url).await?,
+                (None, None) => return Err("a SAML connection without an IdP".to_owned()),
+            };
+            build(state, record, saml.clone(), idp).map_err(|e| format!("{e:?}"))
         };
-        let connection = saml.clone();
-        let idp = match (&connection.idp, &connection.metadata_url) {
-            (Some(idp), _) => idp.clone(),
-            (None, Some(url)) => match gatehouse_saml::fetch_metadata(state.outbound(), url).await {
-                Ok(idp) => idp,
-                Err(error) => match previous {
-                    Some(loaded) => {
-                        tracing::warn!(connection = %record.id, %error, "IdP metadata refresh failed; keeping the last good copy");
-                        if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
-                            entry.refresh_at = now + METADATA_RETRY_AFTER;
-                        }
-                        return Ok(loaded);
-                    }
-                    None => {
-                        tracing::warn!(connection = %record.id, %error, "IdP metadata unavailable");
-                        return Err(ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 });
-                    }
-                },
-            },
-            (None, None) => return Err(ApiError::internal("a SAML connection without an IdP")),
-        };
-        self.build(state, record, connection, idp, None)
-    }
-
-    fn build(
-        &self,
-        state: &AppState,
-        record: &ConnectionRecord,
-        connection: SamlConnection,
-        idp: IdpDescriptor,
-        refreshed_for_signature: Option<DateTime<Utc>>,
-    ) -> Result<Arc<Loaded>, ApiError> {
-        let keys = SpKeys::from_pem(&open_secret(state, record)?).map_err(ApiError::internal)?;
-        let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
-        let loaded = Arc::new(Loaded { sp, idp });
-        let entry = Entry {
-            version: record.config.clone(),
-            loaded: loaded.clone(),
-            refresh_at: state.clock().now() + METADATA_FRESH_FOR,
-            refreshed_for_signature,
-        };
-        self.entries.lock().expect("cache lock").insert(record.id.clone(), entry);
-        Ok(loaded)
+        self.published.get(&record.id, &record.config, now, expires, build).await.map_err(|error| {
+            tracing::warn!(connection = %record.id, %error, "IdP metadata unavailable");
+            ApiError::Unavailable { code: "idp_unavailable", retry_after: 60 }
+        })
     }
 
     /// Called when a response's signature did not verify with `seen`: if the
@@ -154,40 +79,39 @@ impl SpCache {
     ) -> Option<Arc<Loaded>> {
         let url = seen.sp.connection().metadata_url.clone()?;
         let now = state.clock().now();
-        let _fetching = self.fetching.lock(&record.id).await;
-        {
-            let entries = self.entries.lock().expect("cache lock");
-            let entry = entries.get(&record.id)?;
-            if !Arc::ptr_eq(&entry.loaded, seen) {
-                return Some(entry.loaded.clone());
-            }
-            if entry.refreshed_for_signature.is_some_and(|t| now - t < SIGNATURE_REFETCH_INTERVAL) {
-                return None;
-            }
-        }
-        let now = Some(now);
-        match gatehouse_saml::fetch_metadata(state.outbound(), &url).await {
-            Ok(idp) if idp.signing_certs != seen.idp.signing_certs => {
+        let rebuild = |seen: Arc<Loaded>| async move {
+            let idp = gatehouse_saml::fetch_metadata(state.outbound(), &url).await?;
+            build(state, record, seen.sp.connection().clone(), idp).map_err(|e| format!("{e:?}"))
+        };
+        match self.published.refetch(&record.id, seen, now, rebuild).await {
+            Ok(Some(fresh)) if fresh.idp.signing_certs != seen.idp.signing_certs => {
                 tracing::info!(connection = %record.id, "the IdP's signing certificate changed; using the new one");
-                let connection = seen.sp.connection().clone();
-                self.build(state, record, connection, idp, now).ok()
+                Some(fresh)
             }
-            other => {
-                if let Err(error) = other {
-                    tracing::warn!(connection = %record.id, %error, "IdP metadata refetch failed");
-                }
-                if let Some(entry) = self.entries.lock().expect("cache lock").get_mut(&record.id) {
-                    entry.refreshed_for_signature = now;
-                }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(connection = %record.id, %error, "IdP metadata refetch failed");
                 None
             }
         }
     }
 
     pub(crate) fn forget(&self, id: &str) {
-        self.entries.lock().expect("cache lock").remove(id);
-        self.fetching.forget(id);
+        self.published.forget(id);
     }
+}
+
+/// A service provider for `connection` trusting `idp`, with the
+/// connection's own keys.
+fn build(
+    state: &AppState,
+    record: &ConnectionRecord,
+    connection: SamlConnection,
+    idp: IdpDescriptor,
+) -> Result<Loaded, ApiError> {
+    let keys = SpKeys::from_pem(&open_secret(state, record)?).map_err(ApiError::internal)?;
+    let sp = Sp::new(connection, &idp, endpoints(state, &record.id), keys).map_err(ApiError::internal)?;
+    Ok(Loaded { sp, idp })
 }
 
 /// Sends the user to the IdP with an AuthnRequest (signed when the

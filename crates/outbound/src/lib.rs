@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+mod published;
+pub use published::Published;
 use url::{Host, Url};
 
 /// Bytes of an upstream answer read at most. The body is never trusted; it is
