@@ -56,11 +56,6 @@ impl Idp {
             Self::Generic => "generic",
         }
     }
-
-    /// Okta and Azure AD provisioning is part of the Enterprise ToolKit.
-    fn needs_toolkit(idp: &str) -> bool {
-        matches!(idp, "okta" | "azure_ad")
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -90,7 +85,7 @@ impl From<ScimTokenRecord> for TokenView {
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/scim-tokens", tag = "scim", security(("admin_token" = [])),
     params(("org_id" = uuid::Uuid, Path)), request_body = CreateToken,
     responses((status = 201, body = TokenView), (status = 400, body = ErrorBody),
-        (status = 403, description = "Okta and Azure AD need the Enterprise ToolKit", body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, description = "SCIM provisioning needs the Enterprise ToolKit", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn create_token(
     _: PlatformAdmin,
     State(state): State<AppState>,
@@ -102,11 +97,12 @@ pub(crate) async fn create_token(
         return Err(ApiError::invalid("label", "must be 1 to 200 characters"));
     }
     let org = require_org(&state, org_id).await?;
-    if Idp::needs_toolkit(body.idp.as_str()) && !org.enterprise_toolkit {
+    // Provisioning is part of the Enterprise ToolKit, whichever client the
+    // token is for.
+    if !org.enterprise_toolkit {
         return Err(ApiError::Forbidden {
             code: "enterprise_toolkit_required",
-            message: "Okta and Azure AD provisioning need the organization's Enterprise ToolKit entitlement"
-                .into(),
+            message: "SCIM provisioning needs the organization's Enterprise ToolKit entitlement".into(),
         });
     }
     let token = OpaqueToken::generate("ghs");
@@ -239,7 +235,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, S
         .await
         .scim()?
         .ok_or_else(|| ScimError::unauthorized("the SCIM bearer token is not valid"))?;
-    if Idp::needs_toolkit(&record.idp) && !enterprise_toolkit {
+    if !enterprise_toolkit {
         return Err(ScimError::new(403, None, "the organization's Enterprise ToolKit entitlement has ended"));
     }
     Ok(Caller { org: record.org_id, token: record })

@@ -511,7 +511,8 @@ async fn etags_and_if_match() {
 async fn tokens_need_the_toolkit_and_can_be_revoked() {
     let server = TestServer::sqlite().await;
     let plain_org = server.create_org("No Toolkit").await;
-    for idp in ["okta", "azure_ad"] {
+    // Whichever client the token is for: provisioning is part of the ToolKit.
+    for idp in ["okta", "azure_ad", "generic"] {
         let (status, body) = server
             .admin(
                 Method::POST,
@@ -524,31 +525,26 @@ async fn tokens_need_the_toolkit_and_can_be_revoked() {
             (StatusCode::FORBIDDEN, Some("enterprise_toolkit_required"))
         );
     }
-    let (status, _) = server
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/orgs/{plain_org}/scim-tokens"),
-            Some(json!({ "label": "x", "idp": "generic" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-
     let scim = Scim::new(&server, "okta").await;
+    let generic = Scim::new(&server, "generic").await;
     let tokens_path = format!("/admin/v1/orgs/{}/scim-tokens", scim.org);
     let (_, listed) = server.admin(Method::GET, &tokens_path, None).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert!(listed[0].get("token").is_none(), "the token is shown once");
     assert_eq!(scim.get("/scim/v2/Users").await.0, StatusCode::OK);
 
-    // Losing the entitlement stops Okta and Azure AD provisioning.
-    server
-        .admin(
-            Method::PATCH,
-            &format!("/admin/v1/orgs/{}", scim.org),
-            Some(json!({ "enterprise_toolkit": false })),
-        )
-        .await;
+    // Losing the entitlement stops provisioning, by any token.
+    for org in [&scim.org, &generic.org] {
+        server
+            .admin(
+                Method::PATCH,
+                &format!("/admin/v1/orgs/{org}"),
+                Some(json!({ "enterprise_toolkit": false })),
+            )
+            .await;
+    }
     assert_eq!(scim.get("/scim/v2/Users").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(generic.get("/scim/v2/Users").await.0, StatusCode::FORBIDDEN);
     server
         .admin(
             Method::PATCH,
