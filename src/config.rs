@@ -46,6 +46,8 @@ pub struct RawSettings {
     pub limit_sso_start_ip: Option<String>,
     pub limit_saml_acs_ip: Option<String>,
     pub limit_scim_auth_ip: Option<String>,
+    pub dns_resolver: Option<String>,
+    pub audit_retention_days: Option<u64>,
 }
 
 /// Every setting with its environment name, for `--help` and errors.
@@ -77,6 +79,9 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
                                   or keep an idle connection open [default: 10]
   GATEHOUSE_REQUEST_TIMEOUT_SECS  the most any request may take, body and upstream calls included;
                                   keep it above the longest REST timeout (60 s) [default: 90]
+  GATEHOUSE_DNS_RESOLVER          system, or IP:PORT of the DNS server that domain verification asks
+                                  [default: system]
+  GATEHOUSE_AUDIT_RETENTION_DAYS  audit events older than this are deleted [default: 365]
 Limits are N/DURATION (N events within DURATION block the key for DURATION; 30s, 15m, 1h, 1d) or off:
   GATEHOUSE_LOCKOUT               failed sign-ins per account before it is locked [default: 10/15m]
   GATEHOUSE_LIMIT_LOGIN_IP        failed sign-ins per client address [default: 100/10m]
@@ -134,6 +139,8 @@ impl RawSettings {
         text!(limit_sso_start_ip, "GATEHOUSE_LIMIT_SSO_START_IP");
         text!(limit_saml_acs_ip, "GATEHOUSE_LIMIT_SAML_ACS_IP");
         text!(limit_scim_auth_ip, "GATEHOUSE_LIMIT_SCIM_AUTH_IP");
+        text!(dns_resolver, "GATEHOUSE_DNS_RESOLVER");
+        parsed!(audit_retention_days, "GATEHOUSE_AUDIT_RETENTION_DAYS");
         parsed!(access_token_ttl_secs, "GATEHOUSE_ACCESS_TOKEN_TTL_SECS");
         parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
         parsed!(allow_private_targets, "GATEHOUSE_ALLOW_PRIVATE_TARGETS");
@@ -208,6 +215,10 @@ pub struct Settings {
     /// The most any request may take.
     pub request_timeout: Duration,
     pub rate_limits: RateLimits,
+    /// Where domain verification looks up TXT records.
+    pub dns_resolver: crate::dns::DnsResolver,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
 }
 
 /// Brute-force and abuse limits (see `crate::throttle`); `None` is off.
@@ -400,6 +411,28 @@ impl Settings {
             saml_acs_ip: rule("GATEHOUSE_LIMIT_SAML_ACS_IP", &raw.limit_saml_acs_ip, "50/10m")?,
             scim_auth_ip: rule("GATEHOUSE_LIMIT_SCIM_AUTH_IP", &raw.limit_scim_auth_ip, "50/10m")?,
         };
+        let dns_resolver = match raw.dns_resolver.as_deref().map(str::trim) {
+            None | Some("system") => crate::dns::DnsResolver::System,
+            Some(addr) => crate::dns::DnsResolver::At(addr.parse().map_err(|_| {
+                ConfigError::new("GATEHOUSE_DNS_RESOLVER", format!("{addr:?}: use system or IP:PORT"))
+            })?),
+        };
+        let audit_retention = Duration::from_secs(
+            86_400
+                * match raw.audit_retention_days {
+                    Some(0) => {
+                        return Err(ConfigError::new("GATEHOUSE_AUDIT_RETENTION_DAYS", "must be positive"));
+                    }
+                    Some(d) if d > 36_500 => {
+                        return Err(ConfigError::new(
+                            "GATEHOUSE_AUDIT_RETENTION_DAYS",
+                            "must be at most 36500",
+                        ));
+                    }
+                    Some(d) => d,
+                    None => 365,
+                },
+        );
         Ok(Self {
             database_url,
             embedded_database,
@@ -421,6 +454,8 @@ impl Settings {
             limits: crate::server::Limits { max_connections, client_timeout },
             request_timeout,
             rate_limits,
+            dns_resolver,
+            audit_retention,
         })
     }
 

@@ -35,6 +35,9 @@ pub enum ApiError {
     RequestTimeout(std::time::Duration),
     /// 409.
     Conflict(String),
+    /// 409 `email_domain_owned`: the address is in this domain, which
+    /// another organization has verified.
+    DomainOwned(String),
     /// 413.
     PayloadTooLarge,
     /// 415.
@@ -107,6 +110,15 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::Conflict(message) => (StatusCode::CONFLICT, "conflict", Some(message), None),
+            Self::DomainOwned(domain) => (
+                StatusCode::CONFLICT,
+                "email_domain_owned",
+                Some(format!(
+                    "the address is in {domain}, a domain another organization has verified; \
+                     its users can only be created there"
+                )),
+                Some("email".to_owned()),
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -173,6 +185,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::NotFound("resource"),
             StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::DomainOwned(domain) => Self::DomainOwned(domain),
             StoreError::VersionMismatch => {
                 Self::Conflict("the resource was changed meanwhile; read it again".into())
             }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -45,6 +46,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
         })?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be left out: no body at all is `None`; one that is
+/// there is read as [`ApiJson`] reads it.
+pub(crate) struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let empty = req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+            || (req.headers().get(header::CONTENT_LENGTH).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(Self(None));
+        }
+        ApiJson::from_request(req, state).await.map(|ApiJson(body)| Self(Some(body)))
     }
 }
 
@@ -92,8 +111,8 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// A platform administrator: the bootstrap `GATEHOUSE_ADMIN_TOKEN`, or a
-/// stored admin token.
-pub(crate) struct PlatformAdmin;
+/// stored admin token; which one is the actor of the changes it makes.
+pub(crate) struct PlatformAdmin(pub Actor);
 
 impl FromRequestParts<AppState> for PlatformAdmin {
     type Rejection = ApiError;
@@ -108,10 +127,10 @@ impl FromRequestParts<AppState> for PlatformAdmin {
         if let Some(bootstrap) = state.admin_token_hash()
             && bool::from(presented.as_bytes().ct_eq(bootstrap.as_bytes()))
         {
-            return Ok(Self);
+            return Ok(Self(Actor::BootstrapAdmin));
         }
         match state.store().find_admin_token(&presented).await? {
-            Some(_) => Ok(Self),
+            Some(record) => Ok(Self(Actor::AdminToken(record.id))),
             None => Err(DENIED),
         }
     }

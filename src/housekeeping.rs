@@ -1,5 +1,6 @@
 //! Periodic work on every node: cleaning up rows that have served their
-//! purpose (lapsed rate limit counters; the deletes are idempotent), and
+//! purpose (lapsed rate limit counters, audit events past their retention;
+//! the deletes are idempotent), and
 //! re-reading the master key file so that a rotation reaches this node.
 
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub(crate) fn spawn(state: &AppState) {
     });
 }
 
-async fn sweep(state: &AppState) {
+pub(crate) async fn sweep(state: &AppState) {
     if let Err(e) = state.master_keys().reload() {
         tracing::error!(error = %format!("{e:#}"), "cannot re-read the master key file");
     }
@@ -31,5 +32,18 @@ async fn sweep(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(pruned = n, "lapsed rate limit counters removed"),
         Err(e) => tracing::warn!(error = %e, "pruning rate limit counters failed"),
+    }
+    prune_audit(state).await;
+}
+
+/// Deletes the audit events older than the retention.
+async fn prune_audit(state: &AppState) {
+    let retention =
+        chrono::Duration::from_std(state.settings().audit_retention).unwrap_or(chrono::Duration::MAX);
+    let Some(cutoff) = state.clock().now().checked_sub_signed(retention) else { return };
+    match state.store().prune_audit_events(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pruned = n, "audit events past their retention removed"),
+        Err(e) => tracing::warn!(error = %e, "pruning audit events failed"),
     }
 }

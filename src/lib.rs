@@ -5,10 +5,13 @@
 //! signal (main and the multi-process tests). Everything a handler needs is
 //! in [`AppState`], built by [`bootstrap`].
 
+mod audit;
 pub mod config;
 mod connections;
 mod cookies;
 mod directory;
+mod dns;
+mod domains;
 mod error;
 mod external_auth;
 mod extract;
@@ -46,6 +49,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use config::{RawSettings, Settings};
+pub use dns::DnsResolver;
 pub use error::ApiError;
 pub use master_keys::{MasterKeyAction, run as master_key_command};
 pub use server::Limits;
@@ -64,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::external_auth::router())
         .merge(routes::scim::router())
         .merge(routes::connections::router())
+        .merge(routes::domains::router())
         .merge(routes::sso::router())
         .merge(routes::saml::router())
         .merge(routes::well_known::router())

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, connections, external_auth, login, ops, saml, scim, sso, well_known};
+use crate::routes::{admin, connections, domains, external_auth, login, ops, saml, scim, sso, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,9 @@ use crate::routes::{admin, connections, external_auth, login, ops, saml, scim, s
         login::login, login::forgot_password, login::refresh, login::logout, login::end_browser_session, login::me,
         admin::create_org, admin::list_orgs, admin::get_org, admin::update_org, admin::delete_org,
         admin::create_user, admin::list_users, admin::get_user, admin::update_user, admin::delete_user,
-        admin::list_audit_events,
+        admin::list_audit_events, admin::list_platform_audit_events,
+        domains::add_domain, domains::list_domains, domains::get_domain, domains::delete_domain,
+        domains::verify_domain, domains::list_conflicts,
         scim::create_token, scim::list_tokens, scim::revoke_token,
         connections::create_connection, connections::list_connections, connections::get_connection,
         connections::replace_connection, connections::delete_connection, connections::test_connection,

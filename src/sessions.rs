@@ -2,7 +2,7 @@
 //! refresh token (stored as a hash) and a signed access token.
 
 use chrono::Duration;
-use gatehouse_core::{AuthMethod, Device, SessionId, User};
+use gatehouse_core::{AuthMethod, Device, IdpGroups, SessionId, User};
 use gatehouse_session::{AccessClaims, OpaqueToken, VerifyError, hash_opaque_token, token_kid};
 use gatehouse_store::{NewAuditEvent, NewSession, RefreshOutcome, StoreError};
 use serde::Serialize;
@@ -26,12 +26,14 @@ pub(crate) struct TokenResponse {
 
 const REFRESH_PREFIX: &str = "ghr";
 
-/// Starts a session for `user`, a member of `groups`, authenticated by
-/// `method`, recording `audit` (the sign-in) in the same transaction.
+/// Starts a session for `user`, a member of the SCIM groups `groups`, with
+/// the groups the identity provider asserted (single sign-on), authenticated
+/// by `method`, recording `audit` (the sign-in) in the same transaction.
 pub(crate) async fn issue(
     state: &AppState,
     user: &User,
     groups: Vec<String>,
+    idp_groups: Option<IdpGroups>,
     method: AuthMethod,
     device: &Device,
     audit: &NewAuditEvent,
@@ -45,10 +47,11 @@ pub(crate) async fn issue(
         auth_method: method,
         device: device.clone(),
         expires_at: now + session_ttl,
+        idp_groups,
     };
     let refresh = OpaqueToken::generate(REFRESH_PREFIX);
     state.store().create_session(&session, refresh.hash(), Some(audit), now).await?;
-    access_response(state, user, groups, session.id, method, refresh).await
+    access_response(state, user, groups, session.idp_groups.as_ref(), session.id, method, refresh).await
 }
 
 /// Spends `refresh_token` and returns a new pair. A token that was already
@@ -61,7 +64,8 @@ pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tok
     match state.store().rotate_refresh_token(&hash_opaque_token(refresh_token), next.hash(), now).await? {
         RefreshOutcome::Rotated { session, user } => {
             let groups = state.store().group_names_of(user.id).await?;
-            access_response(state, &user, groups, session.id, session.auth_method, next).await
+            let idp = session.idp_groups.as_ref();
+            access_response(state, &user, groups, idp, session.id, session.auth_method, next).await
         }
         RefreshOutcome::Reused { session_id } => {
             tracing::warn!(%session_id, "refresh token reused; session revoked");
@@ -127,6 +131,7 @@ async fn access_response(
     state: &AppState,
     user: &User,
     groups: Vec<String>,
+    idp_groups: Option<&IdpGroups>,
     session: SessionId,
     method: AuthMethod,
     refresh: OpaqueToken,
@@ -144,7 +149,11 @@ async fn access_response(
         exp: now.timestamp() + ttl.as_secs() as i64,
         jti: uuid::Uuid::new_v4().to_string(),
         auth_method: method.as_str().to_owned(),
-        groups,
+        groups: match idp_groups {
+            Some(idp) => idp.token_groups(groups),
+            None => groups,
+        },
+        groups_overage: idp_groups.is_some_and(|g| g.overage),
     };
     let token = state.keys().current().await?.sign(&claims).map_err(ApiError::internal)?;
     Ok(TokenResponse {

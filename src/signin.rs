@@ -12,9 +12,9 @@
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, OrgId, User, UserId};
+use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, IdpGroups, OrgId, User, UserId};
 use gatehouse_session::OpaqueToken;
-use gatehouse_store::{NewAuditEvent, NewUser, SsoCode, StoreError};
+use gatehouse_store::{NewAuditEvent, NewUser, SignInKeys, SsoCode, StoreError};
 use url::Url;
 
 use crate::connections::{Connection, Protocol};
@@ -191,9 +191,14 @@ pub(crate) async fn sign_in(
                 .with_detail(serde_json::json!({ "reason": reason, "subject": identity.subject }))));
         }
     };
+    let idp_groups = IdpGroups::asserted(policy.groups_source, &identity.groups, identity.groups_overage);
     let finished = match client {
         FlowClient::Web { .. } => {
-            let subject = serde_json::json!({ "subject": identity.subject });
+            let mut subject = serde_json::json!({ "subject": identity.subject });
+            if idp_groups.overage {
+                // Reported, not hidden: the token's groups are incomplete.
+                subject["groups_overage"] = true.into();
+            }
             let event = event(
                 attempt.method,
                 Some(org),
@@ -204,13 +209,19 @@ pub(crate) async fn sign_in(
                 Some(subject),
             );
             let groups = state.store().group_names_of(user.id).await?;
-            Finished::Web(sessions::issue(state, &user, groups, attempt.method, device, &event).await?)
+            let session =
+                sessions::issue(state, &user, groups, Some(idp_groups), attempt.method, device, &event);
+            Finished::Web(session.await?)
         }
         FlowClient::Native { code_challenge, .. } => {
             let code = OpaqueToken::generate(CODE_PREFIX);
             let now = state.clock().now();
-            let record =
-                SsoCode { user_id: user.id, code_challenge: code_challenge.clone(), method: attempt.method };
+            let record = SsoCode {
+                user_id: user.id,
+                code_challenge: code_challenge.clone(),
+                method: attempt.method,
+                idp_groups: Some(idp_groups),
+            };
             state.store().create_sso_code(code.hash(), &record, now + sso::CODE_TTL, now).await?;
             Finished::Native(code.plain().to_owned())
         }
@@ -230,6 +241,13 @@ fn refusal_message(reason: &str) -> &'static str {
         "email_not_verified" => "the identity provider has not verified your email",
         "email_in_use" => "your email belongs to another account",
         "no_email" => "the identity provider sent no email",
+        "email_domain_not_verified" => {
+            "your email's domain is not verified by this organization; ask its administrator"
+        }
+        "email_domain_owned_elsewhere" => "your email's domain belongs to another organization",
+        "user_deleted" => "your account was deleted by your organization's directory",
+        "external_id_ambiguous" => "your identity matches several accounts; ask your administrator",
+        "external_id_mismatch" => "your email belongs to another account",
         _ => "you cannot sign in here",
     }
 }
@@ -265,6 +283,7 @@ pub(crate) fn event(
         outcome: if verdict.is_ok() { "success" } else { "failure" },
         detail: Some(detail),
         device: device.clone(),
+        actor: None,
     }
 }
 
@@ -283,23 +302,58 @@ pub(crate) struct FederatedIdentity {
     pub(crate) email: Option<String>,
     pub(crate) email_verified: bool,
     pub(crate) name: Option<String>,
+    /// What the connection's external id claim or attribute holds: the
+    /// IdP's own id for the user, which SCIM sent as `externalId`.
+    pub(crate) external_id: Option<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) groups_overage: bool,
 }
 
-impl From<&gatehouse_oidc::Identity> for FederatedIdentity {
-    fn from(i: &gatehouse_oidc::Identity) -> Self {
+impl From<gatehouse_oidc::Identity> for FederatedIdentity {
+    fn from(i: gatehouse_oidc::Identity) -> Self {
         Self {
-            subject: i.subject.clone(),
-            email: i.email.clone(),
+            subject: i.subject,
+            email: i.email,
             email_verified: i.email_verified,
-            name: i.name.clone(),
+            name: i.name,
+            external_id: i.external_id,
+            groups: i.groups,
+            groups_overage: i.groups_overage,
         }
     }
 }
 
-/// Finds the platform user for `identity`: an existing link for this
-/// connection and subject; then, if the connection allows it, a user of the
-/// organization with the same verified email, which is then linked; then a
-/// new user, if the connection provisions just in time.
+impl From<gatehouse_saml::SamlIdentity> for FederatedIdentity {
+    fn from(i: gatehouse_saml::SamlIdentity) -> Self {
+        Self {
+            subject: i.subject,
+            email: i.email,
+            // Asserted, and signed, by the organization's own IdP; whether
+            // the organization speaks for the address is the verified
+            // domain's to say (`match_user`).
+            email_verified: true,
+            name: i.name,
+            external_id: i.external_id,
+            groups: i.groups,
+            groups_overage: false,
+        }
+    }
+}
+
+/// Finds the platform user for `identity`, in this order:
+///
+/// 1. the user already linked to this connection's subject;
+/// 2. the one user SCIM provisioned with the IdP's id for them
+///    (`externalId`), which is then linked: an email change or reuse at
+///    the IdP cannot move the identity to another account;
+/// 3. nobody, if SCIM deleted this person (a tombstone): a sign-in does not
+///    bring back whom the directory removed;
+/// 4. with `link_by_email`, the user of the organization with the same,
+///    verified email, in a domain the organization has verified (or any
+///    domain, if the connection trusts unverified ones), which is then
+///    linked; unless SCIM gave that user another IdP id than this one's;
+/// 5. a new user, if the connection provisions just in time, under the
+///    same email rules, and only alongside SCIM if it says so.
 pub(crate) async fn match_user(
     state: &AppState,
     attempt: Attempt<'_>,
@@ -308,7 +362,6 @@ pub(crate) async fn match_user(
     device: &Device,
 ) -> Result<Result<User, Refusal>, ApiError> {
     let (org, connection_id) = (attempt.org, attempt.connection_id);
-    let now = state.clock().now();
     let email = identity.email.as_deref().map(Email::parse).transpose().ok().flatten();
     if !conn.allowed_email_domains.is_empty()
         && !email.as_ref().is_some_and(|e| conn.allowed_email_domains.admits(e.as_str()))
@@ -323,22 +376,59 @@ pub(crate) async fn match_user(
         }
         return Ok(active(user));
     }
+    if let Some(external_id) = &identity.external_id {
+        let mut provisioned = state.store().find_users_by_external_id(org, external_id).await?;
+        match provisioned.len() {
+            0 => {}
+            1 => return link(state, connection_id, identity, provisioned.remove(0)).await,
+            _ => return Ok(Err("external_id_ambiguous")),
+        }
+    }
+    let keys = SignInKeys {
+        org,
+        connection_id,
+        subject: &identity.subject,
+        email: email.as_ref().map(Email::normalized),
+        external_id: identity.external_id.as_deref(),
+    };
+    if state.store().find_tombstone(keys).await?.is_some() {
+        return Ok(Err("user_deleted"));
+    }
+    // Whether the organization speaks for the address: the IdP can assert
+    // any email, and only a domain the organization verified says it is
+    // one of theirs.
+    let trusted = |email: Email| async move {
+        if conn.trust_unverified_email_domains {
+            return Ok::<_, ApiError>(Ok(email));
+        }
+        match state.store().domain_owner(email.domain()).await? {
+            Some((owner, _)) if owner == org => Ok(Ok(email)),
+            _ => Ok(Err("email_domain_not_verified")),
+        }
+    };
     if conn.link_by_email
         && identity.email_verified
         && let Some(email) = &email
         && let Some(user) = state.store().find_user_by_email(email).await?
         && user.org_id == org
     {
-        if !user.active {
-            return Ok(Err("user_deactivated"));
+        if let Err(refusal) = trusted(email.clone()).await? {
+            return Ok(Err(refusal));
         }
-        return match state.store().link_identity(connection_id, &identity.subject, user.id, now).await {
-            // A concurrent first sign-in linked it meanwhile: the same answer.
-            Ok(()) | Err(StoreError::Conflict(_)) => Ok(Ok(user)),
-            Err(e) => Err(e.into()),
-        };
+        // SCIM said who this address belongs to, by the IdP's id; another
+        // id with the same address is someone else (a reused address).
+        if let (Some(theirs), Some(ours)) = (&identity.external_id, &user.external_id)
+            && !theirs.eq_ignore_ascii_case(ours)
+        {
+            return Ok(Err("external_id_mismatch"));
+        }
+        return link(state, connection_id, identity, user).await;
     }
     if !conn.jit_provisioning {
+        return Ok(Err("user_not_provisioned"));
+    }
+    // Where SCIM provisions, it decides who exists.
+    if !conn.jit_alongside_scim && !state.store().list_scim_tokens(org, 1).await?.is_empty() {
         return Ok(Err("user_not_provisioned"));
     }
     let Some(email) = email else { return Ok(Err("no_email")) };
@@ -346,11 +436,15 @@ pub(crate) async fn match_user(
     if conn.allowed_email_domains.is_empty() && !identity.email_verified {
         return Ok(Err("email_not_verified"));
     }
+    let email = match trusted(email).await? {
+        Ok(email) => email,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let new = NewUser {
         org_id: org,
         display_name: identity.name.clone().unwrap_or_else(|| email.as_str().to_owned()),
         email,
-        external_id: None,
+        external_id: identity.external_id.clone(),
         password_hash: None,
         active: true,
         user_name: None,
@@ -364,10 +458,31 @@ pub(crate) async fn match_user(
         outcome: "success",
         detail: Some(serde_json::json!({ "connection": connection_id, "provisioning": "just_in_time" })),
         device: device.clone(),
+        actor: None,
     };
+    let now = state.clock().now();
     match state.store().create_linked_user(&new, connection_id, &identity.subject, &audit, now).await {
         Ok(user) => Ok(Ok(user)),
         Err(StoreError::Conflict(_)) => Ok(Err("email_in_use")),
+        Err(StoreError::DomainOwned(_)) => Ok(Err("email_domain_owned_elsewhere")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Links the identity to `user`, an active user the matching found.
+async fn link(
+    state: &AppState,
+    connection_id: &str,
+    identity: &FederatedIdentity,
+    user: User,
+) -> Result<Result<User, Refusal>, ApiError> {
+    if !user.active {
+        return Ok(Err("user_deactivated"));
+    }
+    let now = state.clock().now();
+    match state.store().link_identity(connection_id, &identity.subject, user.id, now).await {
+        // A concurrent first sign-in linked it meanwhile: the same answer.
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(Ok(user)),
         Err(e) => Err(e.into()),
     }
 }

@@ -253,20 +253,33 @@ pub(crate) async fn verify(
 }
 
 /// The connection a sign-in for `email` goes through (home-realm
-/// discovery): a connection of the user's organization that admits the
-/// email's domain, whatever its kind.
+/// discovery). The organization is the existing user's, or else the one
+/// that verified the email's domain (so that someone not yet provisioned
+/// can start their first, just-in-time, sign-in from their email). Of its
+/// connections, one that names the email's domain among its allowed
+/// domains comes first, then one that admits every domain; of each, the
+/// oldest.
 pub(crate) async fn connection_for_email(
     state: &AppState,
     email: &Email,
 ) -> Result<Option<Connection>, ApiError> {
-    let Some(user) = state.store().find_user_by_email(email).await? else { return Ok(None) };
-    for record in state.store().list_connections(user.org_id).await? {
+    let org = match state.store().find_user_by_email(email).await? {
+        Some(user) => user.org_id,
+        None => match state.store().domain_owner(email.domain()).await? {
+            Some((org, _)) => org,
+            None => return Ok(None),
+        },
+    };
+    let mut any_domain = None;
+    for record in state.store().list_connections(org).await? {
         let connection = Connection::open(state, record)?;
-        if connection.admits(email) {
+        if connection.account().allowed_email_domains.is_empty() {
+            any_domain.get_or_insert(connection);
+        } else if connection.admits(email) {
             return Ok(Some(connection));
         }
     }
-    Ok(None)
+    Ok(any_domain)
 }
 
 /// Where single sign-on starts.

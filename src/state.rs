@@ -85,6 +85,13 @@ impl AppState {
         }
     }
 
+    /// Does once what every node's background sweep does each minute
+    /// (`crate::housekeeping`): for tests, and for tools that want it done
+    /// now rather than within the minute.
+    pub async fn sweep(&self) {
+        crate::housekeeping::sweep(self).await;
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
     }

@@ -194,6 +194,7 @@ impl Throttle {
                             "until": until,
                         })),
                         device: device.clone(),
+                        actor: None,
                     };
                     state.store().record_audit_event(&event, now).await?;
                     tracing::warn!(action = self.action.name(), scope = key.scope.name(), %until, "limit applied");

@@ -6,10 +6,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::{Email, OrgId, Organization, User, UserId};
-use gatehouse_store::{AuditEvent, NewUser, OrgUpdate, StoreError, UserUpdate};
+use gatehouse_store::{
+    AuditEvent, AuditFilter, NewAuditEvent, NewUser, OrgScope, OrgUpdate, StoreError, UserUpdate,
+};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::{self, Change};
 use crate::directory::{UserView, require_org};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, PlatformAdmin};
@@ -25,6 +29,7 @@ pub(crate) fn router() -> Router<AppState> {
             get(get_user).patch(update_user).delete(delete_user),
         )
         .route("/admin/v1/orgs/{org_id}/audit-events", get(list_audit_events))
+        .route("/admin/v1/audit-events", get(list_platform_audit_events))
 }
 
 // ---- views -----------------------------------------------------------------
@@ -146,12 +151,14 @@ pub(crate) struct CreateOrg {
     request_body = CreateOrg,
     responses((status = 201, body = OrgView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn create_org(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> Result<(StatusCode, Json<OrgView>), ApiError> {
     let name = text("name", &body.name, 1, 200)?;
     let org = state.store().create_org(&name, body.enterprise_toolkit, state.clock().now()).await?;
+    let detail = json!({ "name": org.name, "enterprise_toolkit": org.enterprise_toolkit });
+    audit::change(&state, &actor, org.id, Change::new("org_created", detail)).await?;
     tracing::info!(org_id = %org.id, "organization created");
     Ok((StatusCode::CREATED, Json(org.into())))
 }
@@ -191,7 +198,7 @@ pub(crate) struct UpdateOrg {
     params(("org_id" = uuid::Uuid, Path)), request_body = UpdateOrg,
     responses((status = 200, body = OrgView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn update_org(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<UpdateOrg>,
@@ -200,17 +207,26 @@ pub(crate) async fn update_org(
         name: body.name.as_deref().map(|n| text("name", n, 1, 200)).transpose()?,
         enterprise_toolkit: body.enterprise_toolkit,
     };
-    match state.store().update_org(org_id, &update, state.clock().now()).await {
-        Err(StoreError::NotFound) => Err(ApiError::NotFound("organization")),
-        other => Ok(Json(other?.into())),
+    let org = match state.store().update_org(org_id, &update, state.clock().now()).await {
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("organization")),
+        other => other?,
+    };
+    let mut detail = json!({});
+    if update.name.is_some() {
+        detail["name"] = org.name.clone().into();
     }
+    if let Some(toolkit) = update.enterprise_toolkit {
+        detail["enterprise_toolkit"] = toolkit.into();
+    }
+    audit::change(&state, &actor, org_id, Change::new("org_updated", detail)).await?;
+    Ok(Json(org.into()))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/orgs/{org_id}", tag = "admin", security(("admin_token" = [])),
     params(("org_id" = uuid::Uuid, Path)),
     responses((status = 204, description = "Deleted, with its users and their sessions"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_org(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
 ) -> Result<StatusCode, ApiError> {
@@ -218,6 +234,8 @@ pub(crate) async fn delete_org(
         Err(StoreError::NotFound) => Err(ApiError::NotFound("organization")),
         other => {
             other?;
+            // The trail outlives the organization: events keep its id.
+            audit::change(&state, &actor, org_id, Change::new("org_deleted", json!({}))).await?;
             tracing::info!(%org_id, "organization deleted");
             Ok(StatusCode::NO_CONTENT)
         }
@@ -244,7 +262,7 @@ pub(crate) struct CreateUser {
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_user(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<CreateUser>,
@@ -271,7 +289,10 @@ pub(crate) async fn create_user(
         },
         ..new
     };
-    let user = match state.store().create_user(&new, state.clock().now()).await {
+    let event =
+        NewAuditEvent::change(org_id, "user_created", None, json!({ "has_password": password.is_some() }))
+            .by(actor.to_string());
+    let user = match state.store().create_user_audited(&new, Some(&event), state.clock().now()).await {
         Err(StoreError::NotFound) => return Err(ApiError::NotFound("organization")),
         other => other?,
     };
@@ -329,7 +350,7 @@ pub(crate) struct UpdateUser {
     responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn update_user(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, user_id)): ApiPath<(OrgId, UserId)>,
     ApiJson(body): ApiJson<UpdateUser>,
@@ -359,6 +380,22 @@ pub(crate) async fn update_user(
         _ => None,
     };
     let user = state.store().update_user(user_id, &update, state.clock().now()).await?;
+    // Which fields changed, never their values (one is a password).
+    let fields: Vec<&str> = [
+        ("email", update.email.is_some()),
+        ("display_name", update.display_name.is_some()),
+        ("external_id", update.external_id.is_some()),
+        ("active", update.active.is_some()),
+        ("password", update.password_hash.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    let mut detail = json!({ "fields": fields });
+    if let Some(active) = update.active {
+        detail["active"] = active.into();
+    }
+    audit::change(&state, &actor, org_id, Change::new("user_updated", detail).user(user_id)).await?;
     if update.active == Some(false) {
         tracing::info!(%org_id, %user_id, "user deactivated; sessions revoked");
     }
@@ -369,12 +406,13 @@ pub(crate) async fn update_user(
     params(("org_id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
     responses((status = 204, description = "Deleted; every session of the user is gone"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_user(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, user_id)): ApiPath<(OrgId, UserId)>,
 ) -> Result<StatusCode, ApiError> {
     require_user(&state, org_id, user_id).await?;
     state.store().delete_user(user_id).await?;
+    audit::change(&state, &actor, org_id, Change::new("user_deleted", json!({})).user(user_id)).await?;
     tracing::info!(%org_id, %user_id, "user deleted; sessions revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -384,6 +422,8 @@ pub(crate) async fn delete_user(
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditEventView {
     pub id: String,
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub org_id: Option<OrgId>,
     pub kind: String,
     #[schema(value_type = Option<uuid::Uuid>)]
     pub user_id: Option<UserId>,
@@ -394,6 +434,8 @@ pub(crate) struct AuditEventView {
     pub device_os: Option<String>,
     pub device_name: Option<String>,
     pub device_ip: Option<String>,
+    /// Who made the change (`admin:…`), for changes made by someone.
+    pub actor: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -401,6 +443,7 @@ impl From<AuditEvent> for AuditEventView {
     fn from(e: AuditEvent) -> Self {
         Self {
             id: e.id,
+            org_id: e.org_id,
             kind: e.kind,
             user_id: e.user_id,
             method: e.method,
@@ -409,6 +452,7 @@ impl From<AuditEvent> for AuditEventView {
             device_os: e.device_os,
             device_name: e.device_name,
             device_ip: e.device_ip,
+            actor: e.actor,
             created_at: e.created_at,
         }
     }
@@ -421,21 +465,95 @@ pub(crate) struct AuditQuery {
     pub limit: Option<u32>,
     /// The `next` value of the previous page: events older than it.
     pub before: Option<String>,
+    /// Only events of this kind (`login`, `sso_sign_in`, `user_created`, …).
+    pub kind: Option<String>,
+    /// Only events about this user.
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub user_id: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only events recorded before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Platform-wide list only: this organization's events, or `none` for
+    /// attempts that matched no organization.
+    pub org_id: Option<String>,
+}
+
+impl AuditQuery {
+    fn filter(&self, org: OrgScope) -> Result<AuditFilter, ApiError> {
+        let kind = match self.kind.as_deref() {
+            Some(k)
+                if k.is_empty()
+                    || k.len() > 64
+                    || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                return Err(ApiError::invalid("kind", "is not an event kind"));
+            }
+            other => other.map(str::to_owned),
+        };
+        let user = self
+            .user_id
+            .as_deref()
+            .map(|u| u.parse::<UserId>().map_err(|_| ApiError::invalid("user_id", "is not a user id")))
+            .transpose()?;
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(ApiError::invalid("until", "must be later than since"));
+        }
+        Ok(AuditFilter { org, kind, user, since: self.since, until: self.until })
+    }
+
+    fn before(&self) -> Result<Option<String>, ApiError> {
+        let before: Option<uuid::Uuid> = cursor(self.before.as_deref())
+            .map_err(|_| ApiError::invalid("before", "is not a cursor from a previous page"))?;
+        Ok(before.map(|b| b.to_string()))
+    }
+}
+
+async fn audit_page(
+    state: &AppState,
+    q: &AuditQuery,
+    org: OrgScope,
+) -> Result<Page<AuditEventView>, ApiError> {
+    let filter = q.filter(org)?;
+    let page =
+        state.store().list_audit_events(&filter, q.before()?.as_deref(), q.limit.unwrap_or(50)).await?;
+    Ok(Page { items: page.events.into_iter().map(Into::into).collect(), next: page.next })
 }
 
 #[utoipa::path(get, path = "/admin/v1/orgs/{org_id}/audit-events", tag = "admin", security(("admin_token" = [])),
     params(("org_id" = uuid::Uuid, Path), AuditQuery),
-    responses((status = 200, description = "Newest first", body = Page<AuditEventView>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Newest first", body = Page<AuditEventView>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_audit_events(
     _: PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEventView>>, ApiError> {
+    if q.org_id.is_some() {
+        return Err(ApiError::invalid("org_id", "is given by the path here"));
+    }
     require_org(&state, org_id).await?;
-    let before: Option<uuid::Uuid> = cursor(q.before.as_deref())
-        .map_err(|_| ApiError::invalid("before", "is not a cursor from a previous page"))?;
-    let before = before.map(|b| b.to_string());
-    let page = state.store().list_audit_events(org_id, before.as_deref(), q.limit.unwrap_or(50)).await?;
-    Ok(Json(Page { items: page.events.into_iter().map(Into::into).collect(), next: page.next }))
+    Ok(Json(audit_page(&state, &q, OrgScope::Only(org_id)).await?))
+}
+
+#[utoipa::path(get, path = "/admin/v1/audit-events", tag = "admin", security(("admin_token" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "Every organization's events and those of none, newest first", body = Page<AuditEventView>),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_platform_audit_events(
+    _: PlatformAdmin,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Page<AuditEventView>>, ApiError> {
+    let org = match q.org_id.as_deref() {
+        None => OrgScope::Any,
+        Some("none") => OrgScope::None,
+        Some(id) => OrgScope::Only(
+            id.parse().map_err(|_| ApiError::invalid("org_id", "is not an organization id or none"))?,
+        ),
+    };
+    Ok(Json(audit_page(&state, &q, org).await?))
 }

@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
 use gatehouse_oidc::{ConnectionConfig as OidcConfig, OidcConnection};
 use gatehouse_saml::{SamlConnection, SpKeys};
-use gatehouse_store::{ConnectionRecord, NewAuditEvent, SsoPolicy, StoreError};
+use gatehouse_store::{ConnectionRecord, SsoPolicy, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::{Actor, Change};
 use crate::connections::{Config, Connection, Kind, Protocol};
 use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
@@ -113,9 +114,14 @@ async fn new_secret(state: &AppState, id: &str, config: &Config) -> Result<Strin
     Ok(state.master_keys().seal(&secret_context(id), &plain))
 }
 
-async fn audit(state: &AppState, org: OrgId, kind: &'static str, id: &str) -> Result<(), ApiError> {
-    let event = NewAuditEvent::change(org, kind, None, serde_json::json!({ "connection": id }));
-    Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
+async fn audit(
+    state: &AppState,
+    actor: &Actor,
+    org: OrgId,
+    kind: &'static str,
+    id: &str,
+) -> Result<(), ApiError> {
+    crate::audit::change(state, actor, org, Change::new(kind, serde_json::json!({ "connection": id }))).await
 }
 
 fn not_found(e: StoreError) -> ApiError {
@@ -131,7 +137,7 @@ fn not_found(e: StoreError) -> ApiError {
         (status = 403, description = "The organization lacks the Enterprise ToolKit", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn create_connection(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<serde_json::Value>,
@@ -151,7 +157,7 @@ pub(crate) async fn create_connection(
         updated_at: now,
     };
     state.store().create_connection(&record).await?;
-    audit(&state, org_id, "connection_created", &record.id).await?;
+    audit(&state, &actor, org_id, "connection_created", &record.id).await?;
     let record = state.store().get_connection(org_id, &record.id).await?;
     Ok((StatusCode::CREATED, Json(view(&state, &record)?)))
 }
@@ -185,7 +191,7 @@ pub(crate) async fn get_connection(
     responses((status = 200, description = "Replaced; a client_secret left out is kept", body = ConnectionView),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn replace_connection(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
     ApiJson(body): ApiJson<serde_json::Value>,
@@ -213,7 +219,7 @@ pub(crate) async fn replace_connection(
         .update_connection(org_id, &id, &stored, &sealed, state.clock().now())
         .await
         .map_err(not_found)?;
-    audit(&state, org_id, "connection_updated", &id).await?;
+    audit(&state, &actor, org_id, "connection_updated", &id).await?;
     let record = state.store().get_connection(org_id, &id).await.map_err(not_found)?;
     Ok(Json(view(&state, &record)?))
 }
@@ -222,14 +228,14 @@ pub(crate) async fn replace_connection(
     params(("org_id" = uuid::Uuid, Path), ("connection_id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_connection(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, id)): ApiPath<(OrgId, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.store().delete_connection(org_id, &id).await.map_err(not_found)?;
     state.oidc_providers().forget(&id);
     state.saml_providers().forget(&id);
-    audit(&state, org_id, "connection_deleted", &id).await?;
+    audit(&state, &actor, org_id, "connection_deleted", &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +345,7 @@ pub(crate) async fn get_sso_policy(
         (status = 409, description = "sso_required without a connection would lock every member out", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_sso_policy(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<SsoPolicyView>,
@@ -359,13 +365,9 @@ pub(crate) async fn put_sso_policy(
     }
     let policy = SsoPolicy { sso_required: body.sso_required, redirect_urls: body.redirect_urls };
     state.store().set_sso_policy(org_id, &policy, state.clock().now()).await?;
-    let event = NewAuditEvent::change(
-        org_id,
-        "sso_policy_changed",
-        None,
-        serde_json::json!({ "sso_required": policy.sso_required, "redirect_urls": policy.redirect_urls }),
-    );
-    state.store().record_audit_event(&event, state.clock().now()).await?;
+    let detail =
+        serde_json::json!({ "sso_required": policy.sso_required, "redirect_urls": policy.redirect_urls });
+    crate::audit::change(&state, &actor, org_id, Change::new("sso_policy_changed", detail)).await?;
     Ok(Json(SsoPolicyView { sso_required: policy.sso_required, redirect_urls: policy.redirect_urls }))
 }
 

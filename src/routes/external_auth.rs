@@ -7,10 +7,10 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use gatehouse_core::{Email, OrgId, Password};
 use gatehouse_passthrough::{RestAuthConfig, RestConnector};
-use gatehouse_store::NewAuditEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::{Actor, Change};
 use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
 use crate::external_auth;
@@ -27,12 +27,12 @@ const NOT_CONFIGURED: ApiError = ApiError::NotFound("external REST authenticatio
 
 async fn audit(
     state: &AppState,
+    actor: &Actor,
     org: OrgId,
     kind: &'static str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let event = NewAuditEvent::change(org, kind, Some("external_rest"), detail);
-    Ok(state.store().record_audit_event(&event, state.clock().now()).await?)
+    crate::audit::change(state, actor, org, Change::new(kind, detail).method("external_rest")).await
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",
@@ -42,7 +42,7 @@ async fn audit(
         (status = 400, description = "The configuration is invalid; `field` names the problem", body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_rest(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(config): ApiJson<RestAuthConfig>,
@@ -52,6 +52,7 @@ pub(crate) async fn put_rest(
     tracing::info!(%org_id, local_passwords_erased = erased, "external REST authentication configured");
     audit(
         &state,
+        &actor,
         org_id,
         "external_auth_configured",
         serde_json::json!({ "local_passwords_erased": erased }),
@@ -78,7 +79,7 @@ pub(crate) async fn get_rest(
     security(("admin_token" = [])), params(("org_id" = uuid::Uuid, Path)),
     responses((status = 204, description = "External authentication is off"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_rest(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
 ) -> Result<StatusCode, ApiError> {
@@ -88,7 +89,7 @@ pub(crate) async fn delete_rest(
         other => other?,
     }
     tracing::info!(%org_id, "external REST authentication turned off");
-    audit(&state, org_id, "external_auth_disabled", serde_json::json!({})).await?;
+    audit(&state, &actor, org_id, "external_auth_disabled", serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

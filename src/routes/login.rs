@@ -147,6 +147,7 @@ pub(crate) async fn login(
                 outcome: "failure",
                 detail: Some(serde_json::json!({ "reason": "sso_required" })),
                 device,
+                actor: None,
             };
             state.store().record_audit_event(&event, state.clock().now()).await?;
             let mut sso_url = crate::sso::start_url(&state);
@@ -182,12 +183,13 @@ pub(crate) async fn login(
         outcome: verdict.outcome(),
         detail: verdict.detail(),
         device: device.clone(),
+        actor: None,
     };
     match (user, verdict) {
         // A successful sign-in's audit event is written with its session.
         (Some(user), Verdict::Authenticated) => {
             throttle.succeeded(&state, &standing).await?;
-            Ok(Json(sessions::issue(&state, &user, groups, method, &device, &event).await?))
+            Ok(Json(sessions::issue(&state, &user, groups, None, method, &device, &event).await?))
         }
         (_, Verdict::Unavailable { .. }) => {
             // The organization's service is down: no fault of the caller's,
@@ -275,6 +277,7 @@ async fn forward_reset(state: &AppState, email: &Email, device: Device) -> Resul
         outcome,
         detail: Some(detail),
         device,
+        actor: None,
     };
     state.store().record_audit_event(&event, state.clock().now()).await?;
     Ok(())

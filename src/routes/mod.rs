@@ -3,7 +3,9 @@
 //! ```text
 //! /v1/login, /v1/token/refresh, /v1/logout, /v1/me      login.rs      apps and users
 //! /admin/v1/orgs[/{org_id}[/users[/{user_id}]]]         admin.rs      platform admins
-//! /admin/v1/orgs/{org_id}/audit-events                  admin.rs
+//! /admin/v1/audit-events, /admin/v1/orgs/{org_id}/audit-events  admin.rs
+//! /admin/v1/orgs/{org_id}/domains[/{domain}[/verify]]   domains.rs
+//! /admin/v1/domain-conflicts                            domains.rs
 //! /admin/v1/orgs/{org_id}/external-auth/rest[/test]     external_auth.rs
 //! /v1/password/forgot                                   login.rs
 //! /admin/v1/orgs/{org_id}/scim-tokens[/{token_id}]       scim.rs
@@ -18,6 +20,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod connections;
+pub(crate) mod domains;
 pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;

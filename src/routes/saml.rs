@@ -208,13 +208,7 @@ pub(crate) async fn acs(
                     "this assertion was already used",
                 ))
             } else {
-                let who = FederatedIdentity {
-                    subject: identity.subject,
-                    email: identity.email,
-                    // Asserted, and signed, by the organization's own IdP.
-                    email_verified: true,
-                    name: identity.name,
-                };
+                let who = FederatedIdentity::from(identity);
                 sign_in(&state, attempt, &client, &connection.account, &who, &device).await?
             }
         }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::audit::Change;
 use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ClientIp, PlatformAdmin, bearer};
@@ -87,7 +88,7 @@ impl From<ScimTokenRecord> for TokenView {
     responses((status = 201, body = TokenView), (status = 400, body = ErrorBody),
         (status = 403, description = "SCIM provisioning needs the Enterprise ToolKit", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn create_token(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<CreateToken>,
@@ -110,6 +111,8 @@ pub(crate) async fn create_token(
         .store()
         .create_scim_token(org_id, label, body.idp.as_str(), token.hash(), state.clock().now())
         .await?;
+    let detail = json!({ "scim_token": record.id, "idp": record.idp, "label": record.label });
+    crate::audit::change(&state, &actor, org_id, Change::new("scim_token_created", detail)).await?;
     let mut view = TokenView::from(record);
     view.token = Some(token.plain().to_owned());
     Ok((StatusCode::CREATED, Json(view)))
@@ -131,17 +134,17 @@ pub(crate) async fn list_tokens(
     params(("org_id" = uuid::Uuid, Path), ("token_id" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_token(
-    _: PlatformAdmin,
+    PlatformAdmin(actor): PlatformAdmin,
     State(state): State<AppState>,
     ApiPath((org_id, token_id)): ApiPath<(OrgId, String)>,
 ) -> Result<StatusCode, ApiError> {
     match state.store().revoke_scim_token(org_id, &token_id, state.clock().now()).await {
-        Err(StoreError::NotFound) => Err(ApiError::NotFound("SCIM token")),
-        other => {
-            other?;
-            Ok(StatusCode::NO_CONTENT)
-        }
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("SCIM token")),
+        other => other?,
     }
+    let detail = json!({ "scim_token": token_id });
+    crate::audit::change(&state, &actor, org_id, Change::new("scim_token_revoked", detail)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- the SCIM endpoint --------------------------------------------------------------
@@ -200,6 +203,13 @@ impl<T> OrScim<T> for Result<T, StoreError> {
         self.map_err(|e| match e {
             StoreError::NotFound => ScimError::not_found("resource not found"),
             StoreError::Conflict(what) => ScimError::uniqueness(format!("{what} already exists")),
+            // Not a duplicate: no scimType, so that an IdP does not go
+            // looking for a user to link to; the detail says why.
+            StoreError::DomainOwned(domain) => ScimError::new(
+                409,
+                None,
+                format!("the address is in {domain}, a domain another organization has verified"),
+            ),
             StoreError::UnknownReference(what) => {
                 ScimError::invalid_value(format!("{what} is not a user of this organization"))
             }
@@ -351,7 +361,9 @@ async fn handle(
         (Method::DELETE, "users", Some(id)) => {
             let user = find_user(state, &caller, id).await?;
             check_version(headers, user.version)?;
-            state.store().delete_user(user.id).await.scim()?;
+            // Deleted for good: a sign-in does not bring the user back
+            // (see the store's tombstones).
+            state.store().delete_user_tombstoned(user.id, state.clock().now()).await.scim()?;
             audit(state, provisioning_event(&caller, "scim_user_deleted", Some(&user), json!({}))).await?;
             Ok(ScimReply { status: StatusCode::NO_CONTENT, body: None, etag: None, location: None })
         }
@@ -507,6 +519,16 @@ async fn create_user(
     // The creation and its audit event are one transaction.
     let event = provisioning_event(caller, "scim_user_created", None, json!({ "active": fields.active }));
     let user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
+    // The directory brought this person back: earlier deletions no longer
+    // stand in the way of their sign-in.
+    let lifted = state
+        .store()
+        .lift_tombstones(caller.org, user.email.normalized(), user.external_id.as_deref())
+        .await
+        .scim()?;
+    if lifted > 0 {
+        tracing::info!(org = %caller.org, user = %user.id, lifted, "a deleted user was provisioned again");
+    }
     let resource = scim::user_resource(&user, base);
     Ok(ScimReply {
         status: StatusCode::CREATED,

@@ -280,7 +280,7 @@ async fn finish(
             "the provider left groups out of the token (overage); group claims are incomplete");
     }
     let policy = &oidc.account;
-    let who = FederatedIdentity::from(&identity);
+    let who = FederatedIdentity::from(identity);
     let attempt =
         Attempt { org: flow.org_id, connection_id: &flow.connection_id, method: connection.kind.method() };
     sign_in(state, attempt, &secrets.client, policy, &who, device).await
@@ -336,7 +336,7 @@ pub(crate) async fn token(
     let exchanged = serde_json::json!({ "stage": "code_exchanged" });
     let event = event(code.method, Some(user.org_id), Some(user.id), None, &device, Ok(()), Some(exchanged));
     let groups = state.store().group_names_of(user.id).await?;
-    Ok(Json(sessions::issue(&state, &user, groups, code.method, &device, &event).await?))
+    Ok(Json(sessions::issue(&state, &user, groups, code.idp_groups, code.method, &device, &event).await?))
 }
 
 fn require_toolkit(entitled: bool) -> Result<(), ApiError> {

@@ -125,7 +125,127 @@ async fn users_crud(server: TestServer) {
     assert_eq!(server.login("u0@example.com", "whatever").await.0, StatusCode::UNAUTHORIZED);
 }
 
-on_both_backends!(organizations_crud, users_crud);
+/// Every change made through the admin API is in the audit trail, with the
+/// admin token that made it; the trail filters by organization (or none),
+/// kind, user and time, and forgets what is past its retention.
+async fn admin_changes_are_audited(server: TestServer) {
+    // A stored admin token, beside the bootstrap one.
+    let ops_token = "ops-admin-token-0123456789abcdefghijkl";
+    let hash = gatehouse_session::hash_opaque_token(ops_token);
+    let record = server.state.store().create_admin_token("ops", &hash, chrono::Utc::now()).await.unwrap();
+    let ops = |method: Method, path: String, body: Option<serde_json::Value>| {
+        let mut req = server.http.request(method, server.url(&path)).bearer_auth(ops_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        server.send(req)
+    };
+
+    let org = server.create_org("Acme").await;
+    let (_, user) = ops(
+        Method::POST,
+        format!("/admin/v1/orgs/{org}/users"),
+        Some(json!({ "email": "a@acme.test", "password": "a long secret" })),
+    )
+    .await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    ops(
+        Method::PATCH,
+        format!("/admin/v1/orgs/{org}/users/{user_id}"),
+        Some(json!({ "password": "another secret", "active": false })),
+    )
+    .await;
+    ops(Method::PATCH, format!("/admin/v1/orgs/{org}"), Some(json!({ "enterprise_toolkit": true }))).await;
+    let (_, token) = ops(
+        Method::POST,
+        format!("/admin/v1/orgs/{org}/scim-tokens"),
+        Some(json!({ "label": "okta", "idp": "okta" })),
+    )
+    .await;
+    ops(Method::DELETE, format!("/admin/v1/orgs/{org}/scim-tokens/{}", token["id"].as_str().unwrap()), None)
+        .await;
+    ops(Method::POST, format!("/admin/v1/orgs/{org}/domains"), Some(json!({ "domain": "acme.test" }))).await;
+    ops(
+        Method::PUT,
+        format!("/admin/v1/orgs/{org}/sso"),
+        Some(json!({ "redirect_urls": ["https://app.acme.test/"] })),
+    )
+    .await;
+    ops(Method::DELETE, format!("/admin/v1/orgs/{org}/users/{user_id}"), None).await;
+    // A sign-in attempt that matches no organization.
+    server.login("nobody@nowhere.test", "whatever").await;
+
+    let list = |query: String| {
+        let server = &server;
+        async move {
+            let (status, page) =
+                server.admin(Method::GET, &format!("/admin/v1/audit-events?{query}"), None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"].as_array().unwrap().clone()
+        }
+    };
+    let kinds = |events: &[serde_json::Value]| -> Vec<String> {
+        events.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+    };
+    let mine = list(format!("org_id={org}")).await;
+    assert_eq!(
+        kinds(&mine),
+        [
+            "user_deleted",
+            "sso_policy_changed",
+            "domain_added",
+            "scim_token_revoked",
+            "scim_token_created",
+            "org_updated",
+            "user_updated",
+            "user_created",
+            "org_created"
+        ]
+    );
+    let actor = format!("admin:{}", record.id);
+    assert!(mine[..8].iter().all(|e| e["actor"] == actor.as_str()), "{mine:?}");
+    assert_eq!(mine[8]["actor"], "admin:bootstrap");
+    // What changed, never to what: no password, no token.
+    assert_eq!(mine[6]["detail"], json!({ "fields": ["active", "password"], "active": false }));
+    let text = serde_json::to_string(&mine).unwrap();
+    assert!(!text.contains("secret") && !text.contains(token["token"].as_str().unwrap()));
+
+    // Filters: by kind, by user, by time, and the attempts of no organization.
+    assert_eq!(kinds(&list("kind=org_updated".into()).await), ["org_updated"]);
+    assert_eq!(
+        kinds(&list(format!("user_id={user_id}")).await),
+        ["user_deleted", "user_updated", "user_created"]
+    );
+    let nobody = list("org_id=none".into()).await;
+    assert_eq!(
+        (kinds(&nobody), nobody[0]["detail"]["reason"].as_str()),
+        (vec!["login".to_owned()], Some("unknown_user"))
+    );
+    let now = server.clock_now().as_i64().unwrap();
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339().replace('+', "%2B");
+    assert_eq!(list(format!("since={}", at(now + 1))).await.len(), 0);
+    assert_eq!(list(format!("org_id={org}&until={}", at(now + 1))).await.len(), 9);
+    for bad in [
+        "kind=DROP%20TABLE",
+        "user_id=nope",
+        "org_id=nope",
+        "since=yesterday",
+        &format!("since={0}&until={0}", at(now)),
+    ] {
+        let (status, body) = server.admin(Method::GET, &format!("/admin/v1/audit-events?{bad}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?org_id=none"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Retention (365 days by default): a year and a day on, the sweep forgets them.
+    server.clock.advance(chrono::Duration::days(366));
+    server.state.sweep().await;
+    assert_eq!(list(String::new()).await.len(), 0);
+}
+
+on_both_backends!(organizations_crud, users_crud, admin_changes_are_audited);
 
 #[tokio::test]
 async fn every_admin_route_needs_a_valid_token() {

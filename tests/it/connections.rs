@@ -81,8 +81,16 @@ async fn connections_crud(server: TestServer) {
         events["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["connection_deleted", "connection_updated", "connection_created", "connection_created"]
+        [
+            "connection_deleted",
+            "connection_updated",
+            "connection_created",
+            "connection_created",
+            "org_created"
+        ]
     );
+    // Each says who made it.
+    assert!(events["items"].as_array().unwrap().iter().all(|e| e["actor"] == "admin:bootstrap"), "{events}");
 }
 
 on_both_backends!(connections_crud);

@@ -6,6 +6,7 @@
 // Helpers are `pub` for the sibling modules; nothing here is a public API.
 #![allow(unreachable_pub)]
 
+mod dns_server;
 mod peer;
 mod proxy;
 mod stub;
@@ -15,7 +16,9 @@ mod admin;
 mod bad_input;
 mod cli;
 mod connections;
+mod domains;
 mod faults;
+mod federation;
 mod keys;
 mod limits;
 mod master_key;

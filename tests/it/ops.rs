@@ -88,6 +88,13 @@ async fn openapi_describes_every_route() {
         ("/admin/v1/orgs/{org_id}/users/{user_id}", "patch"),
         ("/admin/v1/orgs/{org_id}/users/{user_id}", "delete"),
         ("/admin/v1/orgs/{org_id}/audit-events", "get"),
+        ("/admin/v1/audit-events", "get"),
+        ("/admin/v1/orgs/{org_id}/domains", "post"),
+        ("/admin/v1/orgs/{org_id}/domains", "get"),
+        ("/admin/v1/orgs/{org_id}/domains/{domain}", "get"),
+        ("/admin/v1/orgs/{org_id}/domains/{domain}", "delete"),
+        ("/admin/v1/orgs/{org_id}/domains/{domain}/verify", "post"),
+        ("/admin/v1/domain-conflicts", "get"),
         ("/.well-known/jwks.json", "get"),
         ("/openapi.json", "get"),
         ("/healthz", "get"),
@@ -104,7 +111,8 @@ async fn openapi_describes_every_route() {
     for (path, method) in expected {
         let path = path
             .replace("{org_id}", "01a2221d-50f7-7697-ad4d-23a24da039c7")
-            .replace("{user_id}", "01a2221d-50f7-7697-ad4d-23a24da039c8");
+            .replace("{user_id}", "01a2221d-50f7-7697-ad4d-23a24da039c8")
+            .replace("{domain}", "example.com");
         let resp = server
             .http
             .request(method.to_uppercase().parse().unwrap(), server.url(&path))

@@ -515,3 +515,43 @@ async fn a_metadata_outage_keeps_the_last_good_copy() {
 }
 
 on_both_backends!(databases: ping_sign_in_every_way);
+
+/// Users SCIM provisioned are matched by the attribute the connection names
+/// (the IdP's id, sent as SCIM externalId) before their email, and the
+/// groups the IdP asserts reach the access token beside the SCIM groups.
+#[tokio::test]
+async fn saml_identities_match_scim_ids_and_carry_groups() {
+    let server = server_with(TestDb::sqlite(), |_| {}).await;
+    let idp = SamlIdp::start().await;
+    let org = server.create_sso_org(&[RETURN_TO]).await;
+    let body = json!({ "label": "ping", "idp": "generic" });
+    let (_, token) =
+        server.admin(Method::POST, &format!("/admin/v1/orgs/{org}/scim-tokens"), Some(body)).await;
+    let token = token["token"].as_str().unwrap();
+    let scim_user = json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "ada@acme.test",
+        "externalId": "ping-1234", "emails": [{ "value": "ada@acme.test", "primary": true }] });
+    let (status, ada) = server.scim(token, Method::POST, "/scim/v2/Users", Some(scim_user)).await;
+    assert_eq!(status, StatusCode::CREATED, "{ada}");
+    let group = json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Pushed",
+        "members": [{ "value": ada["id"] }] });
+    assert_eq!(server.scim(token, Method::POST, "/scim/v2/Groups", Some(group)).await.0, StatusCode::CREATED);
+    let (connection, _) =
+        ping(&server, &idp, &org, json!({ "jit_provisioning": false, "external_id_attribute": "uid" })).await;
+
+    // The IdP renamed her NameID and email; her id is the same.
+    let renamed = json!({ "name_id": "ada.lovelace@acme.test", "attributes": {
+        "uid": ["ping-1234"], "groups": ["Analysts", "Engineers"], "firstName": ["Ada"] } });
+    let browser = browser();
+    let start = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
+    let response = browser.get(server.url(&start)).send().await.unwrap();
+    let to_idp = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let encoded = URL_SAFE_NO_PAD.encode(renamed.to_string());
+    let at_idp = browser.get(format!("{to_idp}&user={encoded}")).send().await.unwrap();
+    let answer = post(&browser, &parse_form(&at_idp.text().await.unwrap())).await;
+    assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
+    let session = answer.session.expect("a session");
+    assert_eq!(server.me(&session).await.1["id"], ada["id"]);
+    let payload = URL_SAFE_NO_PAD.decode(session.split('.').nth(1).unwrap()).unwrap();
+    let access: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(access["groups"], json!(["Analysts", "Engineers", "Pushed"]));
+}

@@ -243,7 +243,7 @@ async fn okta_crud_and_deprovisioning(server: TestServer) {
         .unwrap()
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
-        .filter(|k| k.starts_with("scim"))
+        .filter(|k| k.starts_with("scim_user"))
         .collect();
     assert_eq!(
         kinds,

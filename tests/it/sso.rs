@@ -15,15 +15,15 @@ use sha2::{Digest, Sha256};
 use crate::oidc_provider::OidcProvider;
 use crate::support::{TestServer, on_both_backends};
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub(crate) const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const OTHER_TENANT: &str = "0b3f6a8e-2d1c-4e5f-9a7b-1c2d3e4f5a6b";
-const RETURN_TO: &str = "https://app.acme.test/signed-in";
-const APP_REDIRECT: &str = "com.acme.app:/sso";
+pub(crate) const RETURN_TO: &str = "https://app.acme.test/signed-in";
+pub(crate) const APP_REDIRECT: &str = "com.acme.app:/sso";
 
 /// A Gatehouse serving at its own loopback address (the provider sends
 /// browsers back there) with its clock at real time (the provider stamps
 /// tokens with it), and a provider whose issuer is `issuer(port)`.
-async fn pair(
+pub(crate) async fn pair(
     db: TestDb,
     issuer: impl Fn(u16) -> String,
     env: &[(&str, &str)],
@@ -43,7 +43,7 @@ async fn pair(
 
 /// An organization with the Enterprise ToolKit, its allow list set, and a
 /// connection; returns (org id, connection id).
-async fn org_with_connection(server: &TestServer, connection: Value) -> (String, String) {
+pub(crate) async fn org_with_connection(server: &TestServer, connection: Value) -> (String, String) {
     let org = server.create_sso_org(&[RETURN_TO, APP_REDIRECT]).await;
     let (status, created) =
         server.admin(Method::POST, &format!("/admin/v1/orgs/{org}/connections"), Some(connection)).await;
@@ -51,31 +51,31 @@ async fn org_with_connection(server: &TestServer, connection: Value) -> (String,
     (org, created["id"].as_str().unwrap().to_owned())
 }
 
-fn okta(issuer: &str, extra: Value) -> Value {
+pub(crate) fn okta(issuer: &str, extra: Value) -> Value {
     let mut c = json!({ "kind": "okta", "issuer": issuer, "client_id": "gatehouse", "client_secret": "gatehouse-secret" });
     c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     c
 }
 
-fn azure(idp: &OidcProvider, tenant: &str, extra: Value) -> Value {
+pub(crate) fn azure(idp: &OidcProvider, tenant: &str, extra: Value) -> Value {
     let mut c = json!({ "kind": "azure_ad", "authority": idp.origin(), "tenant": tenant, "client_id": "gatehouse", "client_secret": "gatehouse-secret" });
     c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     c
 }
 
 /// A browser: keeps cookies, follows nothing by itself.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-fn location(response: &reqwest::Response, base: &str) -> String {
+pub(crate) fn location(response: &reqwest::Response, base: &str) -> String {
     let raw = response.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location in {response:?}"));
     url::Url::parse(base).unwrap().join(raw.to_str().unwrap()).unwrap().to_string()
 }
 
 /// Goes through the provider as `claims` (the ID token's claims) until it
 /// sends the browser back to Gatehouse; returns that callback URL.
-async fn through_provider(
+pub(crate) async fn through_provider(
     browser: &reqwest::Client,
     authorize: &str,
     server: &TestServer,
@@ -98,16 +98,16 @@ async fn through_provider(
     panic!("the provider never sent the browser back");
 }
 
-struct Callback {
-    status: StatusCode,
-    location: Option<String>,
-    cookies: Vec<String>,
-    body: Value,
+pub(crate) struct Callback {
+    pub(crate) status: StatusCode,
+    pub(crate) location: Option<String>,
+    pub(crate) cookies: Vec<String>,
+    pub(crate) body: Value,
 }
 
 /// A web sign-in from start to Gatehouse's answer at the callback, in a
 /// fresh browser (no session left at the provider from an earlier one).
-async fn web_sign_in(server: &TestServer, connection: &str, claims: &Value) -> Callback {
+pub(crate) async fn web_sign_in(server: &TestServer, connection: &str, claims: &Value) -> Callback {
     let browser = &browser();
     let start = format!("/v1/sso/start?connection={connection}&return_to={RETURN_TO}");
     let response = browser.get(server.url(&start)).send().await.unwrap();
@@ -117,7 +117,7 @@ async fn web_sign_in(server: &TestServer, connection: &str, claims: &Value) -> C
     answer(browser.get(callback).send().await.unwrap()).await
 }
 
-async fn answer(response: reqwest::Response) -> Callback {
+pub(crate) async fn answer(response: reqwest::Response) -> Callback {
     let status = response.status();
     let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
     let cookies =
@@ -127,7 +127,7 @@ async fn answer(response: reqwest::Response) -> Callback {
     Callback { status, location, cookies, body }
 }
 
-fn session_cookie(callback: &Callback) -> Option<String> {
+pub(crate) fn session_cookie(callback: &Callback) -> Option<String> {
     callback
         .cookies
         .iter()
@@ -135,7 +135,7 @@ fn session_cookie(callback: &Callback) -> Option<String> {
         .map(|c| c.split(';').next().unwrap().trim_start_matches("gatehouse_session=").to_owned())
 }
 
-async fn sso_events(server: &TestServer, org: &str) -> Vec<Value> {
+pub(crate) async fn sso_events(server: &TestServer, org: &str) -> Vec<Value> {
     let (_, events) =
         server.admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?limit=200"), None).await;
     events["items"].as_array().unwrap().iter().filter(|e| e["kind"] == "sso_sign_in").cloned().collect()
@@ -246,7 +246,16 @@ async fn okta_custom_server_native_app_sign_in() {
 /// A native app's whole sign-in: start with its own PKCE, through the
 /// provider, the code at its redirect URI, the exchange (once only), and a
 /// refresh of the session it got. Returns `/v1/me`.
-async fn native_sign_in(server: &TestServer, connection: &str, claims: &Value) -> Value {
+pub(crate) async fn native_sign_in(server: &TestServer, connection: &str, claims: &Value) -> Value {
+    let (tokens, _) = native_tokens(server, connection, claims).await;
+    let (status, me) = server.me(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    me
+}
+
+/// The same sign-in; returns the tokens the code was exchanged for and those
+/// the refresh gave.
+pub(crate) async fn native_tokens(server: &TestServer, connection: &str, claims: &Value) -> (Value, Value) {
     let browser = browser();
     let verifier = "app-verifier-9876543210-9876543210-9876543210-xyz";
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -270,9 +279,7 @@ async fn native_sign_in(server: &TestServer, connection: &str, claims: &Value) -
     let (status, refreshed) =
         server.post("/v1/token/refresh", json!({ "refresh_token": tokens["refresh_token"] })).await;
     assert_eq!(status, StatusCode::OK, "the same sessions as /v1/login: {refreshed}");
-    let (status, me) = server.me(tokens["access_token"].as_str().unwrap()).await;
-    assert_eq!(status, StatusCode::OK);
-    me
+    (tokens, refreshed)
 }
 
 #[tokio::test]
@@ -532,7 +539,7 @@ async fn starts_are_checked_before_anyone_is_sent_away() {
     let (status, body) = get(format!("/v1/sso/start?connection={connection}&redirect_uri={APP_REDIRECT}&code_challenge={}&code_challenge_method=plain", "a".repeat(43))).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("code_challenge_method")));
     assert_eq!(get("/v1/sso/start?connection=nope".into()).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get("/v1/sso/start?email=nobody@acme.test".into()).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get("/v1/sso/start?email=nobody@unclaimed.test".into()).await.0, StatusCode::NOT_FOUND);
 
     // Without the Enterprise ToolKit, no sign-in starts.
     let (status, _) = server
@@ -609,8 +616,12 @@ async fn a_discovery_outage_keeps_the_last_good_copy() {
     // A connection never fetched has no copy to fall back on: its sign-ins
     // are refused as the provider being unavailable.
     idp.outage(true).await;
-    let (_, fresh) =
-        org_with_connection(&server, okta(&format!("http://127.0.0.1:{}", idp.port), json!({}))).await;
+    let other = server.create_sso_org_for(&[RETURN_TO], None).await;
+    let config = okta(&format!("http://127.0.0.1:{}", idp.port), json!({}));
+    let (status, created) =
+        server.admin(Method::POST, &format!("/admin/v1/orgs/{other}/connections"), Some(config)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let fresh = created["id"].as_str().unwrap();
     let path = format!("/v1/sso/start?connection={fresh}&return_to={RETURN_TO}");
     let (status, body) = server.send(server.http.get(server.url(&path))).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("idp_unavailable")));

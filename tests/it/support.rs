@@ -102,8 +102,14 @@ impl TestServer {
     }
 
     /// An organization with the Enterprise ToolKit (single sign-on), whose
-    /// sign-ins may return to `redirect_urls`; returns its id.
+    /// sign-ins may return to `redirect_urls`, that has verified
+    /// `acme.test`; returns its id.
     pub async fn create_sso_org(&self, redirect_urls: &[&str]) -> String {
+        self.create_sso_org_for(redirect_urls, Some("acme.test")).await
+    }
+
+    /// The same, verifying `domain` if any.
+    pub async fn create_sso_org_for(&self, redirect_urls: &[&str], domain: Option<&str>) -> String {
         let body = json!({ "name": "Acme", "enterprise_toolkit": true });
         let (status, org) = self.admin(reqwest::Method::POST, "/admin/v1/orgs", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{org}");
@@ -112,7 +118,26 @@ impl TestServer {
         let (status, body) =
             self.admin(reqwest::Method::PUT, &format!("/admin/v1/orgs/{org}/sso"), Some(policy)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        // The organization speaks for its users' addresses: their IdP's
+        // emails are believed for linking and just-in-time creation.
+        if let Some(domain) = domain {
+            self.verify_domain(&org, domain).await;
+        }
         org
+    }
+
+    /// Claims `domain` for `org` and marks it verified, as a platform admin
+    /// may.
+    pub async fn verify_domain(&self, org: &str, domain: &str) {
+        let path = format!("/admin/v1/orgs/{org}/domains");
+        let (status, body) =
+            self.admin(reqwest::Method::POST, &path, Some(json!({ "domain": domain }))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let verify = format!("{path}/{domain}/verify");
+        let (status, body) =
+            self.admin(reqwest::Method::POST, &verify, Some(json!({ "method": "admin" }))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["verified"], true, "{body}");
     }
 
     pub async fn create_user(&self, org: &str, email: &str, password: Option<&str>) -> Value {
@@ -138,6 +163,24 @@ impl TestServer {
             self.admin(reqwest::Method::POST, &format!("/admin/v1/orgs/{org}/scim-tokens"), Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{token}");
         (org, token["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A SCIM call with `token`, as an IdP makes it.
+    pub async fn scim(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
     }
 
     pub async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {

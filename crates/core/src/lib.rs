@@ -17,6 +17,6 @@ mod model;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{ConnectorError, Device, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
 pub use model::{
-    AccountPolicy, AuthMethod, Email, EmailDomains, EmailError, InvalidField, OrgId, Organization, Password,
-    SessionId, User, UserId,
+    AccountPolicy, AccountSettings, AuthMethod, Email, EmailDomains, EmailError, GroupsSource, IdpGroups,
+    InvalidField, OrgId, Organization, Password, SessionId, User, UserId,
 };

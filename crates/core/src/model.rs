@@ -107,6 +107,11 @@ impl Email {
         &self.original
     }
 
+    /// The domain, lower-cased: what follows the `@`.
+    pub fn domain(&self) -> &str {
+        self.normalized.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+
     pub fn normalized(&self) -> &str {
         &self.normalized
     }
@@ -303,19 +308,134 @@ pub struct AccountPolicy {
     /// email.
     pub link_by_email: bool,
     pub allowed_email_domains: EmailDomains,
+    /// Believe the provider's email for linking and creating users even in
+    /// domains the organization has not verified. Off by default: an IdP
+    /// can assert any address, and only a verified domain says that the
+    /// organization (and so its IdP) speaks for it.
+    pub trust_unverified_email_domains: bool,
+    /// Create users just in time even though the organization provisions
+    /// them by SCIM. Off by default: where SCIM is the source of truth, a
+    /// sign-in does not create the people it did not push.
+    pub jit_alongside_scim: bool,
+    /// Which groups reach the access token.
+    pub groups_source: GroupsSource,
+}
+
+/// The groups an access token carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupsSource {
+    /// Those the provider asserts at sign-in (OIDC claim, SAML attribute).
+    Idp,
+    /// Those SCIM has pushed.
+    Scim,
+    /// Both, merged.
+    #[default]
+    Both,
+}
+
+impl GroupsSource {
+    pub fn parse(name: Option<&str>) -> Result<Self, InvalidField> {
+        match name {
+            None | Some("both") => Ok(Self::Both),
+            Some("idp") => Ok(Self::Idp),
+            Some("scim") => Ok(Self::Scim),
+            Some(_) => Err(InvalidField::new("groups_source", "must be idp, scim or both")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idp => "idp",
+            Self::Scim => "scim",
+            Self::Both => "both",
+        }
+    }
+
+    /// The groups to put in an access token: `idp` (as asserted at sign-in)
+    /// and `scim` (as pushed), by this choice; sorted, without duplicates.
+    pub fn merge(self, idp: &[String], scim: Vec<String>) -> Vec<String> {
+        let mut groups = match self {
+            Self::Idp => Vec::new(),
+            Self::Scim | Self::Both => scim,
+        };
+        if self != Self::Scim {
+            groups.extend(idp.iter().cloned());
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+}
+
+/// What a provider said about a user's groups at sign-in, and what the
+/// connection makes of it: kept with the session, so that every access
+/// token of the session carries the same choice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdpGroups {
+    pub source: GroupsSource,
+    pub groups: Vec<String>,
+    /// The provider said there were more groups than it would send (Azure
+    /// AD's overage marker), or sent more than are kept: `groups` is not
+    /// the whole list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overage: bool,
+}
+
+impl IdpGroups {
+    /// Groups kept from one assertion at most; past that the list counts as
+    /// an overage.
+    pub const MAX: usize = 200;
+    /// The longest group name kept.
+    pub const MAX_NAME: usize = 256;
+
+    /// From what a provider asserted: empty, overlong and control-character
+    /// names dropped, duplicates merged, at most [`Self::MAX`] kept.
+    pub fn asserted(source: GroupsSource, asserted: &[String], overage: bool) -> Self {
+        let mut groups: Vec<String> = asserted
+            .iter()
+            .map(|g| g.trim())
+            .filter(|g| !g.is_empty() && g.len() <= Self::MAX_NAME && !g.chars().any(char::is_control))
+            .map(str::to_owned)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let overage = overage || groups.len() > Self::MAX;
+        groups.truncate(Self::MAX);
+        Self { source, groups, overage }
+    }
+
+    /// The groups of an access token, given the user's SCIM groups now.
+    pub fn token_groups(&self, scim: Vec<String>) -> Vec<String> {
+        self.source.merge(&self.groups, scim)
+    }
+}
+
+/// A connection's account settings as written (in any kind's configuration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountSettings<'a> {
+    pub jit_provisioning: bool,
+    pub link_by_email: bool,
+    pub allowed_email_domains: &'a [String],
+    pub trust_unverified_email_domains: bool,
+    pub jit_alongside_scim: bool,
+    pub groups_source: Option<&'a str>,
 }
 
 impl AccountPolicy {
-    /// From a connection's settings; a bad domain is refused as
-    /// `allowed_email_domains`.
-    pub fn new(
-        jit_provisioning: bool,
-        link_by_email: bool,
-        allowed_email_domains: &[String],
-    ) -> Result<Self, InvalidField> {
-        let allowed_email_domains = EmailDomains::parse(allowed_email_domains)
+    /// From a connection's settings; a bad value is refused naming its
+    /// field.
+    pub fn new(settings: AccountSettings<'_>) -> Result<Self, InvalidField> {
+        let allowed_email_domains = EmailDomains::parse(settings.allowed_email_domains)
             .map_err(|m| InvalidField::new("allowed_email_domains", m))?;
-        Ok(Self { jit_provisioning, link_by_email, allowed_email_domains })
+        Ok(Self {
+            jit_provisioning: settings.jit_provisioning,
+            link_by_email: settings.link_by_email,
+            allowed_email_domains,
+            trust_unverified_email_domains: settings.trust_unverified_email_domains,
+            jit_alongside_scim: settings.jit_alongside_scim,
+            groups_source: GroupsSource::parse(settings.groups_source)?,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-use gatehouse_core::{AccountPolicy, InvalidField};
+use gatehouse_core::{AccountPolicy, AccountSettings, InvalidField};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -69,6 +69,25 @@ pub struct ConnectionConfig {
     /// When not empty, only emails in these domains may sign in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_email_domains: Vec<String>,
+    /// Believe the provider's email for linking and creating users outside
+    /// the organization's verified domains too.
+    #[serde(default)]
+    pub trust_unverified_email_domains: bool,
+    /// Create users just in time even though the organization provisions by
+    /// SCIM.
+    #[serde(default)]
+    pub jit_alongside_scim: bool,
+    /// The groups access tokens carry: `idp` (the groups claim), `scim`, or
+    /// `both` [default: both].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_source: Option<String>,
+    /// The claim that holds what SCIM sends as `externalId`, so that users
+    /// provisioned by SCIM are matched by it before their email [default:
+    /// `sub` for Okta, whose SCIM externalId is the Okta user id; none for
+    /// Azure AD, where `oid` is the usual choice when objectId is mapped to
+    /// externalId]. `none` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id_claim: Option<String>,
 }
 
 /// A configuration problem, naming the field at fault.
@@ -88,6 +107,8 @@ pub struct OidcConnection {
     pub scopes: Vec<String>,
     pub email_claim: String,
     pub groups_claim: String,
+    /// The claim matched against SCIM `externalId`, if any.
+    pub external_id_claim: Option<String>,
     pub account: AccountPolicy,
 }
 
@@ -239,9 +260,21 @@ impl ConnectionConfig {
             Some(c) => text(field, c, 100),
             None => Ok(default.to_owned()),
         };
-        let account =
-            AccountPolicy::new(self.jit_provisioning, self.link_by_email, &self.allowed_email_domains)?;
+        let account = AccountPolicy::new(AccountSettings {
+            jit_provisioning: self.jit_provisioning,
+            link_by_email: self.link_by_email,
+            allowed_email_domains: &self.allowed_email_domains,
+            trust_unverified_email_domains: self.trust_unverified_email_domains,
+            jit_alongside_scim: self.jit_alongside_scim,
+            groups_source: self.groups_source.as_deref(),
+        })?;
+        let external_id_claim = match (self.external_id_claim.as_deref(), self.kind) {
+            (Some("none"), _) | (None, Provider::AzureAd) => None,
+            (None, Provider::Okta) => Some("sub".to_owned()),
+            (Some(c), _) => Some(text("external_id_claim", c, 100)?),
+        };
         Ok(OidcConnection {
+            external_id_claim,
             provider: self.kind,
             discovery_url,
             issuer,

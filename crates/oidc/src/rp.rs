@@ -223,6 +223,9 @@ pub struct Identity {
     /// The provider left the groups out because there were too many (Azure
     /// AD's `_claim_names`, `hasgroups`; Okta stops at 100).
     pub groups_overage: bool,
+    /// The value of the connection's `external_id_claim`, to match against
+    /// SCIM `externalId`.
+    pub external_id: Option<String>,
     /// Azure AD's tenant.
     pub tenant: Option<String>,
 }
@@ -317,6 +320,7 @@ pub fn verify_id_token(
         name: text("name"),
         groups,
         groups_overage,
+        external_id: connection.external_id_claim.as_deref().and_then(text).filter(|v| !v.is_empty()),
         tenant,
     })
 }

@@ -118,6 +118,9 @@ pub struct SamlIdentity {
     pub email: Option<String>,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// The value of the connection's `external_id_attribute`, to match
+    /// against SCIM `externalId`.
+    pub external_id: Option<String>,
     /// For the replay cache: the assertion's id and until when it counts
     /// (its `NotOnOrAfter` plus the allowed skew; `None` when it names no
     /// end, and the caller picks one by its own clock).
@@ -435,6 +438,11 @@ fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
         email,
         name,
         groups: values(&connection.groups_attribute),
+        external_id: connection
+            .external_id_attribute
+            .as_deref()
+            .and_then(|a| values(a).into_iter().next())
+            .filter(|v| !v.is_empty()),
         assertion_id: assertion.id.clone(),
         valid_until: until.map(|t| t + connection.clock_skew),
     })

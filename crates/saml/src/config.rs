@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use gatehouse_core::{AccountPolicy, InvalidField};
+use gatehouse_core::{AccountPolicy, AccountSettings, InvalidField};
 use samael::metadata::EntityDescriptor;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -81,6 +81,22 @@ pub struct SamlConfig {
     pub link_by_email: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_email_domains: Vec<String>,
+    /// Believe the IdP's email for linking and creating users outside the
+    /// organization's verified domains too.
+    #[serde(default)]
+    pub trust_unverified_email_domains: bool,
+    /// Create users just in time even though the organization provisions by
+    /// SCIM.
+    #[serde(default)]
+    pub jit_alongside_scim: bool,
+    /// The groups access tokens carry: `idp` (the groups attribute), `scim`,
+    /// or `both` [default: both].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_source: Option<String>,
+    /// The attribute that holds what SCIM sends as `externalId`, so that
+    /// users provisioned by SCIM are matched by it before their email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id_attribute: Option<String>,
 }
 
 /// A configuration problem, naming the field at fault.
@@ -114,6 +130,8 @@ pub struct SamlConnection {
     pub first_name_attribute: String,
     pub last_name_attribute: String,
     pub groups_attribute: String,
+    /// The attribute matched against SCIM `externalId`, if any.
+    pub external_id_attribute: Option<String>,
     pub name_id_format: String,
     pub allow_idp_initiated: bool,
     pub allowed_relay_states: Vec<String>,
@@ -184,8 +202,14 @@ impl SamlConfig {
                 None => Ok(default.to_owned()),
             }
         };
-        let account =
-            AccountPolicy::new(self.jit_provisioning, self.link_by_email, &self.allowed_email_domains)?;
+        let account = AccountPolicy::new(AccountSettings {
+            jit_provisioning: self.jit_provisioning,
+            link_by_email: self.link_by_email,
+            allowed_email_domains: &self.allowed_email_domains,
+            trust_unverified_email_domains: self.trust_unverified_email_domains,
+            jit_alongside_scim: self.jit_alongside_scim,
+            groups_source: self.groups_source.as_deref(),
+        })?;
         Ok(SamlConnection {
             signed: self.signed,
             sign_authn_requests: self.sign_authn_requests,
@@ -199,6 +223,11 @@ impl SamlConfig {
             first_name_attribute: name("first_name_attribute", &self.first_name_attribute, "firstName")?,
             last_name_attribute: name("last_name_attribute", &self.last_name_attribute, "lastName")?,
             groups_attribute: name("groups_attribute", &self.groups_attribute, "groups")?,
+            external_id_attribute: self
+                .external_id_attribute
+                .as_ref()
+                .map(|_| name("external_id_attribute", &self.external_id_attribute, ""))
+                .transpose()?,
             name_id_format: name("name_id_format", &self.name_id_format, EMAIL_FORMAT)?,
             allow_idp_initiated: self.allow_idp_initiated,
             allowed_relay_states: self.allowed_relay_states.clone(),

@@ -19,7 +19,13 @@ pub struct AccessClaims {
     pub jti: String,
     /// How the user authenticated (`password`, `external_rest`, ...).
     pub auth_method: String,
-    /// The display names of the user's groups (provisioned over SCIM).
+    /// The display names of the user's groups: those SCIM provisioned,
+    /// those the identity provider asserted at sign-in, or both, as the
+    /// connection chose.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The identity provider had more groups than it sent (Azure AD's
+    /// overage): `groups` is not the whole list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_overage: bool,
 }

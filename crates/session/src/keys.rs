@@ -327,6 +327,7 @@ mod tests {
             jti: "j".into(),
             auth_method: "password".into(),
             groups: vec!["Engineering".into()],
+            groups_overage: false,
         }
     }
 

@@ -16,6 +16,8 @@ pub struct NewAuditEvent {
     pub outcome: &'static str,
     pub detail: Option<serde_json::Value>,
     pub device: Device,
+    /// Who made the change, when a person or token did (`admin:…`).
+    pub actor: Option<String>,
 }
 
 impl NewAuditEvent {
@@ -35,7 +37,13 @@ impl NewAuditEvent {
             outcome: "success",
             detail: Some(detail),
             device: Device::default(),
+            actor: None,
         }
+    }
+
+    /// The same event, made by `actor`.
+    pub fn by(self, actor: String) -> Self {
+        Self { actor: Some(actor), ..self }
     }
 
     /// The same event, about `user`.
@@ -56,6 +64,7 @@ pub struct AuditEvent {
     pub device_os: Option<String>,
     pub device_name: Option<String>,
     pub device_ip: Option<String>,
+    pub actor: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -73,19 +82,42 @@ impl Store {
         insert_audit_event(&mut conn, event, now).await
     }
 
-    /// The organization's events, newest first, `limit` at a time, older than
+    /// Events matching `filter`, newest first, `limit` at a time, older than
     /// the `before` cursor.
-    pub async fn list_audit_events(&self, org: OrgId, before: Option<&str>, limit: u32) -> Result<AuditPage> {
+    pub async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<AuditPage> {
         let limit = clamp_limit(limit);
-        let rows = sqlx::query(
-            "SELECT id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, created_at \
-             FROM audit_events WHERE org_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
-        .bind(org.to_string())
-        .bind(before.unwrap_or_default())
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        // Every condition is always present, switched off by its own
+        // parameter, so that the statement text is one of a few fixed ones.
+        let org = match filter.org {
+            OrgScope::Any => "",
+            OrgScope::Only(_) => "org_id = $1 AND ",
+            OrgScope::None => "org_id IS NULL AND ",
+        };
+        let sql = format!(
+            "SELECT id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
+               actor, created_at \
+             FROM audit_events WHERE {org}($2 = '' OR id < $2) AND ($3 = '' OR kind = $3) \
+               AND ($4 = '' OR user_id = $4) AND created_at >= $5 AND created_at < $6 \
+             ORDER BY id DESC LIMIT $7"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(match filter.org {
+                OrgScope::Only(o) => o.to_string(),
+                _ => String::new(),
+            })
+            .bind(before.unwrap_or_default())
+            .bind(filter.kind.clone().unwrap_or_default())
+            .bind(filter.user.map(|u| u.to_string()).unwrap_or_default())
+            .bind(filter.since.map_or(i64::MIN, millis))
+            .bind(filter.until.map_or(i64::MAX, millis))
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
         let mut events = rows
             .iter()
             .map(|row| {
@@ -110,6 +142,7 @@ impl Store {
                     device_os: row.try_get("device_os")?,
                     device_name: row.try_get("device_name")?,
                     device_ip: row.try_get("device_ip")?,
+                    actor: row.try_get("actor")?,
                     created_at: from_millis(row.try_get("created_at")?),
                 })
             })
@@ -121,6 +154,57 @@ impl Store {
             None
         };
         Ok(AuditPage { events, next })
+    }
+
+    /// Deletes events recorded before `cutoff`, a bounded batch at a time so
+    /// that a first prune of a long history does not hold the database;
+    /// returns how many went.
+    pub async fn prune_audit_events(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let _turn = self.write_turn().await;
+            let done = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN \
+                   (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY created_at LIMIT 5000)",
+            )
+            .bind(millis(cutoff))
+            .execute(&self.pool)
+            .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Which organization's events to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrgScope {
+    /// Every organization's, and those of no organization.
+    #[default]
+    Any,
+    Only(OrgId),
+    /// Those of no organization: sign-in attempts that matched none.
+    None,
+}
+
+/// What to list of the audit trail; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub org: OrgScope,
+    pub kind: Option<String>,
+    pub user: Option<UserId>,
+    /// Recorded at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before this.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl AuditFilter {
+    /// The organization's events.
+    pub fn org(org: OrgId) -> Self {
+        Self { org: OrgScope::Only(org), ..Self::default() }
     }
 }
 
@@ -149,8 +233,8 @@ pub(crate) fn add_audit_events(
 ) -> Result<()> {
     inserts.insert(
         "audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
-         created_at)",
-        11,
+         created_at, actor)",
+        12,
         events.len(),
     );
     for (event, now) in events {
@@ -165,7 +249,8 @@ pub(crate) fn add_audit_events(
             .bind(event.device.os.clone())?
             .bind(event.device.name.clone())?
             .bind(event.device.ip.map(|ip| ip.to_string()))?
-            .bind(millis(*now))?;
+            .bind(millis(*now))?
+            .bind(event.actor.clone())?;
     }
     Ok(())
 }

@@ -5,6 +5,9 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the text names what was duplicated.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The email address is in a domain another organization has verified.
+    #[error("the email domain {0} belongs to another organization")]
+    DomainOwned(String),
     /// The row changed since the version the caller read (optimistic
     /// concurrency, SCIM `If-Match`).
     #[error("the resource was changed by someone else")]

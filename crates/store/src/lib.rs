@@ -19,6 +19,7 @@ mod admin_tokens;
 mod audit;
 mod checkpoint;
 mod connections;
+mod domains;
 mod error;
 mod group_commit;
 mod groups;
@@ -31,6 +32,7 @@ mod sealed;
 mod sessions;
 mod sso;
 mod throttles;
+mod tombstones;
 mod users;
 
 use std::str::FromStr;
@@ -43,8 +45,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use admin_tokens::AdminTokenRecord;
-pub use audit::{AuditEvent, AuditPage, NewAuditEvent};
+pub use audit::{AuditEvent, AuditFilter, AuditPage, NewAuditEvent, OrgScope};
 pub use connections::ConnectionRecord;
+pub use domains::{DomainConflict, OrgDomain, domain_and_parents};
 pub use error::StoreError;
 pub use groups::{Group, GroupState};
 pub use orgs::OrgUpdate;
@@ -53,6 +56,7 @@ pub use sealed::SealedColumn;
 pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
+pub use tombstones::{SignInKeys, Tombstone};
 pub use users::{LoginAccount, LoginLookup, NewUser, UserPage, UserUpdate};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

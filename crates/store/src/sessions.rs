@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use gatehouse_core::{AuthMethod, Device, OrgId, SessionId, User, UserId};
+use gatehouse_core::{AuthMethod, Device, IdpGroups, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -15,6 +15,8 @@ pub struct NewSession {
     pub device: Device,
     /// The absolute end of the session: refreshing never extends it.
     pub expires_at: DateTime<Utc>,
+    /// What the identity provider asserted about groups, for single sign-on.
+    pub idp_groups: Option<IdpGroups>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,7 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub idp_groups: Option<IdpGroups>,
 }
 
 impl SessionRecord {
@@ -58,10 +61,23 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
         created_at: from_millis(row.try_get("created_at")?),
         expires_at: from_millis(row.try_get("expires_at")?),
         revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_millis),
+        idp_groups: read_idp_groups(row.try_get("idp_groups")?)?,
     })
 }
 
-const COLUMNS: &str = "id, user_id, org_id, auth_method, created_at, expires_at, revoked_at";
+/// The stored form of [`IdpGroups`]: JSON text.
+pub(crate) fn write_idp_groups(groups: Option<&IdpGroups>) -> Option<String> {
+    groups.map(|g| serde_json::to_string(g).unwrap_or_default())
+}
+
+pub(crate) fn read_idp_groups(text: Option<String>) -> Result<Option<IdpGroups>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("a session's IdP groups: {e}")))
+    })
+    .transpose()
+}
+
+const COLUMNS: &str = "id, user_id, org_id, auth_method, created_at, expires_at, revoked_at, idp_groups";
 
 impl Store {
     /// Stores a new session with its first refresh token and, when given, the
@@ -92,8 +108,9 @@ impl Store {
             rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
         crate::audit::add_audit_events(&mut inserts, &audits)?;
         inserts.insert(
-            "sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, created_at, expires_at)",
-            9,
+            "sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, created_at, expires_at, \
+             idp_groups)",
+            10,
             rows.len(),
         );
         for r in rows {
@@ -107,7 +124,8 @@ impl Store {
                 .bind(new.device.name.clone())?
                 .bind(new.device.ip.map(|ip| ip.to_string()))?
                 .bind(millis(r.now))?
-                .bind(millis(new.expires_at))?;
+                .bind(millis(new.expires_at))?
+                .bind(write_idp_groups(new.idp_groups.as_ref()))?;
         }
         inserts.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rows.len());
         for r in rows {

@@ -3,7 +3,7 @@
 //! the store interprets neither.
 
 use chrono::{DateTime, Utc};
-use gatehouse_core::{AuthMethod, OrgId, User, UserId};
+use gatehouse_core::{AuthMethod, IdpGroups, OrgId, User, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -33,6 +33,7 @@ pub struct SsoCode {
     pub user_id: UserId,
     pub code_challenge: String,
     pub method: AuthMethod,
+    pub idp_groups: Option<IdpGroups>,
 }
 
 impl Store {
@@ -120,13 +121,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let insert = sqlx::query(
-            "INSERT INTO sso_codes (code_hash, user_id, code_challenge, auth_method, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sso_codes (code_hash, user_id, code_challenge, auth_method, expires_at, idp_groups) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(code_hash.to_owned())
         .bind(code.user_id.to_string())
         .bind(code.code_challenge.clone())
         .bind(code.method.as_str())
-        .bind(millis(expires_at));
+        .bind(millis(expires_at))
+        .bind(crate::sessions::write_idp_groups(code.idp_groups.as_ref()));
         self.insert_expiring(
             "DELETE FROM sso_codes WHERE expires_at <= $1",
             insert,
@@ -139,13 +142,15 @@ impl Store {
     /// Takes a code: it works once, live or not. `None` when unknown or
     /// expired.
     pub async fn take_sso_code(&self, code_hash: &str, now: DateTime<Utc>) -> Result<Option<SsoCode>> {
-        const SQL: &str = "DELETE FROM sso_codes WHERE code_hash = $1 RETURNING user_id, code_challenge, auth_method, expires_at";
+        const SQL: &str = "DELETE FROM sso_codes WHERE code_hash = $1 \
+                           RETURNING user_id, code_challenge, auth_method, expires_at, idp_groups";
         let Some(row) = self.take_live(SQL, code_hash, now).await? else { return Ok(None) };
         Ok(Some(SsoCode {
             user_id: parse_id(&row.try_get::<String, _>("user_id")?)?,
             code_challenge: row.try_get("code_challenge")?,
             method: AuthMethod::parse(&row.try_get::<String, _>("auth_method")?)
                 .ok_or_else(|| StoreError::Corrupt("unknown auth_method".into()))?,
+            idp_groups: crate::sessions::read_idp_groups(row.try_get("idp_groups")?)?,
         }))
     }
 

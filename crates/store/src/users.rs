@@ -265,10 +265,20 @@ impl Store {
     /// refresh token outlives the credential or the account it came from.
     pub async fn update_user(&self, id: UserId, update: &UserUpdate, now: DateTime<Utc>) -> Result<User> {
         let mut tx = self.begin_write().await?;
+        if let Some(email) = &update.email {
+            let org: Option<String> = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(org) = org {
+                crate::domains::refuse_owned_elsewhere(&mut tx, &[(parse_id(&org)?, email.domain())]).await?;
+            }
+        }
         let done = sqlx::query(
             "UPDATE users SET \
                email = COALESCE($2, email), \
                email_normalized = COALESCE($3, email_normalized), \
+               email_domain = COALESCE($19, email_domain), \
                display_name = COALESCE($4, display_name), \
                external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
                external_id_normalized = CASE WHEN $5 = 1 THEN $18 ELSE external_id_normalized END, \
@@ -302,6 +312,7 @@ impl Store {
         .bind(i64::from(update.expected_version.is_some()))
         .bind(update.expected_version.unwrap_or(0))
         .bind(update.external_id.clone().flatten().map(|e| e.to_lowercase()))
+        .bind(update.email.as_ref().map(|e| e.domain().to_owned()))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a user with this email or userName"))?;
@@ -417,8 +428,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let sql = format!(
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at) VALUES {}",
-        crate::placeholders(0, rows.len(), 14)
+             updated_at, email_domain) VALUES {}",
+        crate::placeholders(0, rows.len(), 15)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
@@ -441,8 +452,11 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(new.scim_resource.clone())
             .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
             .bind(millis(r.now))
-            .bind(millis(r.now));
+            .bind(millis(r.now))
+            .bind(new.email.domain().to_owned());
     }
+    let addresses: Vec<(OrgId, &str)> = rows.iter().map(|r| (r.new.org_id, r.new.email.domain())).collect();
+    crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
     // The organization's existence is the foreign key's to check.
     query.execute(&mut *conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =

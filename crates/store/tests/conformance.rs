@@ -5,11 +5,11 @@
 //! is set, on a fresh PostgreSQL database.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use gatehouse_core::{AuthMethod, Device, Email, OrgId, SessionId, UserId};
+use gatehouse_core::{AuthMethod, Device, Email, GroupsSource, IdpGroups, OrgId, SessionId, UserId};
 use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
-    GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgUpdate, RefreshOutcome, SsoCode, SsoFlow,
-    SsoPolicy, Store, StoreError, ThrottleRule, UserUpdate,
+    AuditFilter, GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgScope, OrgUpdate,
+    RefreshOutcome, SignInKeys, SsoCode, SsoFlow, SsoPolicy, Store, StoreError, ThrottleRule, UserUpdate,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -37,6 +37,7 @@ async fn session_for(store: &Store, user: UserId, org: OrgId, refresh_hash: &str
         auth_method: AuthMethod::LocalPassword,
         device: Device { os: Some("iOS".into()), name: None, ip: Some("10.0.0.1".parse().unwrap()) },
         expires_at: t0() + Duration::days(30),
+        idp_groups: None,
     };
     store.create_session(&session, refresh_hash, None, t0()).await.unwrap();
     session.id
@@ -311,15 +312,16 @@ async fn audit_events_list_newest_first(store: Store) {
             outcome: if i == 3 { "success" } else { "failure" },
             detail: Some(serde_json::json!({ "n": i })),
             device: Device { os: Some("Android".into()), name: Some("Pixel".into()), ip: None },
+            actor: None,
         };
         store.record_audit_event(&event, t0() + Duration::seconds(i as i64)).await.unwrap();
     }
-    let page = store.list_audit_events(org.id, None, 2).await.unwrap();
+    let page = store.list_audit_events(&AuditFilter::org(org.id), None, 2).await.unwrap();
     let ns: Vec<_> = page.events.iter().map(|e| e.detail.as_ref().unwrap()["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, vec![3, 1]);
     assert_eq!(page.events[0].outcome, "success");
     assert_eq!(page.events[0].device_name.as_deref(), Some("Pixel"));
-    let rest = store.list_audit_events(org.id, page.next.as_deref(), 2).await.unwrap();
+    let rest = store.list_audit_events(&AuditFilter::org(org.id), page.next.as_deref(), 2).await.unwrap();
     assert_eq!(rest.events.len(), 1);
     assert_eq!(rest.next, None);
 }
@@ -639,7 +641,13 @@ async fn sso_flows_and_codes_work_once_and_expire(store: Store) {
     ));
 
     let user = store.create_user(&new_user(org.id, "a@a.test"), t0()).await.unwrap();
-    let code = SsoCode { user_id: user.id, code_challenge: "challenge".into(), method: AuthMethod::Saml };
+    let idp_groups = IdpGroups::asserted(GroupsSource::Both, &["Admins".into(), "Staff".into()], true);
+    let code = SsoCode {
+        user_id: user.id,
+        code_challenge: "challenge".into(),
+        method: AuthMethod::Saml,
+        idp_groups: Some(idp_groups),
+    };
     let until = t0() + Duration::minutes(2);
     store.create_sso_code("code-1", &code, until, t0()).await.unwrap();
     store.create_sso_code("code-2", &code, until, t0()).await.unwrap();
@@ -674,6 +682,7 @@ async fn identity_links_are_unique_and_created_with_their_user(store: Store) {
         outcome: "success",
         detail: None,
         device: Device::default(),
+        actor: None,
     };
     let user = store
         .create_linked_user(&new_user(org.id, "jit@a.test"), "c-1", "sub-1", &audit, t0())
@@ -681,7 +690,7 @@ async fn identity_links_are_unique_and_created_with_their_user(store: Store) {
         .unwrap();
     assert_eq!(store.linked_user("c-1", "sub-1").await.unwrap().map(|u| u.id), Some(user.id));
     assert_eq!(store.linked_user("c-1", "sub-2").await.unwrap(), None);
-    let events = store.list_audit_events(org.id, None, 10).await.unwrap();
+    let events = store.list_audit_events(&AuditFilter::org(org.id), None, 10).await.unwrap();
     assert_eq!(
         events.events.iter().filter(|e| e.user_id == Some(user.id)).count(),
         1,
@@ -732,6 +741,7 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
                 auth_method: AuthMethod::ExternalRest,
                 device: Device::default(),
                 expires_at: t0() + Duration::days(1),
+                idp_groups: None,
             };
             let audit = NewAuditEvent {
                 org_id: Some(org.id),
@@ -741,6 +751,7 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
                 outcome: "success",
                 detail: None,
                 device: Device::default(),
+                actor: None,
             };
             let result = store.create_session(&session, &format!("gc-{i}"), Some(&audit), t0()).await;
             (i, result)
@@ -758,7 +769,7 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
             }
         }
     }
-    let events = store.list_audit_events(org.id, None, 200).await.unwrap();
+    let events = store.list_audit_events(&AuditFilter::org(org.id), None, 200).await.unwrap();
     assert_eq!(events.events.len(), 40, "one audit event per stored session, none for the failed one");
 }
 
@@ -895,6 +906,7 @@ async fn password_changes_end_sessions(store: Store) {
         auth_method: AuthMethod::Oidc,
         device: Device::default(),
         expires_at: t0() + Duration::days(30),
+        idp_groups: None,
     };
     store.create_session(&session, "h5", None, t0()).await.unwrap();
     store.clear_org_password_hashes(org.id, t0()).await.unwrap();
@@ -934,7 +946,244 @@ macro_rules! conformance {
     };
 }
 
+async fn verified_domains_belong_to_one_org_and_its_users(store: Store) {
+    let victim = store.create_org("Victim", false, t0()).await.unwrap();
+    let squatter = store.create_org("Squatter", false, t0()).await.unwrap();
+    // Addresses created before anyone verified the domain stay; they are
+    // what the conflicts report is for.
+    let early = store.create_user(&new_user(squatter.id, "early@victim.example"), t0()).await.unwrap();
+
+    store.add_domain(victim.id, "victim.example", "c1", t0()).await.unwrap();
+    store.add_domain(squatter.id, "victim.example", "c2", t0()).await.unwrap();
+    assert!(matches!(
+        store.add_domain(victim.id, "victim.example", "c3", t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.add_domain(OrgId::new(), "x.example", "c", t0()).await,
+        Err(StoreError::NotFound)
+    ));
+    // Claims alone own nothing.
+    store.create_user(&new_user(squatter.id, "claim@victim.example"), t0()).await.unwrap();
+    assert_eq!(store.domain_owner("victim.example").await.unwrap(), None);
+
+    let verified = store.mark_domain_verified(victim.id, "victim.example", "dns", t0()).await.unwrap();
+    assert_eq!(verified.verified_at, Some(t0()));
+    assert_eq!(verified.verified_by.as_deref(), Some("dns"));
+    // Once verified, by at most one organization.
+    assert!(matches!(
+        store.mark_domain_verified(squatter.id, "victim.example", "dns", t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Verifying again changes nothing.
+    let again =
+        store.mark_domain_verified(victim.id, "victim.example", "admin:x", t0() + Duration::hours(1)).await;
+    assert_eq!(again.unwrap(), verified);
+
+    assert_eq!(
+        store.domain_owner("victim.example").await.unwrap(),
+        Some((victim.id, "victim.example".into()))
+    );
+    assert_eq!(
+        store.domain_owner("mail.eu.victim.example").await.unwrap(),
+        Some((victim.id, "victim.example".into())),
+        "subdomains belong to the domain's owner"
+    );
+    assert_eq!(store.domain_owner("notvictim.example").await.unwrap(), None);
+
+    // No other organization creates an address there, or renames a user into it.
+    for email in ["cfo@victim.example", "CFO@Mail.Victim.Example"] {
+        let refused = store.create_user(&new_user(squatter.id, email), t0()).await;
+        assert!(matches!(&refused, Err(StoreError::DomainOwned(d)) if d == "victim.example"), "{refused:?}");
+    }
+    let rename =
+        UserUpdate { email: Some(Email::parse("cfo@victim.example").unwrap()), ..Default::default() };
+    assert!(matches!(store.update_user(early.id, &rename, t0()).await, Err(StoreError::DomainOwned(_))));
+    assert_eq!(
+        store.get_user(early.id).await.unwrap().email.as_str(),
+        "early@victim.example",
+        "nothing changed"
+    );
+    // Just-in-time creation is refused the same way.
+    let jit = store
+        .create_linked_user(
+            &new_user(squatter.id, "jit@victim.example"),
+            "conn",
+            "sub",
+            &NewAuditEvent::change(squatter.id, "sso_sign_in", None, serde_json::json!({})),
+            t0(),
+        )
+        .await;
+    assert!(matches!(jit, Err(StoreError::DomainOwned(_))));
+    // The owner creates them; other domains are anyone's.
+    store.create_user(&new_user(victim.id, "cfo@victim.example"), t0()).await.unwrap();
+    store.create_user(&new_user(squatter.id, "cfo@notvictim.example"), t0()).await.unwrap();
+
+    // A more specific domain verified by another organization is that one's.
+    let sub = store.create_org("Subsidiary", false, t0()).await.unwrap();
+    store.add_domain(sub.id, "eu.victim.example", "c4", t0()).await.unwrap();
+    store.mark_domain_verified(sub.id, "eu.victim.example", "admin:x", t0()).await.unwrap();
+    store.create_user(&new_user(sub.id, "ana@eu.victim.example"), t0()).await.unwrap();
+    assert!(matches!(
+        store.create_user(&new_user(victim.id, "bo@eu.victim.example"), t0()).await,
+        Err(StoreError::DomainOwned(d)) if d == "eu.victim.example"
+    ));
+
+    // The conflicts found: the two squatter users created before verification.
+    let conflicts = store.domain_conflicts(50).await.unwrap();
+    let mut emails: Vec<_> = conflicts.iter().map(|c| c.email.as_str()).collect();
+    emails.sort_unstable();
+    assert_eq!(emails, ["claim@victim.example", "early@victim.example"]);
+    assert!(conflicts.iter().all(|c| c.owner_org_id == victim.id && c.user_org_id == squatter.id));
+
+    // Batches of creates keep their own outcomes under the rule too.
+    let creates = ["a@victim.example", "b@elsewhere.example", "c@victim.example"]
+        .map(|e| new_user(squatter.id, e))
+        .map(|n| {
+            let store = store.clone();
+            async move { store.create_user(&n, t0()).await }
+        });
+    let outcomes = futures::future::join_all(creates).await;
+    assert!(matches!(outcomes[0], Err(StoreError::DomainOwned(_))));
+    assert!(outcomes[1].is_ok());
+    assert!(matches!(outcomes[2], Err(StoreError::DomainOwned(_))));
+
+    // Dropping the claim frees the domain.
+    store.delete_domain(victim.id, "victim.example").await.unwrap();
+    assert!(matches!(store.delete_domain(victim.id, "victim.example").await, Err(StoreError::NotFound)));
+    assert_eq!(store.domain_owner("victim.example").await.unwrap(), None);
+    store.create_user(&new_user(squatter.id, "cfo2@victim.example"), t0()).await.unwrap();
+    assert_eq!(store.list_domains(victim.id).await.unwrap(), vec![]);
+    assert_eq!(store.list_domains(squatter.id).await.unwrap().len(), 1);
+}
+
+async fn scim_deletions_leave_tombstones_until_scim_creates_again(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let mut new = new_user(org.id, "Gone@A.test");
+    new.external_id = Some("00U-GONE".into());
+    let user = store.create_user(&new, t0()).await.unwrap();
+    let connection = gatehouse_store::ConnectionRecord {
+        id: "conn-1".into(),
+        org_id: org.id,
+        kind: "okta".into(),
+        config: "{}".into(),
+        client_secret_sealed: "sealed".into(),
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    store.create_connection(&connection).await.unwrap();
+    store.link_identity("conn-1", "sub-gone", user.id, t0()).await.unwrap();
+    let keys = |subject, email, external_id| SignInKeys {
+        org: org.id,
+        connection_id: "conn-1",
+        subject,
+        email,
+        external_id,
+    };
+    assert_eq!(store.find_tombstone(keys("sub-gone", None, None)).await.unwrap(), None);
+
+    store.delete_user_tombstoned(user.id, t0()).await.unwrap();
+    assert!(matches!(store.get_user(user.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.linked_user("conn-1", "sub-gone").await.unwrap(), None, "the link went with the user");
+    let found = store.find_tombstone(keys("sub-gone", None, None)).await.unwrap().unwrap();
+    assert_eq!((found.user_id, found.deleted_at), (user.id, t0()));
+    // By any of its keys, in any case; and only in its organization.
+    assert!(store.find_tombstone(keys("new-sub", Some("gone@a.test"), None)).await.unwrap().is_some());
+    assert!(store.find_tombstone(keys("new-sub", None, Some("00u-gone"))).await.unwrap().is_some());
+    assert!(store.find_tombstone(keys("new-sub", Some("other@a.test"), Some(""))).await.unwrap().is_none());
+    let elsewhere = SignInKeys { org: other.id, ..keys("sub-gone", Some("gone@a.test"), None) };
+    assert!(store.find_tombstone(elsewhere).await.unwrap().is_none());
+    assert!(matches!(store.delete_user_tombstoned(user.id, t0()).await, Err(StoreError::NotFound)));
+
+    // SCIM creating the person again lifts it.
+    assert_eq!(store.lift_tombstones(org.id, "GONE@a.test", None).await.unwrap(), 1);
+    assert!(
+        store
+            .find_tombstone(keys("sub-gone", Some("gone@a.test"), Some("00u-gone")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn sessions_keep_the_groups_their_idp_asserted(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "g@a.test"), t0()).await.unwrap();
+    let idp_groups = IdpGroups::asserted(GroupsSource::Idp, &["Eng".into()], false);
+    let session = NewSession {
+        id: SessionId::new(),
+        user_id: user.id,
+        org_id: org.id,
+        auth_method: AuthMethod::Oidc,
+        device: Device::default(),
+        expires_at: t0() + Duration::days(1),
+        idp_groups: Some(idp_groups.clone()),
+    };
+    store.create_session(&session, "refresh-g", None, t0()).await.unwrap();
+    assert_eq!(store.get_session(session.id).await.unwrap().idp_groups, Some(idp_groups.clone()));
+    match store.rotate_refresh_token("refresh-g", "refresh-g2", t0()).await.unwrap() {
+        RefreshOutcome::Rotated { session, .. } => assert_eq!(session.idp_groups, Some(idp_groups)),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn audit_filters_and_retention(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "u@example.com"), t0()).await.unwrap();
+    let events = [
+        (Some(org.id), Some(user.id), "login", 0),
+        (None, None, "login", 1),
+        (Some(org.id), None, "user_created", 2),
+        (Some(org.id), Some(user.id), "user_updated", 40 * 24 * 3600),
+    ];
+    for (org_id, user_id, kind, at) in events {
+        let event = NewAuditEvent {
+            org_id,
+            user_id,
+            kind,
+            method: None,
+            outcome: "success",
+            detail: None,
+            device: Device::default(),
+            actor: Some("admin:bootstrap".into()),
+        };
+        store.record_audit_event(&event, t0() + Duration::seconds(at)).await.unwrap();
+    }
+    let list = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let page = store.list_audit_events(&filter, None, 50).await.unwrap();
+            page.events.into_iter().map(|e| e.kind).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(AuditFilter::default()).await, ["user_updated", "user_created", "login", "login"]);
+    assert_eq!(list(AuditFilter { org: OrgScope::None, ..Default::default() }).await, ["login"]);
+    assert_eq!(list(AuditFilter { kind: Some("login".into()), ..AuditFilter::org(org.id) }).await, ["login"]);
+    assert_eq!(
+        list(AuditFilter { user: Some(user.id), ..Default::default() }).await,
+        ["user_updated", "login"]
+    );
+    let window = AuditFilter {
+        since: Some(t0() + Duration::seconds(1)),
+        until: Some(t0() + Duration::days(1)),
+        ..Default::default()
+    };
+    assert_eq!(list(window).await, ["user_created", "login"]);
+    let page = store.list_audit_events(&AuditFilter::default(), None, 1).await.unwrap();
+    assert_eq!(page.events[0].actor.as_deref(), Some("admin:bootstrap"));
+
+    // Retention: everything recorded before the cutoff goes, nothing after.
+    assert_eq!(store.prune_audit_events(t0() + Duration::days(30)).await.unwrap(), 3);
+    assert_eq!(list(AuditFilter::default()).await, ["user_updated"]);
+    assert_eq!(store.prune_audit_events(t0() + Duration::days(30)).await.unwrap(), 0);
+}
+
 conformance!(
+    verified_domains_belong_to_one_org_and_its_users,
+    scim_deletions_leave_tombstones_until_scim_creates_again,
+    sessions_keep_the_groups_their_idp_asserted,
+    audit_filters_and_retention,
     orgs_round_trip,
     users_are_unique_by_email_in_any_case,
     user_updates_apply_and_clear,
