@@ -26,6 +26,10 @@
 //! the address the stub listens on (default `127.0.0.1:0`), which must be
 //! one the service can reach.
 
+// Tests and benchmarks stamp real data with the wall clock; the service
+// reads time only through its Clock (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

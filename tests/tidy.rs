@@ -6,6 +6,10 @@
 //! - The repository stands on its own: nothing in it cites a file outside it.
 //! - Only the connection registry (`src/connections.rs`) names connection
 //!   kinds; no other code decides a protocol by comparing kind names.
+//! - Every test the threat model (`docs/security.md`) cites exists.
+//!
+//! `clippy.toml` holds the rules clippy can check (no wall-clock reads
+//! outside the clock).
 
 use std::path::{Path, PathBuf};
 
@@ -94,4 +98,25 @@ fn only_the_registry_names_connection_kinds() {
         }
     }
     assert!(wrong.is_empty(), "a connection kind named outside src/connections.rs:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_threat_model_cites_tests_that_exist() {
+    let model = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let mut sources = Vec::new();
+    for dir in ["src", "crates", "tests"] {
+        files(&root().join(dir), &[".rs"], &mut sources);
+    }
+    let code: String = sources.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    let mut missing = Vec::new();
+    for line in model.lines().filter(|l| l.starts_with("*Tests.*")) {
+        for name in line.split('`').skip(1).step_by(2) {
+            let is_fn = name.contains('_')
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if is_fn && !code.contains(&format!("fn {name}(")) {
+                missing.push(name.to_owned());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/security.md cites tests that do not exist: {missing:?}");
 }
