@@ -59,6 +59,10 @@ pub struct ConnectionConfig {
     /// The claim holding the user's groups [default: groups].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_claim: Option<String>,
+    // The account fields, from here to `groups_source`, are the same in
+    // every kind's configuration and become one `AccountPolicy`. They are
+    // repeated rather than flattened from a shared struct because serde
+    // cannot flatten into a struct that denies unknown fields.
     /// Create unknown users on their first sign-in.
     #[serde(default)]
     pub jit_provisioning: bool,

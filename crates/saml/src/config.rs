@@ -75,6 +75,8 @@ pub struct SamlConfig {
     /// Where an IdP-initiated sign-in may send the browser (its RelayState).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_relay_states: Vec<String>,
+    // The account fields, as in every kind's configuration (see the OIDC
+    // crate's `ConnectionConfig`), become one `AccountPolicy`.
     #[serde(default)]
     pub jit_provisioning: bool,
     #[serde(default)]
