@@ -225,6 +225,8 @@ fn main() {
                     password_hash: None,
                     user_name: Some(email),
                     scim_resource: None,
+                    role: gatehouse_core::Role::Member,
+                    created_via: gatehouse_core::Origin::Scim,
                 };
                 state.store().create_user(&new, Utc::now()).await.unwrap();
                 seeded += 1;

@@ -18,5 +18,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{ConnectorError, Device, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
 pub use model::{
     AccountPolicy, AccountSettings, AuthMethod, Email, EmailDomains, EmailError, GroupsSource, IdpGroups,
-    InvalidField, OrgId, Organization, Password, SessionId, User, UserId,
+    InvalidField, OrgId, Organization, Origin, Password, Role, SessionId, User, UserId,
 };

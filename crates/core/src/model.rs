@@ -178,8 +178,70 @@ pub struct User {
     pub scim_resource: Option<String>,
     /// Bumped on every change: the SCIM `meta.version` and ETag.
     pub version: i64,
+    pub role: Role,
+    pub created_via: Origin,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a user may do in their organization's portal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Member,
+    /// Manages the organization's set-up and users in the portal.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// How a user came to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Created by an admin, through the API or the portal.
+    Admin,
+    /// Provisioned by the organization's IdP over SCIM.
+    Scim,
+    /// Created at their first single sign-on.
+    JustInTime,
+    /// From before this was recorded.
+    #[default]
+    Unknown,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Scim => "scim",
+            Self::JustInTime => "jit",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "admin" => Self::Admin,
+            "scim" => Self::Scim,
+            "jit" => Self::JustInTime,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl User {

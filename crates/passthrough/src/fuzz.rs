@@ -175,6 +175,8 @@ fn user(case: &Case) -> User {
         user_name: None,
         scim_resource: None,
         version: 1,
+        role: gatehouse_core::Role::Member,
+        created_via: gatehouse_core::Origin::Admin,
         created_at: chrono::DateTime::UNIX_EPOCH,
         updated_at: chrono::DateTime::UNIX_EPOCH,
     }

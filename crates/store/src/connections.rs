@@ -112,4 +112,60 @@ impl Store {
             .await?;
         crate::found(done)
     }
+
+    /// Records how a sign-in through the connection ended, for its health
+    /// at a glance: a success, or a failure and its reason.
+    pub async fn record_connection_outcome(
+        &self,
+        id: &str,
+        failure: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (success_at, failure_at) = match failure {
+            None => (Some(millis(now)), None),
+            Some(_) => (None, Some(millis(now))),
+        };
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO connection_health (connection_id, last_success_at, last_failure_at, last_failure_reason) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id) DO UPDATE SET \
+               last_success_at = COALESCE(excluded.last_success_at, connection_health.last_success_at), \
+               last_failure_at = COALESCE(excluded.last_failure_at, connection_health.last_failure_at), \
+               last_failure_reason = CASE WHEN excluded.last_failure_at IS NULL \
+                 THEN connection_health.last_failure_reason ELSE excluded.last_failure_reason END",
+        )
+        .bind(id)
+        .bind(success_at)
+        .bind(failure_at)
+        .bind(failure)
+        .execute(&self.pool)
+        .await
+        // A connection deleted meanwhile has no health to keep.
+        .map_err(StoreError::on_insert("health"))
+        .or_else(|e| if matches!(e, StoreError::NotFound) { Ok(Default::default()) } else { Err(e) })?;
+        Ok(())
+    }
+
+    pub async fn connection_health(&self, id: &str) -> Result<ConnectionHealth> {
+        let row = sqlx::query(
+            "SELECT last_success_at, last_failure_at, last_failure_reason FROM connection_health WHERE connection_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(ConnectionHealth::default()) };
+        Ok(ConnectionHealth {
+            last_success_at: row.try_get::<Option<i64>, _>("last_success_at")?.map(from_millis),
+            last_failure_at: row.try_get::<Option<i64>, _>("last_failure_at")?.map(from_millis),
+            last_failure_reason: row.try_get("last_failure_reason")?,
+        })
+    }
+}
+
+/// How sign-ins through a connection went lately.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionHealth {
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_failure_reason: Option<String>,
 }

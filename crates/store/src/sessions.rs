@@ -17,6 +17,8 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
     /// What the identity provider asserted about groups, for single sign-on.
     pub idp_groups: Option<IdpGroups>,
+    /// For a browser's session, the hash of the opaque token in its cookie.
+    pub browser_token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +111,8 @@ impl Store {
         crate::audit::add_audit_events(&mut inserts, &audits)?;
         inserts.insert(
             "sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, created_at, expires_at, \
-             idp_groups)",
-            10,
+             idp_groups, browser_token_hash)",
+            11,
             rows.len(),
         );
         for r in rows {
@@ -125,13 +127,29 @@ impl Store {
                 .bind(new.device.ip.map(|ip| ip.to_string()))?
                 .bind(millis(r.now))?
                 .bind(millis(new.expires_at))?
-                .bind(write_idp_groups(new.idp_groups.as_ref()))?;
+                .bind(write_idp_groups(new.idp_groups.as_ref()))?
+                .bind(new.browser_token_hash.clone())?;
         }
         inserts.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rows.len());
         for r in rows {
             inserts.bind(r.refresh_hash.clone())?.bind(r.session.id.to_string())?.bind(millis(r.now))?;
         }
         self.apply(inserts).await
+    }
+
+    /// The session whose browser token hashes to `hash`, with its user,
+    /// live or not (the caller judges).
+    pub async fn browser_session(&self, hash: &str) -> Result<Option<(SessionRecord, User)>> {
+        let sql = format!("SELECT {COLUMNS} FROM sessions WHERE browser_token_hash = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_row(&row)?;
+        let user = match self.get_user(session.user_id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some((session, user)))
     }
 
     pub async fn get_session(&self, id: SessionId) -> Result<SessionRecord> {

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use gatehouse_core::{Email, OrgId, User, UserId};
+use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -17,6 +17,8 @@ pub struct NewUser {
     /// The SCIM userName, for users an IdP provisions.
     pub user_name: Option<String>,
     pub scim_resource: Option<String>,
+    pub role: Role,
+    pub created_via: Origin,
 }
 
 /// A partial update. For the optional fields, `Some(None)` clears the value.
@@ -29,6 +31,7 @@ pub struct UserUpdate {
     pub password_hash: Option<Option<String>>,
     pub user_name: Option<Option<String>>,
     pub scim_resource: Option<Option<String>>,
+    pub role: Option<Role>,
     /// Apply only if the user is still at this version.
     pub expected_version: Option<i64>,
 }
@@ -41,7 +44,7 @@ pub struct UserPage {
 }
 
 const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, password_hash, user_name, \
-                       scim_resource, version, created_at, updated_at";
+                       scim_resource, version, role, created_via, created_at, updated_at";
 
 fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
@@ -55,6 +58,11 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
         user_name: row.try_get("user_name")?,
         scim_resource: row.try_get("scim_resource")?,
         version: row.try_get("version")?,
+        role: {
+            let role: String = row.try_get("role")?;
+            Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?
+        },
+        created_via: Origin::parse(&row.try_get::<String, _>("created_via")?),
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
     })
@@ -93,6 +101,8 @@ impl Store {
             user_name: new.user_name.clone(),
             scim_resource: new.scim_resource.clone(),
             version: 1,
+            role: new.role,
+            created_via: new.created_via,
             created_at: stored_at,
             updated_at: stored_at,
         })
@@ -291,6 +301,7 @@ impl Store {
                  WHEN user_name IS NULL THEN COALESCE($3, email_normalized) \
                  ELSE user_name_normalized END, \
                scim_resource = CASE WHEN $14 = 1 THEN $15 ELSE scim_resource END, \
+               role = COALESCE($20, role), \
                version = version + 1 \
              WHERE id = $1 AND ($16 = 0 OR version = $17)",
         )
@@ -313,6 +324,7 @@ impl Store {
         .bind(update.expected_version.unwrap_or(0))
         .bind(update.external_id.clone().flatten().map(|e| e.to_lowercase()))
         .bind(update.email.as_ref().map(|e| e.domain().to_owned()))
+        .bind(update.role.map(|r| r.as_str()))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a user with this email or userName"))?;
@@ -428,8 +440,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let sql = format!(
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at, email_domain) VALUES {}",
-        crate::placeholders(0, rows.len(), 15)
+             updated_at, email_domain, role, created_via) VALUES {}",
+        crate::placeholders(0, rows.len(), 17)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
@@ -453,7 +465,9 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
             .bind(millis(r.now))
             .bind(millis(r.now))
-            .bind(new.email.domain().to_owned());
+            .bind(new.email.domain().to_owned())
+            .bind(new.role.as_str())
+            .bind(new.created_via.as_str());
     }
     let addresses: Vec<(OrgId, &str)> = rows.iter().map(|r| (r.new.org_id, r.new.email.domain())).collect();
     crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;

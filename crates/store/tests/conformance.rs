@@ -5,7 +5,9 @@
 //! is set, on a fresh PostgreSQL database.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use gatehouse_core::{AuthMethod, Device, Email, GroupsSource, IdpGroups, OrgId, SessionId, UserId};
+use gatehouse_core::{
+    AuthMethod, Device, Email, GroupsSource, IdpGroups, OrgId, Origin, Role, SessionId, UserId,
+};
 use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
     AuditFilter, GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgScope, OrgUpdate,
@@ -26,6 +28,8 @@ fn new_user(org: OrgId, email: &str) -> NewUser {
         password_hash: Some("$argon2id$fake".into()),
         user_name: None,
         scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::Admin,
     }
 }
 
@@ -38,6 +42,7 @@ async fn session_for(store: &Store, user: UserId, org: OrgId, refresh_hash: &str
         device: Device { os: Some("iOS".into()), name: None, ip: Some("10.0.0.1".parse().unwrap()) },
         expires_at: t0() + Duration::days(30),
         idp_groups: None,
+        browser_token_hash: None,
     };
     store.create_session(&session, refresh_hash, None, t0()).await.unwrap();
     session.id
@@ -742,6 +747,7 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
                 device: Device::default(),
                 expires_at: t0() + Duration::days(1),
                 idp_groups: None,
+                browser_token_hash: None,
             };
             let audit = NewAuditEvent {
                 org_id: Some(org.id),
@@ -907,6 +913,7 @@ async fn password_changes_end_sessions(store: Store) {
         device: Device::default(),
         expires_at: t0() + Duration::days(30),
         idp_groups: None,
+        browser_token_hash: None,
     };
     store.create_session(&session, "h5", None, t0()).await.unwrap();
     store.clear_org_password_hashes(org.id, t0()).await.unwrap();
@@ -1119,6 +1126,7 @@ async fn sessions_keep_the_groups_their_idp_asserted(store: Store) {
         device: Device::default(),
         expires_at: t0() + Duration::days(1),
         idp_groups: Some(idp_groups.clone()),
+        browser_token_hash: None,
     };
     store.create_session(&session, "refresh-g", None, t0()).await.unwrap();
     assert_eq!(store.get_session(session.id).await.unwrap().idp_groups, Some(idp_groups.clone()));
@@ -1180,6 +1188,9 @@ async fn audit_filters_and_retention(store: Store) {
 }
 
 conformance!(
+    portal_sessions_and_setup_links_are_scoped_and_end,
+    password_reset_links_work_once,
+    browser_sessions_connection_health_and_last_sign_ins,
     verified_domains_belong_to_one_org_and_its_users,
     scim_deletions_leave_tombstones_until_scim_creates_again,
     sessions_keep_the_groups_their_idp_asserted,
@@ -1208,3 +1219,109 @@ conformance!(
     throttles_count_block_and_lapse,
     password_changes_end_sessions,
 );
+
+async fn portal_sessions_and_setup_links_are_scoped_and_end(store: Store) {
+    use gatehouse_store::{PortalLink, PortalSession};
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let scoped = PortalSession {
+        org_id: Some(org.id),
+        actor: "setup:link-1".into(),
+        expires_at: t0() + Duration::hours(8),
+    };
+    store.create_portal_session("hash-a", &scoped, t0()).await.unwrap();
+    let platform = PortalSession { org_id: None, actor: "admin:bootstrap".into(), ..scoped.clone() };
+    store.create_portal_session("hash-b", &platform, t0()).await.unwrap();
+    assert_eq!(store.portal_session("hash-a", t0()).await.unwrap(), Some(scoped.clone()));
+    assert_eq!(store.portal_session("hash-b", t0()).await.unwrap().unwrap().org_id, None);
+    assert_eq!(store.portal_session("nope", t0()).await.unwrap(), None);
+    assert_eq!(store.portal_session("hash-a", t0() + Duration::hours(8)).await.unwrap(), None, "expired");
+    store.end_portal_session("hash-b", t0()).await.unwrap();
+    assert_eq!(store.portal_session("hash-b", t0()).await.unwrap(), None, "signed out");
+
+    let link = PortalLink {
+        id: "link-1".into(),
+        org_id: org.id,
+        created_by: "admin:bootstrap".into(),
+        created_at: t0(),
+        expires_at: t0() + Duration::days(7),
+        revoked_at: None,
+    };
+    store.create_portal_link(&link, "link-hash").await.unwrap();
+    assert!(matches!(store.create_portal_link(&link, "link-hash").await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.portal_link("link-hash", t0()).await.unwrap(), Some(link.clone()));
+    assert_eq!(store.portal_link("link-hash", t0() + Duration::days(7)).await.unwrap(), None, "expired");
+    assert_eq!(store.list_portal_links(org.id).await.unwrap(), vec![link.clone()]);
+    assert!(store.list_portal_links(other.id).await.unwrap().is_empty());
+    // Revoking through another organization finds nothing.
+    assert!(matches!(
+        store.revoke_portal_link(other.id, "link-1", "setup:link-1", t0()).await,
+        Err(StoreError::NotFound)
+    ));
+    store.revoke_portal_link(org.id, "link-1", "setup:link-1", t0()).await.unwrap();
+    assert_eq!(store.portal_link("link-hash", t0()).await.unwrap(), None);
+    assert_eq!(store.portal_session("hash-a", t0()).await.unwrap(), None, "its sessions end with it");
+    assert!(store.list_portal_links(org.id).await.unwrap()[0].revoked_at.is_some());
+}
+
+async fn password_reset_links_work_once(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "a@example.com"), t0()).await.unwrap();
+    let session = session_for(&store, user.id, org.id, "refresh-1").await;
+    store.create_password_reset(user.id, "old", t0() + Duration::hours(1), t0()).await.unwrap();
+    store.create_password_reset(user.id, "new", t0() + Duration::hours(1), t0()).await.unwrap();
+    assert_eq!(store.password_reset_user("old", t0()).await.unwrap(), None, "only the newest link works");
+    assert_eq!(store.password_reset_user("new", t0()).await.unwrap(), Some(user.id));
+    assert_eq!(store.password_reset_user("new", t0() + Duration::hours(1)).await.unwrap(), None, "expired");
+
+    let later = t0() + Duration::minutes(5);
+    assert_eq!(store.spend_password_reset("new", "$argon2id$new", later).await.unwrap(), Some(user.id));
+    assert_eq!(
+        store.spend_password_reset("new", "$argon2id$again", later).await.unwrap(),
+        None,
+        "single use"
+    );
+    assert_eq!(store.get_user(user.id).await.unwrap().password_hash.as_deref(), Some("$argon2id$new"));
+    assert!(store.get_session(session).await.unwrap().revoked_at.is_some(), "sessions end");
+}
+
+async fn browser_sessions_connection_health_and_last_sign_ins(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "a@example.com"), t0()).await.unwrap();
+    let quiet = store.create_user(&new_user(org.id, "b@example.com"), t0()).await.unwrap();
+    let session = NewSession {
+        id: SessionId::new(),
+        user_id: user.id,
+        org_id: org.id,
+        auth_method: AuthMethod::Oidc,
+        device: Device::default(),
+        expires_at: t0() + Duration::days(1),
+        idp_groups: None,
+        browser_token_hash: Some("browser-hash".into()),
+    };
+    store.create_session(&session, "refresh-b", None, t0()).await.unwrap();
+    let (found, owner) = store.browser_session("browser-hash").await.unwrap().unwrap();
+    assert_eq!((found.id, owner.id), (session.id, user.id));
+    assert!(store.browser_session("other").await.unwrap().is_none());
+    let seen = store.last_sign_ins(&[user.id, quiet.id]).await.unwrap();
+    assert_eq!(seen, vec![(user.id, t0())]);
+    assert!(store.last_sign_ins(&[]).await.unwrap().is_empty());
+
+    store.create_connection(&connection("conn-1", org.id)).await.unwrap();
+    assert_eq!(store.connection_health("conn-1").await.unwrap(), Default::default());
+    store.record_connection_outcome("conn-1", None, t0()).await.unwrap();
+    let later = t0() + Duration::minutes(1);
+    store.record_connection_outcome("conn-1", Some("the IdP refused"), later).await.unwrap();
+    let health = store.connection_health("conn-1").await.unwrap();
+    assert_eq!(health.last_success_at, Some(t0()));
+    assert_eq!(health.last_failure_at, Some(later));
+    assert_eq!(health.last_failure_reason.as_deref(), Some("the IdP refused"));
+    store.record_connection_outcome("conn-1", None, later).await.unwrap();
+    assert_eq!(
+        store.connection_health("conn-1").await.unwrap().last_failure_reason.as_deref(),
+        Some("the IdP refused"),
+        "a success keeps the last failure on show"
+    );
+    // A connection deleted meanwhile: nothing to record, and no error.
+    store.record_connection_outcome("gone", None, later).await.unwrap();
+}
