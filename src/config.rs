@@ -48,6 +48,8 @@ pub struct RawSettings {
     pub limit_scim_auth_ip: Option<String>,
     pub dns_resolver: Option<String>,
     pub audit_retention_days: Option<u64>,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
 }
 
 /// Every setting with its environment name, for `--help` and errors.
@@ -82,6 +84,9 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_DNS_RESOLVER          system, or IP:PORT of the DNS server that domain verification asks
                                   [default: system]
   GATEHOUSE_AUDIT_RETENTION_DAYS  audit events older than this are deleted [default: 365]
+  GATEHOUSE_SMTP_URL              where password reset mail goes: smtps://user:pass@host, or
+                                  smtp://host:587?tls=required (plain smtp:// only to loopback)
+  GATEHOUSE_MAIL_FROM             the sender of that mail, e.g. Acme <no-reply@acme.com>
 Limits are N/DURATION (N events within DURATION block the key for DURATION; 30s, 15m, 1h, 1d) or off:
   GATEHOUSE_LOCKOUT               failed sign-ins per account before it is locked [default: 10/15m]
   GATEHOUSE_LIMIT_LOGIN_IP        failed sign-ins per client address [default: 100/10m]
@@ -140,6 +145,8 @@ impl RawSettings {
         text!(limit_saml_acs_ip, "GATEHOUSE_LIMIT_SAML_ACS_IP");
         text!(limit_scim_auth_ip, "GATEHOUSE_LIMIT_SCIM_AUTH_IP");
         text!(dns_resolver, "GATEHOUSE_DNS_RESOLVER");
+        text!(smtp_url, "GATEHOUSE_SMTP_URL");
+        text!(mail_from, "GATEHOUSE_MAIL_FROM");
         parsed!(audit_retention_days, "GATEHOUSE_AUDIT_RETENTION_DAYS");
         parsed!(access_token_ttl_secs, "GATEHOUSE_ACCESS_TOKEN_TTL_SECS");
         parsed!(session_ttl_secs, "GATEHOUSE_SESSION_TTL_SECS");
@@ -219,6 +226,8 @@ pub struct Settings {
     pub dns_resolver: crate::dns::DnsResolver,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// Where mail goes; none, and no reset mail is sent.
+    pub mail: Option<crate::mail::MailSettings>,
 }
 
 /// Brute-force and abuse limits (see `crate::throttle`); `None` is off.
@@ -433,6 +442,19 @@ impl Settings {
                     None => 365,
                 },
         );
+        let mail = match (raw.smtp_url.as_deref(), raw.mail_from.as_deref()) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new("GATEHOUSE_MAIL_FROM", "is required with GATEHOUSE_SMTP_URL"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new("GATEHOUSE_SMTP_URL", "is required with GATEHOUSE_MAIL_FROM"));
+            }
+            (Some(url), Some(from)) => Some(
+                crate::mail::MailSettings::parse(url, from)
+                    .map_err(|why| ConfigError::new("GATEHOUSE_SMTP_URL", why))?,
+            ),
+        };
         Ok(Self {
             database_url,
             embedded_database,
@@ -456,6 +478,7 @@ impl Settings {
             rate_limits,
             dns_resolver,
             audit_retention,
+            mail,
         })
     }
 

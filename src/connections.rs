@@ -46,6 +46,28 @@ impl Kind {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
+    /// Its name in the portal's addresses (and its guide's).
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            Self::Okta => "okta",
+            Self::AzureAd => "azure-ad",
+            Self::Ping => "ping",
+        }
+    }
+
+    pub(crate) fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
+    /// Its name as people know it.
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Self::Okta => "Okta",
+            Self::AzureAd => "Azure Active Directory",
+            Self::Ping => "Ping Identity",
+        }
+    }
+
     /// How people who sign in through this kind are recorded.
     pub(crate) fn method(self) -> AuthMethod {
         match self {

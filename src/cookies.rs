@@ -8,8 +8,16 @@ use axum::http::{HeaderMap, HeaderValue, header::COOKIE};
 
 use crate::state::AppState;
 
-/// A browser's session: its access token.
+/// A browser's session: its access token (what `/v1/me` and the
+/// platform's web apps read).
 pub(crate) const SESSION: &str = "gatehouse_session";
+/// A browser's session as the web pages know it: an opaque token, good for
+/// the session's lifetime (the access token lasts minutes).
+pub(crate) const BROWSER: &str = "gatehouse_browser";
+/// A platform admin's or a setup link's portal session.
+pub(crate) const PORTAL: &str = "gatehouse_portal";
+/// The web pages' CSRF token, which every form repeats.
+pub(crate) const CSRF: &str = "gatehouse_csrf";
 /// Binds a single sign-on flow to the browser that started it.
 pub(crate) const SSO_FLOW: &str = "gatehouse_sso_flow";
 
@@ -26,6 +34,17 @@ pub(crate) fn set(state: &AppState, name: &str, value: &str, path: &str, max_age
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
     .expect("cookie values are token characters")
+}
+
+/// The cookies of a new browser session: the access token, and the pages'
+/// token when the session has one.
+pub(crate) fn for_session(state: &AppState, tokens: &crate::sessions::TokenResponse) -> Vec<HeaderValue> {
+    let access_ttl = state.settings().access_token_ttl.as_secs() as i64;
+    let mut cookies = vec![set(state, SESSION, &tokens.access_token, "/", access_ttl)];
+    if let Some(browser) = &tokens.browser_token {
+        cookies.push(set(state, BROWSER, browser, "/", state.settings().session_ttl.as_secs() as i64));
+    }
+    cookies
 }
 
 /// The `Set-Cookie` value that removes cookie `name`.

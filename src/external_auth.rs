@@ -4,9 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use gatehouse_core::OrgId;
-use gatehouse_passthrough::{RestAuth, RestAuthConfig};
+use gatehouse_core::{Device, Email, OrgId, Password};
+use gatehouse_passthrough::{RestAuth, RestAuthConfig, RestConnector};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::audit::{Actor, Change};
+use crate::directory::require_org;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -19,18 +23,17 @@ pub(crate) fn seal_context_for(org: &str) -> String {
     format!("rest-auth:{org}")
 }
 
-/// Validates and stores `config`, turning REST authentication on; returns the
-/// validated form and how many local password hashes were erased.
-///
-/// Header values are write-only: one left out keeps the saved value of the
-/// header of that name. Plain `http://` URLs send credentials in clear text
-/// and are refused, unless the service may call private addresses (tests,
-/// internal deployments) or the organization accepts it explicitly.
-pub(crate) async fn save(
+/// Validates `config` for the organization without saving it: a header
+/// sent without a value takes the saved value of the header of that name
+/// (header values are write-only); plain `http://` URLs send credentials in
+/// clear text and are refused, unless the service may call private
+/// addresses (tests, internal deployments) or the organization accepts it
+/// explicitly.
+pub(crate) async fn prepare(
     state: &AppState,
     org: OrgId,
     mut config: RestAuthConfig,
-) -> Result<(RestAuth, u64), ApiError> {
+) -> Result<RestAuth, ApiError> {
     if config.headers.iter().any(|h| h.value.is_none())
         && let Some(saved) = load(state, org).await?
     {
@@ -45,12 +48,130 @@ pub(crate) async fn save(
             "plain http sends credentials across the network unencrypted: use https, or set allow_insecure_http",
         ));
     }
-    let auth =
-        config.validate().map_err(|e| ApiError::Invalid { field: Some(e.field), message: e.message })?;
+    config.validate().map_err(|e| ApiError::Invalid { field: Some(e.field), message: e.message })
+}
+
+/// Validates and stores `config`, turning REST authentication on; returns
+/// the validated form and how many local password hashes were erased.
+pub(crate) async fn save(
+    state: &AppState,
+    actor: &Actor,
+    org: OrgId,
+    config: RestAuthConfig,
+) -> Result<(RestAuth, u64), ApiError> {
+    require_org(state, org).await?;
+    let auth = prepare(state, org, config).await?;
     let json = serde_json::to_vec(&auth.config).map_err(ApiError::internal)?;
     let sealed = state.master_keys().seal(&seal_context(org), &json);
     let erased = state.store().enable_rest_auth(org, &sealed, state.clock().now()).await?;
+    tracing::info!(%org, local_passwords_erased = erased, "external REST authentication configured");
+    let detail = serde_json::json!({ "local_passwords_erased": erased });
+    let change = Change::new("external_auth_configured", detail).method("external_rest");
+    crate::audit::change(state, actor, org, change).await?;
     Ok((auth, erased))
+}
+
+/// Turns REST authentication off.
+pub(crate) async fn disable(state: &AppState, actor: &Actor, org: OrgId) -> Result<(), ApiError> {
+    require_org(state, org).await?;
+    match state.store().disable_rest_auth(org).await {
+        Err(gatehouse_store::StoreError::NotFound) => return Err(NOT_CONFIGURED),
+        other => other?,
+    }
+    tracing::info!(%org, "external REST authentication turned off");
+    let change = Change::new("external_auth_disabled", serde_json::json!({})).method("external_rest");
+    crate::audit::change(state, actor, org, change).await
+}
+
+pub(crate) const NOT_CONFIGURED: ApiError = ApiError::NotFound("external REST authentication");
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Header {
+    pub(crate) name: String,
+    pub(crate) value: String,
+}
+
+/// The request exactly as sent, with the password and every header value
+/// masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ShownRequest {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) body: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TestResult {
+    pub(crate) request: ShownRequest,
+    /// The HTTP status received; null when there was no answer.
+    pub(crate) status: Option<u16>,
+    pub(crate) elapsed_ms: Option<u64>,
+    /// `authenticated` (exactly 200), `rejected` (any other answer) or
+    /// `unavailable` (no answer).
+    pub(crate) outcome: &'static str,
+    /// Why there was no answer: `timeout`, `connect_failed`, `tls_failed`,
+    /// `blocked_target` or `protocol_error`.
+    pub(crate) error: Option<&'static str>,
+    /// What the admin should know about the configuration, such as a plain
+    /// http URL.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl TestResult {
+    pub(crate) fn authenticated(&self) -> bool {
+        self.outcome == "authenticated"
+    }
+}
+
+/// Makes the real call `auth` describes for a registered user of the
+/// organization, and shows it; nothing is stored or counted.
+pub(crate) async fn test(
+    state: &AppState,
+    org: OrgId,
+    auth: &RestAuth,
+    email: &str,
+    password: Password,
+    device: &Device,
+) -> Result<TestResult, ApiError> {
+    let email = Email::parse(email).map_err(|e| ApiError::invalid("email", e.to_string()))?;
+    let user = match state.store().find_user_by_email(&email).await? {
+        Some(u) if u.org_id == org => u,
+        _ => return Err(ApiError::NotFound("user")),
+    };
+    let exchange = RestConnector::new(state.outbound(), auth)
+        .authenticate(&user, &password, device)
+        .await
+        .map_err(|e| ApiError::invalid("password", e.to_string()))?;
+    let (outcome, error) = match &exchange.result {
+        Ok(r) if r.status == 200 => ("authenticated", None),
+        Ok(_) => ("rejected", None),
+        Err(e) => ("unavailable", Some(e.kind())),
+    };
+    let warnings = auth
+        .config
+        .plain_http_fields()
+        .into_iter()
+        .map(|field| format!("{field} is plain http: credentials cross the network unencrypted"))
+        .collect();
+    Ok(TestResult {
+        warnings,
+        status: exchange.status(),
+        elapsed_ms: exchange.elapsed().map(|d| d.as_millis() as u64),
+        outcome,
+        error,
+        request: ShownRequest {
+            method: exchange.request.method,
+            url: exchange.request.url,
+            headers: exchange
+                .request
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+            body: exchange.request.body,
+        },
+    })
 }
 
 /// The organization's REST authentication, if it has it on.

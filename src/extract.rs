@@ -123,17 +123,19 @@ impl FromRequestParts<AppState> for PlatformAdmin {
             message: "a valid admin bearer token is required",
         };
         let token = bearer(&parts.headers).ok_or(DENIED)?;
-        let presented = gatehouse_session::hash_opaque_token(token);
-        if let Some(bootstrap) = state.admin_token_hash()
-            && bool::from(presented.as_bytes().ct_eq(bootstrap.as_bytes()))
-        {
-            return Ok(Self(Actor::BootstrapAdmin));
-        }
-        match state.store().find_admin_token(&presented).await? {
-            Some(record) => Ok(Self(Actor::AdminToken(record.id))),
-            None => Err(DENIED),
-        }
+        platform_admin(state, token).await?.map(Self).ok_or(DENIED)
     }
+}
+
+/// Who an admin token is: the bootstrap token, a stored one, or nobody.
+pub(crate) async fn platform_admin(state: &AppState, token: &str) -> Result<Option<Actor>, ApiError> {
+    let presented = gatehouse_session::hash_opaque_token(token);
+    if let Some(bootstrap) = state.admin_token_hash()
+        && bool::from(presented.as_bytes().ct_eq(bootstrap.as_bytes()))
+    {
+        return Ok(Some(Actor::BootstrapAdmin));
+    }
+    Ok(state.store().find_admin_token(&presented).await?.map(|record| Actor::AdminToken(record.id)))
 }
 
 /// The client's IP: the peer address, or, when the peer is a trusted proxy,

@@ -7,6 +7,7 @@
 
 mod audit;
 pub mod config;
+mod configure;
 mod connections;
 mod cookies;
 mod directory;
@@ -17,9 +18,14 @@ mod external_auth;
 mod extract;
 mod housekeeping;
 mod keys;
+mod mail;
 mod master_keys;
 mod openapi;
+mod pages;
+mod password_reset;
+mod password_signin;
 mod passwords;
+mod portal_access;
 mod routes;
 mod saml;
 mod scim;
@@ -51,6 +57,7 @@ use tracing::Level;
 pub use config::{RawSettings, Settings};
 pub use dns::DnsResolver;
 pub use error::ApiError;
+pub use mail::MailSettings;
 pub use master_keys::{MasterKeyAction, run as master_key_command};
 pub use server::Limits;
 pub use state::AppState;
@@ -69,10 +76,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::scim::router())
         .merge(routes::connections::router())
         .merge(routes::domains::router())
+        .merge(routes::portal_links::router())
         .merge(routes::sso::router())
         .merge(routes::saml::router())
         .merge(routes::well_known::router())
         .merge(routes::ops::router())
+        .merge(pages::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
@@ -142,7 +151,13 @@ pub async fn bootstrap(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Res
     let alg = settings.signing_alg;
     let outbound = gatehouse_passthrough::OutboundClient::new(settings.allow_private_targets)
         .context("cannot build the HTTP client")?;
-    let state = AppState::new(settings, store, master_keys, clock, outbound);
+    let mailer = settings
+        .mail
+        .as_ref()
+        .map(mail::Mailer::new)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("cannot set up mail: {why}"))?;
+    let state = AppState::new(settings, store, master_keys, clock, outbound, mailer);
     state.keys().ensure_signing_key(alg).await.context("cannot load the signing keys")?;
     housekeeping::spawn(&state);
     Ok(state)

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, connections, domains, external_auth, login, ops, saml, scim, sso, well_known};
+use crate::routes::{
+    admin, connections, domains, external_auth, login, ops, portal_links, saml, scim, sso, well_known,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +17,7 @@ use crate::routes::{admin, connections, domains, external_auth, login, ops, saml
         admin::list_audit_events, admin::list_platform_audit_events,
         domains::add_domain, domains::list_domains, domains::get_domain, domains::delete_domain,
         domains::verify_domain, domains::list_conflicts,
+        portal_links::create_link, portal_links::list_links, portal_links::revoke_link,
         scim::create_token, scim::list_tokens, scim::revoke_token,
         connections::create_connection, connections::list_connections, connections::get_connection,
         connections::replace_connection, connections::delete_connection, connections::test_connection,

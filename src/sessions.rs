@@ -22,22 +22,41 @@ pub(crate) struct TokenResponse {
     pub expires_in: u64,
     /// Single use: every refresh returns a new one and spends this one.
     pub refresh_token: String,
+    /// A browser's session: the opaque token for its cookie. Never part of
+    /// an answer's body.
+    #[serde(skip)]
+    pub browser_token: Option<String>,
+}
+
+/// Who holds a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// An app, with its refresh token.
+    App,
+    /// A browser, with a cookie for the web pages too.
+    Browser,
 }
 
 const REFRESH_PREFIX: &str = "ghr";
+const BROWSER_PREFIX: &str = "ghw";
 
 /// Starts a session for `user`, a member of the SCIM groups `groups`, with
 /// the groups the identity provider asserted (single sign-on), authenticated
 /// by `method`, recording `audit` (the sign-in) in the same transaction.
+// Every sign-in protocol calls this with what it learned; a struct for
+// them would only rename the arguments.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn issue(
     state: &AppState,
     user: &User,
     groups: Vec<String>,
     idp_groups: Option<IdpGroups>,
     method: AuthMethod,
+    holder: Holder,
     device: &Device,
     audit: &NewAuditEvent,
 ) -> Result<TokenResponse, ApiError> {
+    let browser = (holder == Holder::Browser).then(|| OpaqueToken::generate(BROWSER_PREFIX));
     let now = state.clock().now();
     let session_ttl = Duration::from_std(state.settings().session_ttl).map_err(ApiError::internal)?;
     let session = NewSession {
@@ -48,10 +67,15 @@ pub(crate) async fn issue(
         device: device.clone(),
         expires_at: now + session_ttl,
         idp_groups,
+        browser_token_hash: browser.as_ref().map(|b| b.hash().to_owned()),
     };
     let refresh = OpaqueToken::generate(REFRESH_PREFIX);
     state.store().create_session(&session, refresh.hash(), Some(audit), now).await?;
-    access_response(state, user, groups, session.idp_groups.as_ref(), session.id, method, refresh).await
+    let mut tokens =
+        access_response(state, user, groups, session.idp_groups.as_ref(), session.id, method, refresh)
+            .await?;
+    tokens.browser_token = browser.map(|b| b.plain().to_owned());
+    Ok(tokens)
 }
 
 /// Spends `refresh_token` and returns a new pair. A token that was already
@@ -94,6 +118,17 @@ pub(crate) async fn end_by_access_token(state: &AppState, token: &str) -> Result
         Err(ApiError::Unauthorized { .. }) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The live session of a browser's cookie token, with its active user.
+pub(crate) async fn browser_session(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(gatehouse_store::SessionRecord, User)>, ApiError> {
+    let Some((session, user)) = state.store().browser_session(&hash_opaque_token(token)).await? else {
+        return Ok(None);
+    };
+    Ok((session.is_live(state.clock().now()) && user.active).then_some((session, user)))
 }
 
 /// Checks an access token and that its session and user are still live.
@@ -161,5 +196,6 @@ async fn access_response(
         token_type: "Bearer",
         expires_in: ttl.as_secs(),
         refresh_token: refresh.plain().to_owned(),
+        browser_token: None,
     })
 }

@@ -12,7 +12,9 @@
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use gatehouse_core::{AccountPolicy, AuthMethod, Device, Email, IdpGroups, OrgId, User, UserId};
+use gatehouse_core::{
+    AccountPolicy, AuthMethod, Device, Email, IdpGroups, OrgId, Origin, Role, User, UserId,
+};
 use gatehouse_session::OpaqueToken;
 use gatehouse_store::{NewAuditEvent, NewUser, SignInKeys, SsoCode, StoreError};
 use url::Url;
@@ -20,7 +22,7 @@ use url::Url;
 use crate::connections::{Connection, Protocol};
 use crate::cookies;
 use crate::error::ApiError;
-use crate::sessions::{self, TokenResponse};
+use crate::sessions::{self, Holder, TokenResponse};
 use crate::sso::{self, FlowClient};
 use crate::state::AppState;
 
@@ -64,6 +66,26 @@ pub(crate) async fn start(
     Ok(response)
 }
 
+/// Starts a browser's sign-in at `connection`'s provider, from one of
+/// Gatehouse's own pages, to come back to `return_to`: counted against the
+/// address as every start is, and only for an entitled organization.
+pub(crate) async fn start_web(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    connection: &Connection,
+    return_to: Url,
+    email: &Email,
+) -> Result<Response, ApiError> {
+    let throttle = crate::throttle::Throttle::new(state, crate::throttle::Action::SsoStart, None, ip);
+    throttle.check(state).await?;
+    let device = Device { os: None, name: None, ip };
+    throttle.count(state, crate::throttle::Concerning::default(), &device).await?;
+    let org = state.store().get_org(connection.record.org_id).await?;
+    sso::require_toolkit(org.enterprise_toolkit)?;
+    let client = FlowClient::Web { return_to: return_to.to_string(), browser_hash: None };
+    start(state, connection, client, Some(email)).await
+}
+
 /// How a callback failed: the audit reason, and the status and message for
 /// the browser.
 pub(crate) struct Failure {
@@ -95,12 +117,19 @@ pub(crate) async fn conclude(
     device: &Device,
 ) -> Result<Response, ApiError> {
     let (org, connection) = (attempt.org, Some(attempt.connection_id));
+    // The connection's health at a glance; a sign-in does not fail for it.
+    let failure = outcome.as_ref().err().map(|f| f.reason);
+    let now = state.clock().now();
+    if let Err(e) = state.store().record_connection_outcome(attempt.connection_id, failure, now).await {
+        tracing::warn!(error = %e, connection = attempt.connection_id, "could not record the connection's health");
+    }
     match (outcome, client) {
         (Ok((user_id, Finished::Web(tokens))), FlowClient::Web { return_to, .. }) => {
             let mut response = redirect(return_to)?;
-            let ttl = state.settings().access_token_ttl.as_secs() as i64;
             let h = response.headers_mut();
-            h.append(SET_COOKIE, cookies::set(state, cookies::SESSION, &tokens.access_token, "/", ttl));
+            for cookie in cookies::for_session(state, &tokens) {
+                h.append(SET_COOKIE, cookie);
+            }
             h.append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
             tracing::info!(%org, user = %user_id, "single sign-on (web)");
             Ok(response)
@@ -209,8 +238,8 @@ pub(crate) async fn sign_in(
                 Some(subject),
             );
             let groups = state.store().group_names_of(user.id).await?;
-            let session =
-                sessions::issue(state, &user, groups, Some(idp_groups), attempt.method, device, &event);
+            let (idp, method) = (Some(idp_groups), attempt.method);
+            let session = sessions::issue(state, &user, groups, idp, method, Holder::Browser, device, &event);
             Finished::Web(session.await?)
         }
         FlowClient::Native { code_challenge, .. } => {
@@ -449,6 +478,8 @@ pub(crate) async fn match_user(
         active: true,
         user_name: None,
         scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::JustInTime,
     };
     let audit = NewAuditEvent {
         org_id: Some(org),

@@ -189,6 +189,70 @@ pub(crate) fn allowed_redirect(policy: &SsoPolicy, candidate: &str) -> Option<Ur
         .then_some(url)
 }
 
+/// Where a browser signing in on Gatehouse's own pages goes afterwards: a
+/// path of Gatehouse's own (`/account`, `/admin/…`), or an address on the
+/// organization's allow list once the organization is known; else
+/// `/account`.
+pub(crate) fn page_return(state: &AppState, policy: Option<&SsoPolicy>, candidate: Option<&str>) -> Url {
+    let own = Url::parse(state.issuer()).expect("the public URL is a URL");
+    let fallback = || own.join("/account").expect("a path joins");
+    let Some(candidate) = candidate.filter(|c| !c.is_empty()) else { return fallback() };
+    // A path of ours: one slash, then not another or a backslash (which
+    // browsers read as a slash), so that it cannot name another host.
+    if candidate.starts_with('/') && !candidate.starts_with("//") && !candidate.starts_with("/\\") {
+        return match own.join(candidate) {
+            Ok(url) if url.origin() == own.origin() && url.fragment().is_none() => url,
+            _ => fallback(),
+        };
+    }
+    policy
+        .and_then(|p| allowed_redirect(p, candidate))
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
+        .unwrap_or_else(fallback)
+}
+
+/// Single sign-on needs the Enterprise ToolKit.
+pub(crate) fn require_toolkit(entitled: bool) -> Result<(), ApiError> {
+    if entitled {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "enterprise_toolkit_required",
+            message: "single sign-on needs the organization's Enterprise ToolKit entitlement".into(),
+        })
+    }
+}
+
+/// How someone with this email signs in.
+pub(crate) enum HomeRealm {
+    /// With a password, checked by the organization's local passwords or
+    /// its REST service. Also the answer for an email nobody knows, so
+    /// that the answer does not tell which emails are registered.
+    Password,
+    /// At the organization's identity provider, through this connection.
+    Sso(Box<Connection>),
+}
+
+/// Home-realm discovery for a person who typed their email: single
+/// sign-on when their organization requires it, or when they have no
+/// password of their own (an IdP's user, or someone not provisioned yet in
+/// a domain an organization verified); a password otherwise.
+pub(crate) async fn home_realm(state: &AppState, email: &Email) -> Result<HomeRealm, ApiError> {
+    if let Some(user) = state.store().find_user_by_email(email).await? {
+        if state.store().rest_auth(user.org_id).await?.is_some() {
+            return Ok(HomeRealm::Password);
+        }
+        let policy = state.store().sso_policy(user.org_id).await?;
+        if !(policy.sso_required || user.password_hash.is_none()) {
+            return Ok(HomeRealm::Password);
+        }
+    }
+    Ok(match connection_for_email(state, email).await? {
+        Some(connection) => HomeRealm::Sso(Box::new(connection)),
+        None => HomeRealm::Password,
+    })
+}
+
 /// A browser's default destination: the first web address on the list.
 pub(crate) fn default_return(policy: &SsoPolicy) -> Option<Url> {
     policy

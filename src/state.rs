@@ -35,6 +35,7 @@ struct Inner {
     rest_auth_cache: RestAuthCache,
     oidc_providers: ProviderCache,
     saml_providers: SpCache,
+    mailer: Option<crate::mail::Mailer>,
     /// Work that outlives the request that started it (a forwarded password
     /// reset); shutdown waits for it.
     background: tokio_util::task::TaskTracker,
@@ -60,6 +61,7 @@ impl AppState {
         master_keys: MasterKeyStore,
         clock: Arc<dyn Clock>,
         outbound: OutboundClient,
+        mailer: Option<crate::mail::Mailer>,
     ) -> Self {
         let master_keys = Arc::new(master_keys);
         let keys =
@@ -80,6 +82,7 @@ impl AppState {
                 rest_auth_cache: RestAuthCache::default(),
                 oidc_providers: ProviderCache::default(),
                 saml_providers: SpCache::default(),
+                mailer,
                 background: tokio_util::task::TaskTracker::new(),
             }),
         }
@@ -90,6 +93,11 @@ impl AppState {
     /// now rather than within the minute.
     pub async fn sweep(&self) {
         crate::housekeeping::sweep(self).await;
+    }
+
+    /// Where mail goes, when the service has a relay.
+    pub(crate) fn mailer(&self) -> Option<&crate::mail::Mailer> {
+        self.inner.mailer.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {

@@ -5,16 +5,14 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gatehouse_core::{Email, OrgId, Organization, User, UserId};
-use gatehouse_store::{
-    AuditEvent, AuditFilter, NewAuditEvent, NewUser, OrgScope, OrgUpdate, StoreError, UserUpdate,
-};
-use serde::{Deserialize, Deserializer, Serialize};
+use gatehouse_core::{OrgId, Organization, UserId};
+use gatehouse_store::{AuditEvent, OrgScope, OrgUpdate, StoreError};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::audit::{self, Change};
-use crate::directory::{UserView, require_org};
+use crate::audit::{self, AuditQuery, Change};
+use crate::directory::{self, CreateUser, UpdateUser, UserView, require_org, require_user, text};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, PlatformAdmin};
 use crate::state::AppState;
@@ -76,65 +74,10 @@ pub(crate) struct PageQuery {
 
 // ---- validation -------------------------------------------------------------
 
-fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let value = value.trim();
-    let len = value.chars().count();
-    if len < min {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    if len > max {
-        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, "must not contain control characters"));
-    }
-    Ok(value.to_owned())
-}
-
-fn email(value: &str) -> Result<Email, ApiError> {
-    Email::parse(value).map_err(|e| ApiError::invalid("email", e.to_string()))
-}
-
-/// Local passwords: 8 to 1024 bytes. The upper bound keeps hashing cost flat.
-fn password(value: &str) -> Result<&str, ApiError> {
-    match value.len() {
-        0..8 => Err(ApiError::invalid("password", "must be at least 8 characters")),
-        1025.. => Err(ApiError::invalid("password", "must be at most 1024 bytes")),
-        _ => Ok(value),
-    }
-}
-
 fn cursor<T: std::str::FromStr>(after: Option<&str>) -> Result<Option<T>, ApiError> {
     after
         .map(|a| a.parse().map_err(|_| ApiError::invalid("after", "is not a cursor from a previous page")))
         .transpose()
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null`
-/// (`Some(None)`) in PATCH bodies.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// With external authentication on, the organization's users have no stored
-/// password, and none can be set.
-async fn refuse_local_password_if_external(state: &AppState, org: OrgId) -> Result<(), ApiError> {
-    if state.store().rest_auth(org).await?.is_some() {
-        return Err(ApiError::Conflict(
-            "the organization signs in through its external authentication service; its users have no local password"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// The user, if it belongs to the organization in the path.
-async fn require_user(state: &AppState, org: OrgId, id: UserId) -> Result<User, ApiError> {
-    match state.store().get_user(id).await {
-        Ok(u) if u.org_id == org => Ok(u),
-        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::NotFound("user")),
-        Err(e) => Err(e.into()),
-    }
 }
 
 // ---- organizations ------------------------------------------------------------
@@ -244,19 +187,6 @@ pub(crate) async fn delete_org(
 
 // ---- users -------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateUser {
-    pub email: String,
-    #[serde(default)]
-    pub display_name: Option<String>,
-    #[serde(default)]
-    pub external_id: Option<String>,
-    /// Optional local password (8 to 1024 bytes); stored only as an argon2id hash.
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/users", tag = "admin", security(("admin_token" = [])),
     params(("org_id" = uuid::Uuid, Path)), request_body = CreateUser,
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -267,35 +197,7 @@ pub(crate) async fn create_user(
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let new = NewUser {
-        active: true,
-        org_id,
-        email: email(&body.email)?,
-        display_name: text("display_name", body.display_name.as_deref().unwrap_or(""), 0, 200)?,
-        external_id: body.external_id.as_deref().map(|e| text("external_id", e, 1, 256)).transpose()?,
-        password_hash: None,
-        user_name: None,
-        scim_resource: None,
-    };
-    let password = body.password.as_deref().map(password).transpose()?;
-    require_org(&state, org_id).await?;
-    if password.is_some() {
-        refuse_local_password_if_external(&state, org_id).await?;
-    }
-    let new = NewUser {
-        password_hash: match password {
-            Some(p) => Some(state.passwords().hash(p).await?),
-            None => None,
-        },
-        ..new
-    };
-    let event =
-        NewAuditEvent::change(org_id, "user_created", None, json!({ "has_password": password.is_some() }))
-            .by(actor.to_string());
-    let user = match state.store().create_user_audited(&new, Some(&event), state.clock().now()).await {
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("organization")),
-        other => other?,
-    };
+    let user = directory::create_user(&state, &actor, org_id, body).await?;
     tracing::info!(%org_id, user_id = %user.id, "user created");
     Ok((StatusCode::CREATED, Json(user.into())))
 }
@@ -328,23 +230,6 @@ pub(crate) async fn get_user(
     Ok(Json(require_user(&state, org_id, user_id).await?.into()))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpdateUser {
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    /// `null` clears it.
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub external_id: Option<Option<String>>,
-    /// `false` revokes every session of the user at once.
-    pub active: Option<bool>,
-    /// A new local password; `null` removes it.
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub password: Option<Option<String>>,
-}
-
 #[utoipa::path(patch, path = "/admin/v1/orgs/{org_id}/users/{user_id}", tag = "admin", security(("admin_token" = [])),
     params(("org_id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)), request_body = UpdateUser,
     responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -355,50 +240,7 @@ pub(crate) async fn update_user(
     ApiPath((org_id, user_id)): ApiPath<(OrgId, UserId)>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<UserView>, ApiError> {
-    let mut update = UserUpdate {
-        email: body.email.as_deref().map(email).transpose()?,
-        display_name: body.display_name.as_deref().map(|d| text("display_name", d, 0, 200)).transpose()?,
-        external_id: body
-            .external_id
-            .map(|e| e.as_deref().map(|e| text("external_id", e, 1, 256)).transpose())
-            .transpose()?,
-        active: body.active,
-        password_hash: None,
-        ..Default::default()
-    };
-    let new_password = match &body.password {
-        Some(Some(p)) => Some(password(p)?),
-        _ => None,
-    };
-    require_user(&state, org_id, user_id).await?;
-    if new_password.is_some() {
-        refuse_local_password_if_external(&state, org_id).await?;
-    }
-    update.password_hash = match (&body.password, new_password) {
-        (Some(_), Some(p)) => Some(Some(state.passwords().hash(p).await?)),
-        (Some(None), _) => Some(None),
-        _ => None,
-    };
-    let user = state.store().update_user(user_id, &update, state.clock().now()).await?;
-    // Which fields changed, never their values (one is a password).
-    let fields: Vec<&str> = [
-        ("email", update.email.is_some()),
-        ("display_name", update.display_name.is_some()),
-        ("external_id", update.external_id.is_some()),
-        ("active", update.active.is_some()),
-        ("password", update.password_hash.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, changed)| changed.then_some(name))
-    .collect();
-    let mut detail = json!({ "fields": fields });
-    if let Some(active) = update.active {
-        detail["active"] = active.into();
-    }
-    audit::change(&state, &actor, org_id, Change::new("user_updated", detail).user(user_id)).await?;
-    if update.active == Some(false) {
-        tracing::info!(%org_id, %user_id, "user deactivated; sessions revoked");
-    }
+    let user = directory::update_user(&state, &actor, org_id, user_id, body).await?;
     Ok(Json(user.into()))
 }
 
@@ -410,10 +252,7 @@ pub(crate) async fn delete_user(
     State(state): State<AppState>,
     ApiPath((org_id, user_id)): ApiPath<(OrgId, UserId)>,
 ) -> Result<StatusCode, ApiError> {
-    require_user(&state, org_id, user_id).await?;
-    state.store().delete_user(user_id).await?;
-    audit::change(&state, &actor, org_id, Change::new("user_deleted", json!({})).user(user_id)).await?;
-    tracing::info!(%org_id, %user_id, "user deleted; sessions revoked");
+    directory::delete_user(&state, &actor, org_id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -455,59 +294,6 @@ impl From<AuditEvent> for AuditEventView {
             actor: e.actor,
             created_at: e.created_at,
         }
-    }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct AuditQuery {
-    /// Page size, 1 to 200 [default: 50].
-    pub limit: Option<u32>,
-    /// The `next` value of the previous page: events older than it.
-    pub before: Option<String>,
-    /// Only events of this kind (`login`, `sso_sign_in`, `user_created`, …).
-    pub kind: Option<String>,
-    /// Only events about this user.
-    #[param(value_type = Option<uuid::Uuid>)]
-    pub user_id: Option<String>,
-    /// Only events recorded at or after this time (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Only events recorded before this time (RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-    /// Platform-wide list only: this organization's events, or `none` for
-    /// attempts that matched no organization.
-    pub org_id: Option<String>,
-}
-
-impl AuditQuery {
-    fn filter(&self, org: OrgScope) -> Result<AuditFilter, ApiError> {
-        let kind = match self.kind.as_deref() {
-            Some(k)
-                if k.is_empty()
-                    || k.len() > 64
-                    || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
-            {
-                return Err(ApiError::invalid("kind", "is not an event kind"));
-            }
-            other => other.map(str::to_owned),
-        };
-        let user = self
-            .user_id
-            .as_deref()
-            .map(|u| u.parse::<UserId>().map_err(|_| ApiError::invalid("user_id", "is not a user id")))
-            .transpose()?;
-        if let (Some(since), Some(until)) = (self.since, self.until)
-            && since >= until
-        {
-            return Err(ApiError::invalid("until", "must be later than since"));
-        }
-        Ok(AuditFilter { org, kind, user, since: self.since, until: self.until })
-    }
-
-    fn before(&self) -> Result<Option<String>, ApiError> {
-        let before: Option<uuid::Uuid> = cursor(self.before.as_deref())
-            .map_err(|_| ApiError::invalid("before", "is not a cursor from a previous page"))?;
-        Ok(before.map(|b| b.to_string()))
     }
 }
 

@@ -5,15 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{post, put};
 use axum::{Json, Router};
-use gatehouse_core::{Email, OrgId, Password};
-use gatehouse_passthrough::{RestAuthConfig, RestConnector};
-use serde::{Deserialize, Serialize};
+use gatehouse_core::{OrgId, Password};
+use gatehouse_passthrough::RestAuthConfig;
+use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::audit::{Actor, Change};
 use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
-use crate::external_auth;
+use crate::external_auth::{self, NOT_CONFIGURED, TestResult};
 use crate::extract::{ApiJson, ApiPath, ClientIp, DeviceInfo, PlatformAdmin};
 use crate::state::AppState;
 
@@ -21,18 +20,6 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/orgs/{org_id}/external-auth/rest", put(put_rest).get(get_rest).delete(delete_rest))
         .route("/admin/v1/orgs/{org_id}/external-auth/rest/test", post(test_rest))
-}
-
-const NOT_CONFIGURED: ApiError = ApiError::NotFound("external REST authentication");
-
-async fn audit(
-    state: &AppState,
-    actor: &Actor,
-    org: OrgId,
-    kind: &'static str,
-    detail: serde_json::Value,
-) -> Result<(), ApiError> {
-    crate::audit::change(state, actor, org, Change::new(kind, detail).method("external_rest")).await
 }
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org_id}/external-auth/rest", tag = "external-auth",
@@ -47,17 +34,7 @@ pub(crate) async fn put_rest(
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(config): ApiJson<RestAuthConfig>,
 ) -> Result<Json<RestAuthConfig>, ApiError> {
-    require_org(&state, org_id).await?;
-    let (auth, erased) = external_auth::save(&state, org_id, config).await?;
-    tracing::info!(%org_id, local_passwords_erased = erased, "external REST authentication configured");
-    audit(
-        &state,
-        &actor,
-        org_id,
-        "external_auth_configured",
-        serde_json::json!({ "local_passwords_erased": erased }),
-    )
-    .await?;
+    let (auth, _) = external_auth::save(&state, &actor, org_id, config).await?;
     Ok(Json(auth.config.without_secrets()))
 }
 
@@ -83,13 +60,7 @@ pub(crate) async fn delete_rest(
     State(state): State<AppState>,
     ApiPath(org_id): ApiPath<OrgId>,
 ) -> Result<StatusCode, ApiError> {
-    require_org(&state, org_id).await?;
-    match state.store().disable_rest_auth(org_id).await {
-        Err(gatehouse_store::StoreError::NotFound) => return Err(NOT_CONFIGURED),
-        other => other?,
-    }
-    tracing::info!(%org_id, "external REST authentication turned off");
-    audit(&state, &actor, org_id, "external_auth_disabled", serde_json::json!({})).await?;
+    external_auth::disable(&state, &actor, org_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -100,39 +71,6 @@ pub(crate) struct TestRequest {
     pub(crate) password: String,
     #[serde(default)]
     pub(crate) device: Option<DeviceInfo>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Header {
-    pub(crate) name: String,
-    pub(crate) value: String,
-}
-
-/// The request exactly as sent, with the password and every header value
-/// masked.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ShownRequest {
-    pub(crate) method: String,
-    pub(crate) url: String,
-    pub(crate) headers: Vec<Header>,
-    pub(crate) body: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TestResult {
-    pub(crate) request: ShownRequest,
-    /// The HTTP status received; null when there was no answer.
-    pub(crate) status: Option<u16>,
-    pub(crate) elapsed_ms: Option<u64>,
-    /// `authenticated` (exactly 200), `rejected` (any other answer) or
-    /// `unavailable` (no answer).
-    pub(crate) outcome: &'static str,
-    /// Why there was no answer: `timeout`, `connect_failed`, `tls_failed`,
-    /// `blocked_target` or `protocol_error`.
-    pub(crate) error: Option<&'static str>,
-    /// What the admin should know about the configuration, such as a plain
-    /// http URL.
-    pub(crate) warnings: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/orgs/{org_id}/external-auth/rest/test", tag = "external-auth",
@@ -147,45 +85,8 @@ pub(crate) async fn test_rest(
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<TestResult>, ApiError> {
     require_org(&state, org_id).await?;
-    let email = Email::parse(&body.email).map_err(|e| ApiError::invalid("email", e.to_string()))?;
     let device = body.device.unwrap_or_default().into_device(ip)?;
     let auth = external_auth::load(&state, org_id).await?.ok_or(NOT_CONFIGURED)?;
-    let user = match state.store().find_user_by_email(&email).await? {
-        Some(u) if u.org_id == org_id => u,
-        _ => return Err(ApiError::NotFound("user")),
-    };
     let password = Password::new(body.password);
-    let exchange = RestConnector::new(state.outbound(), &auth)
-        .authenticate(&user, &password, &device)
-        .await
-        .map_err(|e| ApiError::invalid("password", e.to_string()))?;
-    let (outcome, error) = match &exchange.result {
-        Ok(r) if r.status == 200 => ("authenticated", None),
-        Ok(_) => ("rejected", None),
-        Err(e) => ("unavailable", Some(e.kind())),
-    };
-    let warnings = auth
-        .config
-        .plain_http_fields()
-        .into_iter()
-        .map(|field| format!("{field} is plain http: credentials cross the network unencrypted"))
-        .collect();
-    Ok(Json(TestResult {
-        warnings,
-        status: exchange.status(),
-        elapsed_ms: exchange.elapsed().map(|d| d.as_millis() as u64),
-        outcome,
-        error,
-        request: ShownRequest {
-            method: exchange.request.method,
-            url: exchange.request.url,
-            headers: exchange
-                .request
-                .headers
-                .into_iter()
-                .map(|(name, value)| Header { name, value })
-                .collect(),
-            body: exchange.request.body,
-        },
-    }))
+    Ok(Json(external_auth::test(&state, org_id, &auth, &body.email, password, &device).await?))
 }

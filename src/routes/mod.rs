@@ -11,12 +11,16 @@
 //! /admin/v1/orgs/{org_id}/scim-tokens[/{token_id}]       scim.rs
 //! /admin/v1/orgs/{org_id}/connections[/{id}[/test]]    connections.rs
 //! /admin/v1/orgs/{org_id}/sso                           connections.rs
+//! /admin/v1/orgs/{org_id}/portal-links[/{id}]           portal_links.rs
 //! /v1/sso/start, /v1/sso/oidc/callback, /v1/sso/token   sso.rs        browsers, native apps
 //! /v1/sso/saml/{id}/metadata, /v1/sso/saml/{id}/acs     saml.rs       browsers via the IdP
 //! /scim[/v2]/Users, /ServiceProviderConfig, …           scim.rs       Okta, Entra ID
 //! /.well-known/jwks.json, /openapi.json                 well_known.rs anyone
 //! /healthz, /readyz, /metrics                           ops.rs        operators
 //! ```
+//!
+//! The web pages (`/login`, `/account`, `/admin`) are in `pages/`, beside
+//! these and as thin.
 
 pub(crate) mod admin;
 pub(crate) mod connections;
@@ -24,6 +28,7 @@ pub(crate) mod domains;
 pub(crate) mod external_auth;
 pub(crate) mod login;
 pub(crate) mod ops;
+pub(crate) mod portal_links;
 pub(crate) mod saml;
 pub(crate) mod scim;
 pub(crate) mod sso;

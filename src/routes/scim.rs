@@ -13,16 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gatehouse_core::{OrgId, User, UserId};
+use gatehouse_core::{OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::{self, Filter};
-use gatehouse_session::OpaqueToken;
 use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::audit::Change;
+use crate::configure;
 use crate::directory::require_org;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ClientIp, PlatformAdmin, bearer};
@@ -93,28 +92,10 @@ pub(crate) async fn create_token(
     ApiPath(org_id): ApiPath<OrgId>,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
-        return Err(ApiError::invalid("label", "must be 1 to 200 characters"));
-    }
-    let org = require_org(&state, org_id).await?;
-    // Provisioning is part of the Enterprise ToolKit, whichever client the
-    // token is for.
-    if !org.enterprise_toolkit {
-        return Err(ApiError::Forbidden {
-            code: "enterprise_toolkit_required",
-            message: "SCIM provisioning needs the organization's Enterprise ToolKit entitlement".into(),
-        });
-    }
-    let token = OpaqueToken::generate("ghs");
-    let record = state
-        .store()
-        .create_scim_token(org_id, label, body.idp.as_str(), token.hash(), state.clock().now())
-        .await?;
-    let detail = json!({ "scim_token": record.id, "idp": record.idp, "label": record.label });
-    crate::audit::change(&state, &actor, org_id, Change::new("scim_token_created", detail)).await?;
+    let (record, token) =
+        configure::mint_scim_token(&state, &actor, org_id, &body.label, body.idp.as_str()).await?;
     let mut view = TokenView::from(record);
-    view.token = Some(token.plain().to_owned());
+    view.token = Some(token);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -138,12 +119,7 @@ pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     ApiPath((org_id, token_id)): ApiPath<(OrgId, String)>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store().revoke_scim_token(org_id, &token_id, state.clock().now()).await {
-        Err(StoreError::NotFound) => return Err(ApiError::NotFound("SCIM token")),
-        other => other?,
-    }
-    let detail = json!({ "scim_token": token_id });
-    crate::audit::change(&state, &actor, org_id, Change::new("scim_token_revoked", detail)).await?;
+    configure::revoke_scim_token(&state, &actor, org_id, &token_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -515,6 +491,8 @@ async fn create_user(
         password_hash: None,
         user_name: Some(fields.user_name),
         scim_resource: Some(fields.stored),
+        role: Role::Member,
+        created_via: Origin::Scim,
     };
     // The creation and its audit event are one transaction.
     let event = provisioning_event(caller, "scim_user_created", None, json!({ "active": fields.active }));
@@ -556,6 +534,7 @@ async fn save_user(
         scim_resource: Some(Some(fields.stored)),
         expected_version: Some(user.version),
         password_hash: None,
+        role: None,
     };
     let saved = state.store().update_user(user.id, &update, state.clock().now()).await.scim()?;
     let kind = if user.active && !saved.active {

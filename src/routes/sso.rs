@@ -23,7 +23,7 @@ use crate::connections::{Connection, Protocol};
 use crate::cookies;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, ClientIp};
-use crate::sessions::{self, TokenResponse};
+use crate::sessions::{self, Holder, TokenResponse};
 use crate::signin;
 use crate::signin::{
     Attempt, Failure, FederatedIdentity, Finished, conclude, event, record, refuse, sign_in,
@@ -93,7 +93,7 @@ pub(crate) async fn start(
     };
     let org_id = connection.record.org_id;
     let org = state.store().get_org(org_id).await?;
-    require_toolkit(org.enterprise_toolkit)?;
+    sso::require_toolkit(org.enterprise_toolkit)?;
     let policy = state.store().sso_policy(org_id).await?;
 
     let client = match &params.redirect_uri {
@@ -336,16 +336,8 @@ pub(crate) async fn token(
     let exchanged = serde_json::json!({ "stage": "code_exchanged" });
     let event = event(code.method, Some(user.org_id), Some(user.id), None, &device, Ok(()), Some(exchanged));
     let groups = state.store().group_names_of(user.id).await?;
-    Ok(Json(sessions::issue(&state, &user, groups, code.idp_groups, code.method, &device, &event).await?))
-}
-
-fn require_toolkit(entitled: bool) -> Result<(), ApiError> {
-    if entitled {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            code: "enterprise_toolkit_required",
-            message: "single sign-on needs the organization's Enterprise ToolKit entitlement".into(),
-        })
-    }
+    Ok(Json(
+        sessions::issue(&state, &user, groups, code.idp_groups, code.method, Holder::App, &device, &event)
+            .await?,
+    ))
 }

@@ -10,9 +10,11 @@
 // to set it. Only the service is held to its Clock (clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+mod chrome;
 mod dns_server;
 mod peer;
 mod proxy;
+mod smtp;
 mod stub;
 mod support;
 
@@ -29,6 +31,7 @@ mod master_key;
 mod multi_process;
 mod oidc_provider;
 mod ops;
+mod pages;
 mod passthrough;
 mod saml;
 mod saml_idp;
