@@ -49,6 +49,28 @@ fn route_modules_do_not_import_each_other() {
     assert!(wrong.is_empty(), "a route module reaches into another:\n{}", wrong.join("\n"));
 }
 
+/// The pages and the JSON routes are two adapters over the same modules:
+/// neither reaches into the other, so what one needs moves down to where
+/// both can use it.
+#[test]
+fn pages_and_routes_stay_apart() {
+    let mut wrong = Vec::new();
+    for (dir, other) in [("src/pages", "routes::"), ("src/routes", "pages::")] {
+        let mut sources = Vec::new();
+        files(&root().join(dir), &[".rs"], &mut sources);
+        assert!(sources.len() > 3, "{dir}");
+        for path in &sources {
+            let text = std::fs::read_to_string(path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains(other) {
+                    wrong.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "pages and routes reach into each other:\n{}", wrong.join("\n"));
+}
+
 #[test]
 fn nothing_cites_a_file_outside_the_repository() {
     let mut all = Vec::new();

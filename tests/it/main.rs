@@ -31,6 +31,7 @@ mod master_key;
 mod multi_process;
 mod oidc_provider;
 mod ops;
+mod page_input;
 mod pages;
 mod passthrough;
 mod saml;
