@@ -6,7 +6,8 @@
 //! a form, calls one of them and renders what it answered.
 //!
 //! Pages are server-rendered from askama templates compiled into the binary
-//! (`templates/`), with one stylesheet and no scripts. Every form carries a
+//! (`templates/`), with one stylesheet and one small script, which only
+//! inserts the REST form's placeholders (the pages work without it). Every form carries a
 //! CSRF token, compared with a cookie (`csrf.rs`), and every page a strict
 //! Content-Security-Policy and the usual security headers (`headers`).
 
@@ -38,6 +39,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .merge(portal::router())
         .route("/", get(|| async { see_other("/login") }))
         .route("/static/gatehouse.css", get(stylesheet))
+        .route("/static/placeholders.js", get(placeholders_script))
         .layer(axum::middleware::from_fn_with_state(state, csrf::layer))
         .layer(axum::middleware::from_fn(headers))
 }
@@ -53,6 +55,18 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The one script: inserting the REST form's placeholders.
+async fn placeholders_script() -> Response {
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        include_str!("../../static/placeholders.js"),
+    )
+        .into_response()
+}
+
 /// The security headers of every page. The sign-in pages' forms may end at
 /// an organization's identity provider (a redirect after the form), whose
 /// address is not known when the page is served, so only they leave
@@ -63,7 +77,7 @@ async fn headers(request: Request, next: Next) -> Response {
     let csp = if open_forms {
         "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
     } else {
-        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
     };
     let h = response.headers_mut();
     h.insert(HeaderName::from_static("content-security-policy"), HeaderValue::from_static(csp));

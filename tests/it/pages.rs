@@ -118,7 +118,16 @@ async fn rest_configured_in_the_portal_signs_users_in() {
         format!("{}/auth?email={{{{USEREMAIL}}}}&os={{{{DEVICEOS}}}}&device={{{{DEVICENAME}}}}", stub.base);
     browser.fill("#authentication_url", &url).await;
     browser.fill("#headers", "X-Api-Key: key-that-stays-secret").await;
-    browser.fill("#body", r#"{"password":"{{USERPASSWORD}}"}"#).await;
+    // The placeholders insert themselves where the cursor was.
+    browser.fill("#body", r#"{"password":""}"#).await;
+    browser
+        .client
+        .execute("const b = document.getElementById('body'); b.focus(); b.setSelectionRange(13, 13);", vec![])
+        .await
+        .unwrap();
+    browser.find("button[data-placeholder='{{USERPASSWORD}}']").await.click().await.unwrap();
+    let body = browser.find("#body").await.prop("value").await.unwrap().unwrap();
+    assert_eq!(body, r#"{"password":"{{USERPASSWORD}}"}"#);
     browser.fill("#test_email", "ada@acme.test").await;
     browser.fill("#test_password", "ada-password-at-the-service").await;
     browser.click("#test").await;
