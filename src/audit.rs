@@ -22,6 +22,9 @@ pub(crate) enum Actor {
     User(UserId),
     /// Someone who followed a setup link, by the link's id.
     SetupLink(String),
+    /// A connection's IdP, through what it asserted at a sign-in (its admin
+    /// group).
+    Connection(String),
 }
 
 impl Actor {
@@ -33,6 +36,7 @@ impl Actor {
             ("admin", id) if !id.is_empty() => Some(Self::AdminToken(id.to_owned())),
             ("user", id) => id.parse().ok().map(Self::User),
             ("setup", id) if !id.is_empty() => Some(Self::SetupLink(id.to_owned())),
+            ("connection", id) if !id.is_empty() => Some(Self::Connection(id.to_owned())),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl std::fmt::Display for Actor {
             Self::AdminToken(id) => write!(f, "admin:{id}"),
             Self::User(id) => write!(f, "user:{id}"),
             Self::SetupLink(id) => write!(f, "setup:{id}"),
+            Self::Connection(id) => write!(f, "connection:{id}"),
         }
     }
 }
@@ -156,6 +161,7 @@ mod tests {
             Actor::AdminToken("tok-1".into()),
             Actor::User(UserId::new()),
             Actor::SetupLink("link-1".into()),
+            Actor::Connection("conn-1".into()),
         ] {
             assert_eq!(Actor::parse(&actor.to_string()), Some(actor));
         }

@@ -16,7 +16,7 @@ use gatehouse_core::{
     AccountPolicy, AuthMethod, Device, Email, IdpGroups, OrgId, Origin, Role, User, UserId,
 };
 use gatehouse_session::OpaqueToken;
-use gatehouse_store::{NewAuditEvent, NewUser, SignInKeys, SsoCode, StoreError};
+use gatehouse_store::{NewAuditEvent, NewUser, SignInKeys, SsoCode, StoreError, UserUpdate};
 use url::Url;
 
 use crate::connections::{Connection, Protocol};
@@ -221,6 +221,7 @@ pub(crate) async fn sign_in(
         }
     };
     let idp_groups = IdpGroups::asserted(policy.groups_source, &identity.groups, identity.groups_overage);
+    let user = apply_admin_group(state, connection_id, policy, identity, user).await?;
     let finished = match client {
         FlowClient::Web { .. } => {
             let mut subject = serde_json::json!({ "subject": identity.subject });
@@ -256,6 +257,39 @@ pub(crate) async fn sign_in(
         }
     };
     Ok(Ok((user.id, finished)))
+}
+
+/// With the connection's admin group set, the IdP says who is an admin:
+/// the user's role follows whether it asserts the group, at every sign-in.
+/// When the IdP's group list was cut short (Entra's overage), nothing is
+/// known and nothing changes.
+async fn apply_admin_group(
+    state: &AppState,
+    connection_id: &str,
+    policy: &AccountPolicy,
+    identity: &FederatedIdentity,
+    user: User,
+) -> Result<User, ApiError> {
+    let Some(group) = &policy.admin_group else { return Ok(user) };
+    if identity.groups_overage {
+        return Ok(user);
+    }
+    let role = if identity.groups.iter().any(|g| g == group) { Role::Admin } else { Role::Member };
+    if role == user.role {
+        return Ok(user);
+    }
+    let update = UserUpdate { role: Some(role), ..Default::default() };
+    let user = state.store().update_user(user.id, &update, state.clock().now()).await?;
+    let detail = serde_json::json!({ "fields": ["role"], "role": role.as_str(), "admin_group": group });
+    let actor = crate::audit::Actor::Connection(connection_id.to_owned());
+    crate::audit::change(
+        state,
+        &actor,
+        user.org_id,
+        crate::audit::Change::new("user_updated", detail).user(user.id),
+    )
+    .await?;
+    Ok(user)
 }
 
 pub(crate) fn refuse<T>(reason: &'static str, status: StatusCode, message: &str) -> Result<T, Failure> {

@@ -337,3 +337,40 @@ async fn an_email_finds_its_connection_in_every_kind_of_organization() {
     let (_, _, to) = start("bert@mixed.test").await;
     assert!(to.unwrap().starts_with(&oidc.origin()), "everyone else at Okta");
 }
+
+/// A connection can name the IdP group of the organization's admins: the
+/// user's role follows it at every sign-in, recorded as the connection's
+/// doing; without a complete group list nothing changes.
+#[tokio::test]
+async fn an_idp_group_makes_organization_admins() {
+    let (server, idp) = okta_pair().await;
+    let org = server.create_sso_org(&[RETURN_TO]).await;
+    let config = okta_at(&idp, json!({ "jit_provisioning": true, "admin_group": "Gatehouse Admins" }));
+    let connection = connect(&server, &org, config).await;
+    let ada = |groups: Value| json!({ "sub": "00u-ada", "email": "ada@acme.test", "email_verified": true, "groups": groups });
+    let done = web_sign_in(&server, &connection, &ada(json!(["Staff", "Gatehouse Admins"]))).await;
+    assert_eq!(role_of(&server, done).await, "admin");
+    let done = web_sign_in(&server, &connection, &ada(json!(["Staff"]))).await;
+    assert_eq!(role_of(&server, done).await, "member", "out of the group, out of the role");
+    let done = web_sign_in(&server, &connection, &ada(json!(["gatehouse admins"]))).await;
+    assert_eq!(role_of(&server, done).await, "member", "group names are exact");
+    let (_, events) = server
+        .admin(Method::GET, &format!("/admin/v1/orgs/{org}/audit-events?kind=user_updated"), None)
+        .await;
+    assert_eq!(events["items"][0]["actor"], format!("connection:{connection}"), "{events}");
+    assert_eq!(events["items"].as_array().unwrap().len(), 2, "two changes, no change recorded for none");
+
+    let bad = okta_at(&idp, json!({ "admin_group": "a\u{7}b" }));
+    let (status, body) =
+        server.admin(Method::POST, &format!("/admin/v1/orgs/{org}/connections"), Some(bad)).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("admin_group")), "{body}");
+}
+
+/// The role of the user a sign-in signed in.
+async fn role_of(server: &TestServer, done: crate::sso::Callback) -> String {
+    let cookie = session_cookie(&done).expect("signed in");
+    let (_, me) = server.me(&cookie).await;
+    let path =
+        format!("/admin/v1/orgs/{}/users/{}", me["org_id"].as_str().unwrap(), me["id"].as_str().unwrap());
+    server.admin(Method::GET, &path, None).await.1["role"].as_str().unwrap().to_owned()
+}

@@ -381,6 +381,10 @@ pub struct AccountPolicy {
     pub jit_alongside_scim: bool,
     /// Which groups reach the access token.
     pub groups_source: GroupsSource,
+    /// The IdP group whose members are the organization's admins: with it
+    /// set, each sign-in through the connection makes the user an admin or
+    /// a member by whether the IdP asserts it.
+    pub admin_group: Option<String>,
 }
 
 /// The groups an access token carries.
@@ -482,6 +486,7 @@ pub struct AccountSettings<'a> {
     pub trust_unverified_email_domains: bool,
     pub jit_alongside_scim: bool,
     pub groups_source: Option<&'a str>,
+    pub admin_group: Option<&'a str>,
 }
 
 impl AccountPolicy {
@@ -497,6 +502,16 @@ impl AccountPolicy {
             trust_unverified_email_domains: settings.trust_unverified_email_domains,
             jit_alongside_scim: settings.jit_alongside_scim,
             groups_source: GroupsSource::parse(settings.groups_source)?,
+            admin_group: match settings.admin_group.map(str::trim) {
+                None | Some("") => None,
+                Some(g) if g.chars().count() > 256 || g.chars().any(char::is_control) => {
+                    return Err(InvalidField::new(
+                        "admin_group",
+                        "must be a group name of at most 256 characters",
+                    ));
+                }
+                Some(g) => Some(g.to_owned()),
+            },
         })
     }
 }

@@ -85,6 +85,11 @@ pub struct ConnectionConfig {
     /// `both` [default: both].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_source: Option<String>,
+    /// The IdP group whose members are the organization's admins (the
+    /// group's name, or its object id for Azure AD); everyone else who
+    /// signs in through the connection is a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_group: Option<String>,
     /// The claim that holds what SCIM sends as `externalId`, so that users
     /// provisioned by SCIM are matched by it before their email [default:
     /// `sub` for Okta, whose SCIM externalId is the Okta user id; none for
@@ -271,6 +276,7 @@ impl ConnectionConfig {
             trust_unverified_email_domains: self.trust_unverified_email_domains,
             jit_alongside_scim: self.jit_alongside_scim,
             groups_source: self.groups_source.as_deref(),
+            admin_group: self.admin_group.as_deref(),
         })?;
         let external_id_claim = match (self.external_id_claim.as_deref(), self.kind) {
             (Some("none"), _) | (None, Provider::AzureAd) => None,

@@ -95,6 +95,11 @@ pub struct SamlConfig {
     /// or `both` [default: both].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups_source: Option<String>,
+    /// The IdP group whose members are the organization's admins (the
+    /// group's name, or its object id for Azure AD); everyone else who
+    /// signs in through the connection is a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_group: Option<String>,
     /// The attribute that holds what SCIM sends as `externalId`, so that
     /// users provisioned by SCIM are matched by it before their email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +216,7 @@ impl SamlConfig {
             trust_unverified_email_domains: self.trust_unverified_email_domains,
             jit_alongside_scim: self.jit_alongside_scim,
             groups_source: self.groups_source.as_deref(),
+            admin_group: self.admin_group.as_deref(),
         })?;
         Ok(SamlConnection {
             signed: self.signed,

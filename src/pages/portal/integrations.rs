@@ -242,7 +242,7 @@ struct TestView {
     lines: Vec<String>,
 }
 
-const ACCOUNT_FIELDS: [Spec; 7] = [
+const ACCOUNT_FIELDS: [Spec; 8] = [
     spec("jit_provisioning", "Create users on their first sign-in (just in time)", Input::Check, ""),
     spec(
         "link_by_email",
@@ -261,6 +261,12 @@ const ACCOUNT_FIELDS: [Spec; 7] = [
         "Believe the IdP's email outside the organization's verified domains",
         Input::Check,
         "Leave off unless every address the IdP asserts is one it owns.",
+    ),
+    spec(
+        "admin_group",
+        "Admins' IdP group",
+        Input::Text,
+        "Optional. Members of this IdP group become the organization's admins when they sign in; everyone else signing in here becomes a member. Azure AD sends group object ids.",
     ),
     spec(
         "jit_alongside_scim",
