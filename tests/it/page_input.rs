@@ -130,6 +130,7 @@ async fn markup_in_names_is_shown_as_text(server: TestServer) {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let csp = response.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
         assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
         assert_eq!(response.headers()["x-frame-options"], "DENY");
         let html = response.text().await.unwrap();
         assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "{path}: {html}");
