@@ -46,10 +46,10 @@ pub(crate) async fn start(
     let (url, binding) = match &connection.protocol {
         Protocol::Oidc(oidc) => {
             let (client, binding) = match client {
-                FlowClient::Web { return_to, .. } => {
+                FlowClient::Web { return_to, from_page, .. } => {
                     let binding = OpaqueToken::generate(FLOW_BINDING_PREFIX);
                     let browser_hash = Some(binding.hash().to_owned());
-                    (FlowClient::Web { return_to, browser_hash }, Some(binding))
+                    (FlowClient::Web { return_to, browser_hash, from_page }, Some(binding))
                 }
                 native => (native, None),
             };
@@ -82,7 +82,7 @@ pub(crate) async fn start_web(
     throttle.count(state, crate::throttle::Concerning::default(), &device).await?;
     let org = state.store().get_org(connection.record.org_id).await?;
     sso::require_toolkit(org.enterprise_toolkit)?;
-    let client = FlowClient::Web { return_to: return_to.to_string(), browser_hash: None };
+    let client = FlowClient::Web { return_to: return_to.to_string(), browser_hash: None, from_page: true };
     start(state, connection, client, Some(email)).await
 }
 
@@ -168,6 +168,13 @@ pub(crate) async fn conclude(
                         url.query_pairs_mut().append_pair("state", s);
                     }
                     redirect(url.as_str())
+                }
+                FlowClient::Web { from_page: true, .. } => {
+                    let mut response = redirect(&format!("/login?refused={}", failure.reason))?;
+                    response
+                        .headers_mut()
+                        .append(SET_COOKIE, cookies::remove(state, cookies::SSO_FLOW, "/v1/sso"));
+                    Ok(response)
                 }
                 FlowClient::Web { .. } => {
                     let mut response = ApiError::SignIn {
@@ -296,7 +303,9 @@ pub(crate) fn refuse<T>(reason: &'static str, status: StatusCode, message: &str)
     Err(Failure::new(reason, status, message))
 }
 
-fn refusal_message(reason: &str) -> &'static str {
+/// Why a single sign-on was refused, in words for the person (from the
+/// fixed reasons; anything else is the general refusal).
+pub(crate) fn refusal_message(reason: &str) -> &'static str {
     match reason {
         "user_not_provisioned" => "you have no account in this organization; ask its administrator",
         "user_deactivated" => "your account is deactivated",

@@ -104,7 +104,14 @@ pub(crate) enum FlowClient {
     /// (SAML flows end in a cross-site POST, which carries no SameSite=Lax
     /// cookie: they are bound by the AuthnRequest id and single-use
     /// RelayState instead.)
-    Web { return_to: String, browser_hash: Option<String> },
+    Web {
+        return_to: String,
+        browser_hash: Option<String>,
+        /// Started on Gatehouse's own sign-in page: a refusal goes back
+        /// there, in words, rather than as a JSON error.
+        #[serde(default)]
+        from_page: bool,
+    },
     /// A native app, which proves it started the flow with its own PKCE
     /// verifier when it exchanges the one-time code.
     Native { redirect_uri: String, code_challenge: String, app_state: Option<String> },

@@ -54,6 +54,9 @@ struct LoginQuery {
     return_to: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    /// A single sign-on that came back refused, by its reason.
+    #[serde(default)]
+    refused: Option<String>,
 }
 
 /// At most this much of a `return_to` is carried through the pages; it is
@@ -69,7 +72,10 @@ async fn login_page(
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, PageError> {
     let email = query.email.filter(|e| e.len() <= 254).unwrap_or_default();
-    html(&LoginPage { csrf, return_to: carried(query.return_to), email, error: None })
+    // Only the fixed words for a reason are shown, never the query's text.
+    let error = query.refused.as_deref().map(|reason| capitalised(signin::refusal_message(reason)));
+    let status = if error.is_some() { StatusCode::FORBIDDEN } else { StatusCode::OK };
+    html_with_status(status, &LoginPage { csrf, return_to: carried(query.return_to), email, error })
 }
 
 #[derive(Deserialize)]

@@ -182,7 +182,7 @@ pub(crate) async fn acs(
             )
             .await;
         };
-        (FlowClient::Web { return_to, browser_hash: None }, None)
+        (FlowClient::Web { return_to, browser_hash: None, from_page: false }, None)
     };
 
     let mut validated = validate(&loaded, &form.saml_response, request_id.as_deref()).await?;

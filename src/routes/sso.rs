@@ -130,7 +130,7 @@ pub(crate) async fn start(
                     ApiError::invalid("return_to", "is required: the organization lists no web address")
                 })?,
             };
-            FlowClient::Web { return_to: return_to.to_string(), browser_hash: None }
+            FlowClient::Web { return_to: return_to.to_string(), browser_hash: None, from_page: false }
         }
     };
     signin::start(&state, &connection, client, email.as_ref()).await

@@ -405,6 +405,25 @@ async fn organization_admins_sign_in_on_login_and_see_only_their_organization() 
         .await;
     browser.goto(&server.url("/admin")).await;
     assert!(browser.body().await.contains("not an administrator"), "{}", browser.body().await);
+
+    // A refusal at the end of single sign-on comes back to the sign-in
+    // page, in words. (A new browser: the provider remembers Ada.)
+    browser.close().await;
+    let browser = Chrome::start(false).await;
+    browser.goto(&server.url("/login")).await;
+    browser.fill("#email", "newcomer@acme.test").await;
+    browser.click("button[type=submit]").await;
+    let mut at_idp = browser.url().await;
+    let claims = json!({ "sub": "00u-new", "email": "newcomer@acme.test", "email_verified": true });
+    at_idp.query_pairs_mut().append_pair("account", &URL_SAFE_NO_PAD.encode(claims.to_string()));
+    browser.goto(at_idp.as_str()).await;
+    assert_eq!(browser.url().await.path(), "/login");
+    assert_eq!(
+        browser.text("#error").await,
+        "You have no account in this organization; ask its administrator."
+    );
+    browser.goto(&server.url("/login?refused=%3Cscript%3E")).await;
+    assert_eq!(browser.text("#error").await, "You cannot sign in here.", "only fixed words are shown");
     browser.close().await;
 }
 
