@@ -2,8 +2,9 @@
 //!
 //! Run with `cargo bench --bench scim` (a release build). Measures, in one
 //! run: user creates per second with 4 concurrent clients, group member
-//! PATCHes per second with 4 clients, and `userName eq` filter latency with
-//! 1k and with 100k users in the organization. SQLite by default;
+//! PATCHes per second with 4 clients, `userName eq` filter latency with
+//! 1k and with 100k users in the organization, and member PATCHes against
+//! groups of 5, 1k and 50k members. SQLite by default;
 //! `GATEHOUSE_BENCH_DATABASE_URL=postgres://…` for PostgreSQL (an empty
 //! database). `GATEHOUSE_BENCH_SECONDS` sets the length of the timed runs
 //! (default 5) and `GATEHOUSE_BENCH_USERS` the large population (default
@@ -256,5 +257,48 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
         }
+
+        // Member PATCHes against groups of 5, 1k and 50k members (at most
+        // the population less the users added while timing): a one-member
+        // change should cost the same in each.
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = state.store().list_users(org, after, 1000).await.unwrap();
+            ids.extend(page.users.iter().map(|u| u.id));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        // Half the population (at most 50k) for groups, the rest to add.
+        let spare = ids.split_off((ids.len() / 2).min(50_000));
+        let spare = Arc::new(spare.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let mut rates = Vec::new();
+        for size in [5, 1_000, 50_000] {
+            let size = size.min(ids.len());
+            let members = ids[..size].to_vec();
+            let state_of = gatehouse_store::GroupState {
+                display_name: format!("Group of {size}"),
+                external_id: None,
+                scim_resource: None,
+                members,
+            };
+            let group = state.store().create_group(org, &state_of, Utc::now()).await.unwrap();
+            let url = format!("{base}/scim/v2/Groups/{}", group.id);
+            let (t, spare) = (token.clone(), spare.clone());
+            let patches = rate(&http, 4, length, 204, move |http, n| {
+                let member = &spare[n % spare.len()];
+                http.patch(&url).bearer_auth(&t).header("content-type", "application/scim+json").body(
+                    json!({ "Operations": [{ "op": "add", "path": "members", "value": [{ "value": member }] }] })
+                        .to_string(),
+                )
+            })
+            .await;
+            println!("member PATCHes, group of {size:>6}, 4 clients: {patches:>8.0} /s");
+            rates.push(patches);
+        }
+        let (low, high) = rates.iter().fold((f64::MAX, 0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+        println!("member PATCH rates, largest over smallest: {:.2}x (target at most 1.5x)", high / low.max(1.0));
     });
 }

@@ -5,7 +5,7 @@
 //! userName, active, externalId, displayName, emails, meta.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use gatehouse_core::{Email, User};
+use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::get_ci;
 use serde_json::{Map, Value, json};
@@ -398,4 +398,60 @@ pub(crate) fn group_schema(base: &str) -> Value {
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{GROUP_SCHEMA}") }
     })
+}
+
+/// A PATCH that only adds and removes group members, in the shapes Okta
+/// and Entra send (`add` with path `members` and a list; `remove` with
+/// path `members` and a list, or with path `members[value eq "id"]`): the
+/// user ids added and removed. `None` for any other PATCH, which is applied
+/// to the whole group instead.
+pub(crate) fn member_changes(patch: &Value) -> Option<(Vec<UserId>, Vec<UserId>)> {
+    let ops = get_ci(patch, "Operations")?.as_array()?;
+    if ops.is_empty() || ops.len() > gatehouse_scim::patch::MAX_OPERATIONS {
+        return None;
+    }
+    let ids = |value: Option<&Value>| -> Option<Vec<UserId>> {
+        value?.as_array()?.iter().map(|m| get_ci(m, "value")?.as_str()?.parse().ok()).collect()
+    };
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    for op in ops {
+        let kind = get_ci(op, "op")?.as_str()?.to_ascii_lowercase();
+        let path = get_ci(op, "path")?.as_str()?.trim();
+        let value = get_ci(op, "value");
+        match (kind.as_str(), path.eq_ignore_ascii_case("members")) {
+            ("add", true) => add.extend(ids(value)?),
+            ("remove", true) => remove.extend(ids(value)?),
+            ("remove", false) => {
+                let inner = path.get(..8).filter(|p| p.eq_ignore_ascii_case("members["))?;
+                let inner = path[inner.len()..].strip_suffix(']')?;
+                let filter = gatehouse_scim::filter::parse(inner).ok()?;
+                remove.push(filter.as_value_eq()?.parse().ok()?);
+            }
+            _ => return None,
+        }
+    }
+    // A member both added and removed in one PATCH: the operations' order
+    // decides, which the whole-group path honours.
+    if add.iter().any(|a| remove.contains(a)) {
+        return None;
+    }
+    Some((add, remove))
+}
+
+/// Whether a projection shows a group's members: not when
+/// `excludedAttributes` names them (how Entra reads big groups), nor when
+/// `attributes` lists others only. Members not shown need not be read.
+pub(crate) fn shows_members(attributes: Option<&str>, excluded: Option<&str>) -> bool {
+    let names = |list: Option<&str>| {
+        list.is_some_and(|l| {
+            l.split(',').any(|a| {
+                a.trim().eq_ignore_ascii_case("members")
+                    || a.trim().to_ascii_lowercase().starts_with("members.")
+            })
+        })
+    };
+    match (attributes.map(str::trim).filter(|a| !a.is_empty()), excluded) {
+        (Some(_), _) => names(attributes),
+        (None, excluded) => !names(excluded),
+    }
 }

@@ -318,6 +318,9 @@ async fn handle(
         (Method::GET, "users", Some(id)) => {
             let user = find_user(state, &caller, id).await?;
             let etag = scim::etag(user.version);
+            if unchanged(headers, &etag) {
+                return Ok(not_modified(etag));
+            }
             let resource = scim::project(
                 scim::user_resource(&user, &base),
                 param(&params, "attributes"),
@@ -361,7 +364,15 @@ async fn handle(
             })
         }
         (Method::GET, "groups", Some(id)) => {
-            let group = state.store().get_group(caller.org, id).await.scim()?;
+            let (attributes, excluded) = (param(&params, "attributes"), param(&params, "excludedAttributes"));
+            let group = if scim::shows_members(attributes, excluded) {
+                state.store().get_group(caller.org, id).await.scim()?
+            } else {
+                state.store().get_group_head(caller.org, id).await.scim()?
+            };
+            if unchanged(headers, &scim::etag(group.version)) {
+                return Ok(not_modified(scim::etag(group.version)));
+            }
             let resource = scim::project(
                 scim::group_resource(&group, &base),
                 param(&params, "attributes"),
@@ -382,6 +393,15 @@ async fn handle(
         }
         (Method::PATCH, "groups", Some(id)) => {
             let patch = parse_body(headers, body)?;
+            if let Some((add, remove)) = scim::member_changes(&patch) {
+                let group = change_members(state, &caller, headers, id, &add, &remove).await?;
+                return Ok(ScimReply {
+                    status: StatusCode::NO_CONTENT,
+                    body: None,
+                    etag: Some(scim::etag(group.version)),
+                    location: None,
+                });
+            }
             let group = modify_group(state, &caller, headers, id, |current| {
                 let patched =
                     gatehouse_scim::patch::apply(&scim::group_resource(current, &base), &patch, false)?;
@@ -427,6 +447,18 @@ fn discovery(documents: Vec<Value>, id: Option<&str>) -> Result<ScimReply, ScimE
             .map(ScimReply::ok)
             .ok_or_else(|| ScimError::not_found(format!("no {id:?} here"))),
     }
+}
+
+/// Whether `If-None-Match` names the current version (or `*`): the
+/// client's copy is current.
+fn unchanged(headers: &HeaderMap, current: &str) -> bool {
+    let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else { return false };
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    tags.split(',').any(|t| t.trim() == "*" || strip(t) == strip(current))
+}
+
+fn not_modified(etag: String) -> ScimReply {
+    ScimReply { status: StatusCode::NOT_MODIFIED, body: None, etag: Some(etag), location: None }
 }
 
 /// Honours `If-Match`: the request applies only to the version it names.
@@ -687,6 +719,33 @@ async fn modify_group(
     Ok(group)
 }
 
+/// Adds and removes members named by a PATCH without reading the group's
+/// other members (see `Store::change_group_members`).
+async fn change_members(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+    add: &[UserId],
+    remove: &[UserId],
+) -> Result<gatehouse_store::Group, ScimError> {
+    let expected = match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(any) if any.trim() == "*" => None,
+        Some(_) => {
+            let head = state.store().get_group_head(caller.org, id).await.scim()?;
+            check_version(headers, head.version)?;
+            Some(head.version)
+        }
+    };
+    let now = state.clock().now();
+    let group =
+        state.store().change_group_members(caller.org, id, add, remove, expected, now).await.scim()?;
+    let detail = json!({ "group": id, "members_added": add.len(), "members_removed": remove.len() });
+    audit(state, provisioning_event(caller, "scim_group_updated", None, detail)).await?;
+    Ok(group)
+}
+
 async fn list_groups(
     state: &AppState,
     caller: &Caller,
@@ -699,6 +758,12 @@ async fn list_groups(
     let groups = match filter.as_ref().and_then(Filter::as_display_name_eq) {
         Some(name) => {
             state.store().find_group_by_display_name(caller.org, name).await.scim()?.into_iter().collect()
+        }
+        // Members are read only when shown or filtered on.
+        None if filter.is_none()
+            && !scim::shows_members(param(params, "attributes"), param(params, "excludedAttributes")) =>
+        {
+            state.store().list_group_heads(caller.org).await.scim()?
         }
         None => state.store().list_groups(caller.org).await.scim()?,
     };

@@ -26,7 +26,21 @@ impl<'a> Scim<'a> {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// `call`, with request headers.
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         let mut req = self.server.http.request(method, self.server.url(path)).bearer_auth(&self.token);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = body {
             req = req.header("content-type", "application/scim+json").body(b.to_string());
         }
@@ -845,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    group_members_change_one_by_one_with_versions,
     a_token_reaches_only_its_organization,
     okta_spec_test,
     okta_crud_and_deprovisioning,
@@ -986,4 +1001,102 @@ async fn postman_garbage_and_restore(server: TestServer) {
         (page["totalResults"].as_u64(), page["itemsPerPage"].as_u64(), page["startIndex"].as_u64()),
         (Some(7), Some(2), Some(6))
     );
+}
+
+/// Member PATCHes in the IdPs' shapes touch only the members they name
+/// (however large the group), keep versions and ETags honest, and change
+/// nothing when they fail; a reader that leaves members out gets the same
+/// version without them; `If-None-Match` answers 304.
+async fn group_members_change_one_by_one_with_versions(server: TestServer) {
+    let scim = Scim::new(&server, "okta").await;
+    let users = create_users(&scim, 3, "v").await;
+    let stranger = {
+        let other = Scim::new(&server, "okta").await;
+        create_users(&other, 1, "stranger").await.remove(0)
+    };
+    let (_, group) = scim
+        .send(
+            Method::POST,
+            "/scim/v2/Groups",
+            json!({ "displayName": "Ops", "members": [{ "value": users[0] }] }),
+        )
+        .await;
+    let path = format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+    let etag = |h: &reqwest::header::HeaderMap| h["etag"].to_str().unwrap().to_owned();
+    let (_, headers, _) = scim.call(Method::GET, &path, None).await;
+    let v1 = etag(&headers);
+
+    // Adding a member already there and removing one who is not change no
+    // membership, each with a new version.
+    let add = |ids: &[&String]| {
+        patch_ops(
+            json!([{ "op": "add", "path": "members", "value": ids.iter().map(|u| json!({ "value": u })).collect::<Vec<_>>() }]),
+        )
+    };
+    let (status, headers, _) =
+        scim.call_with(Method::PATCH, &path, Some(add(&[&users[0], &users[1]])), &[("if-match", &v1)]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let v2 = etag(&headers);
+    assert_ne!(v1, v2);
+    let remove_absent =
+        patch_ops(json!([{ "op": "remove", "path": format!("members[value eq \"{}\"]", users[2]) }]));
+    scim.send(Method::PATCH, &path, remove_absent).await;
+    let (_, g) = scim.get(&path).await;
+    let mut expected = vec![users[0].clone(), users[1].clone()];
+    expected.sort();
+    assert_eq!(member_ids(&g), expected);
+
+    // A stale If-Match: 412, nothing changed.
+    let (status, _, body) =
+        scim.call_with(Method::PATCH, &path, Some(add(&[&users[2]])), &[("if-match", &v1)]).await;
+    assert_error(status, &body, 412);
+    // Another organization's user: refused, nothing changed.
+    let (status, _, body) = scim.call(Method::PATCH, &path, Some(add(&[&users[2], &stranger]))).await;
+    assert_error(status, &body, 400);
+    let (_, g) = scim.get(&path).await;
+    assert_eq!(member_ids(&g), expected, "all or nothing");
+
+    // Without members: the same version, no members read or shown.
+    let (_, full_headers, _) = scim.call(Method::GET, &path, None).await;
+    let (status, headers, slim) =
+        scim.call(Method::GET, &format!("{path}?excludedAttributes=members"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(slim.get("members").is_none() && slim["displayName"] == "Ops", "{slim}");
+    assert_eq!(etag(&headers), etag(&full_headers));
+    let (_, _, listed) = scim.call(Method::GET, "/scim/v2/Groups?excludedAttributes=members", None).await;
+    assert!(listed["Resources"][0].get("members").is_none());
+    let (_, _, attrs) = scim.call(Method::GET, &format!("{path}?attributes=displayName"), None).await;
+    assert!(attrs.get("members").is_none());
+    let filtered = format!(
+        "/scim/v2/Groups?excludedAttributes=members&filter={}",
+        urlencode(&format!("members[value eq \"{}\"]", users[1]))
+    );
+    let (_, _, found) = scim.call(Method::GET, &filtered, None).await;
+    assert_eq!(found["totalResults"], 1, "a filter on members still sees them: {found}");
+
+    // If-None-Match: 304 while current, 200 once changed.
+    let current = etag(&full_headers);
+    let (status, headers, body) =
+        scim.call_with(Method::GET, &path, None, &[("if-none-match", &current)]).await;
+    assert_eq!((status, body), (StatusCode::NOT_MODIFIED, Value::Null));
+    assert_eq!(etag(&headers), current);
+    let mixed = patch_ops(json!([
+        { "op": "replace", "path": "displayName", "value": "Operations" },
+        { "op": "add", "path": "members", "value": [{ "value": users[2] }] },
+        { "op": "remove", "path": "members", "value": [{ "value": users[2] }] },
+    ]));
+    let (status, _, _) = scim.call(Method::PATCH, &path, Some(mixed)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, g) = scim.call_with(Method::GET, &path, None, &[("if-none-match", &current)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (g["displayName"].as_str(), member_ids(&g)),
+        (Some("Operations"), expected),
+        "operations in order"
+    );
+    let user_path = format!("/scim/v2/Users/{}", users[0]);
+    let (_, headers, _) = scim.call(Method::GET, &user_path, None).await;
+    let (status, _, _) =
+        scim.call_with(Method::GET, &user_path, None, &[("if-none-match", &etag(&headers))]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED, "users too");
 }

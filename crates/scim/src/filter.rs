@@ -446,6 +446,12 @@ impl Filter {
         self.as_eq("displayname")
     }
 
+    /// `value eq "x"`, the filter of a group member's path
+    /// (`members[value eq "x"]`).
+    pub fn as_value_eq(&self) -> Option<&str> {
+        self.as_eq("value")
+    }
+
     /// `{attr} eq "x"` on a core attribute (no extension URN, no
     /// sub-attribute).
     fn as_eq(&self, name: &str) -> Option<&str> {

@@ -32,6 +32,21 @@ pub struct GroupState {
 
 const COLUMNS: &str = "id, org_id, display_name, external_id, scim_resource, version, created_at, updated_at";
 
+/// A group's own row, without members.
+fn head(row: &AnyRow) -> Result<Group> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+        display_name: row.try_get("display_name")?,
+        external_id: row.try_get("external_id")?,
+        scim_resource: row.try_get("scim_resource")?,
+        members: Vec::new(),
+        version: row.try_get("version")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
 async fn load(conn: &mut AnyConnection, row: &AnyRow) -> Result<Group> {
     let id: String = row.try_get("id")?;
     let members = sqlx::query(
@@ -212,6 +227,83 @@ impl Store {
         let group = fetch(&mut tx, id).await?;
         tx.commit().await?;
         Ok(group)
+    }
+
+    /// The group without its members, for readers that leave them out (the
+    /// members of a large group are most of its cost). Its `members` is
+    /// empty.
+    pub async fn get_group_head(&self, org: OrgId, id: &str) -> Result<Group> {
+        let sql = format!("SELECT {COLUMNS} FROM scim_groups WHERE id = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(org.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        head(&row)
+    }
+
+    /// Every group of the organization without members, in id order.
+    pub async fn list_group_heads(&self, org: OrgId) -> Result<Vec<Group>> {
+        let sql = format!("SELECT {COLUMNS} FROM scim_groups WHERE org_id = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(head).collect()
+    }
+
+    /// Adds and removes members without reading the others: the cost of a
+    /// change is that of the members it names, whatever the group's size.
+    /// Adding a member already there, or removing one who is not, changes
+    /// nothing. With `expected_version`, only that version is changed
+    /// (`VersionMismatch` otherwise). Returns the group without members.
+    pub async fn change_group_members(
+        &self,
+        org: OrgId,
+        id: &str,
+        add: &[UserId],
+        remove: &[UserId],
+        expected_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Group> {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!("SELECT {COLUMNS} FROM scim_groups WHERE id = $1 AND org_id = $2{lock}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(org.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let current = head(&row)?;
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Err(StoreError::VersionMismatch);
+        }
+        check_members(&mut tx, org, add).await?;
+        for member in remove {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(member.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for member in add {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT (group_id, user_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(member.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE scim_groups SET version = version + 1, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Group { version: current.version + 1, updated_at: now, ..current })
     }
 
     pub async fn delete_group(&self, org: OrgId, id: &str) -> Result<()> {
