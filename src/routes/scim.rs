@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::{OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::{self, Filter};
-use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate};
+use gatehouse_store::{
+    NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserSort, UserSortKey, UserUpdate,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -311,6 +313,15 @@ async fn handle(
         return Err(ScimError::not_found("no such SCIM endpoint"));
     }
     match (method.clone(), resource.as_str(), id) {
+        (Method::POST, "users", Some(".search")) => {
+            list_users(state, &caller, &search_params(&parse_body(headers, body)?)?, &base).await
+        }
+        (Method::POST, "groups", Some(".search")) => {
+            list_groups(state, &caller, &search_params(&parse_body(headers, body)?)?, &base).await
+        }
+        (Method::POST, ".search", None) => {
+            search_everything(state, &caller, &search_params(&parse_body(headers, body)?)?, &base).await
+        }
         (Method::GET, "users", None) => list_users(state, &caller, &params, &base).await,
         (Method::POST, "users", None) => {
             create_user(state, &caller, &parse_body(headers, body)?, &base).await
@@ -429,7 +440,7 @@ async fn handle(
         }
         (Method::GET, "resourcetypes", id) => discovery(scim::resource_types(&base), id),
         (Method::GET, "schemas", id) => discovery(scim::schemas(&base), id),
-        (_, "users" | "groups" | "serviceproviderconfig" | "resourcetypes" | "schemas", _) => {
+        (_, "users" | "groups" | "serviceproviderconfig" | "resourcetypes" | "schemas" | ".search", _) => {
             Err(ScimError::new(405, None, format!("{method} is not supported here")))
         }
         _ => Err(ScimError::not_found("no such SCIM endpoint")),
@@ -616,27 +627,27 @@ async fn list_users(
     base: &str,
 ) -> Result<ScimReply, ScimError> {
     let filter = parse_filter(params)?;
+    let sort = scim::parse_sort(param(params, "sortBy"), param(params, "sortOrder"), true)?;
     let (start_index, count) = paging(params)?;
+    let project =
+        |resource| scim::project(resource, param(params, "attributes"), param(params, "excludedAttributes"));
 
-    // Without a filter, the page comes from the database (Okta's import
-    // walks every page). `userName eq` and `externalId eq`, the IdPs'
-    // lookups, are index probes.
+    // Without a filter, the page comes from the database, in the order
+    // asked for (Okta's import walks every page). `userName eq` and
+    // `externalId eq`, the IdPs' lookups, are index probes.
     // Any other filter is evaluated on each of the organization's users.
     let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
         (None, _) => {
             let total = state.store().count_users(caller.org).await.scim()?;
-            let page =
-                state.store().users_at(caller.org, start_index as u64 - 1, count as u32).await.scim()?;
-            let page = page
-                .iter()
-                .map(|u| {
-                    scim::project(
-                        scim::user_resource(u, base),
-                        param(params, "attributes"),
-                        param(params, "excludedAttributes"),
-                    )
-                })
-                .collect();
+            let offset = start_index as u64 - 1;
+            let page = match sort {
+                None => state.store().users_at(caller.org, offset, count as u32).await.scim()?,
+                Some(sort) => {
+                    let sort = UserSort { key: sort_key(sort.by), descending: sort.descending };
+                    state.store().users_sorted(caller.org, sort, offset, count as u32).await.scim()?
+                }
+            };
+            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
             return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
         }
         (_, Some(name)) => {
@@ -660,20 +671,97 @@ async fn list_users(
             all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect()
         }
     };
-    let total = matched.len();
-    let page: Vec<Value> = matched
-        .iter()
-        .skip(start_index - 1)
-        .take(count)
-        .map(|u| {
-            scim::project(
-                scim::user_resource(u, base),
-                param(params, "attributes"),
-                param(params, "excludedAttributes"),
-            )
-        })
-        .collect();
+    let mut resources: Vec<Value> = matched.iter().map(|u| scim::user_resource(u, base)).collect();
+    if let Some(sort) = sort {
+        scim::sort_resources(&mut resources, sort);
+    }
+    let total = resources.len();
+    let page = resources.into_iter().skip(start_index - 1).take(count).map(project).collect();
     Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+}
+
+fn sort_key(by: scim::SortBy) -> UserSortKey {
+    match by {
+        scim::SortBy::Id => UserSortKey::Id,
+        scim::SortBy::UserName => UserSortKey::UserName,
+        scim::SortBy::ExternalId => UserSortKey::ExternalId,
+        scim::SortBy::DisplayName => UserSortKey::DisplayName,
+        scim::SortBy::Email => UserSortKey::Email,
+        scim::SortBy::Created => UserSortKey::Created,
+        scim::SortBy::Modified => UserSortKey::Modified,
+    }
+}
+
+/// A search request's body (RFC 7644 §3.4.3) as the query parameters a GET
+/// would carry.
+fn search_params(body: &Value) -> Result<Vec<(String, String)>, ScimError> {
+    const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+    let object =
+        body.as_object().ok_or_else(|| ScimError::invalid_syntax("the body must be a JSON object"))?;
+    if let Some(schemas) = gatehouse_scim::filter::get_ci(body, "schemas")
+        && !schemas.as_array().is_some_and(|s| s.iter().any(|v| v.as_str() == Some(SEARCH)))
+    {
+        return Err(ScimError::invalid_syntax(format!("a search request's schemas must be [\"{SEARCH}\"]")));
+    }
+    let mut params = Vec::new();
+    for (key, value) in object {
+        let name = match key.to_ascii_lowercase().as_str() {
+            "attributes" => "attributes",
+            "excludedattributes" => "excludedAttributes",
+            "filter" => "filter",
+            "sortby" => "sortBy",
+            "sortorder" => "sortOrder",
+            "startindex" => "startIndex",
+            "count" => "count",
+            _ => continue,
+        };
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| ScimError::invalid_value(format!("{key} must list attribute names")))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            Value::Null => continue,
+            _ => return Err(ScimError::invalid_value(format!("{key} has the wrong type"))),
+        };
+        params.push((name.to_owned(), text));
+    }
+    Ok(params)
+}
+
+/// `POST /.search` at the root: users, then groups, as one list.
+async fn search_everything(
+    state: &AppState,
+    caller: &Caller,
+    params: &[(String, String)],
+    base: &str,
+) -> Result<ScimReply, ScimError> {
+    let (start_index, count) = paging(params)?;
+    let with = |start: usize, count: usize| {
+        let mut p: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("startIndex") && !k.eq_ignore_ascii_case("count"))
+            .cloned()
+            .collect();
+        p.push(("startIndex".into(), start.to_string()));
+        p.push(("count".into(), count.to_string()));
+        p
+    };
+    let users = list_users(state, caller, &with(start_index, count), base).await?.body.unwrap_or_default();
+    let user_total = users["totalResults"].as_u64().unwrap_or(0) as usize;
+    let mut resources = users["Resources"].as_array().cloned().unwrap_or_default();
+    let group_start = start_index.saturating_sub(user_total).max(1);
+    let left = count - resources.len().min(count);
+    let groups = list_groups(state, caller, &with(group_start, left), base).await?.body.unwrap_or_default();
+    let group_total = groups["totalResults"].as_u64().unwrap_or(0) as usize;
+    resources.extend(groups["Resources"].as_array().cloned().unwrap_or_default());
+    Ok(ScimReply::ok(scim::list_response(user_total + group_total, start_index, resources)))
 }
 
 /// Why a group change failed: the change itself, or storage.
@@ -753,6 +841,7 @@ async fn list_groups(
     base: &str,
 ) -> Result<ScimReply, ScimError> {
     let filter = parse_filter(params)?;
+    let sort = scim::parse_sort(param(params, "sortBy"), param(params, "sortOrder"), false)?;
     let (start_index, count) = paging(params)?;
     // `displayName eq`, the IdPs' lookup before a push, is one index probe.
     let groups = match filter.as_ref().and_then(Filter::as_display_name_eq) {
@@ -767,11 +856,14 @@ async fn list_groups(
         }
         None => state.store().list_groups(caller.org).await.scim()?,
     };
-    let matched: Vec<Value> = groups
+    let mut matched: Vec<Value> = groups
         .iter()
         .map(|g| scim::group_resource(g, base))
         .filter(|r| filter.as_ref().is_none_or(|f| f.matches(r)))
         .collect();
+    if let Some(sort) = sort {
+        scim::sort_resources(&mut matched, sort);
+    }
     let total = matched.len();
     let page = matched
         .into_iter()

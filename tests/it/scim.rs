@@ -859,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    sorting_and_search_requests,
     group_members_change_one_by_one_with_versions,
     a_token_reaches_only_its_organization,
     okta_spec_test,
@@ -1099,4 +1100,122 @@ async fn group_members_change_one_by_one_with_versions(server: TestServer) {
     let (status, _, _) =
         scim.call_with(Method::GET, &user_path, None, &[("if-none-match", &etag(&headers))]).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED, "users too");
+}
+
+/// `sortBy` / `sortOrder` on every list, from the database or in memory,
+/// and `POST /.search` (RFC 7644 §3.4.2.3, §3.4.3) on each resource type and
+/// at the root.
+async fn sorting_and_search_requests(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    for (name, display, external) in [
+        ("carol@x.test", "Carol", Some("3")),
+        ("alice@x.test", "alice", None),
+        ("bob@x.test", "Bob", Some("1")),
+    ] {
+        let mut user = json!({ "userName": name, "displayName": display, "emails": [{ "value": name, "primary": true }] });
+        if let Some(e) = external {
+            user["externalId"] = json!(e);
+        }
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for name in ["Zeta", "Eta"] {
+        scim.send(Method::POST, "/scim/v2/Groups", json!({ "displayName": name })).await;
+    }
+    let names = |list: &Value, attr: &str| -> Vec<String> {
+        list["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[attr].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    let (_, sorted) = scim.get("/scim/v2/Users?sortBy=userName").await;
+    assert_eq!(names(&sorted, "userName"), ["alice@x.test", "bob@x.test", "carol@x.test"]);
+    let (_, sorted) = scim.get("/scim/v2/Users?sortBy=displayName&sortOrder=descending").await;
+    assert_eq!(names(&sorted, "displayName"), ["Carol", "Bob", "alice"], "without case");
+    let (_, page) = scim.get("/scim/v2/Users?sortBy=userName&startIndex=2&count=1").await;
+    assert_eq!(
+        (names(&page, "userName"), page["totalResults"].as_u64()),
+        (vec!["bob@x.test".to_owned()], Some(3))
+    );
+    let (_, sorted) = scim.get("/scim/v2/Users?sortBy=externalId").await;
+    assert_eq!(names(&sorted, "externalId"), ["1", "3", "-"], "missing values last");
+    let (_, sorted) = scim.get("/scim/v2/Users?sortBy=urn:ietf:params:scim:schemas:core:2.0:User:emails.value&sortOrder=DESCENDING").await;
+    assert_eq!(names(&sorted, "userName"), ["carol@x.test", "bob@x.test", "alice@x.test"]);
+    let filter = urlencode("userName co \"@x.test\" and not (userName sw \"bob\")");
+    let (_, filtered) =
+        scim.get(&format!("/scim/v2/Users?filter={filter}&sortBy=userName&sortOrder=descending")).await;
+    assert_eq!(
+        names(&filtered, "userName"),
+        ["carol@x.test", "alice@x.test"],
+        "a filtered list is sorted too"
+    );
+    let (_, groups) = scim.get("/scim/v2/Groups?sortBy=displayName").await;
+    assert_eq!(names(&groups, "displayName"), ["Eta", "Zeta"]);
+    for bad in ["sortBy=name.familyName", "sortBy=userName&sortOrder=sideways", "sortBy=password"] {
+        let (status, body) = scim.get(&format!("/scim/v2/Users?{bad}")).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["scimType"], "invalidValue", "{bad}");
+    }
+    let (status, body) = scim.get("/scim/v2/Groups?sortBy=userName").await;
+    assert_error(status, &body, 400);
+    let (_, config) = scim.get("/scim/v2/ServiceProviderConfig").await;
+    assert_eq!(config["sort"]["supported"], true);
+
+    // Search requests: the same lists, asked for in a body.
+    let search = |body: Value| {
+        let mut request = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"] });
+        request.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        request
+    };
+    let (status, found) = scim
+        .send(Method::POST, "/scim/v2/Users/.search", search(json!({ "filter": "userName eq \"bob@x.test\"", "attributes": ["userName"], "startIndex": 1, "count": 10 })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["totalResults"], 1);
+    assert!(
+        found["Resources"][0].get("displayName").is_none()
+            && found["Resources"][0]["userName"] == "bob@x.test",
+        "{found}"
+    );
+    let (_, sorted) = scim
+        .send(
+            Method::POST,
+            "/scim/Users/.search",
+            search(json!({ "sortBy": "userName", "sortOrder": "descending", "count": 2 })),
+        )
+        .await;
+    assert_eq!(names(&sorted, "userName"), ["carol@x.test", "bob@x.test"]);
+    let (_, groups) = scim
+        .send(Method::POST, "/scim/v2/Groups/.search", search(json!({ "excludedAttributes": "members" })))
+        .await;
+    assert_eq!(groups["totalResults"], 2);
+    // At the root: users, then groups, paged as one list.
+    let (_, all) = scim.send(Method::POST, "/scim/v2/.search", search(json!({ "count": 4 }))).await;
+    assert_eq!(
+        (all["totalResults"].as_u64(), all["Resources"].as_array().unwrap().len()),
+        (Some(5), 4),
+        "{all}"
+    );
+    let (_, rest) =
+        scim.send(Method::POST, "/scim/v2/.search", search(json!({ "startIndex": 4, "count": 10 }))).await;
+    assert_eq!(names(&rest, "displayName"), ["Zeta", "Eta"], "{rest}");
+    let (_, only) = scim
+        .send(Method::POST, "/scim/v2/.search", search(json!({ "filter": "displayName eq \"Eta\"" })))
+        .await;
+    assert_eq!(only["totalResults"], 1);
+    for bad in [
+        json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"] }),
+        json!({ "schemas": [], "count": "ten" }),
+        json!([1]),
+    ] {
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users/.search", bad.clone()).await;
+        assert_error(status, &body, 400);
+    }
+    let (status, body) =
+        scim.send(Method::POST, "/scim/v2/Users/.search", search(json!({ "count": "ten" }))).await;
+    assert_error(status, &body, 400);
+    let (status, body) = scim.get("/scim/v2/.search").await;
+    assert_error(status, &body, 405);
 }
