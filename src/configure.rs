@@ -308,7 +308,7 @@ pub(crate) async fn set_sso_policy(
 }
 
 /// Which SCIM client a token is for.
-pub(crate) const SCIM_CLIENTS: [&str; 3] = ["okta", "azure_ad", "generic"];
+pub(crate) const SCIM_CLIENTS: [&str; 4] = ["okta", "azure_ad", "ping", "generic"];
 
 /// Mints a SCIM token; its plain value is returned once, here.
 pub(crate) async fn mint_scim_token(

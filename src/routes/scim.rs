@@ -47,6 +47,8 @@ pub(crate) fn router() -> Router<AppState> {
 pub(crate) enum Idp {
     Okta,
     AzureAd,
+    /// PingFederate's SCIM Provisioner, or PingOne's.
+    Ping,
     Generic,
 }
 
@@ -55,6 +57,7 @@ impl Idp {
         match self {
             Self::Okta => "okta",
             Self::AzureAd => "azure_ad",
+            Self::Ping => "ping",
             Self::Generic => "generic",
         }
     }

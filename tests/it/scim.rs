@@ -859,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    ping_provisioner_requests,
     sorting_and_search_requests,
     group_members_change_one_by_one_with_versions,
     a_token_reaches_only_its_organization,
@@ -1218,4 +1219,92 @@ async fn sorting_and_search_requests(server: TestServer) {
     assert_error(status, &body, 400);
     let (status, body) = scim.get("/scim/v2/.search").await;
     assert_error(status, &body, 405);
+}
+
+/// PingFederate's and PingOne's SCIM Provisioner, as their documentation
+/// describes it (`docs/identity-providers.md` §3.2): users matched by a
+/// configurable filter expression (`userName Eq "%s"`, or the work email),
+/// created by POST and changed by PUT only (no PATCH for users), disabled
+/// by `active: false` or deleted; groups found by listing them all and
+/// matching by name, created by POST, members changed by PATCH.
+async fn ping_provisioner_requests(server: TestServer) {
+    let scim = Scim::new(&server, "ping").await;
+    let user = |active: bool, title: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "jsmith",
+            "name": { "givenName": "Janet", "familyName": "Smith" },
+            "emails": [{ "value": "janet.smith@ping.test", "type": "work", "primary": true }],
+            "title": title,
+            "active": active
+        })
+    };
+    // Matching before a create: the default expression, with Ping's
+    // capitalised operator, and the work-email one.
+    for filter in ["userName Eq \"jsmith\"", "emails[type eq \"work\"].value Eq \"janet.smith@ping.test\""] {
+        let (status, found) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(filter))).await;
+        assert_eq!((status, found["totalResults"].as_u64()), (StatusCode::OK, Some(0)), "{filter}: {found}");
+    }
+    let (status, created) = scim.send(Method::POST, "/scim/v2/Users", user(true, "Engineer")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    for filter in ["userName Eq \"jsmith\"", "emails[type eq \"work\"].value Eq \"janet.smith@ping.test\""] {
+        let (_, found) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(filter))).await;
+        assert_eq!(found["Resources"][0]["id"], id.as_str(), "{filter}");
+    }
+    // Updates are whole PUTs; disabling is one too.
+    let path = format!("/scim/v2/Users/{id}");
+    let (status, updated) = scim.send(Method::PUT, &path, user(true, "Manager")).await;
+    assert_eq!((status, updated["title"].as_str()), (StatusCode::OK, Some("Manager")), "{updated}");
+    let (_, tokens) =
+        server.post("/v1/login", json!({ "email": "janet.smith@ping.test", "password": "x" })).await;
+    assert!(tokens.get("access_token").is_none(), "a provisioned user has no password");
+    let (status, disabled) = scim.send(Method::PUT, &path, user(false, "Manager")).await;
+    assert_eq!((status, disabled["active"].as_bool()), (StatusCode::OK, Some(false)));
+    let (status, enabled) = scim.send(Method::PUT, &path, user(true, "Manager")).await;
+    assert_eq!((status, enabled["active"].as_bool()), (StatusCode::OK, Some(true)));
+
+    // Groups: listed in pages and matched by name; then created and filled.
+    for n in 0..3 {
+        scim.send(Method::POST, "/scim/v2/Groups", json!({ "displayName": format!("Existing {n}") })).await;
+    }
+    let mut seen = Vec::new();
+    let mut start = 1;
+    loop {
+        let (_, page) = scim.get(&format!("/scim/v2/Groups?startIndex={start}&count=2")).await;
+        let items = page["Resources"].as_array().unwrap().clone();
+        seen.extend(items.iter().map(|g| g["displayName"].as_str().unwrap().to_owned()));
+        start += items.len();
+        if items.is_empty() || start > page["totalResults"].as_u64().unwrap() as usize {
+            break;
+        }
+    }
+    assert_eq!(seen, ["Existing 0", "Existing 1", "Existing 2"]);
+    let (status, group) = scim
+        .send(Method::POST, "/scim/v2/Groups", json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Sales", "members": [] }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let group_path = format!("/scim/v2/Groups/{}", group["id"].as_str().unwrap());
+    let (status, _, _) = scim
+        .call(
+            Method::PATCH,
+            &group_path,
+            Some(patch_ops(json!([{ "op": "add", "path": "members", "value": [{ "value": id }] }]))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, g) = scim.get(&group_path).await;
+    assert_eq!(member_ids(&g), [id.clone()]);
+    let remove = patch_ops(json!([{ "op": "remove", "path": format!("members[value eq \"{id}\"]") }]));
+    scim.call(Method::PATCH, &group_path, Some(remove)).await;
+    let (_, g) = scim.get(&group_path).await;
+    assert!(member_ids(&g).is_empty());
+    // Deprovisioning by delete.
+    let (status, _, _) = scim.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = scim.get(&path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, tokens) =
+        server.admin(Method::GET, &format!("/admin/v1/orgs/{}/scim-tokens", scim.org), None).await;
+    assert_eq!(tokens[0]["idp"], "ping");
 }
