@@ -1294,7 +1294,7 @@ async fn ping_provisioner_requests(server: TestServer) {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, g) = scim.get(&group_path).await;
-    assert_eq!(member_ids(&g), [id.clone()]);
+    assert_eq!(member_ids(&g), vec![id.clone()]);
     let remove = patch_ops(json!([{ "op": "remove", "path": format!("members[value eq \"{id}\"]") }]));
     scim.call(Method::PATCH, &group_path, Some(remove)).await;
     let (_, g) = scim.get(&group_path).await;
