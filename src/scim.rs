@@ -168,31 +168,204 @@ pub(crate) fn user_resource(user: &User, base: &str) -> Value {
     Value::Object(map)
 }
 
-/// Applies `attributes` / `excludedAttributes` (top-level names, with or
-/// without a sub-attribute or filter); `id`, `schemas` and `meta` always stay.
-pub(crate) fn project(mut resource: Value, attributes: Option<&str>, excluded: Option<&str>) -> Value {
-    let names = |list: &str| -> Vec<String> {
-        list.split(',')
-            .map(|a| {
-                let a = a.trim();
-                let a = a.rsplit_once(':').filter(|_| a.starts_with("urn:")).map_or(a, |(_, attr)| attr);
-                a.split(['.', '[']).next().unwrap_or("").to_ascii_lowercase()
-            })
-            .filter(|a| !a.is_empty())
-            .collect()
+/// Attributes returned whatever `attributes` and `excludedAttributes` say
+/// (RFC 7643 `returned: always`; `schemas` and `meta` describe the
+/// resource itself).
+const ALWAYS: [&str; 3] = ["id", "schemas", "meta"];
+
+/// One name in `attributes` or `excludedAttributes`: an attribute of the
+/// core schema or of an extension (the key of its object in the resource),
+/// with or without a sub-attribute. Names compare without case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Projected {
+    /// The extension's key in the resource, for an extension attribute.
+    extension: Option<String>,
+    /// `None` with an extension: the whole extension.
+    attr: Option<String>,
+    sub: Option<String>,
+}
+
+fn key_ci<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a String> {
+    object.keys().find(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// Reads one name; `None` for an empty one.
+fn projected(resource: &Map<String, Value>, name: &str) -> Option<Projected> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let split = |path: &str| -> (Option<String>, Option<String>) {
+        let (attr, sub) = match path.split_once('.') {
+            Some((a, s)) => (a, Some(s.to_owned())),
+            None => (path, None),
+        };
+        ((!attr.is_empty()).then(|| attr.to_owned()), sub)
     };
-    let always = ["id", "schemas", "meta"];
-    if let Some(obj) = resource.as_object_mut() {
-        if let Some(list) = attributes.filter(|l| !l.trim().is_empty()) {
-            let keep = names(list);
-            obj.retain(|k, _| always.contains(&k.as_str()) || keep.contains(&k.to_ascii_lowercase()));
+    if name.len() > 4 && name[..4].eq_ignore_ascii_case("urn:") {
+        // An extension present in the resource, whole or an attribute of it.
+        let lower = name.to_ascii_lowercase();
+        for key in resource.keys().filter(|k| k.starts_with("urn:")) {
+            let key_lower = key.to_ascii_lowercase();
+            if lower == key_lower {
+                return Some(Projected { extension: Some(key.clone()), attr: None, sub: None });
+            }
+            if let Some(rest) = lower.strip_prefix(&format!("{key_lower}:")) {
+                let (attr, sub) = split(&name[name.len() - rest.len()..]);
+                return Some(Projected { extension: Some(key.clone()), attr, sub });
+            }
         }
-        if let Some(list) = excluded.filter(|l| !l.trim().is_empty()) {
-            let drop = names(list);
-            obj.retain(|k, _| always.contains(&k.as_str()) || !drop.contains(&k.to_ascii_lowercase()));
+        // The core schemas' URN before a core attribute; any other URN
+        // names nothing this resource has.
+        let core = [USER_SCHEMA, GROUP_SCHEMA].iter().find_map(|u| {
+            lower
+                .strip_prefix(&format!("{}:", u.to_ascii_lowercase()))
+                .map(|rest| &name[name.len() - rest.len()..])
+        })?;
+        let (attr, sub) = split(core);
+        return Some(Projected { extension: None, attr, sub });
+    }
+    let (attr, sub) = split(name);
+    Some(Projected { extension: None, attr, sub })
+}
+
+/// Keeps only `sub` of a complex value, or of each entry of a multi-valued
+/// one.
+fn only_sub(value: &Value, sub: &str) -> Option<Value> {
+    let keep = |v: &Value| -> Option<Value> {
+        let object = v.as_object()?;
+        let key = key_ci(object, sub)?;
+        Some(Value::Object(Map::from_iter([(key.clone(), object[key].clone())])))
+    };
+    match value {
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.iter().filter_map(keep).collect();
+            (!kept.is_empty()).then_some(Value::Array(kept))
+        }
+        other => keep(other),
+    }
+}
+
+/// Removes `sub` from a complex value, or from each entry of a multi-valued
+/// one.
+fn drop_sub(value: &mut Value, sub: &str) {
+    let drop = |v: &mut Value| {
+        if let Some(object) = v.as_object_mut()
+            && let Some(key) = key_ci(object, sub).cloned()
+        {
+            object.remove(&key);
+        }
+    };
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(drop),
+        other => drop(other),
+    }
+}
+
+/// Merges `add` into `into` (objects key by key; otherwise `add` wins).
+fn merge(into: &mut Value, add: Value) {
+    match (into, add) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (x, y) in a.iter_mut().zip(b) {
+                merge(x, y);
+            }
+        }
+        (slot, add) => *slot = add,
+    }
+}
+
+/// Applies `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5): names
+/// of core or extension attributes, with or without a sub-attribute
+/// (`name.givenName`, `emails.value`,
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager`).
+/// `id`, `schemas` and `meta` always stay; a name the resource does not
+/// have is ignored.
+pub(crate) fn project(resource: Value, attributes: Option<&str>, excluded: Option<&str>) -> Value {
+    let Value::Object(object) = resource else { return resource };
+    let names = |list: Option<&str>| -> Vec<Projected> {
+        list.map(|l| l.split(',').filter_map(|n| projected(&object, n)).collect()).unwrap_or_default()
+    };
+    let (wanted, unwanted) = (names(attributes), names(excluded));
+    let mut out = if wanted.is_empty() {
+        object.clone()
+    } else {
+        let mut kept = Map::new();
+        for key in object.keys().filter(|k| ALWAYS.iter().any(|a| k.eq_ignore_ascii_case(a))) {
+            kept.insert(key.clone(), object[key].clone());
+        }
+        for p in &wanted {
+            let (container, source): (Option<&String>, &Map<String, Value>) = match &p.extension {
+                Some(ext) => match object.get(ext).and_then(Value::as_object) {
+                    Some(inner) => (Some(ext), inner),
+                    None => continue,
+                },
+                None => (None, &object),
+            };
+            let picked = match (&p.attr, &p.sub) {
+                (None, _) => Some(Value::Object(source.clone())),
+                (Some(attr), sub) => key_ci(source, attr).and_then(|key| {
+                    let value = match sub {
+                        Some(sub) => only_sub(&source[key], sub)?,
+                        None => source[key].clone(),
+                    };
+                    Some(Value::Object(Map::from_iter([(key.clone(), value)])))
+                }),
+            };
+            let Some(picked) = picked else { continue };
+            match container {
+                Some(ext) => {
+                    merge(kept.entry(ext.clone()).or_insert_with(|| Value::Object(Map::new())), picked)
+                }
+                None => {
+                    let mut whole = Value::Object(std::mem::take(&mut kept));
+                    merge(&mut whole, picked);
+                    if let Value::Object(map) = whole {
+                        kept = map;
+                    }
+                }
+            }
+        }
+        kept
+    };
+    for p in &unwanted {
+        let target = match &p.extension {
+            Some(ext) => match (&p.attr, out.get_mut(ext)) {
+                (None, _) => {
+                    out.remove(ext);
+                    continue;
+                }
+                (Some(_), Some(Value::Object(inner))) => inner,
+                _ => continue,
+            },
+            None => &mut out,
+        };
+        let Some(attr) = &p.attr else { continue };
+        if p.extension.is_none() && p.sub.is_none() && ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(attr)) {
+            continue;
+        }
+        let Some(key) = key_ci(target, attr).cloned() else { continue };
+        match &p.sub {
+            None => {
+                target.remove(&key);
+            }
+            Some(sub) => {
+                if let Some(value) = target.get_mut(&key) {
+                    drop_sub(value, sub);
+                }
+            }
         }
     }
-    resource
+    Value::Object(out)
 }
 
 /// A ListResponse page; `start_index` is 1-based.
@@ -556,4 +729,69 @@ pub(crate) fn sort_resources(resources: &mut [Value], sort: Sort) {
         .then_with(|| SortBy::Id.of(a).cmp(&SortBy::Id.of(b)));
         if sort.descending { order.reverse() } else { order }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project;
+    use serde_json::json;
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn user() -> serde_json::Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+            "id": "u1",
+            "userName": "ada@x.test",
+            "name": { "givenName": "Ada", "familyName": "Lovelace" },
+            "emails": [{ "value": "ada@x.test", "type": "work", "primary": true }, { "value": "a@home.test", "type": "home" }],
+            ENTERPRISE: { "department": "Engines", "manager": { "value": "u2" } },
+            "meta": { "resourceType": "User" }
+        })
+    }
+
+    #[test]
+    fn attributes_pick_sub_attributes_and_extensions() {
+        let picked = project(user(), Some("name.givenName, emails.value,userName"), None);
+        assert_eq!(
+            picked,
+            json!({
+                "schemas": user()["schemas"], "id": "u1", "meta": { "resourceType": "User" },
+                "userName": "ada@x.test", "name": { "givenName": "Ada" },
+                "emails": [{ "value": "ada@x.test" }, { "value": "a@home.test" }],
+            })
+        );
+        let both = project(user(), Some("name.givenName,name.familyName"), None);
+        assert_eq!(
+            both["name"],
+            json!({ "givenName": "Ada", "familyName": "Lovelace" }),
+            "sub-attributes merge"
+        );
+        let manager = project(user(), Some(&format!("{ENTERPRISE}:manager")), None);
+        assert_eq!(manager[ENTERPRISE], json!({ "manager": { "value": "u2" } }));
+        assert!(manager.get("userName").is_none());
+        let whole = project(user(), Some(ENTERPRISE), None);
+        assert_eq!(whole[ENTERPRISE], user()[ENTERPRISE]);
+        let core_urn = project(user(), Some("urn:ietf:params:scim:schemas:core:2.0:User:USERNAME"), None);
+        assert_eq!(core_urn["userName"], "ada@x.test", "the core URN and any case");
+        let unknown = project(user(), Some("nickName,urn:example:other:thing"), None);
+        assert_eq!(unknown.as_object().unwrap().len(), 3, "only what is always returned: {unknown}");
+    }
+
+    #[test]
+    fn excluded_attributes_drop_sub_attributes_never_the_id() {
+        let slim = project(user(), None, Some("emails.type,name,id,meta"));
+        assert!(slim.get("name").is_none());
+        assert_eq!(
+            slim["emails"],
+            json!([{ "value": "ada@x.test", "primary": true }, { "value": "a@home.test" }])
+        );
+        assert_eq!((slim["id"].as_str(), slim["meta"].is_object()), (Some("u1"), true), "always returned");
+        let no_manager = project(user(), None, Some(&format!("{ENTERPRISE}:manager")));
+        assert_eq!(no_manager[ENTERPRISE], json!({ "department": "Engines" }));
+        let no_extension = project(user(), None, Some(ENTERPRISE));
+        assert!(no_extension.get(ENTERPRISE).is_none());
+        let both = project(user(), Some("name,emails"), Some("name.familyName"));
+        assert_eq!(both["name"], json!({ "givenName": "Ada" }));
+    }
 }
