@@ -414,47 +414,98 @@ pub(crate) fn resource_types(base: &str) -> Vec<Value> {
     ]
 }
 
-fn attribute(
-    name: &str,
-    kind: &str,
-    multi: bool,
-    required: bool,
-    uniqueness: &str,
-    sub: Vec<Value>,
-) -> Value {
-    let mut a = json!({
+/// An attribute's definition (RFC 7643 §7) with the common
+/// characteristics: single-valued, optional, case-insensitive, read-write,
+/// returned by default, not unique. `with` overrides them.
+fn attribute(name: &str, kind: &str, description: &str) -> Value {
+    json!({
         "name": name,
         "type": kind,
-        "multiValued": multi,
-        "required": required,
+        "multiValued": false,
+        "description": description,
+        "required": false,
         "caseExact": false,
-        "mutability": if name == "id" { "readOnly" } else { "readWrite" },
+        "mutability": "readWrite",
         "returned": "default",
-        "uniqueness": uniqueness,
-    });
-    if !sub.is_empty() {
-        a["subAttributes"] = Value::Array(sub);
-    }
-    a
+        "uniqueness": "none",
+    })
 }
 
+fn with(mut attribute: Value, overrides: Value) -> Value {
+    if let (Some(a), Value::Object(o)) = (attribute.as_object_mut(), overrides) {
+        a.extend(o);
+    }
+    attribute
+}
+
+fn string(name: &str) -> Value {
+    attribute(name, "string", "Kept as the identity provider wrote it.")
+}
+
+fn complex(name: &str, multi: bool, description: &str, sub: Vec<Value>) -> Value {
+    with(attribute(name, "complex", description), json!({ "multiValued": multi, "subAttributes": sub }))
+}
+
+/// `id`, as every resource has it: assigned by the server, never changed,
+/// always returned.
+fn id_attribute() -> Value {
+    with(
+        attribute("id", "string", "Assigned by Gatehouse; a PATCH may repeat it, never change it."),
+        json!({ "caseExact": true, "mutability": "readOnly", "returned": "always", "uniqueness": "server" }),
+    )
+}
+
+fn external_id_attribute(description: &str) -> Value {
+    with(attribute("externalId", "string", description), json!({ "caseExact": true }))
+}
+
+/// Typed, primary-flagged multi-valued entries (emails, phone numbers…).
+fn typed(name: &str, description: &str, types: &[&str]) -> Value {
+    complex(
+        name,
+        true,
+        description,
+        vec![
+            string("value"),
+            string("display"),
+            with(string("type"), json!({ "canonicalValues": types })),
+            attribute("primary", "boolean", "At most one entry is primary."),
+        ],
+    )
+}
+
+/// The schemas this server implements, with the characteristics it
+/// enforces: what is read-only is ignored in a PUT and refused in a PATCH
+/// unless repeated unchanged, what is write-only is never returned, what
+/// is unique is refused twice with `uniqueness`.
 pub(crate) fn schemas(base: &str) -> Vec<Value> {
-    let s = |n: &str| attribute(n, "string", false, false, "none", vec![]);
-    let b = |n: &str| attribute(n, "boolean", false, false, "none", vec![]);
     let user = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": USER_SCHEMA,
         "name": "User",
         "description": "A platform user",
         "attributes": [
-            attribute("userName", "string", false, true, "server", vec![]),
-            attribute("name", "complex", false, false, "none", vec![s("formatted"), s("familyName"), s("givenName"), s("middleName")]),
-            s("displayName"), s("nickName"), s("title"), s("userType"), s("preferredLanguage"), s("locale"), s("timezone"),
-            b("active"),
-            attribute("emails", "complex", true, false, "none", vec![s("value"), s("type"), b("primary")]),
-            attribute("phoneNumbers", "complex", true, false, "none", vec![s("value"), s("type"), b("primary")]),
-            attribute("addresses", "complex", true, false, "none", vec![s("formatted"), s("streetAddress"), s("locality"), s("region"), s("postalCode"), s("country"), s("type")]),
-            attribute("roles", "complex", true, false, "none", vec![s("value"), s("display"), s("type"), b("primary")]),
+            id_attribute(),
+            external_id_attribute("The identity provider's identifier for the user; a connection may match sign-ins by it."),
+            with(
+                attribute("userName", "string", "Unique in the organization, whatever its case."),
+                json!({ "required": true, "uniqueness": "server" }),
+            ),
+            complex("name", false, "Kept as written.", ["formatted", "familyName", "givenName", "middleName", "honorificPrefix", "honorificSuffix"].into_iter().map(string).collect()),
+            attribute("displayName", "string", "The user's name as shown; from name when absent."),
+            string("nickName"),
+            with(attribute("profileUrl", "reference", "Kept as written."), json!({ "referenceTypes": ["external"] })),
+            string("title"), string("userType"), string("preferredLanguage"), string("locale"), string("timezone"),
+            attribute("active", "boolean", "false deactivates the user and ends their sessions at once. It cannot be removed: replace it with true or false."),
+            with(
+                attribute("password", "string", "Accepted and discarded: provisioned users sign in through their identity provider."),
+                json!({ "mutability": "writeOnly", "returned": "never" }),
+            ),
+            typed("emails", "The primary address (else the work one, else the first; else a userName that is an address) is the one the user signs in with.", &["work", "home", "other"]),
+            typed("phoneNumbers", "Kept as written.", &["work", "home", "mobile", "fax", "pager", "other"]),
+            complex("addresses", true, "Kept as written.", ["formatted", "streetAddress", "locality", "region", "postalCode", "country", "type"].into_iter().map(string).chain([attribute("primary", "boolean", "")]).collect()),
+            typed("roles", "Kept as written.", &[]),
+            typed("entitlements", "Kept as written.", &[]),
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{USER_SCHEMA}") }
     });
@@ -464,8 +515,12 @@ pub(crate) fn schemas(base: &str) -> Vec<Value> {
         "name": "EnterpriseUser",
         "description": "Enterprise User",
         "attributes": [
-            s("employeeNumber"), s("costCenter"), s("organization"), s("division"), s("department"),
-            attribute("manager", "complex", false, false, "none", vec![s("value"), s("displayName")]),
+            string("employeeNumber"), string("costCenter"), string("organization"), string("division"), string("department"),
+            complex("manager", false, "The user's manager: an id, as Entra and Okta send it.", vec![
+                string("value"),
+                with(attribute("$ref", "reference", "The manager's URI."), json!({ "referenceTypes": ["User"] })),
+                with(string("displayName"), json!({ "mutability": "readOnly" })),
+            ]),
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{}", gatehouse_scim::patch::ENTERPRISE_USER) }
     });
@@ -558,16 +613,24 @@ pub(crate) fn group_resource_type(base: &str) -> Value {
 }
 
 pub(crate) fn group_schema(base: &str) -> Value {
-    let s = |n: &str| attribute(n, "string", false, false, "none", vec![]);
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": GROUP_SCHEMA,
         "name": "Group",
         "description": "A group of platform users",
         "attributes": [
-            attribute("displayName", "string", false, true, "server", vec![]),
-            s("externalId"),
-            attribute("members", "complex", true, false, "none", vec![s("value"), s("display"), s("type"), s("$ref")]),
+            id_attribute(),
+            external_id_attribute("The identity provider's identifier for the group."),
+            with(
+                attribute("displayName", "string", "Unique in the organization, whatever its case; the name access tokens carry."),
+                json!({ "required": true, "uniqueness": "server" }),
+            ),
+            complex("members", true, "Users of the organization only.", vec![
+                with(attribute("value", "string", "A user's id."), json!({ "caseExact": true, "mutability": "immutable", "required": true })),
+                with(attribute("$ref", "reference", "The user's URI."), json!({ "referenceTypes": ["User"], "mutability": "immutable" })),
+                with(string("display"), json!({ "mutability": "readOnly", "description": "The user's displayName." })),
+                with(string("type"), json!({ "mutability": "immutable", "canonicalValues": ["User"] })),
+            ]),
         ],
         "meta": { "resourceType": "Schema", "location": format!("{base}/Schemas/{GROUP_SCHEMA}") }
     })

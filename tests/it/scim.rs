@@ -859,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    schemas_say_what_is_enforced,
     ping_provisioner_requests,
     sorting_and_search_requests,
     group_members_change_one_by_one_with_versions,
@@ -1307,4 +1308,119 @@ async fn ping_provisioner_requests(server: TestServer) {
     let (_, tokens) =
         server.admin(Method::GET, &format!("/admin/v1/orgs/{}/scim-tokens", scim.org), None).await;
     assert_eq!(tokens[0]["idp"], "ping");
+}
+
+/// `/Schemas` publishes the RFC 7643 §7 characteristics the server
+/// enforces, and it enforces them: read-only attributes are ignored in a
+/// PUT and refused in a PATCH, the password is never returned or kept,
+/// userName is unique, and every optional attribute can be removed.
+async fn schemas_say_what_is_enforced(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let (_, user_schema) = scim.get("/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await;
+    let attr = |schema: &Value, name: &str| -> Value {
+        schema["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    let id = attr(&user_schema, "id");
+    assert_eq!(
+        (id["mutability"].as_str(), id["returned"].as_str(), id["caseExact"].as_bool()),
+        (Some("readOnly"), Some("always"), Some(true))
+    );
+    let user_name = attr(&user_schema, "userName");
+    assert_eq!(
+        (user_name["required"].as_bool(), user_name["uniqueness"].as_str()),
+        (Some(true), Some("server"))
+    );
+    let password = attr(&user_schema, "password");
+    assert_eq!(
+        (password["mutability"].as_str(), password["returned"].as_str()),
+        (Some("writeOnly"), Some("never"))
+    );
+    assert_eq!(attr(&user_schema, "externalId")["caseExact"], true);
+    for a in user_schema["attributes"].as_array().unwrap() {
+        for key in
+            ["name", "type", "multiValued", "required", "caseExact", "mutability", "returned", "uniqueness"]
+        {
+            assert!(a.get(key).is_some(), "{key} of {}", a["name"]);
+        }
+    }
+    let (_, group_schema) = scim.get("/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group").await;
+    let members = attr(&group_schema, "members");
+    let display =
+        members["subAttributes"].as_array().unwrap().iter().find(|s| s["name"] == "display").unwrap().clone();
+    assert_eq!(display["mutability"], "readOnly");
+
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let (status, created) = scim
+        .send(
+            Method::POST,
+            "/scim/v2/Users",
+            json!({ "userName": "ro@x.test", "password": "Secret-123!", "title": "Eng", "nickName": "R",
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", enterprise],
+            enterprise: { "department": "R&D", "costCenter": "7" },
+            "id": "chosen-by-client", "meta": { "created": "2000-01-01T00:00:00Z" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, "chosen-by-client", "id is the server's");
+    assert_ne!(created["meta"]["created"], "2000-01-01T00:00:00Z");
+    assert!(created.get("password").is_none() && !created.to_string().contains("Secret-123!"));
+    let path = format!("/scim/v2/Users/{id}");
+    // A PUT's read-only attributes are ignored.
+    let (status, replaced) = scim
+        .send(Method::PUT, &path, json!({ "id": "other", "userName": "ro@x.test", "title": "Lead" }))
+        .await;
+    assert_eq!((status, replaced["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    // A PATCH's are refused, and change nothing.
+    for (op, kind) in [
+        (json!({ "op": "replace", "path": "id", "value": "other" }), "mutability"),
+        (json!({ "op": "remove", "path": "userName" }), "mutability"),
+        (json!({ "op": "remove", "path": "active" }), "mutability"),
+        (json!({ "op": "add", "path": "groups", "value": [{ "value": "g" }] }), "mutability"),
+    ] {
+        let (status, body) = scim.send(Method::PATCH, &path, patch_ops(json!([op]))).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["scimType"], kind, "{op}");
+    }
+    let (_, still) = scim.get(&path).await;
+    assert_eq!((still["title"].as_str(), still["active"].as_bool()), (Some("Lead"), Some(true)));
+    // Optional attributes, an extension's included, can all be removed.
+    let (_, patched) = scim
+        .send(
+            Method::PATCH,
+            &path,
+            patch_ops(json!([
+                { "op": "add", "path": enterprise, "value": { "department": "R&D", "costCenter": "7" } },
+            ])),
+        )
+        .await;
+    assert!(patched["schemas"].as_array().unwrap().iter().any(|s| s == enterprise), "{patched}");
+    scim.send(
+        Method::PATCH,
+        &path,
+        patch_ops(json!([
+            { "op": "remove", "path": "title" },
+            { "op": "remove", "path": format!("{enterprise}:costCenter") },
+        ])),
+    )
+    .await;
+    let (_, g) = scim.get(&path).await;
+    assert!(g.get("title").is_none());
+    assert_eq!(g[enterprise], json!({ "department": "R&D" }));
+    scim.send(Method::PATCH, &path, patch_ops(json!([{ "op": "remove", "path": enterprise }]))).await;
+    let (_, g) = scim.get(&path).await;
+    assert!(
+        g.get(enterprise).is_none() && !g["schemas"].as_array().unwrap().iter().any(|s| s == enterprise),
+        "{g}"
+    );
+    // Uniqueness, whatever the case.
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Users", json!({ "userName": "RO@X.TEST" })).await;
+    assert_error(status, &body, 409);
+    assert_eq!(body["scimType"], "uniqueness");
 }

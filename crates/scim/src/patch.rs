@@ -147,12 +147,39 @@ fn apply_one(resource: &mut Value, op: &Value, is_user: bool) -> Result<(), Scim
                     continue;
                 }
                 let target = Target::parse(&key, is_user)?;
+                guard(resource, &target, kind, Some(&v), is_user)?;
                 set(resource, &target, v, kind)?;
             }
             Ok(())
         }
+        Some(path) if is_whole_extension(path) => {
+            let root = resource.as_object_mut().ok_or_else(|| ScimError::invalid_value("not an object"))?;
+            let key = root.keys().find(|k| k.eq_ignore_ascii_case(path)).cloned();
+            match (kind, value) {
+                (Op::Remove, _) => {
+                    if let Some(key) = key {
+                        root.remove(&key);
+                    }
+                    Ok(())
+                }
+                (_, Some(Value::Object(attrs))) => {
+                    if kind == Op::Replace
+                        && let Some(key) = &key
+                    {
+                        root.remove(key);
+                    }
+                    for (k, inner) in attrs {
+                        let target = Target::parse(&format!("{path}:{k}"), is_user)?;
+                        set(resource, &target, inner, kind)?;
+                    }
+                    Ok(())
+                }
+                _ => Err(ScimError::invalid_value(format!("{path} takes an object of its attributes"))),
+            }
+        }
         Some(path) => {
             let target = Target::parse(path, is_user)?;
+            guard(resource, &target, kind, value.as_ref(), is_user)?;
             match kind {
                 Op::Remove => remove(resource, &target, value),
                 _ => {
@@ -162,6 +189,58 @@ fn apply_one(resource: &mut Value, op: &Value, is_user: bool) -> Result<(), Scim
             }
         }
     }
+}
+
+/// Whether a path names an extension as a whole
+/// (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`); the core
+/// schemas are not removable or replaceable whole.
+fn is_whole_extension(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.starts_with("urn:")
+        && !lower.contains(":core:")
+        && !path.contains('[')
+        && !key_has_attr_after_urn(path)
+}
+
+/// What the server owns (RFC 7643 `mutability: readOnly`): a PATCH may
+/// repeat the current value, never change or remove it.
+const READ_ONLY: [&str; 3] = ["id", "meta", "schemas"];
+
+/// Refuses, with RFC 7644 §3.5.2's `mutability`, an operation on a
+/// read-only attribute (a user's `groups` too) other than one repeating its
+/// value, and the removal of what a resource cannot be without (a user's
+/// `userName`, a group's `displayName`) or of `active`, whose absence would
+/// say nothing (replace it with true or false instead).
+fn guard(
+    resource: &Value,
+    target: &Target,
+    kind: Op,
+    value: Option<&Value>,
+    is_user: bool,
+) -> Result<(), ScimError> {
+    if target.urn.is_some() {
+        return Ok(());
+    }
+    let attr = target.attr.as_str();
+    let whole = target.filter.is_none() && target.sub.is_none();
+    let read_only = READ_ONLY.contains(&attr) || (is_user && attr == "groups");
+    if read_only {
+        if kind != Op::Remove && whole && value.is_some() && get_ci(resource, attr) == value {
+            return Ok(());
+        }
+        return Err(ScimError::mutability(format!("{attr} is read-only")));
+    }
+    let clears = kind == Op::Remove || value.is_none_or(is_empty);
+    if clears && whole {
+        let required = if is_user { "username" } else { "displayname" };
+        if attr == required {
+            return Err(ScimError::mutability(format!("{attr} is required and cannot be removed")));
+        }
+        if is_user && attr == "active" {
+            return Err(ScimError::mutability("active cannot be removed: replace it with true or false"));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a URN key names an attribute (`urn:…:User:manager`) rather than
@@ -399,11 +478,6 @@ fn set_manager(resource: &mut Value, target: &Target, value: Value) -> Result<()
 fn remove(resource: &mut Value, target: &Target, value: Option<Value>) -> Result<(), ScimError> {
     let Some(container) = target.container(resource, false) else { return Ok(()) };
     let key = key_in(container, &target.attr);
-    if target.attr == "active" {
-        // Removing `active` is meaningless; the reference implementation
-        // ignores it rather than deactivate by accident.
-        return Ok(());
-    }
     match (&target.filter, &target.sub) {
         (None, None) => {
             // Entra's `Remove members` with a value list removes only those.
@@ -654,5 +728,58 @@ mod tests {
         ] {
             assert!(apply(&user(), &body, true).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn read_only_and_required_attributes_refuse_what_the_rfc_refuses() {
+        let user = json!({ "id": "u1", "userName": "a", "active": true, "title": "Eng",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": { "department": "R&D", "costCenter": "7" } });
+        let ops = |ops: Value| json!({ "Operations": ops });
+        let refused = |ops_: Value| apply(&user, &ops(ops_), true).unwrap_err().scim_type;
+        for op in [
+            json!([{ "op": "replace", "path": "id", "value": "u2" }]),
+            json!([{ "op": "remove", "path": "id" }]),
+            json!([{ "op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z" }]),
+            json!([{ "op": "add", "path": "groups", "value": [{ "value": "g1" }] }]),
+            json!([{ "op": "remove", "path": "userName" }]),
+            json!([{ "op": "replace", "path": "userName", "value": "" }]),
+            json!([{ "op": "remove", "path": "active" }]),
+            json!([{ "op": "replace", "path": "active", "value": null }]),
+            json!([{ "op": "replace", "value": { "active": null } }]),
+        ] {
+            assert_eq!(refused(op.clone()), Some("mutability"), "{op}");
+        }
+        // Repeating a read-only value is no change.
+        let same =
+            apply(&user, &ops(json!([{ "op": "replace", "path": "id", "value": "u1" }])), true).unwrap();
+        assert_eq!(same["id"], "u1");
+        let group = json!({ "id": "g1", "displayName": "Eng" });
+        let err = apply(&group, &ops(json!([{ "op": "remove", "path": "displayName" }])), false).unwrap_err();
+        assert_eq!(err.scim_type, Some("mutability"));
+        // Optional attributes go, an extension's attributes and the
+        // extension whole included.
+        let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let out = apply(&user, &ops(json!([{ "op": "remove", "path": "title" }, { "op": "remove", "path": format!("{ext}:department") }])), true).unwrap();
+        assert!(out.get("title").is_none());
+        assert_eq!(out[ext], json!({ "costCenter": "7" }));
+        let out = apply(&user, &ops(json!([{ "op": "remove", "path": ext }])), true).unwrap();
+        assert!(out.get(ext).is_none(), "{out}");
+        let out = apply(
+            &user,
+            &ops(json!([{ "op": "replace", "path": ext, "value": { "division": "North" } }])),
+            true,
+        )
+        .unwrap();
+        assert_eq!(out[ext], json!({ "division": "North" }), "replace whole");
+        let out =
+            apply(&user, &ops(json!([{ "op": "add", "path": ext, "value": { "division": "North" } }])), true)
+                .unwrap();
+        assert_eq!(
+            out[ext],
+            json!({ "department": "R&D", "costCenter": "7", "division": "North" }),
+            "add merges"
+        );
+        let err = apply(&user, &ops(json!([{ "op": "add", "path": ext, "value": "x" }])), true).unwrap_err();
+        assert_eq!(err.scim_type, Some("invalidValue"));
     }
 }
