@@ -11,6 +11,10 @@ use gatehouse_scim::filter::get_ci;
 use serde_json::{Map, Value, json};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// At most this many operations in one bulk request.
+pub(crate) const BULK_MAX_OPERATIONS: usize = 1000;
+/// At most this many bytes in one bulk request.
+pub(crate) const BULK_MAX_PAYLOAD: usize = 1024 * 1024;
 pub(crate) const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// Attributes the platform owns (or must never keep: a password); never
@@ -384,7 +388,11 @@ pub(crate) fn service_provider_config(base: &str) -> Value {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "documentationUri": format!("{base}/ServiceProviderConfig"),
         "patch": { "supported": true },
-        "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
+        "bulk": {
+            "supported": true,
+            "maxOperations": BULK_MAX_OPERATIONS,
+            "maxPayloadSize": BULK_MAX_PAYLOAD,
+        },
         "filter": { "supported": true, "maxResults": 1000 },
         "changePassword": { "supported": false },
         "sort": { "supported": true },

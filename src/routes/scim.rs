@@ -7,7 +7,7 @@
 //! `application/scim+json`, errors included (RFC 7644 §3.12).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use gatehouse_core::{OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
+use gatehouse_scim::filter::get_ci;
 use gatehouse_scim::filter::{self, Filter};
 use gatehouse_store::{
     NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserSort, UserSortKey, UserUpdate,
@@ -38,6 +39,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/scim", any(dispatch))
         .route("/scim/", any(dispatch))
         .route("/scim/{*rest}", any(dispatch))
+        // Bulk requests may be larger than any other (maxPayloadSize).
+        .route("/scim/Bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        .route("/scim/bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        .route("/scim/v2/Bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        .route("/scim/v2/bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
 }
 
 // ---- tokens (admin API) ----------------------------------------------------------
@@ -213,6 +219,7 @@ impl<T> OrScim<T> for Result<T, StoreError> {
 }
 
 /// The organization (and token) a SCIM call acts for.
+#[derive(Clone)]
 struct Caller {
     org: OrgId,
     token: ScimTokenRecord,
@@ -261,8 +268,15 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return scim_response(Err(ScimError::new(413, None, "the request is too large")));
+        }
+        Err(_) => return scim_response(Err(ScimError::invalid_syntax("the request body could not be read"))),
+    };
     scim_response(handle(&state, ip, &method, &uri, &headers, &body).await)
 }
 
@@ -308,8 +322,27 @@ async fn handle(
     if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("v2")) {
         segments.remove(0);
     }
+    if segments.len() == 1 && segments[0].eq_ignore_ascii_case("bulk") {
+        return match *method {
+            Method::POST => bulk(state, &caller, headers, body).await,
+            _ => Err(ScimError::new(405, None, format!("{method} is not supported here"))),
+        };
+    }
+    route(state, &caller, method, &segments, &query_params(uri), headers, body).await
+}
+
+/// One SCIM request for `caller`, by its path's segments after the base.
+async fn route(
+    state: &AppState,
+    caller: &Caller,
+    method: &Method,
+    segments: &[&str],
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<ScimReply, ScimError> {
     let base = format!("{}/scim/v2", state.issuer());
-    let params = query_params(uri);
+    let (caller, params) = (caller.clone(), params.to_vec());
     let resource = segments.first().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
     let id = segments.get(1).copied();
     if segments.len() > 2 {
@@ -447,6 +480,225 @@ async fn handle(
             Err(ScimError::new(405, None, format!("{method} is not supported here")))
         }
         _ => Err(ScimError::not_found("no such SCIM endpoint")),
+    }
+}
+
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+
+/// `POST /Bulk` (RFC 7644 §3.7): each operation is the request it
+/// describes, made in turn; `bulkId:` references (in a path or anywhere in
+/// the data) name what an earlier POST of this request created, and an
+/// operation whose reference is created later in the list waits for it.
+/// `failOnErrors` stops the run after that many errors. Not atomic: what
+/// succeeded stays, as the RFC has it.
+async fn bulk(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<ScimReply, ScimError> {
+    if body.len() > scim::BULK_MAX_PAYLOAD {
+        return Err(ScimError::new(
+            413,
+            None,
+            format!("a bulk request is at most {} bytes", scim::BULK_MAX_PAYLOAD),
+        ));
+    }
+    let request = parse_body(headers, body)?;
+    if !get_ci(&request, "schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|v| v == BULK_REQUEST))
+    {
+        return Err(ScimError::invalid_syntax(format!(
+            "a bulk request's schemas must be [\"{BULK_REQUEST}\"]"
+        )));
+    }
+    let operations = get_ci(&request, "Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ScimError::invalid_syntax("a bulk request needs an Operations array"))?;
+    if operations.len() > scim::BULK_MAX_OPERATIONS {
+        return Err(ScimError::new(
+            413,
+            None,
+            format!("a bulk request has at most {} operations", scim::BULK_MAX_OPERATIONS),
+        ));
+    }
+    let fail_on_errors = match get_ci(&request, "failOnErrors") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ScimError::invalid_value("failOnErrors must be a positive integer"))?,
+        ),
+    };
+    // Each operation's result, in the request's order; `None` until done.
+    let mut results: Vec<Option<Value>> = vec![None; operations.len()];
+    let mut created: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut errors = 0u64;
+    'passes: loop {
+        let mut progress = false;
+        for (i, op) in operations.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let outcome = bulk_operation(state, caller, op, &created).await;
+            let (result, failed) = match outcome {
+                BulkStep::Waiting => continue,
+                BulkStep::Done { result, bulk_id, id } => {
+                    if let (Some(bulk_id), Some(id)) = (bulk_id, id) {
+                        created.insert(bulk_id, id);
+                    }
+                    (result, false)
+                }
+                BulkStep::Failed(result) => (result, true),
+            };
+            results[i] = Some(result);
+            progress = true;
+            if failed {
+                errors += 1;
+                if fail_on_errors.is_some_and(|limit| errors >= limit) {
+                    break 'passes;
+                }
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    // What still waits names a bulkId nothing in the request created.
+    let stopped = fail_on_errors.is_some_and(|limit| errors >= limit);
+    let mut out = Vec::new();
+    for (i, op) in operations.iter().enumerate() {
+        match results[i].take() {
+            Some(result) => out.push(result),
+            None if stopped => {}
+            None => out.push(bulk_error(
+                op,
+                ScimError::new(
+                    409,
+                    Some("invalidValue"),
+                    "it names a bulkId that no operation of this request created",
+                ),
+            )),
+        }
+    }
+    Ok(ScimReply::ok(json!({ "schemas": [BULK_RESPONSE], "Operations": out })))
+}
+
+enum BulkStep {
+    /// Names a bulkId not created yet.
+    Waiting,
+    Done {
+        result: Value,
+        bulk_id: Option<String>,
+        id: Option<String>,
+    },
+    Failed(Value),
+}
+
+/// The result entry of a failed operation.
+fn bulk_error(op: &Value, e: ScimError) -> Value {
+    let mut result = json!({ "status": e.status.to_string(), "response": e.body() });
+    for key in ["method", "bulkId"] {
+        if let Some(v) = get_ci(op, key) {
+            result[key] = v.clone();
+        }
+    }
+    result
+}
+
+/// Replaces `bulkId:x` references in text with the ids they name; `Err`
+/// with the first one not known yet.
+fn resolve(text: &str, created: &std::collections::HashMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("bulkId:") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "bulkId:".len()..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(after.len());
+        let name = &after[..end];
+        match created.get(name) {
+            Some(id) => out.push_str(id),
+            None => return Err(name.to_owned()),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+async fn bulk_operation(
+    state: &AppState,
+    caller: &Caller,
+    op: &Value,
+    created: &std::collections::HashMap<String, String>,
+) -> BulkStep {
+    let fail = |e: ScimError| BulkStep::Failed(bulk_error(op, e));
+    let method = match get_ci(op, "method").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+        Some("POST") => Method::POST,
+        Some("PUT") => Method::PUT,
+        Some("PATCH") => Method::PATCH,
+        Some("DELETE") => Method::DELETE,
+        _ => return fail(ScimError::invalid_syntax("method must be POST, PUT, PATCH or DELETE")),
+    };
+    let bulk_id = get_ci(op, "bulkId").and_then(Value::as_str).map(str::to_owned);
+    if method == Method::POST && bulk_id.is_none() {
+        return fail(ScimError::invalid_syntax("a POST needs a bulkId"));
+    }
+    let Some(path) = get_ci(op, "path").and_then(Value::as_str) else {
+        return fail(ScimError::invalid_syntax("an operation needs a path"));
+    };
+    let data = get_ci(op, "data").map(Value::to_string);
+    let (path, data) =
+        match (resolve(path, created), data.as_deref().map(|d| resolve(d, created)).transpose()) {
+            (Ok(p), Ok(d)) => (p, d),
+            (Err(_), _) | (_, Err(_)) => return BulkStep::Waiting,
+        };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_resource = |r: &str| r.eq_ignore_ascii_case("users") || r.eq_ignore_ascii_case("groups");
+    let valid = match (method == Method::POST, segments.as_slice()) {
+        (true, [r]) => is_resource(r),
+        (false, [r, id]) => is_resource(r) && !id.starts_with('.'),
+        _ => false,
+    };
+    if !valid {
+        return fail(ScimError::invalid_path(format!(
+            "{method} {path} is not a bulk operation: POST /Users or /Groups, or PUT, PATCH or DELETE one of them"
+        )));
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    if let Some(version) =
+        get_ci(op, "version").and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(header::IF_MATCH, version);
+    }
+    if method != Method::DELETE && data.is_none() {
+        return fail(ScimError::invalid_syntax(format!("{method} needs data")));
+    }
+    let body = Bytes::from(data.unwrap_or_default());
+    match route(state, caller, &method, &segments, &[], &headers, &body).await {
+        Ok(reply) => {
+            let mut result =
+                json!({ "method": method.as_str(), "status": reply.status.as_u16().to_string() });
+            if let Some(b) = &bulk_id {
+                result["bulkId"] = b.clone().into();
+            }
+            if let Some(l) = &reply.location {
+                result["location"] = l.clone().into();
+            } else if method != Method::DELETE {
+                result["location"] = format!("{}/scim/v2/{}", state.issuer(), segments.join("/")).into();
+            }
+            if let Some(v) = &reply.etag {
+                result["version"] = v.clone().into();
+            }
+            let id = reply.body.as_ref().and_then(|b| b["id"].as_str()).map(str::to_owned);
+            BulkStep::Done { result, bulk_id, id }
+        }
+        Err(e) => fail(e),
     }
 }
 

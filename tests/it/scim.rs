@@ -859,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    bulk_requests,
     schemas_say_what_is_enforced,
     ping_provisioner_requests,
     sorting_and_search_requests,
@@ -1423,4 +1424,115 @@ async fn schemas_say_what_is_enforced(server: TestServer) {
     let (status, body) = scim.send(Method::POST, "/scim/v2/Users", json!({ "userName": "RO@X.TEST" })).await;
     assert_error(status, &body, 409);
     assert_eq!(body["scimType"], "uniqueness");
+}
+
+/// `/Bulk` (RFC 7644 §3.7): operations in turn, `bulkId` references in
+/// paths and data (forward ones too), `failOnErrors`, and the limits the
+/// ServiceProviderConfig advertises, enforced.
+async fn bulk_requests(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let bulk = |ops: Value, fail_on_errors: Option<u64>| {
+        let mut request =
+            json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops });
+        if let Some(n) = fail_on_errors {
+            request["failOnErrors"] = json!(n);
+        }
+        request
+    };
+    let (_, config) = scim.get("/scim/v2/ServiceProviderConfig").await;
+    assert_eq!(
+        (config["bulk"]["supported"].as_bool(), config["bulk"]["maxOperations"].as_u64()),
+        (Some(true), Some(1000))
+    );
+    let max_payload = config["bulk"]["maxPayloadSize"].as_u64().unwrap() as usize;
+
+    // A group that names a user created later in the same request, and a
+    // PATCH of the user by its bulkId.
+    let (status, answer) = scim
+        .send(Method::POST, "/scim/v2/Bulk", bulk(json!([
+            { "method": "POST", "path": "/Groups", "bulkId": "g", "data": { "displayName": "Bulk team", "members": [{ "value": "bulkId:u" }] } },
+            { "method": "POST", "path": "/Users", "bulkId": "u", "data": { "userName": "bulk@x.test", "title": "New" } },
+            { "method": "PATCH", "path": "/Users/bulkId:u", "data": { "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{ "op": "replace", "path": "title", "value": "Patched" }] } },
+            { "method": "POST", "path": "/Users", "bulkId": "dup", "data": { "userName": "BULK@x.test" } },
+        ]), None))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:BulkResponse"]));
+    let ops = answer["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = ops.iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["201", "201", "200", "409"], "{answer}");
+    assert_eq!(ops[3]["response"]["scimType"], "uniqueness");
+    let user_location = ops[1]["location"].as_str().unwrap();
+    let user_id = user_location.rsplit('/').next().unwrap();
+    let group_id = ops[0]["location"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert!(ops[0]["version"].as_str().unwrap().starts_with("W/"), "{answer}");
+    let (_, user) = scim.get(&format!("/scim/v2/Users/{user_id}")).await;
+    assert_eq!(user["title"], "Patched");
+    let (_, group) = scim.get(&format!("/scim/v2/Groups/{group_id}")).await;
+    assert_eq!(member_ids(&group), [user_id.to_owned()]);
+
+    // failOnErrors stops the run; a reference to nothing is 409.
+    let (_, answer) = scim
+        .send(Method::POST, "/scim/v2/Bulk", bulk(json!([
+            { "method": "DELETE", "path": "/Users/no-such-user" },
+            { "method": "PUT", "path": "/Users/bulkId:never", "data": { "userName": "x@x.test" } },
+            { "method": "POST", "path": "/Users", "bulkId": "late", "data": { "userName": "late@x.test" } },
+        ]), Some(1)))
+        .await;
+    let ops = answer["Operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "stopped after the first error: {answer}");
+    assert_eq!(ops[0]["status"], "404");
+    let (_, found) =
+        scim.get(&format!("/scim/v2/Users?filter={}", urlencode("userName eq \"late@x.test\""))).await;
+    assert_eq!(found["totalResults"], 0, "nothing after the stop ran");
+    let (_, answer) = scim
+        .send(
+            Method::POST,
+            "/scim/v2/Bulk",
+            bulk(
+                json!([
+                    { "method": "PUT", "path": "/Users/bulkId:never", "data": { "userName": "x@x.test" } },
+                    { "method": "POST", "path": "/Users", "data": { "userName": "nobulkid@x.test" } },
+                    { "method": "GET", "path": "/Users" },
+                    { "method": "POST", "path": "/Bulk", "bulkId": "b", "data": {} },
+                    { "method": "DELETE", "path": format!("/Users/{user_id}"), "version": "W/\"999\"" },
+                ]),
+                None,
+            ),
+        )
+        .await;
+    let statuses: Vec<&str> =
+        answer["Operations"].as_array().unwrap().iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["409", "400", "400", "400", "412"], "{answer}");
+
+    // The limits: operations and bytes, and the request's own shape.
+    let too_many: Vec<Value> =
+        (0..1001).map(|i| json!({ "method": "DELETE", "path": format!("/Users/{i}") })).collect();
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Bulk", bulk(json!(too_many), None)).await;
+    assert_error(status, &body, 413);
+    let big = "x".repeat(max_payload);
+    let (status, body) = scim
+        .send(
+            Method::POST,
+            "/scim/Bulk",
+            bulk(
+                json!([{ "method": "POST", "path": "/Users", "bulkId": "a", "data": { "userName": big } }]),
+                None,
+            ),
+        )
+        .await;
+    assert_error(status, &body, 413);
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Bulk", json!({ "Operations": [] })).await;
+    assert_error(status, &body, 400);
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Bulk", bulk(json!([]), Some(0))).await;
+    assert_error(status, &body, 400);
+    let (status, body) = scim.get("/scim/v2/Bulk").await;
+    assert_error(status, &body, 405);
+    // A bulk request larger than any other request, within the limit, works.
+    let many: Vec<Value> = (0..300)
+        .map(|i| json!({ "method": "POST", "path": "/Users", "bulkId": format!("m{i}"), "data": { "userName": format!("many{i}@x.test"), "displayName": "x".repeat(200) } }))
+        .collect();
+    let (status, answer) = scim.send(Method::POST, "/scim/v2/Bulk", bulk(json!(many), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer["Operations"].as_array().unwrap().iter().all(|o| o["status"] == "201"));
 }
