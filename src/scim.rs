@@ -7,7 +7,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
-use gatehouse_scim::filter::get_ci;
+use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, get_ci};
+use gatehouse_store::{TextOp, UserColumn, UserCondition};
 use serde_json::{Map, Value, json};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -700,6 +701,77 @@ pub(crate) fn shows_members(attributes: Option<&str>, excluded: Option<&str>) ->
     }
 }
 
+/// The user filter as a condition the database evaluates, when every
+/// comparison in it is on an attribute that is a column (userName,
+/// externalId, id, active) with the in-memory matcher's exact meaning;
+/// `None` otherwise (value paths, emails, other attributes), and the
+/// filter is evaluated on each user instead.
+pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
+    enum Col {
+        Text(UserColumn),
+        Active,
+    }
+    let column = |path: &AttrPath| -> Option<Col> {
+        let core = path.urn.as_deref().is_none_or(|u| u == USER_SCHEMA.to_ascii_lowercase());
+        if !core || path.sub.is_some() {
+            return None;
+        }
+        match path.attr.as_str() {
+            "username" => Some(Col::Text(UserColumn::UserName)),
+            "externalid" => Some(Col::Text(UserColumn::ExternalId)),
+            "id" => Some(Col::Text(UserColumn::Id)),
+            "active" => Some(Col::Active),
+            _ => None,
+        }
+    };
+    Some(match filter {
+        Filter::Compare { path, op, value } => match (column(path)?, value) {
+            (Col::Active, value) => {
+                let wanted = match value {
+                    Value::Bool(b) => *b,
+                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    _ => return None,
+                };
+                match op {
+                    CompareOp::Eq => UserCondition::Active(wanted),
+                    CompareOp::Ne => UserCondition::Active(!wanted),
+                    _ => return None,
+                }
+            }
+            (Col::Text(column), Value::String(text)) => {
+                let op = match op {
+                    CompareOp::Eq => TextOp::Eq,
+                    CompareOp::Ne => TextOp::Ne,
+                    CompareOp::Co => TextOp::Co,
+                    CompareOp::Sw => TextOp::Sw,
+                    CompareOp::Ew => TextOp::Ew,
+                    CompareOp::Gt => TextOp::Gt,
+                    CompareOp::Ge => TextOp::Ge,
+                    CompareOp::Lt => TextOp::Lt,
+                    CompareOp::Le => TextOp::Le,
+                };
+                // id compares exactly, and only for (in)equality here.
+                let value = match column {
+                    UserColumn::Id if matches!(op, TextOp::Eq | TextOp::Ne) => text.clone(),
+                    UserColumn::Id => return None,
+                    _ => text.to_lowercase(),
+                };
+                UserCondition::Text { column, op, value }
+            }
+            _ => return None,
+        },
+        Filter::Present(path) => match column(path)? {
+            Col::Text(column) => UserCondition::Present(column),
+            Col::Active => return None,
+        },
+        Filter::And(a, b) => UserCondition::And(Box::new(user_condition(a)?), Box::new(user_condition(b)?)),
+        Filter::Or(a, b) => UserCondition::Or(Box::new(user_condition(a)?), Box::new(user_condition(b)?)),
+        Filter::Not(a) => UserCondition::Not(Box::new(user_condition(a)?)),
+        Filter::ValuePath { .. } => return None,
+    })
+}
+
 /// What a list is sorted by: a sortable attribute and the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sort {
@@ -847,6 +919,41 @@ mod tests {
         assert_eq!(core_urn["userName"], "ada@x.test", "the core URN and any case");
         let unknown = project(user(), Some("nickName,urn:example:other:thing"), None);
         assert_eq!(unknown.as_object().unwrap().len(), 3, "only what is always returned: {unknown}");
+    }
+
+    #[test]
+    fn filters_on_columns_go_to_the_database_and_others_do_not() {
+        let condition = |f: &str| super::user_condition(&gatehouse_scim::filter::parse(f).unwrap());
+        for f in [
+            "userName co \"a\"",
+            "userName sw \"b\" and not (externalId pr)",
+            "externalId gt \"x\" or active eq \"True\"",
+            "id eq \"u1\"",
+            "urn:ietf:params:scim:schemas:core:2.0:User:userName ew \"@x\"",
+        ] {
+            assert!(condition(f).is_some(), "{f}");
+        }
+        for f in [
+            "emails[type eq \"work\" and value co \"@x\"]",
+            "emails.value co \"x\"",
+            "title eq \"x\"",
+            "userName co \"a\" and title pr",
+            "id co \"u\"",
+            "active gt true",
+            "userName eq 1",
+            "meta.lastModified gt \"2026-01-01T00:00:00Z\"",
+        ] {
+            assert!(condition(f).is_none(), "{f}");
+        }
+        assert_eq!(
+            condition("userName eq \"ÉLODIE\""),
+            Some(gatehouse_store::UserCondition::Text {
+                column: gatehouse_store::UserColumn::UserName,
+                op: gatehouse_store::TextOp::Eq,
+                value: "élodie".into()
+            }),
+            "lower-cased as the column is"
+        );
     }
 
     #[test]

@@ -889,8 +889,11 @@ async fn list_users(
 
     // Without a filter, the page comes from the database, in the order
     // asked for (Okta's import walks every page). `userName eq` and
-    // `externalId eq`, the IdPs' lookups, are index probes.
-    // Any other filter is evaluated on each of the organization's users.
+    // `externalId eq`, the IdPs' lookups, are index probes; any other
+    // filter on userName, externalId, id and active is evaluated by the
+    // database. The rest (value paths, emails, other attributes) is
+    // evaluated on each of the organization's users.
+    let condition = filter.as_ref().and_then(scim::user_condition);
     let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
         (None, _) => {
             let total = state.store().count_users(caller.org).await.scim()?;
@@ -911,6 +914,17 @@ async fn list_users(
         (Some(f), None) if f.as_external_id_eq().is_some() => {
             let value = f.as_external_id_eq().unwrap_or_default();
             state.store().find_users_by_external_id(caller.org, value).await.scim()?
+        }
+        (Some(_), None) if let Some(condition) = &condition => {
+            let sort = sort.map(|s| UserSort { key: sort_key(s.by), descending: s.descending });
+            let offset = start_index as u64 - 1;
+            let (total, page) = state
+                .store()
+                .users_matching(caller.org, condition, sort, offset, count as u32)
+                .await
+                .scim()?;
+            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
+            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
         }
         (Some(f), None) => {
             let mut all = Vec::new();

@@ -859,6 +859,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    database_filters_mean_what_the_matcher_means,
     bulk_requests,
     schemas_say_what_is_enforced,
     ping_provisioner_requests,
@@ -1535,4 +1536,87 @@ async fn bulk_requests(server: TestServer) {
     let (status, answer) = scim.send(Method::POST, "/scim/v2/Bulk", bulk(json!(many), None)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(answer["Operations"].as_array().unwrap().iter().all(|o| o["status"] == "201"));
+}
+
+/// Filters the database evaluates (on userName, externalId, id, active)
+/// select exactly the users the in-memory matcher selects, for awkward
+/// values too: case, non-ASCII, LIKE's own wildcards and escape, missing
+/// externalIds, negation; with paging and sorting.
+async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let names = [
+        "Alice@X.test",
+        "alicia@x.test",
+        "bob_1@x.test",
+        "bob%2@x.test",
+        "b\\ob@x.test",
+        "ÉLODIE@x.test",
+        "élodie2@x.test",
+        "zed@x.test",
+        "Zoë@x.test",
+        "mallory@y.test",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let mut user = json!({ "userName": name, "active": i % 3 != 0 });
+        if i % 2 == 0 {
+            user["externalId"] = json!(format!("EXT-{i}_a%"));
+        }
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (_, all) = scim.get("/scim/v2/Users?count=1000").await;
+    let all = all["Resources"].as_array().unwrap().clone();
+    let some_id = all[3]["id"].as_str().unwrap().to_owned();
+    let filters = [
+        "userName co \"ALI\"".to_owned(),
+        "userName sw \"bob_\"".to_owned(),
+        "userName sw \"bob%\"".to_owned(),
+        "userName co \"_\"".to_owned(),
+        "userName co \"%\"".to_owned(),
+        "userName co \"\\\\\"".to_owned(),
+        "userName ew \"@X.TEST\"".to_owned(),
+        "userName sw \"élodie\"".to_owned(),
+        "userName gt \"m\"".to_owned(),
+        "userName le \"bob%2@x.test\"".to_owned(),
+        "userName ge \"z\" and userName lt \"zz\"".to_owned(),
+        "userName ne \"zed@x.test\"".to_owned(),
+        "externalId pr".to_owned(),
+        "not (externalId pr)".to_owned(),
+        "externalId eq \"ext-0_a%\"".to_owned(),
+        "externalId ne \"EXT-0_a%\"".to_owned(),
+        "externalId co \"_A%\"".to_owned(),
+        "externalId gt \"ext-4\"".to_owned(),
+        "active eq true".to_owned(),
+        "active eq \"False\"".to_owned(),
+        "active ne true and userName co \"o\"".to_owned(),
+        "not (userName co \"x.test\") or externalId sw \"ext-2\"".to_owned(),
+        format!("id eq \"{some_id}\""),
+        format!("id ne \"{some_id}\" and active eq false"),
+        "urn:ietf:params:scim:schemas:core:2.0:User:userName sw \"a\"".to_owned(),
+    ];
+    for filter in &filters {
+        let parsed = gatehouse_scim::filter::parse(filter).unwrap();
+        let mut expected: Vec<&str> =
+            all.iter().filter(|r| parsed.matches(r)).map(|r| r["id"].as_str().unwrap()).collect();
+        expected.sort();
+        let (status, found) =
+            scim.get(&format!("/scim/v2/Users?count=1000&filter={}", urlencode(filter))).await;
+        assert_eq!(status, StatusCode::OK, "{filter}: {found}");
+        let mut got: Vec<&str> =
+            found["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, expected, "{filter}");
+        assert_eq!(found["totalResults"].as_u64(), Some(expected.len() as u64), "{filter}");
+    }
+    // Paged and sorted, from the database.
+    let filter = urlencode("userName co \"@x.test\"");
+    let (_, page) = scim
+        .get(&format!(
+            "/scim/v2/Users?filter={filter}&sortBy=userName&sortOrder=descending&startIndex=2&count=2"
+        ))
+        .await;
+    let user_names: Vec<&str> =
+        page["Resources"].as_array().unwrap().iter().map(|r| r["userName"].as_str().unwrap()).collect();
+    // Byte order of the lower-cased names, as in memory: \"é\" sorts after \"z\".
+    assert_eq!((page["totalResults"].as_u64(), user_names), (Some(9), vec!["élodie2@x.test", "Zoë@x.test"]));
 }

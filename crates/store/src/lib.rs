@@ -59,7 +59,10 @@ pub use sessions::{NewSession, RefreshOutcome, SessionRecord};
 pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
 pub use tombstones::{SignInKeys, Tombstone};
-pub use users::{LoginAccount, LoginLookup, NewUser, UserPage, UserSort, UserSortKey, UserUpdate};
+pub use users::{
+    LoginAccount, LoginLookup, NewUser, TextOp, UserColumn, UserCondition, UserPage, UserSort, UserSortKey,
+    UserUpdate,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -36,6 +36,133 @@ pub struct UserUpdate {
     pub expected_version: Option<i64>,
 }
 
+/// A condition on users that the database evaluates: the part of a SCIM
+/// filter on attributes that are columns. Text values are compared as the
+/// columns hold them (lower-cased with Rust's `to_lowercase`), so callers
+/// lower-case what they compare with; a missing value matches nothing but
+/// `Ne` (which it always matches), as in RFC 7644.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCondition {
+    Text { column: UserColumn, op: TextOp, value: String },
+    Present(UserColumn),
+    Active(bool),
+    And(Box<UserCondition>, Box<UserCondition>),
+    Or(Box<UserCondition>, Box<UserCondition>),
+    Not(Box<UserCondition>),
+}
+
+/// The text columns a condition can compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserColumn {
+    /// The effective SCIM userName, lower-cased.
+    UserName,
+    /// externalId, lower-cased.
+    ExternalId,
+    /// The id, as it is (only `Eq` and `Ne`).
+    Id,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOp {
+    Eq,
+    Ne,
+    Co,
+    Sw,
+    Ew,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl UserCondition {
+    /// The condition as SQL, binding its values from `$first` on.
+    fn sql(&self, backend: Backend, binds: &mut Vec<String>, first: usize) -> String {
+        fn param(value: String, binds: &mut Vec<String>, first: usize) -> String {
+            binds.push(value);
+            format!("${}", first + binds.len() - 1)
+        }
+        match self {
+            Self::Text { column, op, value } => {
+                let col = match column {
+                    UserColumn::UserName => "user_name_normalized",
+                    UserColumn::ExternalId => "external_id_normalized",
+                    UserColumn::Id => "id",
+                };
+                // Byte order, as Rust compares strings (PostgreSQL would
+                // otherwise use the database's collation).
+                let ordered = match backend {
+                    Backend::Postgres => format!("{col} COLLATE \"C\""),
+                    Backend::Sqlite => col.to_owned(),
+                };
+                let like = |pattern: String, binds: &mut Vec<String>| {
+                    format!("({col} IS NOT NULL AND {col} LIKE {} ESCAPE '\\')", param(pattern, binds, first))
+                };
+                let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                match op {
+                    TextOp::Eq => {
+                        format!("({col} IS NOT NULL AND {col} = {})", param(value.clone(), binds, first))
+                    }
+                    TextOp::Ne => {
+                        format!("({col} IS NULL OR {col} <> {})", param(value.clone(), binds, first))
+                    }
+                    TextOp::Co => like(format!("%{escaped}%"), binds),
+                    TextOp::Sw => like(format!("{escaped}%"), binds),
+                    TextOp::Ew => like(format!("%{escaped}"), binds),
+                    TextOp::Gt | TextOp::Ge | TextOp::Lt | TextOp::Le => {
+                        let sign = match op {
+                            TextOp::Gt => ">",
+                            TextOp::Ge => ">=",
+                            TextOp::Lt => "<",
+                            _ => "<=",
+                        };
+                        format!(
+                            "({col} IS NOT NULL AND {ordered} {sign} {})",
+                            param(value.clone(), binds, first)
+                        )
+                    }
+                }
+            }
+            Self::Present(column) => match column {
+                UserColumn::UserName => "(user_name_normalized <> '')".to_owned(),
+                UserColumn::ExternalId => {
+                    "(external_id_normalized IS NOT NULL AND external_id_normalized <> '')".to_owned()
+                }
+                UserColumn::Id => "(1 = 1)".to_owned(),
+            },
+            Self::Active(active) => format!("(active = {})", i32::from(*active)),
+            Self::And(a, b) => {
+                format!("({} AND {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
+            }
+            Self::Or(a, b) => {
+                format!("({} OR {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
+            }
+            Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
+        }
+    }
+}
+
+/// The ORDER BY of `sort`: nulls last when ascending and first when
+/// descending, on both backends (they disagree by default), ties by id.
+fn sort_order(sort: UserSort, backend: Backend) -> String {
+    let dir = if sort.descending { "DESC" } else { "ASC" };
+    // Byte order on both backends, as SCIM's in-memory sort has it.
+    let c = match backend {
+        Backend::Postgres => " COLLATE \"C\"",
+        Backend::Sqlite => "",
+    };
+    match sort.key {
+        UserSortKey::Id | UserSortKey::Created => format!("id {dir}"),
+        UserSortKey::UserName => format!("user_name_normalized{c} {dir}, id {dir}"),
+        UserSortKey::ExternalId => {
+            format!("(external_id_normalized IS NULL) {dir}, external_id_normalized{c} {dir}, id {dir}")
+        }
+        UserSortKey::DisplayName => format!("LOWER(display_name){c} {dir}, id {dir}"),
+        UserSortKey::Email => format!("email_normalized{c} {dir}, id {dir}"),
+        UserSortKey::Modified => format!("updated_at {dir}, id {dir}"),
+    }
+}
+
 /// What a list of users is sorted by (SCIM `sortBy`, `sortOrder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserSort {
@@ -195,19 +322,7 @@ impl Store {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<User>> {
-        let dir = if sort.descending { "DESC" } else { "ASC" };
-        // Nulls last when ascending and first when descending, on both
-        // backends (they disagree by default).
-        let key = match sort.key {
-            UserSortKey::Id | UserSortKey::Created => format!("id {dir}"),
-            UserSortKey::UserName => format!("user_name_normalized {dir}, id {dir}"),
-            UserSortKey::ExternalId => {
-                format!("(external_id_normalized IS NULL) {dir}, external_id_normalized {dir}, id {dir}")
-            }
-            UserSortKey::DisplayName => format!("LOWER(display_name) {dir}, id {dir}"),
-            UserSortKey::Email => format!("email_normalized {dir}, id {dir}"),
-            UserSortKey::Modified => format!("updated_at {dir}, id {dir}"),
-        };
+        let key = sort_order(sort, self.backend);
         let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY {key} LIMIT $2 OFFSET $3");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org.to_string())
@@ -216,6 +331,42 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(user_from_row).collect()
+    }
+
+    /// The organization's users matching `condition`: how many, and the
+    /// page at `offset` in the order `sort` names (id order without one).
+    pub async fn users_matching(
+        &self,
+        org: OrgId,
+        condition: &UserCondition,
+        sort: Option<UserSort>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(i64, Vec<User>)> {
+        let mut binds = Vec::new();
+        let clause = condition.sql(self.backend, &mut binds, 2);
+        let count_sql = format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1 AND {clause}");
+        let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql)).bind(org.to_string());
+        for b in &binds {
+            count = count.bind(b.clone());
+        }
+        let total: i64 = count.fetch_one(&self.pool).await?.try_get("n")?;
+        let order =
+            sort_order(sort.unwrap_or(UserSort { key: UserSortKey::Id, descending: false }), self.backend);
+        let (l, o) = (binds.len() + 2, binds.len() + 3);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND {clause} ORDER BY {order} LIMIT ${l} OFFSET ${o}"
+        );
+        let mut page = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string());
+        for b in binds {
+            page = page.bind(b);
+        }
+        let rows = page
+            .bind(i64::from(limit.min(1000)))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((total, rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?))
     }
 
     /// How many users the organization has.
