@@ -107,6 +107,19 @@ impl UserCondition {
                         format!("({col} IS NULL OR {col} <> {})", param(value.clone(), binds, first))
                     }
                     TextOp::Co => like(format!("%{escaped}%"), binds),
+                    // On SQLite a prefix is a range of the index (its LIKE
+                    // cannot use one); the bounds are in byte order, as the
+                    // column compares.
+                    TextOp::Sw if backend == Backend::Sqlite && !value.is_empty() => {
+                        let low = param(value.clone(), binds, first);
+                        match prefix_successor(value) {
+                            Some(high) => {
+                                let high = param(high, binds, first);
+                                format!("({col} IS NOT NULL AND {col} >= {low} AND {col} < {high})")
+                            }
+                            None => format!("({col} IS NOT NULL AND {col} >= {low})"),
+                        }
+                    }
                     TextOp::Sw => like(format!("{escaped}%"), binds),
                     TextOp::Ew => like(format!("%{escaped}"), binds),
                     TextOp::Gt | TextOp::Ge | TextOp::Lt | TextOp::Le => {
@@ -140,6 +153,25 @@ impl UserCondition {
             Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
         }
     }
+}
+
+/// The least string greater than every string starting with `prefix`: its
+/// last character that has a successor, incremented, and what follows it
+/// dropped. (UTF-8 byte order is code point order.) `None` when no
+/// character has one.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        while next <= 0x10FFFF {
+            if let Some(c) = char::from_u32(next) {
+                chars.push(c);
+                return Some(chars.into_iter().collect());
+            }
+            next += 1;
+        }
+    }
+    None
 }
 
 /// The ORDER BY of `sort`: nulls last when ascending and first when
@@ -678,4 +710,30 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::insert_audit_events(conn, &audits).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn a_prefix_successor_bounds_every_string_with_the_prefix() {
+        for (prefix, samples) in [
+            ("bob", vec!["bob", "bob_1@x", "bob\u{10FFFF}", "bobz"]),
+            ("élo", vec!["élodie", "élo\u{7f}"]),
+            ("a\u{D7FF}", vec!["a\u{D7FF}", "a\u{D7FF}\u{10FFFF}"]),
+        ] {
+            let high = prefix_successor(prefix).unwrap();
+            for s in samples {
+                assert!(
+                    s.as_bytes() >= prefix.as_bytes() && s.as_bytes() < high.as_bytes(),
+                    "{s:?} within [{prefix:?}, {high:?})"
+                );
+            }
+            assert!(!high.starts_with(prefix));
+        }
+        assert_eq!(prefix_successor("a\u{D7FF}").unwrap(), "a\u{E000}", "surrogates skipped");
+        assert_eq!(prefix_successor("a\u{10FFFF}").unwrap(), "b");
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    }
 }
