@@ -120,6 +120,26 @@ pub(crate) async fn end_by_access_token(state: &AppState, token: &str) -> Result
     }
 }
 
+/// Signs a browser out: ends the session its cookies name (by the access
+/// token, which lasts minutes, and by the pages' token, which lasts the
+/// session), and returns the `Set-Cookie` values that remove both. Every
+/// sign-out of a browser, the API's and the pages', is this one.
+pub(crate) async fn end_browser_session(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<[axum::http::HeaderValue; 2], ApiError> {
+    use crate::cookies;
+    if let Some(token) = cookies::get(headers, cookies::SESSION) {
+        end_by_access_token(state, token).await?;
+    }
+    if let Some(token) = cookies::get(headers, cookies::BROWSER)
+        && let Some((session, _)) = browser_session(state, token).await?
+    {
+        state.store().revoke_session(session.id, "signed out", state.clock().now()).await?;
+    }
+    Ok([cookies::remove(state, cookies::SESSION, "/"), cookies::remove(state, cookies::BROWSER, "/")])
+}
+
 /// The live session of a browser's cookie token, with its active user.
 pub(crate) async fn browser_session(
     state: &AppState,

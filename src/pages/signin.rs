@@ -378,12 +378,9 @@ async fn logout(
     headers: HeaderMap,
     PageForm(_): PageForm<Empty>,
 ) -> Result<Response, PageError> {
-    if let Some((session, _)) = signed_in(&state, &headers).await? {
-        state.store().revoke_session(session.id, "signed out", state.clock().now()).await?;
-    }
     let mut response = see_other("/login");
-    for name in [cookies::SESSION, cookies::BROWSER] {
-        response.headers_mut().append(SET_COOKIE, cookies::remove(&state, name, "/"));
+    for cookie in sessions::end_browser_session(&state, &headers).await? {
+        response.headers_mut().append(SET_COOKIE, cookie);
     }
     Ok(response)
 }

@@ -108,18 +108,10 @@ pub(crate) async fn end_browser_session(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    if let Some(token) = cookies::get(&headers, cookies::SESSION) {
-        sessions::end_by_access_token(&state, token).await?;
-    }
-    // The access token lasts minutes; the pages' token, the whole session.
-    if let Some(token) = cookies::get(&headers, cookies::BROWSER)
-        && let Some((session, _)) = sessions::browser_session(&state, token).await?
-    {
-        state.store().revoke_session(session.id, "signed out", state.clock().now()).await?;
-    }
+    let removed = sessions::end_browser_session(&state, &headers).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    for name in [cookies::SESSION, cookies::BROWSER] {
-        response.headers_mut().append(header::SET_COOKIE, cookies::remove(&state, name, "/"));
+    for cookie in removed {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }

@@ -126,14 +126,11 @@ async fn logout(
         portal_access::sign_out(&state, token).await?;
     }
     // An organization admin's portal session is their browser session.
-    if let Some(token) = cookies::get(&headers, cookies::BROWSER)
-        && let Some((session, _)) = crate::sessions::browser_session(&state, token).await?
-    {
-        state.store().revoke_session(session.id, "signed out", state.clock().now()).await?;
-    }
+    let browser = crate::sessions::end_browser_session(&state, &headers).await?;
     let mut response = see_other("/admin/login");
-    for name in [cookies::PORTAL, cookies::SESSION, cookies::BROWSER] {
-        response.headers_mut().append(SET_COOKIE, cookies::remove(&state, name, "/"));
+    response.headers_mut().append(SET_COOKIE, cookies::remove(&state, cookies::PORTAL, "/"));
+    for cookie in browser {
+        response.headers_mut().append(SET_COOKIE, cookie);
     }
     Ok(response)
 }
