@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, get_ci};
-use gatehouse_store::{TextOp, UserColumn, UserCondition};
+use gatehouse_store::{TextOp, UserColumn, UserCondition, UserSort, UserSortKey};
 use serde_json::{Map, Value, json};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -772,55 +772,35 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
     })
 }
 
-/// What a list is sorted by: a sortable attribute and the order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sort {
-    pub(crate) by: SortBy,
-    pub(crate) descending: bool,
-}
+/// The attributes lists can be sorted by, by their `sortBy` names: the
+/// store's sort keys, which the in-memory sort follows too.
+const SORTABLE: [(&str, UserSortKey); 8] = [
+    ("id", UserSortKey::Id),
+    ("username", UserSortKey::UserName),
+    ("externalid", UserSortKey::ExternalId),
+    ("displayname", UserSortKey::DisplayName),
+    ("emails", UserSortKey::Email),
+    ("emails.value", UserSortKey::Email),
+    ("meta.created", UserSortKey::Created),
+    ("meta.lastmodified", UserSortKey::Modified),
+];
 
-/// The attributes lists can be sorted by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SortBy {
-    Id,
-    UserName,
-    ExternalId,
-    DisplayName,
-    Email,
-    Created,
-    Modified,
-}
-
-impl SortBy {
-    const USERS: [(&'static str, SortBy); 8] = [
-        ("id", SortBy::Id),
-        ("username", SortBy::UserName),
-        ("externalid", SortBy::ExternalId),
-        ("displayname", SortBy::DisplayName),
-        ("emails", SortBy::Email),
-        ("emails.value", SortBy::Email),
-        ("meta.created", SortBy::Created),
-        ("meta.lastmodified", SortBy::Modified),
-    ];
-
-    /// The value a resource is sorted by (compared without case, as none
-    /// of these attributes is case-exact except `id`, whose case is fixed).
-    fn of(self, resource: &Value) -> Option<String> {
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_lowercase);
-        match self {
-            Self::Id => text(get_ci(resource, "id")),
-            Self::UserName => text(get_ci(resource, "userName")),
-            Self::ExternalId => text(get_ci(resource, "externalId")),
-            Self::DisplayName => text(get_ci(resource, "displayName")),
-            Self::Email => {
-                let emails = get_ci(resource, "emails").and_then(Value::as_array)?;
-                let primary =
-                    emails.iter().find(|e| get_ci(e, "primary").and_then(Value::as_bool) == Some(true));
-                text(primary.or(emails.first()).and_then(|e| get_ci(e, "value")))
-            }
-            Self::Created => text(get_ci(resource, "meta").and_then(|m| get_ci(m, "created"))),
-            Self::Modified => text(get_ci(resource, "meta").and_then(|m| get_ci(m, "lastModified"))),
+/// The value a resource is sorted by (compared without case, as none of
+/// these attributes is case-exact except `id`, whose case is fixed).
+fn sort_value(key: UserSortKey, resource: &Value) -> Option<String> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_lowercase);
+    match key {
+        UserSortKey::Id => text(get_ci(resource, "id")),
+        UserSortKey::UserName => text(get_ci(resource, "userName")),
+        UserSortKey::ExternalId => text(get_ci(resource, "externalId")),
+        UserSortKey::DisplayName => text(get_ci(resource, "displayName")),
+        UserSortKey::Email => {
+            let emails = get_ci(resource, "emails").and_then(Value::as_array)?;
+            let primary = emails.iter().find(|e| get_ci(e, "primary").and_then(Value::as_bool) == Some(true));
+            text(primary.or(emails.first()).and_then(|e| get_ci(e, "value")))
         }
+        UserSortKey::Created => text(get_ci(resource, "meta").and_then(|m| get_ci(m, "created"))),
+        UserSortKey::Modified => text(get_ci(resource, "meta").and_then(|m| get_ci(m, "lastModified"))),
     }
 }
 
@@ -831,7 +811,7 @@ pub(crate) fn parse_sort(
     sort_by: Option<&str>,
     order: Option<&str>,
     users: bool,
-) -> Result<Option<Sort>, ScimError> {
+) -> Result<Option<UserSort>, ScimError> {
     let descending = match order.map(|o| o.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("ascending") => false,
         Some("descending") => true,
@@ -841,13 +821,13 @@ pub(crate) fn parse_sort(
     let lower = sort_by.to_ascii_lowercase();
     let schema = if users { USER_SCHEMA } else { "urn:ietf:params:scim:schemas:core:2.0:Group" };
     let name = lower.strip_prefix(&format!("{}:", schema.to_ascii_lowercase())).unwrap_or(&lower);
-    let allowed: &[(&str, SortBy)] = if users {
-        &SortBy::USERS
-    } else {
-        &[SortBy::USERS[0], SortBy::USERS[2], SortBy::USERS[3], SortBy::USERS[6], SortBy::USERS[7]]
-    };
+    // Groups have no userName or emails.
+    let allowed: Vec<(&str, UserSortKey)> = SORTABLE
+        .into_iter()
+        .filter(|(_, key)| users || !matches!(key, UserSortKey::UserName | UserSortKey::Email))
+        .collect();
     match allowed.iter().find(|(n, _)| *n == name) {
-        Some((_, by)) => Ok(Some(Sort { by: *by, descending })),
+        Some((_, key)) => Ok(Some(UserSort { key: *key, descending })),
         None => {
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
             Err(ScimError::invalid_value(format!(
@@ -860,16 +840,16 @@ pub(crate) fn parse_sort(
 
 /// Sorts resources in memory; missing values last when ascending, ties by
 /// id.
-pub(crate) fn sort_resources(resources: &mut [Value], sort: Sort) {
+pub(crate) fn sort_resources(resources: &mut [Value], sort: UserSort) {
     resources.sort_by(|a, b| {
-        let (x, y) = (sort.by.of(a), sort.by.of(b));
+        let (x, y) = (sort_value(sort.key, a), sort_value(sort.key, b));
         let order = match (&x, &y) {
             (Some(x), Some(y)) => x.cmp(y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         }
-        .then_with(|| SortBy::Id.of(a).cmp(&SortBy::Id.of(b)));
+        .then_with(|| sort_value(UserSortKey::Id, a).cmp(&sort_value(UserSortKey::Id, b)));
         if sort.descending { order.reverse() } else { order }
     });
 }

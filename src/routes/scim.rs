@@ -17,9 +17,7 @@ use gatehouse_core::{OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::get_ci;
 use gatehouse_scim::filter::{self, Filter};
-use gatehouse_store::{
-    NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserSort, UserSortKey, UserUpdate,
-};
+use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -901,7 +899,6 @@ async fn list_users(
             let page = match sort {
                 None => state.store().users_at(caller.org, offset, count as u32).await.scim()?,
                 Some(sort) => {
-                    let sort = UserSort { key: sort_key(sort.by), descending: sort.descending };
                     state.store().users_sorted(caller.org, sort, offset, count as u32).await.scim()?
                 }
             };
@@ -916,7 +913,6 @@ async fn list_users(
             state.store().find_users_by_external_id(caller.org, value).await.scim()?
         }
         (Some(_), None) if let Some(condition) = &condition => {
-            let sort = sort.map(|s| UserSort { key: sort_key(s.by), descending: s.descending });
             let offset = start_index as u64 - 1;
             let (total, page) = state
                 .store()
@@ -947,18 +943,6 @@ async fn list_users(
     let total = resources.len();
     let page = resources.into_iter().skip(start_index - 1).take(count).map(project).collect();
     Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
-}
-
-fn sort_key(by: scim::SortBy) -> UserSortKey {
-    match by {
-        scim::SortBy::Id => UserSortKey::Id,
-        scim::SortBy::UserName => UserSortKey::UserName,
-        scim::SortBy::ExternalId => UserSortKey::ExternalId,
-        scim::SortBy::DisplayName => UserSortKey::DisplayName,
-        scim::SortBy::Email => UserSortKey::Email,
-        scim::SortBy::Created => UserSortKey::Created,
-        scim::SortBy::Modified => UserSortKey::Modified,
-    }
 }
 
 /// A search request's body (RFC 7644 §3.4.3) as the query parameters a GET
