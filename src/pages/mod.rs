@@ -225,6 +225,10 @@ fn wait(seconds: u64) -> String {
     }
 }
 
+/// A form with no fields but its CSRF token (a button: sign out, revoke).
+#[derive(serde::Deserialize)]
+pub(crate) struct Empty {}
+
 /// A form posted from one of Gatehouse's pages: its CSRF token checked
 /// against the cookie, and a cross-site post refused, before the fields are
 /// read.

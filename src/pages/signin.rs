@@ -12,7 +12,9 @@ use axum::routing::get;
 use gatehouse_core::{AuthMethod, Email, Password, Role};
 use serde::Deserialize;
 
-use super::{BrowserDevice, CsrfToken, PageError, PageForm, describe, html, html_with_status, see_other};
+use super::{
+    BrowserDevice, CsrfToken, Empty, PageError, PageForm, describe, html, html_with_status, see_other,
+};
 use crate::error::ApiError;
 use crate::extract::ClientIp;
 use crate::sessions::{self, Holder};
@@ -368,9 +370,6 @@ async fn account(
         is_admin: user.role == Role::Admin,
     })
 }
-
-#[derive(Deserialize)]
-struct Empty {}
 
 /// Signs the browser out: its session ends, and its cookies go.
 async fn logout(

@@ -27,7 +27,7 @@ use crate::configure::{self, ConnectionCheck};
 use crate::connections::{Config, Connection, Kind};
 use crate::error::ApiError;
 use crate::external_auth::{self, TestResult};
-use crate::pages::{BrowserDevice, CsrfToken, PageError, PageForm, describe, html_with_status};
+use crate::pages::{BrowserDevice, CsrfToken, Empty, PageError, PageForm, describe, html_with_status};
 use crate::state::AppState;
 
 const BASE: &str = "/admin/orgs/{org}/setup/integrations/external-auth";
@@ -115,6 +115,16 @@ enum Notice {
     Done(String),
     Failed(String),
     Token(String),
+}
+
+impl Notice {
+    /// What a change's outcome says: its message, or why it failed.
+    fn after(outcome: Result<String, ApiError>) -> Self {
+        match outcome {
+            Ok(message) => Self::Done(message),
+            Err(e) => Self::Failed(describe(&e).2),
+        }
+    }
 }
 
 async fn render_overview(
@@ -401,6 +411,12 @@ fn saml_specs() -> Vec<Spec> {
     specs
 }
 
+/// A stored connection's fields, as its form shows them.
+fn stored_fields(kind: Kind, config: &str) -> Result<Vec<Field>, PageError> {
+    let stored: Value = serde_json::from_str(config).map_err(ApiError::internal)?;
+    Ok(fields::render(&specs_for(kind), &stored, None))
+}
+
 fn specs_for(kind: Kind) -> Vec<Spec> {
     match kind {
         Kind::Okta | Kind::AzureAd => oidc_specs(kind),
@@ -562,8 +578,7 @@ async fn connection_page(
     let org = portal.org(&state, org).await?;
     let record = configure::require_connection(&state, org.id, &id).await?;
     let connection = Connection::open(&state, record)?;
-    let stored: Value = serde_json::from_str(&connection.record.config).map_err(ApiError::internal)?;
-    let fields = fields::render(&specs_for(connection.kind), &stored, None);
+    let fields = stored_fields(connection.kind, &connection.record.config)?;
     connection_form(&state, csrf, &portal, &org, connection.kind, Some(&id), fields, None, Err(None))
 }
 
@@ -583,8 +598,7 @@ async fn connection_post(
             && method == kind.method()
             && state.store().list_connections(org.id).await?.len() == 1
         {
-            let stored: Value = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-            let fields = fields::render(&specs_for(kind), &stored, None);
+            let fields = stored_fields(kind, &record.config)?;
             let why = "You signed in through this connection, and it is the only one: deleting it would lock you out. Use a setup link, or ask a platform admin.";
             return connection_form(
                 &state,
@@ -610,8 +624,7 @@ async fn connection_post(
                 .await
             }
             Err(e) => {
-                let stored: Value = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-                let fields = fields::render(&specs_for(kind), &stored, None);
+                let fields = stored_fields(kind, &record.config)?;
                 connection_form(
                     &state,
                     csrf,
@@ -679,8 +692,7 @@ async fn save_connection(
     };
     match saved {
         Ok(record) => {
-            let stored: Value = serde_json::from_str(&record.config).map_err(ApiError::internal)?;
-            let fields = fields::render(&specs, &stored, None);
+            let fields = stored_fields(kind, &record.config)?;
             connection_form(
                 state,
                 csrf.clone(),
@@ -1007,13 +1019,9 @@ async fn sso_policy_post(
         let why = "Only someone signed in through single sign-on can require it: sign in through your identity provider first, so we know it lets you in.";
         return render_overview(&state, csrf, &portal, &org, Notice::Failed(why.into())).await;
     }
-    match configure::set_sso_policy(&state, &portal.actor(), org.id, policy).await {
-        Ok(_) => {
-            render_overview(&state, csrf, &portal, &org, Notice::Done("The sign-in policy is saved.".into()))
-                .await
-        }
-        Err(e) => render_overview(&state, csrf, &portal, &org, Notice::Failed(describe(&e).2)).await,
-    }
+    let saved = configure::set_sso_policy(&state, &portal.actor(), org.id, policy).await;
+    let notice = Notice::after(saved.map(|_| "The sign-in policy is saved.".into()));
+    render_overview(&state, csrf, &portal, &org, notice).await
 }
 
 #[derive(Deserialize)]
@@ -1030,14 +1038,13 @@ async fn mint_scim_token(
     PageForm(form): PageForm<MintForm>,
 ) -> Result<Response, PageError> {
     let org = portal.org(&state, org).await?;
-    match configure::mint_scim_token(&state, &portal.actor(), org.id, &form.label, &form.idp).await {
-        Ok((_, token)) => render_overview(&state, csrf, &portal, &org, Notice::Token(token)).await,
-        Err(e) => render_overview(&state, csrf, &portal, &org, Notice::Failed(describe(&e).2)).await,
-    }
+    let notice =
+        match configure::mint_scim_token(&state, &portal.actor(), org.id, &form.label, &form.idp).await {
+            Ok((_, token)) => Notice::Token(token),
+            Err(e) => Notice::after(Err(e)),
+        };
+    render_overview(&state, csrf, &portal, &org, notice).await
 }
-
-#[derive(Deserialize)]
-struct Empty {}
 
 async fn revoke_scim_token(
     State(state): State<AppState>,
@@ -1047,11 +1054,7 @@ async fn revoke_scim_token(
     PageForm(_): PageForm<Empty>,
 ) -> Result<Response, PageError> {
     let org = portal.org(&state, org).await?;
-    match configure::revoke_scim_token(&state, &portal.actor(), org.id, &id).await {
-        Ok(()) => {
-            render_overview(&state, csrf, &portal, &org, Notice::Done("The SCIM token is revoked.".into()))
-                .await
-        }
-        Err(e) => render_overview(&state, csrf, &portal, &org, Notice::Failed(describe(&e).2)).await,
-    }
+    let revoked = configure::revoke_scim_token(&state, &portal.actor(), org.id, &id).await;
+    let notice = Notice::after(revoked.map(|()| "The SCIM token is revoked.".into()));
+    render_overview(&state, csrf, &portal, &org, notice).await
 }

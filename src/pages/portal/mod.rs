@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 pub(crate) use access::Portal;
 
-use super::{CsrfToken, PageError, PageForm, html, html_with_status, see_other};
+use super::{CsrfToken, Empty, PageError, PageForm, html, html_with_status, see_other};
 use crate::audit::AuditQuery;
 use crate::cookies;
 use crate::directory::{self, UpdateUser};
@@ -113,9 +113,6 @@ async fn login(
         .append(SET_COOKIE, cookies::set(&state, cookies::PORTAL, session.plain(), "/", ttl));
     Ok(response)
 }
-
-#[derive(Deserialize)]
-struct Empty {}
 
 async fn logout(
     State(state): State<AppState>,
