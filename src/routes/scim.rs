@@ -534,13 +534,27 @@ async fn bulk(
     let mut results: Vec<Option<Value>> = vec![None; operations.len()];
     let mut created: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut errors = 0u64;
+    // Each operation's data as text and the bulkIds it names, read once: a
+    // pass over the waiting operations only looks them up, so a request
+    // whose operations wait on each other in a chain costs lookups, not
+    // re-reading every operation on every pass.
+    let texts: Vec<Option<String>> =
+        operations.iter().map(|op| get_ci(op, "data").map(Value::to_string)).collect();
+    let needs: Vec<Vec<String>> = operations
+        .iter()
+        .zip(&texts)
+        .map(|(op, text)| {
+            let path = get_ci(op, "path").and_then(Value::as_str).unwrap_or("");
+            references(path).chain(text.as_deref().into_iter().flat_map(references)).collect()
+        })
+        .collect();
     'passes: loop {
         let mut progress = false;
         for (i, op) in operations.iter().enumerate() {
-            if results[i].is_some() {
+            if results[i].is_some() || !needs[i].iter().all(|n| created.contains_key(n)) {
                 continue;
             }
-            let outcome = bulk_operation(state, caller, op, &created).await;
+            let outcome = bulk_operation(state, caller, op, texts[i].as_deref(), &created).await;
             let (result, failed) = match outcome {
                 BulkStep::Waiting => continue,
                 BulkStep::Done { result, bulk_id, id } => {
@@ -606,25 +620,38 @@ fn bulk_error(op: &Value, e: ScimError) -> Value {
     result
 }
 
+/// The `bulkId:name` references in `text`: (where each starts, where it
+/// ends, the name).
+fn bulk_references(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
+    const MARK: &str = "bulkId:";
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = from + text[from..].find(MARK)?;
+        let name_at = at + MARK.len();
+        let len = text[name_at..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(text.len() - name_at);
+        from = name_at + len;
+        Some((at, from, &text[name_at..from]))
+    })
+}
+
+/// The bulkIds `text` names.
+fn references(text: &str) -> impl Iterator<Item = String> + '_ {
+    bulk_references(text).map(|(_, _, name)| name.to_owned())
+}
+
 /// Replaces `bulkId:x` references in text with the ids they name; `Err`
 /// with the first one not known yet.
 fn resolve(text: &str, created: &std::collections::HashMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("bulkId:") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "bulkId:".len()..];
-        let end = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
-            .unwrap_or(after.len());
-        let name = &after[..end];
-        match created.get(name) {
-            Some(id) => out.push_str(id),
-            None => return Err(name.to_owned()),
-        }
-        rest = &after[end..];
+    let mut copied = 0;
+    for (start, end, name) in bulk_references(text) {
+        out.push_str(&text[copied..start]);
+        out.push_str(created.get(name).ok_or_else(|| name.to_owned())?);
+        copied = end;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     Ok(out)
 }
 
@@ -632,6 +659,7 @@ async fn bulk_operation(
     state: &AppState,
     caller: &Caller,
     op: &Value,
+    data: Option<&str>,
     created: &std::collections::HashMap<String, String>,
 ) -> BulkStep {
     let fail = |e: ScimError| BulkStep::Failed(bulk_error(op, e));
@@ -649,12 +677,10 @@ async fn bulk_operation(
     let Some(path) = get_ci(op, "path").and_then(Value::as_str) else {
         return fail(ScimError::invalid_syntax("an operation needs a path"));
     };
-    let data = get_ci(op, "data").map(Value::to_string);
-    let (path, data) =
-        match (resolve(path, created), data.as_deref().map(|d| resolve(d, created)).transpose()) {
-            (Ok(p), Ok(d)) => (p, d),
-            (Err(_), _) | (_, Err(_)) => return BulkStep::Waiting,
-        };
+    let (path, data) = match (resolve(path, created), data.map(|d| resolve(d, created)).transpose()) {
+        (Ok(p), Ok(d)) => (p, d),
+        (Err(_), _) | (_, Err(_)) => return BulkStep::Waiting,
+    };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_resource = |r: &str| r.eq_ignore_ascii_case("users") || r.eq_ignore_ascii_case("groups");
     let valid = match (method == Method::POST, segments.as_slice()) {
@@ -1151,4 +1177,27 @@ fn paging(params: &[(String, String)]) -> Result<(usize, usize), ScimError> {
     let start_index = number("startIndex")?.unwrap_or(1).max(1) as usize;
     let count = number("count")?.unwrap_or(100).clamp(0, MAX_COUNT as i64) as usize;
     Ok((start_index, count))
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use std::collections::HashMap;
+
+    use super::{references, resolve};
+
+    #[test]
+    fn bulk_ids_are_found_and_replaced_where_they_stand() {
+        let text = r#"{"members":[{"value":"bulkId:u-1"},{"value":"bulkId:g.2"}],"x":"bulkId:"}"#;
+        assert_eq!(references(text).collect::<Vec<_>>(), ["u-1", "g.2", ""]);
+        let mut created =
+            HashMap::from([("u-1".to_owned(), "id1".to_owned()), ("g.2".to_owned(), "id2".to_owned())]);
+        assert_eq!(resolve(text, &created), Err(String::new()), "a bare bulkId: names nothing");
+        created.insert(String::new(), "id3".into());
+        assert_eq!(
+            resolve(text, &created).unwrap(),
+            r#"{"members":[{"value":"id1"},{"value":"id2"}],"x":"id3"}"#
+        );
+        assert_eq!(resolve("/Users/bulkId:u-1", &created).unwrap(), "/Users/id1");
+        assert_eq!(resolve("no references", &created).unwrap(), "no references");
+    }
 }
