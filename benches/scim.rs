@@ -284,7 +284,7 @@ fn main() {
                 let new = NewUser {
                     active: true,
                     org_id: org,
-                    email: Email::parse(&email).unwrap(),
+                    email: Some(Email::parse(&email).unwrap()),
                     display_name: format!("Seed {seeded}"),
                     external_id: None,
                     password_hash: None,

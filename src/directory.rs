@@ -29,7 +29,10 @@ pub(crate) struct UserView {
     pub id: UserId,
     #[schema(value_type = uuid::Uuid)]
     pub org_id: OrgId,
-    pub email: String,
+    /// `null` for a user an IdP provisioned with only a userName.
+    pub email: Option<String>,
+    /// The SCIM userName an IdP gave, if it gave one.
+    pub user_name: Option<String>,
     pub display_name: String,
     pub external_id: Option<String>,
     pub active: bool,
@@ -48,7 +51,8 @@ impl From<User> for UserView {
         Self {
             id: u.id,
             org_id: u.org_id,
-            email: u.email.as_str().to_owned(),
+            email: u.email.map(|e| e.as_str().to_owned()),
+            user_name: u.user_name,
             display_name: u.display_name,
             external_id: u.external_id,
             active: u.active,
@@ -147,7 +151,7 @@ pub(crate) async fn create_user(
     let new = NewUser {
         active: true,
         org_id,
-        email: email(&body.email)?,
+        email: Some(email(&body.email)?),
         display_name: text("display_name", body.display_name.as_deref().unwrap_or(""), 0, 200)?,
         external_id: body.external_id.as_deref().map(|e| text("external_id", e, 1, 256)).transpose()?,
         password_hash: None,
@@ -206,7 +210,7 @@ pub(crate) async fn update_user(
     body: UpdateUser,
 ) -> Result<User, ApiError> {
     let mut update = UserUpdate {
-        email: body.email.as_deref().map(email).transpose()?,
+        email: body.email.as_deref().map(email).transpose()?.map(Some),
         display_name: body.display_name.as_deref().map(|d| text("display_name", d, 0, 200)).transpose()?,
         external_id: body
             .external_id
@@ -221,9 +225,18 @@ pub(crate) async fn update_user(
         Some(Some(p)) => Some(password(p)?),
         _ => None,
     };
-    require_user(state, org_id, user_id).await?;
+    let current = require_user(state, org_id, user_id).await?;
     if new_password.is_some() {
         refuse_local_password_if_external(state, org_id).await?;
+        // A password is typed beside an email; without one it could never
+        // be used.
+        if current.email.is_none() && update.email.is_none() {
+            return Err(ApiError::Conflict(
+                "the user has no email address, so cannot sign in with a password; \
+                 they sign in through their organization's identity provider"
+                    .into(),
+            ));
+        }
     }
     update.password_hash = match (&body.password, new_password) {
         (Some(_), Some(p)) => Some(Some(state.passwords().hash(p).await?)),

@@ -82,6 +82,9 @@ async fn mail_reset(state: &AppState, user: &User, device: Device) -> Result<(),
     if user.password_hash.is_none() {
         return record(state, user, method, "skipped", skipped("no_local_password"), device).await;
     }
+    let Some(address) = user.email.clone() else {
+        return record(state, user, method, "skipped", skipped("no_email"), device).await;
+    };
     let Some(mailer) = state.mailer() else {
         return record(state, user, method, "skipped", skipped("no_mail_relay"), device).await;
     };
@@ -96,9 +99,9 @@ async fn mail_reset(state: &AppState, user: &User, device: Device) -> Result<(),
          To choose a new password, open this link within an hour:\n\n{link}\n\n\
          If it was not you, ignore this message: your password stays as it is.\n",
         org = org.name,
-        email = user.email,
+        email = address,
     );
-    let (outcome, detail) = match mailer.send(user.email.as_str(), "Reset your password", body).await {
+    let (outcome, detail) = match mailer.send(address.as_str(), "Reset your password", body).await {
         Ok(()) => ("success", serde_json::json!({ "sent": "reset_link" })),
         Err(e) => {
             tracing::warn!(error = %e, user = %user.id, "a reset link could not be mailed");

@@ -84,6 +84,7 @@ async fn decide(
         Ok(LoginOutcome::Authenticated) => Verdict::Authenticated,
         Ok(LoginOutcome::Rejected(RejectReason::NoCredential)) => refused("no_password", None),
         Ok(LoginOutcome::Rejected(RejectReason::WrongPassword)) => refused("wrong_password", None),
+        Ok(LoginOutcome::Rejected(RejectReason::NoEmail)) => refused("no_email", None),
         Ok(LoginOutcome::Rejected(RejectReason::UpstreamStatus(s))) => refused("upstream_refused", Some(s)),
         Err(ConnectorError::Unavailable(error)) => Verdict::Unavailable { error },
         // A value that could not be placed safely (a line break bound for a

@@ -25,7 +25,9 @@ const OWNED: [&str; 6] = ["id", "meta", "schemas", "password", "groups", "active
 /// What a create, replace or patch says about the platform user.
 pub(crate) struct UserFields {
     pub(crate) user_name: String,
-    pub(crate) email: Email,
+    /// `None` when neither emails nor the userName hold an address: SCIM
+    /// requires only a userName.
+    pub(crate) email: Option<Email>,
     pub(crate) display_name: String,
     pub(crate) external_id: Option<String>,
     pub(crate) active: bool,
@@ -70,11 +72,9 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
         .and_then(|e| text(get_ci(e, "value")));
     let email = match pick {
         Some(e) => {
-            Email::parse(&e).map_err(|err| ScimError::invalid_value(format!("emails: {e:?} {err}")))?
+            Some(Email::parse(&e).map_err(|err| ScimError::invalid_value(format!("emails: {e:?} {err}")))?)
         }
-        None => Email::parse(&user_name).map_err(|_| {
-            ScimError::invalid_value("a user needs an email: give emails, or a userName that is one")
-        })?,
+        None => Email::parse(&user_name).ok(),
     };
     let active = match get_ci(resource, "active") {
         None | Some(Value::Null) => true,
@@ -155,8 +155,8 @@ pub(crate) fn user_resource(user: &User, base: &str) -> Value {
     let has_emails = map
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("emails") && v.as_array().is_some_and(|a| !a.is_empty()));
-    if !has_emails {
-        set(&mut map, "emails", json!([{ "value": user.email.as_str(), "type": "work", "primary": true }]));
+    if !has_emails && let Some(email) = &user.email {
+        set(&mut map, "emails", json!([{ "value": email.as_str(), "type": "work", "primary": true }]));
     }
     set(
         &mut map,

@@ -198,7 +198,7 @@ async fn access_response(
         aud: state.settings().token_audience.clone(),
         sub: user.id.to_string(),
         org: user.org_id.to_string(),
-        email: user.email.as_str().to_owned(),
+        email: user.email.as_ref().map(|e| e.as_str().to_owned()),
         sid: session.to_string(),
         iat: now.timestamp(),
         exp: now.timestamp() + ttl.as_secs() as i64,

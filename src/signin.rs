@@ -515,7 +515,7 @@ pub(crate) async fn match_user(
     let new = NewUser {
         org_id: org,
         display_name: identity.name.clone().unwrap_or_else(|| email.as_str().to_owned()),
-        email,
+        email: Some(email),
         external_id: identity.external_id.clone(),
         password_hash: None,
         active: true,

@@ -262,7 +262,7 @@ async fn reset_page(
     let status = if user.is_some() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     html_with_status(
         status,
-        &ResetPage { csrf, token, email: user.map(|u| u.email.as_str().to_owned()), error },
+        &ResetPage { csrf, token, email: user.and_then(|u| u.email).map(|e| e.as_str().to_owned()), error },
     )
 }
 
@@ -296,7 +296,7 @@ async fn reset(
     };
     let user = password_reset::link_user(&state, &form.token).await?;
     let Some(user) = user else { return again(None, capitalised(password_reset::LINK_NOT_LIVE)) };
-    let email = Some(user.email.as_str().to_owned());
+    let email = user.email.map(|e| e.as_str().to_owned());
     if form.password != form.confirm {
         return again(email, "The two passwords are not the same.".into());
     }
@@ -363,7 +363,7 @@ async fn account(
     let org = state.store().get_org(user.org_id).await?;
     html(&AccountPage {
         csrf,
-        email: user.email.as_str().to_owned(),
+        email: user.handle().to_owned(),
         org: org.name,
         method: method_in_words(session.auth_method),
         since: session.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),

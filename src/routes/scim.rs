@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gatehouse_core::{OrgId, Origin, Role, User, UserId};
+use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::get_ci;
 use gatehouse_scim::filter::{self, Filter};
@@ -823,7 +823,7 @@ async fn create_user(
     // stand in the way of their sign-in.
     let lifted = state
         .store()
-        .lift_tombstones(caller.org, user.email.normalized(), user.external_id.as_deref())
+        .lift_tombstones(caller.org, user.email.as_ref().map(Email::normalized), user.external_id.as_deref())
         .await
         .scim()?;
     if lifted > 0 {

@@ -101,6 +101,57 @@ async fn scim_users_are_matched_by_the_idp_id_before_email() {
     assert_eq!(server.me(&session_cookie(&done).unwrap()).await.1["id"], bob["id"]);
 }
 
+/// SCIM requires only a userName: a user provisioned without an email is
+/// grouped, signs in by the IdP's id, is deactivated like anyone else, and
+/// cannot be given a password (nothing to sign in with it by).
+#[tokio::test]
+async fn users_without_an_email_are_provisioned_and_sign_in_by_idp_id() {
+    let (server, idp) = okta_pair().await;
+    let org = server.create_sso_org(&[RETURN_TO]).await;
+    let token = scim_token(&server, &org).await;
+    let connection = connect(&server, &org, okta_at(&idp, json!({ "link_by_email": true }))).await;
+    let jdoe = json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "jdoe",
+        "externalId": "00u-jdoe", "active": true, "name": { "givenName": "J", "familyName": "Doe" } });
+    let (status, created) = server.scim(&token, Method::POST, "/scim/v2/Users", Some(jdoe)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!((created.get("emails"), &created["userName"]), (None, &json!("jdoe")), "{created}");
+    let id = created["id"].as_str().unwrap();
+    // A second one beside it: absent emails do not collide.
+    let rroe = json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "rroe" });
+    assert_eq!(server.scim(&token, Method::POST, "/scim/v2/Users", Some(rroe)).await.0, StatusCode::CREATED);
+    let (_, found) =
+        server.scim(&token, Method::GET, "/scim/v2/Users?filter=userName%20eq%20%22JDOE%22", None).await;
+    assert_eq!((found["totalResults"].as_i64(), &found["Resources"][0]["id"]), (Some(1), &created["id"]));
+    scim_group(&server, &token, "Field Staff", id).await;
+
+    // Signs in by the IdP's id, with no email claim at all.
+    let claims = json!({ "sub": "00u-jdoe" });
+    let done = web_sign_in(&server, &connection, &claims).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    let session = session_cookie(&done).unwrap();
+    let (_, me) = server.me(&session).await;
+    assert_eq!((&me["id"], &me["email"], &me["user_name"]), (&created["id"], &Value::Null, &json!("jdoe")));
+    let access = claims_of(&session);
+    assert_eq!((access.get("email"), &access["groups"]), (None, &json!(["Field Staff"])));
+
+    // A password would have no email to be typed beside.
+    let user_path = format!("/admin/v1/orgs/{org}/users/{id}");
+    let (status, body) = server
+        .admin(Method::PATCH, &user_path, Some(json!({ "password": "correct horse battery staple" })))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("no email address"), "{body}");
+    assert_eq!(server.admin(Method::GET, &user_path, None).await.1["has_password"], false);
+
+    // Deactivated like anyone: the session ends and sign-in is refused.
+    let off = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "replace", "path": "active", "value": false }] });
+    let (status, body) = server.scim(&token, Method::PATCH, &format!("/scim/v2/Users/{id}"), Some(off)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.me(&session).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused(&web_sign_in(&server, &connection, &claims).await), "user_deactivated");
+}
+
 /// Entra ID maps objectId to externalId when told to; the connection says
 /// the token's `oid` is what to match.
 #[tokio::test]

@@ -634,7 +634,9 @@ async fn discovery_documents() {
         (r#"{"userName":""}"#, "userName"),
         (r#"not json"#, "JSON"),
         (r#"{"userName":"x@example.com","active":7}"#, "active"),
-        (r#"{"userName":"not-an-email"}"#, "email"),
+        // A userName alone is enough (RFC 7643 §4.1), but an address given
+        // must be one.
+        (r#"{"userName":"jdoe","emails":[{"value":"not-an-email"}]}"#, "emails"),
     ] {
         let resp = server
             .http

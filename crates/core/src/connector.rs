@@ -34,6 +34,10 @@ pub enum RejectReason {
     NoCredential,
     /// The credential did not match.
     WrongPassword,
+    /// The user has no email address, which this connector signs in with
+    /// (a user an IdP provisioned with only a userName signs in through the
+    /// IdP).
+    NoEmail,
     /// An upstream service answered with something other than success; the
     /// HTTP status is kept for the audit trail.
     UpstreamStatus(u16),

@@ -165,7 +165,10 @@ pub struct Organization {
 pub struct User {
     pub id: UserId,
     pub org_id: OrgId,
-    pub email: Email,
+    /// `None` for a user an IdP provisioned with only a userName (SCIM
+    /// requires no more); such a user signs in through single sign-on only.
+    /// Every user has an email or a userName, or both.
+    pub email: Option<Email>,
     pub display_name: String,
     pub external_id: Option<String>,
     pub active: bool,
@@ -247,7 +250,13 @@ impl Origin {
 impl User {
     /// The SCIM `userName`: the one an IdP gave, or the email.
     pub fn scim_user_name(&self) -> &str {
-        self.user_name.as_deref().unwrap_or(self.email.as_str())
+        self.user_name.as_deref().or(self.email.as_ref().map(Email::as_str)).unwrap_or_default()
+    }
+
+    /// What to call the user where a person reads it: the email, else the
+    /// userName.
+    pub fn handle(&self) -> &str {
+        self.email.as_ref().map_or_else(|| self.scim_user_name(), Email::as_str)
     }
 }
 

@@ -58,15 +58,29 @@ pub struct RestConnector<'a> {
 
 pub(crate) struct Values<'a> {
     pub(crate) user: &'a User,
+    /// The user's email: the REST service knows its users by it.
+    pub(crate) email: &'a str,
     pub(crate) password: Option<&'a str>,
     pub(crate) device: &'a Device,
 }
 
-impl Values<'_> {
+impl<'a> Values<'a> {
+    /// The values for `user`; a user without an email (one an IdP
+    /// provisioned with only a userName) cannot be sent.
+    pub(crate) fn of(
+        user: &'a User,
+        password: Option<&'a str>,
+        device: &'a Device,
+    ) -> Result<Self, ConnectorError> {
+        let email =
+            user.email.as_ref().ok_or_else(|| unsafe_request("the user has no email address to send"))?;
+        Ok(Self { user, email: email.as_str(), password, device })
+    }
+
     fn get(&self, p: Placeholder) -> String {
         match p {
             Placeholder::UserId => self.user.id.to_string(),
-            Placeholder::UserEmail => self.user.email.as_str().to_owned(),
+            Placeholder::UserEmail => self.email.to_owned(),
             Placeholder::UserPassword => self.password.unwrap_or_default().to_owned(),
             Placeholder::UserExternalId => self.user.external_id.clone().unwrap_or_default(),
             Placeholder::OrgId => self.user.org_id.to_string(),
@@ -102,8 +116,8 @@ impl<'a> RestConnector<'a> {
         password: &Password,
         device: &Device,
     ) -> Result<Exchange, ConnectorError> {
-        let values = Values { user, password: Some(password.expose()), device };
-        let masked = Values { user, password: Some(MASK), device };
+        let values = Values::of(user, Some(password.expose()), device)?;
+        let masked = Values::of(user, Some(MASK), device)?;
         let (prepared, shown) = self.prepare(&self.auth.url, true, &values, &masked)?;
         Ok(self.send(prepared, shown).await)
     }
@@ -116,7 +130,7 @@ impl<'a> RestConnector<'a> {
         device: &Device,
     ) -> Result<Option<Exchange>, ConnectorError> {
         let Some(url) = &self.auth.forgot_url else { return Ok(None) };
-        let values = Values { user, password: None, device };
+        let values = Values::of(user, None, device)?;
         let (prepared, shown) = self.prepare(url, false, &values, &values)?;
         Ok(Some(self.send(prepared, shown).await))
     }
@@ -205,11 +219,79 @@ impl<'a> RestConnector<'a> {
 #[async_trait]
 impl PasswordConnector for RestConnector<'_> {
     async fn login(&self, attempt: PasswordAttempt<'_>) -> Result<LoginOutcome, ConnectorError> {
+        if attempt.user.email.is_none() {
+            return Ok(LoginOutcome::Rejected(RejectReason::NoEmail));
+        }
         let exchange = self.authenticate(attempt.user, attempt.password, attempt.device).await?;
         match exchange.result {
             Ok(r) if r.status == 200 => Ok(LoginOutcome::Authenticated),
             Ok(r) => Ok(LoginOutcome::Rejected(RejectReason::UpstreamStatus(r.status))),
             Err(e) => Err(ConnectorError::Unavailable(e.kind().to_owned())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::{Email, OrgId, Origin, Role, UserId};
+
+    use super::*;
+    use crate::RestAuthConfig;
+
+    fn user(email: Option<&str>) -> User {
+        User {
+            id: UserId::new(),
+            org_id: OrgId::new(),
+            email: email.map(|e| Email::parse(e).unwrap()),
+            display_name: String::new(),
+            external_id: None,
+            active: true,
+            password_hash: None,
+            user_name: Some("jdoe".into()),
+            scim_resource: None,
+            version: 1,
+            role: Role::Member,
+            created_via: Origin::Scim,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A user an IdP provisioned with only a userName has nothing to send
+    /// as `{{USEREMAIL}}`: refused as such, and nothing is sent.
+    #[tokio::test]
+    async fn a_user_without_an_email_is_refused_before_any_request() {
+        let auth = RestAuthConfig {
+            authentication_url: "https://auth.example.test/login?u={{USEREMAIL}}".into(),
+            http_action: crate::HttpAction::Get,
+            data_as: crate::DataAs::Json,
+            http_auth_type: Default::default(),
+            headers: vec![],
+            body: None,
+            forgot_password_url: Some("https://auth.example.test/forgot?u={{USEREMAIL}}".into()),
+            timeout_ms: 1000,
+            allow_insecure_http: false,
+        }
+        .validate()
+        .unwrap();
+        let client = OutboundClient::new(false).unwrap();
+        let connector = RestConnector::new(&client, &auth);
+        let (password, device) = (Password::new("pw".into()), Device::default());
+        let nameless = user(None);
+        let attempt = PasswordAttempt { user: &nameless, password: &password, device: &device };
+        assert_eq!(connector.login(attempt).await.unwrap(), LoginOutcome::Rejected(RejectReason::NoEmail));
+        assert!(matches!(
+            connector.authenticate(&nameless, &password, &device).await,
+            Err(ConnectorError::UnsafeRequest(_))
+        ));
+        assert!(matches!(
+            connector.forgot_password(&nameless, &device).await,
+            Err(ConnectorError::UnsafeRequest(_))
+        ));
+        // With an address, the same connector does try (and cannot reach
+        // the example host).
+        let ada = user(Some("ada@acme.test"));
+        let attempt = PasswordAttempt { user: &ada, password: &password, device: &device };
+        assert!(matches!(connector.login(attempt).await, Err(ConnectorError::Unavailable(_))));
     }
 }

@@ -167,7 +167,7 @@ fn user(case: &Case) -> User {
     User {
         id: UserId::new(),
         org_id: OrgId::new(),
-        email: Email::from_trusted(case.value(Placeholder::UserEmail).to_owned()),
+        email: Some(Email::from_trusted(case.value(Placeholder::UserEmail).to_owned())),
         display_name: "Fuzz".into(),
         external_id: Some(case.value(Placeholder::UserExternalId).to_owned()),
         active: true,
@@ -249,7 +249,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         ip: Some(IpAddr::from([203, 0, 113, 7])),
     };
     let password = Password::new(case.value(Placeholder::UserPassword).to_owned());
-    let values = Values { user: &user, password: Some(password.expose()), device: &device };
+    let values = Values::of(&user, Some(password.expose()), &device).unwrap();
     let prepared = RestConnector::new(&client, &auth).prepare(&auth.url, true, &values, &values);
     let (request, _) = match (prepared, case.must_fail()) {
         (Err(_), true) => return Ok(()),

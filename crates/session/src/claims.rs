@@ -11,7 +11,9 @@ pub struct AccessClaims {
     pub sub: String,
     /// The user's organization id.
     pub org: String,
-    pub email: String,
+    /// Absent for a user an IdP provisioned without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// The session id; refresh tokens and revocation hang off it.
     pub sid: String,
     pub iat: i64,

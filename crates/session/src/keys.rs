@@ -322,7 +322,7 @@ mod tests {
             aud: "https://gh.test/app".into(),
             sub: "u".into(),
             org: "o".into(),
-            email: "a@b.c".into(),
+            email: Some("a@b.c".into()),
             sid: "s".into(),
             iat: now.timestamp(),
             exp: (now + Duration::minutes(15)).timestamp(),

@@ -58,7 +58,7 @@ impl Store {
             .bind(id.to_string())
             .bind(connection)
             .bind(subject)
-            .bind(user.email.normalized().to_owned())
+            .bind(user.email.as_ref().map(|e| e.normalized().to_owned()))
             .bind(user.external_id.as_ref().map(|e| e.to_lowercase()))
             .bind(millis(now))
             .execute(&mut *tx)
@@ -97,14 +97,22 @@ impl Store {
 
     /// Lifts the tombstones SCIM creating a user with this address or
     /// externalId supersedes; returns how many.
-    pub async fn lift_tombstones(&self, org: OrgId, email: &str, external_id: Option<&str>) -> Result<u64> {
+    pub async fn lift_tombstones(
+        &self,
+        org: OrgId,
+        email: Option<&str>,
+        external_id: Option<&str>,
+    ) -> Result<u64> {
+        if email.is_none() && external_id.is_none() {
+            return Ok(0);
+        }
         let _turn = self.write_turn().await;
         let done = sqlx::query(
             "DELETE FROM scim_tombstones WHERE org_id = $1 \
-             AND (email_normalized = $2 OR ($3 <> '' AND external_id_normalized = $3))",
+             AND (($2 <> '' AND email_normalized = $2) OR ($3 <> '' AND external_id_normalized = $3))",
         )
         .bind(org.to_string())
-        .bind(email.to_lowercase())
+        .bind(email.map_or_else(String::new, str::to_lowercase))
         .bind(external_id.map_or_else(String::new, str::to_lowercase))
         .execute(&self.pool)
         .await

@@ -8,7 +8,8 @@ use crate::{Backend, Result, Store, StoreError, clamp_limit, from_millis, millis
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub org_id: OrgId,
-    pub email: Email,
+    /// `None` only with a `user_name`: a user has one or the other, or both.
+    pub email: Option<Email>,
     pub display_name: String,
     pub external_id: Option<String>,
     pub password_hash: Option<String>,
@@ -24,7 +25,7 @@ pub struct NewUser {
 /// A partial update. For the optional fields, `Some(None)` clears the value.
 #[derive(Debug, Default, Clone)]
 pub struct UserUpdate {
-    pub email: Option<Email>,
+    pub email: Option<Option<Email>>,
     pub display_name: Option<String>,
     pub external_id: Option<Option<String>>,
     pub active: Option<bool>,
@@ -190,7 +191,9 @@ fn sort_order(sort: UserSort, backend: Backend) -> String {
             format!("(external_id_normalized IS NULL) {dir}, external_id_normalized{c} {dir}, id {dir}")
         }
         UserSortKey::DisplayName => format!("LOWER(display_name){c} {dir}, id {dir}"),
-        UserSortKey::Email => format!("email_normalized{c} {dir}, id {dir}"),
+        UserSortKey::Email => {
+            format!("(email_normalized IS NULL) {dir}, email_normalized{c} {dir}, id {dir}")
+        }
         UserSortKey::Modified => format!("updated_at {dir}, id {dir}"),
     }
 }
@@ -228,7 +231,7 @@ fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
-        email: Email::from_trusted(row.try_get("email")?),
+        email: row.try_get::<Option<String>, _>("email")?.map(Email::from_trusted),
         display_name: row.try_get("display_name")?,
         external_id: row.try_get("external_id")?,
         active: row.try_get::<i64, _>("active")? != 0,
@@ -509,7 +512,7 @@ impl Store {
     /// refresh token outlives the credential or the account it came from.
     pub async fn update_user(&self, id: UserId, update: &UserUpdate, now: DateTime<Utc>) -> Result<User> {
         let mut tx = self.begin_write().await?;
-        if let Some(email) = &update.email {
+        if let Some(Some(email)) = &update.email {
             let org: Option<String> = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
@@ -520,9 +523,9 @@ impl Store {
         }
         let done = sqlx::query(
             "UPDATE users SET \
-               email = COALESCE($2, email), \
-               email_normalized = COALESCE($3, email_normalized), \
-               email_domain = COALESCE($19, email_domain), \
+               email = CASE WHEN $21 = 1 THEN $2 ELSE email END, \
+               email_normalized = CASE WHEN $21 = 1 THEN $3 ELSE email_normalized END, \
+               email_domain = CASE WHEN $21 = 1 THEN $19 ELSE email_domain END, \
                display_name = COALESCE($4, display_name), \
                external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
                external_id_normalized = CASE WHEN $5 = 1 THEN $18 ELSE external_id_normalized END, \
@@ -531,8 +534,8 @@ impl Store {
                updated_at = $10, \
                user_name = CASE WHEN $11 = 1 THEN $12 ELSE user_name END, \
                user_name_normalized = CASE \
-                 WHEN $11 = 1 THEN COALESCE($13, $3, email_normalized) \
-                 WHEN user_name IS NULL THEN COALESCE($3, email_normalized) \
+                 WHEN $11 = 1 THEN COALESCE($13, CASE WHEN $21 = 1 THEN $3 ELSE email_normalized END) \
+                 WHEN user_name IS NULL AND $21 = 1 THEN $3 \
                  ELSE user_name_normalized END, \
                scim_resource = CASE WHEN $14 = 1 THEN $15 ELSE scim_resource END, \
                role = COALESCE($20, role), \
@@ -540,8 +543,8 @@ impl Store {
              WHERE id = $1 AND ($16 = 0 OR version = $17)",
         )
         .bind(id.to_string())
-        .bind(update.email.as_ref().map(|e| e.as_str().to_owned()))
-        .bind(update.email.as_ref().map(|e| e.normalized().to_owned()))
+        .bind(update.email.clone().flatten().map(|e| e.as_str().to_owned()))
+        .bind(update.email.clone().flatten().map(|e| e.normalized().to_owned()))
         .bind(update.display_name.clone())
         .bind(i64::from(update.external_id.is_some()))
         .bind(update.external_id.clone().flatten())
@@ -557,8 +560,9 @@ impl Store {
         .bind(i64::from(update.expected_version.is_some()))
         .bind(update.expected_version.unwrap_or(0))
         .bind(update.external_id.clone().flatten().map(|e| e.to_lowercase()))
-        .bind(update.email.as_ref().map(|e| e.domain().to_owned()))
+        .bind(update.email.clone().flatten().map_or_else(String::new, |e| e.domain().to_owned()))
         .bind(update.role.map(|r| r.as_str()))
+        .bind(i64::from(update.email.is_some()))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a user with this email or userName"))?;
@@ -683,8 +687,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
         query = query
             .bind(r.id.to_string())
             .bind(new.org_id.to_string())
-            .bind(new.email.as_str().to_owned())
-            .bind(new.email.normalized().to_owned())
+            .bind(new.email.as_ref().map(|e| e.as_str().to_owned()))
+            .bind(new.email.as_ref().map(|e| e.normalized().to_owned()))
             .bind(new.display_name.clone())
             .bind(new.external_id.clone())
             .bind(i64::from(new.active))
@@ -693,17 +697,19 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(
                 new.user_name
                     .as_ref()
-                    .map_or_else(|| new.email.normalized().to_owned(), |n| n.to_lowercase()),
+                    .map(|n| n.to_lowercase())
+                    .or_else(|| new.email.as_ref().map(|e| e.normalized().to_owned())),
             )
             .bind(new.scim_resource.clone())
             .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
             .bind(millis(r.now))
             .bind(millis(r.now))
-            .bind(new.email.domain().to_owned())
+            .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))
             .bind(new.role.as_str())
             .bind(new.created_via.as_str());
     }
-    let addresses: Vec<(OrgId, &str)> = rows.iter().map(|r| (r.new.org_id, r.new.email.domain())).collect();
+    let addresses: Vec<(OrgId, &str)> =
+        rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
     crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
     // The organization's existence is the foreign key's to check.
     query.execute(&mut *conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;

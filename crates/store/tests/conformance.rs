@@ -22,7 +22,7 @@ fn new_user(org: OrgId, email: &str) -> NewUser {
     NewUser {
         active: true,
         org_id: org,
-        email: Email::parse(email).unwrap(),
+        email: Some(Email::parse(email).unwrap()),
         display_name: "Someone".into(),
         external_id: None,
         password_hash: Some("$argon2id$fake".into()),
@@ -83,7 +83,7 @@ async fn users_are_unique_by_email_in_any_case(store: Store) {
     let b = store.create_org("B", false, t0()).await.unwrap();
     let alice = store.create_user(&new_user(a.id, "Alice@Example.com"), t0()).await.unwrap();
     assert!(alice.active);
-    assert_eq!(alice.email.as_str(), "Alice@Example.com");
+    assert_eq!(alice.email.as_ref().unwrap().as_str(), "Alice@Example.com");
 
     // Unique across the whole platform, not per organization.
     let dup = store.create_user(&new_user(b.id, "alice@EXAMPLE.com"), t0()).await;
@@ -98,9 +98,10 @@ async fn users_are_unique_by_email_in_any_case(store: Store) {
 
     // Renaming onto someone else's email is a conflict too, and changes nothing.
     let bob = store.create_user(&new_user(a.id, "bob@example.com"), t0()).await.unwrap();
-    let clash = UserUpdate { email: Some(Email::parse("ALICE@example.com").unwrap()), ..Default::default() };
+    let clash =
+        UserUpdate { email: Some(Some(Email::parse("ALICE@example.com").unwrap())), ..Default::default() };
     assert!(matches!(store.update_user(bob.id, &clash, t0()).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.get_user(bob.id).await.unwrap().email.as_str(), "bob@example.com");
+    assert_eq!(store.get_user(bob.id).await.unwrap().email.unwrap().as_str(), "bob@example.com");
 }
 
 async fn user_updates_apply_and_clear(store: Store) {
@@ -136,7 +137,7 @@ async fn user_updates_apply_and_clear(store: Store) {
     assert_eq!(carol.display_name, "Carol");
     assert_eq!(carol.external_id, None);
     assert_eq!(carol.password_hash, None);
-    assert_eq!(carol.email.as_str(), "carol@example.com");
+    assert_eq!(carol.email.as_ref().unwrap().as_str(), "carol@example.com");
 
     let with_hash = UserUpdate { password_hash: Some(Some("$argon2id$new".into())), ..Default::default() };
     let carol = store.update_user(carol.id, &with_hash, t0()).await.unwrap();
@@ -409,7 +410,8 @@ async fn scim_user_names_versions_and_tokens(store: Store) {
     clash.user_name = Some("Lee@Example.com".into());
     assert!(matches!(store.create_user(&clash, t0()).await, Err(StoreError::Conflict(_))));
     // When an email that serves as userName changes, the userName follows.
-    let moved = UserUpdate { email: Some(Email::parse("lee2@example.com").unwrap()), ..Default::default() };
+    let moved =
+        UserUpdate { email: Some(Some(Email::parse("lee2@example.com").unwrap())), ..Default::default() };
     store.update_user(plain.id, &moved, t0()).await.unwrap();
     assert_eq!(
         store.find_user_by_user_name(org.id, "lee2@example.com").await.unwrap().map(|u| u.id),
@@ -1004,10 +1006,10 @@ async fn verified_domains_belong_to_one_org_and_its_users(store: Store) {
         assert!(matches!(&refused, Err(StoreError::DomainOwned(d)) if d == "victim.example"), "{refused:?}");
     }
     let rename =
-        UserUpdate { email: Some(Email::parse("cfo@victim.example").unwrap()), ..Default::default() };
+        UserUpdate { email: Some(Some(Email::parse("cfo@victim.example").unwrap())), ..Default::default() };
     assert!(matches!(store.update_user(early.id, &rename, t0()).await, Err(StoreError::DomainOwned(_))));
     assert_eq!(
-        store.get_user(early.id).await.unwrap().email.as_str(),
+        store.get_user(early.id).await.unwrap().email.unwrap().as_str(),
         "early@victim.example",
         "nothing changed"
     );
@@ -1104,7 +1106,7 @@ async fn scim_deletions_leave_tombstones_until_scim_creates_again(store: Store) 
     assert!(matches!(store.delete_user_tombstoned(user.id, t0()).await, Err(StoreError::NotFound)));
 
     // SCIM creating the person again lifts it.
-    assert_eq!(store.lift_tombstones(org.id, "GONE@a.test", None).await.unwrap(), 1);
+    assert_eq!(store.lift_tombstones(org.id, Some("GONE@a.test"), None).await.unwrap(), 1);
     assert!(
         store
             .find_tombstone(keys("sub-gone", Some("gone@a.test"), Some("00u-gone")))
@@ -1188,6 +1190,7 @@ async fn audit_filters_and_retention(store: Store) {
 }
 
 conformance!(
+    users_may_have_no_email_but_a_user_name,
     portal_sessions_and_setup_links_are_scoped_and_end,
     password_reset_links_work_once,
     browser_sessions_connection_health_and_last_sign_ins,
@@ -1324,4 +1327,75 @@ async fn browser_sessions_connection_health_and_last_sign_ins(store: Store) {
     );
     // A connection deleted meanwhile: nothing to record, and no error.
     store.record_connection_outcome("gone", None, later).await.unwrap();
+}
+
+/// SCIM requires only a userName: a user may have no email, and any number
+/// of them may coexist; a user with neither is refused by the schema.
+async fn users_may_have_no_email_but_a_user_name(store: Store) {
+    use gatehouse_store::{UserSort, UserSortKey};
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let nameless = |org: OrgId, name: &str| NewUser {
+        email: None,
+        user_name: Some(name.into()),
+        external_id: Some(format!("ext-{name}")),
+        password_hash: None,
+        created_via: Origin::Scim,
+        ..new_user(org, "unused@x.test")
+    };
+    let jdoe = store.create_user(&nameless(org.id, "JDoe"), t0()).await.unwrap();
+    assert_eq!((jdoe.email.as_ref(), jdoe.scim_user_name(), jdoe.handle()), (None, "JDoe", "JDoe"));
+    let read = store.get_user(jdoe.id).await.unwrap();
+    assert_eq!(read, jdoe);
+    assert_eq!(store.find_user_by_user_name(org.id, "jdoe").await.unwrap().map(|u| u.id), Some(jdoe.id));
+    // Several users without an email, here and elsewhere.
+    let rroe = store.create_user(&nameless(org.id, "rroe"), t0()).await.unwrap();
+    store.create_user(&nameless(other.id, "jdoe"), t0()).await.unwrap();
+    let ada = store.create_user(&new_user(org.id, "ada@a.test"), t0()).await.unwrap();
+    // The userName is still unique in the organization.
+    assert!(matches!(store.create_user(&nameless(org.id, "JDOE"), t0()).await, Err(StoreError::Conflict(_))));
+    // Neither an email nor a userName: refused, nothing stored.
+    let anonymous = NewUser { user_name: None, ..nameless(org.id, "x") };
+    assert!(store.create_user(&anonymous, t0()).await.is_err());
+    assert_eq!(store.list_users(org.id, None, 50).await.unwrap().users.len(), 3);
+
+    // Gaining an email, and losing it again.
+    let address = Email::parse("John.Doe@a.test").unwrap();
+    let gained = UserUpdate { email: Some(Some(address.clone())), ..Default::default() };
+    let updated = store.update_user(jdoe.id, &gained, t0()).await.unwrap();
+    assert_eq!((updated.email.as_ref(), updated.scim_user_name()), (Some(&address), "JDoe"));
+    assert_eq!(store.find_user_by_email(&address).await.unwrap().map(|u| u.id), Some(jdoe.id));
+    let lost = UserUpdate { email: Some(None), ..Default::default() };
+    assert_eq!(store.update_user(jdoe.id, &lost, t0()).await.unwrap().email, None);
+    assert_eq!(store.find_user_by_email(&address).await.unwrap(), None);
+    // Ada has no userName of her own: her email is it, and cannot go.
+    assert!(store.update_user(ada.id, &lost, t0()).await.is_err());
+    assert_eq!(store.get_user(ada.id).await.unwrap().email.unwrap().as_str(), "ada@a.test");
+
+    // Without an email, last when sorting by email (first, descending).
+    let by_email = |descending| UserSort { key: UserSortKey::Email, descending };
+    let ids = |users: Vec<gatehouse_core::User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.users_sorted(org.id, by_email(false), 0, 10).await.unwrap()),
+        [ada.id, jdoe.id, rroe.id]
+    );
+    assert_eq!(
+        ids(store.users_sorted(org.id, by_email(true), 0, 10).await.unwrap()),
+        [rroe.id, jdoe.id, ada.id]
+    );
+
+    // A deleted user without an email leaves a tombstone without one, which
+    // no other address-less creation lifts.
+    store.delete_user_tombstoned(jdoe.id, t0()).await.unwrap();
+    let keys = SignInKeys {
+        org: org.id,
+        connection_id: "c",
+        subject: "s",
+        email: None,
+        external_id: Some("EXT-JDoe"),
+    };
+    assert!(store.find_tombstone(keys).await.unwrap().is_some());
+    assert_eq!(store.lift_tombstones(org.id, None, Some("ext-rroe")).await.unwrap(), 0);
+    assert_eq!(store.lift_tombstones(org.id, None, None).await.unwrap(), 0);
+    assert_eq!(store.lift_tombstones(org.id, None, Some("ext-jdoe")).await.unwrap(), 1);
 }

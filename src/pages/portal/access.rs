@@ -68,7 +68,7 @@ impl Portal {
         match self {
             Self::Session(PortalAccess { actor: Actor::SetupLink(_), .. }) => "Setup link".into(),
             Self::Session(_) => "Platform admin".into(),
-            Self::OrgAdmin { user, .. } => user.email.as_str().to_owned(),
+            Self::OrgAdmin { user, .. } => user.handle().to_owned(),
         }
     }
 }

@@ -803,7 +803,7 @@ fn rest_form(
         downloads: vec![],
         placeholders: Placeholder::ALL.iter().map(|p| format!("{{{{{}}}}}", p.name())).collect(),
         test,
-        test_as: Some(portal.own_user().map(|(u, _)| u.email.as_str().to_owned()).unwrap_or_default()),
+        test_as: Some(portal.own_user().map(|(u, _)| u.handle().to_owned()).unwrap_or_default()),
         test_email: test_email.chars().take(254).collect(),
         can_delete: saved,
         delete_label: "Turn REST authentication off",
@@ -897,7 +897,7 @@ async fn rest_post(
     };
     // An organization admin tests as themself; others name a user.
     let test_email = match portal.own_user() {
-        Some((me, _)) => me.email.as_str().to_owned(),
+        Some((me, _)) => me.email.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default(),
         None => form.get("test_email").unwrap_or("").trim().to_owned(),
     };
     let test_password = form.get("test_password").unwrap_or("");

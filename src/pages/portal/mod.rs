@@ -333,7 +333,7 @@ async fn users_page(
                 .find(|(id, _)| *id == u.id)
                 .map(|(_, at)| when(*at))
                 .unwrap_or_else(|| "never".into()),
-            email: u.email.as_str().to_owned(),
+            email: u.handle().to_owned(),
             name: u.display_name,
             active: u.active,
             admin: u.role == Role::Admin,

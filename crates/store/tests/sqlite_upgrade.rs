@@ -1,0 +1,90 @@
+//! SQLite only: migration 0015 rebuilds the users table (SQLite cannot drop
+//! a NOT NULL). A database written before it keeps every user and
+//! everything that hangs off them: the old table's drop must not cascade.
+
+use gatehouse_core::{Origin, Role};
+use gatehouse_store::{NewUser, Store};
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, Row, SqliteConnection};
+
+/// The last migration before users could lack an email.
+const BEFORE_NAMELESS_USERS: i64 = 14;
+
+#[tokio::test]
+async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+    let migrator = Migrator::new(migrations).await.unwrap();
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    migrator.run_to(BEFORE_NAMELESS_USERS, &mut conn).await.unwrap();
+    for statement in [
+        "INSERT INTO organizations (id, name, enterprise_toolkit, created_at, updated_at) VALUES ('o', 'Acme', 1, 0, 0)",
+        "INSERT INTO users (id, org_id, email, email_normalized, display_name, active, created_at, updated_at, \
+           user_name_normalized, email_domain) VALUES ('u', 'o', 'Ada@Acme.test', 'ada@acme.test', 'Ada', 1, 0, 0, \
+           'ada@acme.test', 'acme.test')",
+        "INSERT INTO sessions (id, user_id, org_id, auth_method, created_at, expires_at) \
+           VALUES ('s', 'u', 'o', 'local_password', 0, 99999999999999)",
+        "INSERT INTO scim_groups (id, org_id, display_name, display_name_normalized, version, created_at, updated_at) \
+           VALUES ('g', 'o', 'Eng', 'eng', 1, 0, 0)",
+        "INSERT INTO group_members (group_id, user_id) VALUES ('g', 'u')",
+        "INSERT INTO scim_tombstones (id, org_id, user_id, email_normalized, deleted_at) VALUES ('t', 'o', 'x', '', 0)",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    // Opening the store migrates it. The ids above are not the store's
+    // own, so the rows are read as the database has them.
+    drop(Store::open(&url).await.unwrap());
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    let count = |sql: &'static str| sqlx::query(sql);
+    let mut counts = Vec::new();
+    for sql in [
+        "SELECT COUNT(*) AS n FROM users WHERE email = 'Ada@Acme.test' AND user_name_normalized = 'ada@acme.test'",
+        "SELECT COUNT(*) AS n FROM sessions",
+        "SELECT COUNT(*) AS n FROM group_members",
+        "SELECT COUNT(*) AS n FROM scim_tombstones WHERE email_normalized IS NULL",
+    ] {
+        counts.push(count(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>("n"));
+    }
+    assert_eq!(counts, [1, 1, 1, 1], "users, sessions, group members, and an empty address made absent");
+    let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut conn).await.unwrap();
+    assert!(broken.is_empty(), "every reference holds after the rebuild");
+    let indexes: Vec<String> = sqlx::query(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users' AND sql IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get("name"))
+    .collect();
+    for index in ["users_by_org", "users_by_user_name", "users_by_external_id", "users_by_email_domain"] {
+        assert!(indexes.iter().any(|i| i == index), "{index} is back: {indexes:?}");
+    }
+    // Deleting the user still cascades: the references point at the new table.
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut conn).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = 'u'").execute(&mut conn).await.unwrap();
+    let left =
+        count("SELECT COUNT(*) AS n FROM sessions").fetch_one(&mut conn).await.unwrap().get::<i64, _>("n");
+    assert_eq!(left, 0);
+    conn.close().await.unwrap();
+
+    // And the upgraded database takes users without an email.
+    let store = Store::open(&url).await.unwrap();
+    let org = store.create_org("Beta", true, chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    let nameless = NewUser {
+        org_id: org.id,
+        email: None,
+        display_name: String::new(),
+        external_id: None,
+        password_hash: None,
+        active: true,
+        user_name: Some("jdoe".into()),
+        scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::Scim,
+    };
+    assert_eq!(store.create_user(&nameless, chrono::DateTime::UNIX_EPOCH).await.unwrap().email, None);
+}
