@@ -701,6 +701,9 @@ pub(crate) fn shows_members(attributes: Option<&str>, excluded: Option<&str>) ->
     }
 }
 
+/// The attributes [`user_condition`] hands to the database, in words.
+pub(crate) const DATABASE_ATTRIBUTES: &str = "userName, externalId, id and active";
+
 /// The user filter as a condition the database evaluates, when every
 /// comparison in it is on an attribute that is a column (userName,
 /// externalId, id, active) with the in-memory matcher's exact meaning;

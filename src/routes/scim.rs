@@ -256,8 +256,26 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
     if mime != "application/json" && mime != "application/scim+json" {
         return Err(ScimError::new(415, None, "send application/scim+json or application/json"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+    // SCIM 1.x named its schemas urn:scim:schemas:…; 2.0 has urn:ietf:params:scim:….
+    let schemas = gatehouse_scim::filter::get_ci(&value, "schemas").and_then(Value::as_array);
+    if let Some(old) = schemas.into_iter().flatten().filter_map(Value::as_str).find(|s| is_scim1_urn(s)) {
+        return Err(ScimError::invalid_vers(format!(
+            "{old:?} is a SCIM 1.x schema; this service speaks SCIM 2.0 (RFC 7643, RFC 7644)"
+        )));
+    }
+    Ok(value)
+}
+
+fn is_scim1_urn(urn: &str) -> bool {
+    urn.get(..17).is_some_and(|p| p.eq_ignore_ascii_case("urn:scim:schemas:"))
+}
+
+/// The version a path asks for, when it names one (`v1`, `v2`, `V2`…).
+fn path_version(segment: &str) -> Option<&str> {
+    let digits = segment.strip_prefix(['v', 'V'])?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')).then_some(digits)
 }
 
 async fn dispatch(
@@ -317,8 +335,17 @@ async fn handle(
 ) -> Result<ScimReply, ScimError> {
     let caller = caller(state, ip, headers).await?;
     let mut segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).skip(1).collect();
-    if segments.first().is_some_and(|s| s.eq_ignore_ascii_case("v2")) {
-        segments.remove(0);
+    match segments.first().copied().and_then(path_version) {
+        Some("2" | "2.0") => {
+            segments.remove(0);
+        }
+        Some(_) => {
+            return Err(ScimError::invalid_vers(format!(
+                "this service speaks SCIM 2.0 only: use {}/scim/v2",
+                state.issuer()
+            )));
+        }
+        None => {}
     }
     if segments.len() == 1 && segments[0].eq_ignore_ascii_case("bulk") {
         return match *method {
@@ -899,6 +926,11 @@ async fn patch_user(
 
 const MAX_COUNT: usize = 1000;
 
+/// The most users a filter the database cannot evaluate is matched on, one
+/// by one; beyond it such a filter is `tooMany`, so no request's cost grows
+/// with the directory without bound. (About 0.1 s of CPU at this size.)
+const IN_MEMORY_FILTER_MAX_USERS: i64 = 10_000;
+
 async fn list_users(
     state: &AppState,
     caller: &Caller,
@@ -949,6 +981,14 @@ async fn list_users(
             return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
         }
         (Some(f), None) => {
+            let users = state.store().count_users(caller.org).await.scim()?;
+            if users > IN_MEMORY_FILTER_MAX_USERS {
+                return Err(ScimError::too_many(format!(
+                    "this filter is matched user by user, and the organization has more than \
+                     {IN_MEMORY_FILTER_MAX_USERS} users; filter on {}, which the database answers",
+                    scim::DATABASE_ATTRIBUTES
+                )));
+            }
             let mut all = Vec::new();
             let mut after = None;
             loop {

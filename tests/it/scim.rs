@@ -861,6 +861,7 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
 }
 
 on_both_backends!(
+    versions_and_limits_are_scim_errors,
     database_filters_mean_what_the_matcher_means,
     bulk_requests,
     schemas_say_what_is_enforced,
@@ -1621,4 +1622,52 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         page["Resources"].as_array().unwrap().iter().map(|r| r["userName"].as_str().unwrap()).collect();
     // Byte order of the lower-cased names, as in memory: \"é\" sorts after \"z\".
     assert_eq!((page["totalResults"].as_u64(), user_names), (Some(9), vec!["élodie2@x.test", "Zoë@x.test"]));
+}
+
+/// RFC 7644 §3.12's `invalidVers` for another SCIM version (a path or a
+/// SCIM 1.x schema) and `tooMany` for a filter the server would have to
+/// match user by user over a directory past its bound.
+async fn versions_and_limits_are_scim_errors(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    for path in ["/scim/v1/Users", "/scim/V3/ServiceProviderConfig", "/scim/v1.1/Bulk"] {
+        let (status, body) = scim.get(path).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["scimType"], "invalidVers", "{path}: {body}");
+    }
+    assert_eq!(scim.get("/scim/V2/Users").await.0, StatusCode::OK);
+    let old = json!({ "schemas": ["urn:scim:schemas:core:1.0"], "userName": "ada@example.com" });
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Users", old).await;
+    assert_error(status, &body, 400);
+    assert_eq!(body["scimType"], "invalidVers", "{body}");
+    assert_eq!(scim.get("/scim/v2/Users").await.1["totalResults"], 0, "nothing was created");
+
+    // One past the bound, written straight to the store.
+    let org: gatehouse_core::OrgId = scim.org.parse().unwrap();
+    let now = server.state.clock().now();
+    let seeds: Vec<_> = (0..10_001)
+        .map(|i| gatehouse_store::NewUser {
+            org_id: org,
+            email: None,
+            display_name: String::new(),
+            external_id: None,
+            password_hash: None,
+            active: true,
+            user_name: Some(format!("seed{i:05}")),
+            scim_resource: None,
+            role: gatehouse_core::Role::Member,
+            created_via: gatehouse_core::Origin::Scim,
+        })
+        .collect();
+    for chunk in seeds.chunks(500) {
+        let creates = chunk.iter().map(|new| server.state.store().create_user(new, now));
+        for created in futures::future::join_all(creates).await {
+            created.unwrap();
+        }
+    }
+    let (status, body) = scim.get("/scim/v2/Users?filter=nickName%20eq%20%22ada%22").await;
+    assert_error(status, &body, 400);
+    assert_eq!(body["scimType"], "tooMany", "{body}");
+    // What the database answers is answered at any size.
+    let (status, body) = scim.get("/scim/v2/Users?filter=userName%20sw%20%22seed0999%22").await;
+    assert_eq!((status, &body["totalResults"]), (StatusCode::OK, &json!(10)), "{body}");
 }

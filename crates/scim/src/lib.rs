@@ -65,6 +65,16 @@ impl ScimError {
         Self::new(400, Some("mutability"), detail)
     }
 
+    /// The request asked for more results than the server will compute.
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        Self::new(400, Some("tooMany"), detail)
+    }
+
+    /// The request is for a SCIM version other than 2.0.
+    pub fn invalid_vers(detail: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidVers"), detail)
+    }
+
     pub fn uniqueness(detail: impl Into<String>) -> Self {
         Self::new(409, Some("uniqueness"), detail)
     }
