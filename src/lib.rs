@@ -194,3 +194,11 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down; draining in-flight requests");
 }
+
+/// Whether a SCIM user filter is evaluated by the database rather than user
+/// by user: the integration tests check that the filters they compare with
+/// the in-memory matcher really take the database's path.
+#[doc(hidden)]
+pub fn scim_filter_runs_in_the_database(filter: &gatehouse_scim::filter::Filter) -> bool {
+    scim::user_condition(filter).is_some()
+}

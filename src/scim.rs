@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, get_ci};
-use gatehouse_store::{TextOp, UserColumn, UserCondition, UserSort, UserSortKey};
+use gatehouse_store::{EmailCondition, EmailField, TextOp, UserColumn, UserCondition, UserSort, UserSortKey};
 use serde_json::{Map, Value, json};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -54,8 +54,30 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
     }
     // The platform email: the primary email, else the work one, else the
     // first, else the userName when it is an email address.
-    let emails: Vec<&Value> =
-        get_ci(resource, "emails").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let emails: Vec<&Value> = match get_ci(resource, "emails") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(_) => return Err(ScimError::invalid_value("emails must be a list")),
+    };
+    // RFC 7643 §4.1.2's shape, so that what is stored is what filters on
+    // emails compare (the store indexes value, type and primary).
+    for entry in &emails {
+        let shape_ok = entry.is_object()
+            && ["value", "type", "display"]
+                .iter()
+                .all(|k| get_ci(entry, k).is_none_or(|v| v.is_string() || v.is_null()))
+            && get_ci(entry, "primary").is_none_or(|v| {
+                v.is_boolean()
+                    || v.is_null()
+                    || v.as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"))
+            });
+        if !shape_ok {
+            return Err(ScimError::invalid_value(
+                "each of emails must be an object whose value, type and display are strings and primary a boolean",
+            ));
+        }
+    }
     let is_true = |v: Option<&Value>| {
         matches!(v, Some(Value::Bool(true)))
             || v.and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("true"))
@@ -152,11 +174,11 @@ pub(crate) fn user_resource(user: &User, base: &str) -> Value {
     if !user.display_name.is_empty() {
         set(&mut map, "displayName", user.display_name.clone().into());
     }
-    let has_emails = map
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("emails") && v.as_array().is_some_and(|a| !a.is_empty()));
-    if !has_emails && let Some(email) = &user.email {
-        set(&mut map, "emails", json!([{ "value": email.as_str(), "type": "work", "primary": true }]));
+    // Exactly the emails the store indexes for filters.
+    map.retain(|k, _| !k.eq_ignore_ascii_case("emails"));
+    let emails = user.scim_emails();
+    if !emails.is_empty() {
+        map.insert("emails".into(), Value::Array(emails));
     }
     set(
         &mut map,
@@ -702,7 +724,8 @@ pub(crate) fn shows_members(attributes: Option<&str>, excluded: Option<&str>) ->
 }
 
 /// The attributes [`user_condition`] hands to the database, in words.
-pub(crate) const DATABASE_ATTRIBUTES: &str = "userName, externalId, id and active";
+pub(crate) const DATABASE_ATTRIBUTES: &str =
+    "userName, externalId, id, active and emails (value, type and primary, also in brackets)";
 
 /// The user filter as a condition the database evaluates, when every
 /// comparison in it is on an attribute that is a column (userName,
@@ -715,8 +738,7 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
         Active,
     }
     let column = |path: &AttrPath| -> Option<Col> {
-        let core = path.urn.as_deref().is_none_or(|u| u == USER_SCHEMA.to_ascii_lowercase());
-        if !core || path.sub.is_some() {
+        if !is_core(path) || path.sub.is_some() {
             return None;
         }
         match path.attr.as_str() {
@@ -727,6 +749,9 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
             _ => None,
         }
     };
+    if let Some(condition) = email_condition(filter) {
+        return Some(condition);
+    }
     Some(match filter {
         Filter::Compare { path, op, value } => match (column(path)?, value) {
             (Col::Active, value) => {
@@ -743,17 +768,7 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
                 }
             }
             (Col::Text(column), Value::String(text)) => {
-                let op = match op {
-                    CompareOp::Eq => TextOp::Eq,
-                    CompareOp::Ne => TextOp::Ne,
-                    CompareOp::Co => TextOp::Co,
-                    CompareOp::Sw => TextOp::Sw,
-                    CompareOp::Ew => TextOp::Ew,
-                    CompareOp::Gt => TextOp::Gt,
-                    CompareOp::Ge => TextOp::Ge,
-                    CompareOp::Lt => TextOp::Lt,
-                    CompareOp::Le => TextOp::Le,
-                };
+                let op = text_op(*op);
                 // id compares exactly, and only for (in)equality here.
                 let value = match column {
                     UserColumn::Id if matches!(op, TextOp::Eq | TextOp::Ne) => text.clone(),
@@ -772,6 +787,91 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
         Filter::Or(a, b) => UserCondition::Or(Box::new(user_condition(a)?), Box::new(user_condition(b)?)),
         Filter::Not(a) => UserCondition::Not(Box::new(user_condition(a)?)),
         Filter::ValuePath { .. } => return None,
+    })
+}
+
+fn is_core(path: &AttrPath) -> bool {
+    path.urn.as_deref().is_none_or(|u| u == USER_SCHEMA.to_ascii_lowercase())
+}
+
+fn text_op(op: CompareOp) -> TextOp {
+    match op {
+        CompareOp::Eq => TextOp::Eq,
+        CompareOp::Ne => TextOp::Ne,
+        CompareOp::Co => TextOp::Co,
+        CompareOp::Sw => TextOp::Sw,
+        CompareOp::Ew => TextOp::Ew,
+        CompareOp::Gt => TextOp::Gt,
+        CompareOp::Ge => TextOp::Ge,
+        CompareOp::Lt => TextOp::Lt,
+        CompareOp::Le => TextOp::Le,
+    }
+}
+
+/// A filter on the user's emails (`emails[…]`, `emails.value op …`) as a
+/// condition on the email index, with the matcher's meaning: a bracket
+/// holds if some entry meets its filter; `emails.x op v` if some entry's x
+/// does, except `ne`, which holds if no entry's x equals v.
+fn email_condition(filter: &Filter) -> Option<UserCondition> {
+    let is_emails = |path: &AttrPath| is_core(path) && path.attr == "emails";
+    match filter {
+        Filter::ValuePath { attr, filter } if is_emails(attr) && attr.sub.is_none() => {
+            Some(UserCondition::AnyEmail(entry_condition(filter)?))
+        }
+        Filter::Compare { path, op, value } if is_emails(path) => {
+            let sub = path.sub.as_deref()?;
+            let entry =
+                |op| entry_condition(&Filter::Compare { path: sub_path(sub), op, value: value.clone() });
+            Some(match op {
+                CompareOp::Ne => UserCondition::NoEmail(entry(CompareOp::Eq)?),
+                op => UserCondition::AnyEmail(entry(*op)?),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn sub_path(name: &str) -> AttrPath {
+    AttrPath { urn: None, attr: name.to_owned(), sub: None }
+}
+
+/// A filter inside `emails[…]`, on one entry.
+fn entry_condition(filter: &Filter) -> Option<EmailCondition> {
+    let both = |a: &Filter, b: &Filter| Some((Box::new(entry_condition(a)?), Box::new(entry_condition(b)?)));
+    Some(match filter {
+        Filter::Compare { path: AttrPath { urn: None, attr, sub: None }, op, value } => {
+            match (attr.as_str(), value) {
+                ("value" | "type", Value::String(text)) => EmailCondition::Text {
+                    field: if attr == "value" { EmailField::Value } else { EmailField::Type },
+                    op: text_op(*op),
+                    value: text.to_lowercase(),
+                },
+                ("primary", value) => {
+                    let wanted = match value {
+                        Value::Bool(b) => *b,
+                        Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                        Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                        _ => return None,
+                    };
+                    match op {
+                        CompareOp::Eq => EmailCondition::Primary(wanted),
+                        CompareOp::Ne => EmailCondition::NotPrimary(wanted),
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Filter::And(a, b) => {
+            let (a, b) = both(a, b)?;
+            EmailCondition::And(a, b)
+        }
+        Filter::Or(a, b) => {
+            let (a, b) = both(a, b)?;
+            EmailCondition::Or(a, b)
+        }
+        Filter::Not(a) => EmailCondition::Not(Box::new(entry_condition(a)?)),
+        _ => return None,
     })
 }
 
@@ -913,12 +1013,19 @@ mod tests {
             "externalId gt \"x\" or active eq \"True\"",
             "id eq \"u1\"",
             "urn:ietf:params:scim:schemas:core:2.0:User:userName ew \"@x\"",
+            "emails[type eq \"work\" and value co \"@x\"]",
+            "emails.value co \"x\"",
+            "emails[primary eq \"True\"] or emails.type ne \"home\"",
         ] {
             assert!(condition(f).is_some(), "{f}");
         }
         for f in [
-            "emails[type eq \"work\" and value co \"@x\"]",
-            "emails.value co \"x\"",
+            "emails pr",
+            "emails.value pr",
+            "emails[display eq \"x\"]",
+            "emails[primary gt true]",
+            "emails[value eq 1]",
+            "phoneNumbers[type eq \"work\"]",
             "title eq \"x\"",
             "userName co \"a\" and title pr",
             "id co \"u\"",

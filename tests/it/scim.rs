@@ -1564,9 +1564,32 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         if i % 2 == 0 {
             user["externalId"] = json!(format!("EXT-{i}_a%"));
         }
+        // Emails in the shapes IdPs send: several, typed or not, primary
+        // as a boolean or as Entra's string; or none (the userName's).
+        match i % 4 {
+            1 => {
+                user["emails"] = json!([{ "value": name, "type": "work" },
+                    { "value": format!("N{i}@Home.test"), "type": "HOME", "primary": if i == 5 { json!("True") } else { json!(true) } }]);
+            }
+            3 => {
+                user["emails"] =
+                    json!([{ "value": format!("z{i}@acme.test") }, { "type": "other", "value": null }])
+            }
+            _ => {}
+        }
         let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    for name in ["nomail-1", "NoMail-2"] {
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users", json!({ "userName": name })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // One changes its emails: the index follows.
+    let (_, zed) = scim.get("/scim/v2/Users?filter=userName%20eq%20%22zed@x.test%22").await;
+    let zed = zed["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let moved = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        { "op": "add", "path": "emails", "value": [{ "value": "zed@acme.test", "type": "work", "primary": true }] }] });
+    assert_eq!(scim.send(Method::PATCH, &format!("/scim/v2/Users/{zed}"), moved).await.0, StatusCode::OK);
     let (_, all) = scim.get("/scim/v2/Users?count=1000").await;
     let all = all["Resources"].as_array().unwrap().clone();
     let some_id = all[3]["id"].as_str().unwrap().to_owned();
@@ -1596,9 +1619,28 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         format!("id eq \"{some_id}\""),
         format!("id ne \"{some_id}\" and active eq false"),
         "urn:ietf:params:scim:schemas:core:2.0:User:userName sw \"a\"".to_owned(),
+        "emails[type eq \"work\" and value co \"@acme\"]".to_owned(),
+        "emails[type eq \"work\"].value eq \"ALICE@X.test\"".to_owned(),
+        "emails.value co \"HOME\"".to_owned(),
+        "emails.value ne \"zed@acme.test\"".to_owned(),
+        "emails.value gt \"m\"".to_owned(),
+        "emails.type eq \"home\"".to_owned(),
+        "emails[primary eq true]".to_owned(),
+        "emails[primary ne \"True\"]".to_owned(),
+        "emails.primary ne true".to_owned(),
+        "not (emails[type eq \"home\"])".to_owned(),
+        "emails[not (type eq \"work\")]".to_owned(),
+        "emails[type ne \"work\" or value sw \"z\"]".to_owned(),
+        "emails[value ew \".TEST\"] and active eq true".to_owned(),
+        "userName sw \"a\" or emails.value co \"y.test\"".to_owned(),
+        "urn:ietf:params:scim:schemas:core:2.0:User:emails[value sw \"n\"]".to_owned(),
     ];
     for filter in &filters {
         let parsed = gatehouse_scim::filter::parse(filter).unwrap();
+        assert!(
+            gatehouse::scim_filter_runs_in_the_database(&parsed),
+            "{filter} is answered by the database, not user by user"
+        );
         let mut expected: Vec<&str> =
             all.iter().filter(|r| parsed.matches(r)).map(|r| r["id"].as_str().unwrap()).collect();
         expected.sort();

@@ -17,6 +17,7 @@ mod model;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{ConnectorError, Device, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
 pub use model::{
-    AccountPolicy, AccountSettings, AuthMethod, Email, EmailDomains, EmailError, GroupsSource, IdpGroups,
-    InvalidField, OrgId, Organization, Origin, Password, Role, SessionId, User, UserId,
+    AccountPolicy, AccountSettings, AuthMethod, Email, EmailDomains, EmailError, EmailIndexEntry,
+    GroupsSource, IdpGroups, InvalidField, OrgId, Organization, Origin, Password, Role, SessionId, User,
+    UserId,
 };

@@ -187,6 +187,15 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One of a user's SCIM emails, as filters compare it (see
+/// [`User::email_index`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailIndexEntry {
+    pub value: Option<String>,
+    pub kind: Option<String>,
+    pub primary: Option<bool>,
+}
+
 /// What a user may do in their organization's portal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
@@ -257,6 +266,54 @@ impl User {
     /// userName.
     pub fn handle(&self) -> &str {
         self.email.as_ref().map_or_else(|| self.scim_user_name(), Email::as_str)
+    }
+
+    /// The user's SCIM `emails`: the first non-empty `emails` list the IdP
+    /// wrote (its key in any case), else the platform email as the primary
+    /// work address, else none. The SCIM resource shows exactly these, and
+    /// the store indexes exactly these ([`User::email_index`]).
+    pub fn scim_emails(&self) -> Vec<serde_json::Value> {
+        let stored =
+            self.scim_resource.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+        let written = stored.as_ref().and_then(serde_json::Value::as_object).and_then(|map| {
+            map.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("emails"))
+                .find_map(|(_, v)| v.as_array().filter(|a| !a.is_empty()))
+        });
+        match (written, &self.email) {
+            (Some(list), _) => list.clone(),
+            (None, Some(email)) => {
+                vec![serde_json::json!({ "value": email.as_str(), "type": "work", "primary": true })]
+            }
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// [`User::scim_emails`] as a SCIM filter reads them: per entry, its
+    /// `value` and `type` lower-cased when they are strings, and `primary`
+    /// when it is a boolean (or the string `"true"`/`"false"`, as Entra
+    /// writes them). Names of sub-attributes compare without case; an entry
+    /// that is not an object has none of them.
+    pub fn email_index(&self) -> Vec<EmailIndexEntry> {
+        fn field<'a>(entry: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+            entry.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        }
+        let text = |entry: &serde_json::Value, name: &str| {
+            field(entry, name).and_then(serde_json::Value::as_str).map(str::to_lowercase)
+        };
+        self.scim_emails()
+            .iter()
+            .map(|entry| EmailIndexEntry {
+                value: text(entry, "value"),
+                kind: text(entry, "type"),
+                primary: match field(entry, "primary") {
+                    Some(serde_json::Value::Bool(b)) => Some(*b),
+                    Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+                    Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+                    _ => None,
+                },
+            })
+            .collect()
     }
 }
 

@@ -44,12 +44,45 @@ pub struct UserUpdate {
 /// `Ne` (which it always matches), as in RFC 7644.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserCondition {
-    Text { column: UserColumn, op: TextOp, value: String },
+    Text {
+        column: UserColumn,
+        op: TextOp,
+        value: String,
+    },
     Present(UserColumn),
     Active(bool),
+    /// Some entry of the user's SCIM emails meets the condition.
+    AnyEmail(EmailCondition),
+    /// No entry of the user's SCIM emails meets the condition.
+    NoEmail(EmailCondition),
     And(Box<UserCondition>, Box<UserCondition>),
     Or(Box<UserCondition>, Box<UserCondition>),
     Not(Box<UserCondition>),
+}
+
+/// A condition on one entry of a user's SCIM emails, as the email index
+/// holds it (see `gatehouse_core::User::email_index`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailCondition {
+    Text {
+        field: EmailField,
+        op: TextOp,
+        value: String,
+    },
+    /// `primary` is this boolean.
+    Primary(bool),
+    /// `primary` is absent, not a boolean, or not this boolean.
+    NotPrimary(bool),
+    And(Box<EmailCondition>, Box<EmailCondition>),
+    Or(Box<EmailCondition>, Box<EmailCondition>),
+    Not(Box<EmailCondition>),
+}
+
+/// The text sub-attributes of an email entry, lower-cased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailField {
+    Value,
+    Type,
 }
 
 /// The text columns a condition can compare.
@@ -77,12 +110,9 @@ pub enum TextOp {
 }
 
 impl UserCondition {
-    /// The condition as SQL, binding its values from `$first` on.
+    /// The condition as SQL, binding its values from `$first` on; the
+    /// organization is `$1`.
     fn sql(&self, backend: Backend, binds: &mut Vec<String>, first: usize) -> String {
-        fn param(value: String, binds: &mut Vec<String>, first: usize) -> String {
-            binds.push(value);
-            format!("${}", first + binds.len() - 1)
-        }
         match self {
             Self::Text { column, op, value } => {
                 let col = match column {
@@ -90,52 +120,7 @@ impl UserCondition {
                     UserColumn::ExternalId => "external_id_normalized",
                     UserColumn::Id => "id",
                 };
-                // Byte order, as Rust compares strings (PostgreSQL would
-                // otherwise use the database's collation).
-                let ordered = match backend {
-                    Backend::Postgres => format!("{col} COLLATE \"C\""),
-                    Backend::Sqlite => col.to_owned(),
-                };
-                let like = |pattern: String, binds: &mut Vec<String>| {
-                    format!("({col} IS NOT NULL AND {col} LIKE {} ESCAPE '\\')", param(pattern, binds, first))
-                };
-                let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                match op {
-                    TextOp::Eq => {
-                        format!("({col} IS NOT NULL AND {col} = {})", param(value.clone(), binds, first))
-                    }
-                    TextOp::Ne => {
-                        format!("({col} IS NULL OR {col} <> {})", param(value.clone(), binds, first))
-                    }
-                    TextOp::Co => like(format!("%{escaped}%"), binds),
-                    // On SQLite a prefix is a range of the index (its LIKE
-                    // cannot use one); the bounds are in byte order, as the
-                    // column compares.
-                    TextOp::Sw if backend == Backend::Sqlite && !value.is_empty() => {
-                        let low = param(value.clone(), binds, first);
-                        match prefix_successor(value) {
-                            Some(high) => {
-                                let high = param(high, binds, first);
-                                format!("({col} IS NOT NULL AND {col} >= {low} AND {col} < {high})")
-                            }
-                            None => format!("({col} IS NOT NULL AND {col} >= {low})"),
-                        }
-                    }
-                    TextOp::Sw => like(format!("{escaped}%"), binds),
-                    TextOp::Ew => like(format!("%{escaped}"), binds),
-                    TextOp::Gt | TextOp::Ge | TextOp::Lt | TextOp::Le => {
-                        let sign = match op {
-                            TextOp::Gt => ">",
-                            TextOp::Ge => ">=",
-                            TextOp::Lt => "<",
-                            _ => "<=",
-                        };
-                        format!(
-                            "({col} IS NOT NULL AND {ordered} {sign} {})",
-                            param(value.clone(), binds, first)
-                        )
-                    }
-                }
+                compare_text(col, *op, value, backend, binds, first)
             }
             Self::Present(column) => match column {
                 UserColumn::UserName => "(user_name_normalized <> '')".to_owned(),
@@ -145,6 +130,16 @@ impl UserCondition {
                 UserColumn::Id => "(1 = 1)".to_owned(),
             },
             Self::Active(active) => format!("(active = {})", i32::from(*active)),
+            // The user's rows in the email index that meet the condition;
+            // led by the index on (org_id, value_normalized) where it helps.
+            Self::AnyEmail(c) => format!(
+                "(users.id IN (SELECT e.user_id FROM user_emails e WHERE e.org_id = $1 AND {}))",
+                c.sql(backend, binds, first)
+            ),
+            Self::NoEmail(c) => format!(
+                "(users.id NOT IN (SELECT e.user_id FROM user_emails e WHERE e.org_id = $1 AND {}))",
+                c.sql(backend, binds, first)
+            ),
             Self::And(a, b) => {
                 format!("({} AND {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
             }
@@ -152,6 +147,89 @@ impl UserCondition {
                 format!("({} OR {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
             }
             Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
+        }
+    }
+}
+
+impl EmailCondition {
+    /// The condition on one row `e` of the email index, never NULL.
+    fn sql(&self, backend: Backend, binds: &mut Vec<String>, first: usize) -> String {
+        match self {
+            Self::Text { field, op, value } => {
+                let col = match field {
+                    EmailField::Value => "e.value_normalized",
+                    EmailField::Type => "e.type_normalized",
+                };
+                compare_text(col, *op, value, backend, binds, first)
+            }
+            Self::Primary(primary) => {
+                format!("(e.is_primary IS NOT NULL AND e.is_primary = {})", i32::from(*primary))
+            }
+            Self::NotPrimary(primary) => {
+                format!("(e.is_primary IS NULL OR e.is_primary <> {})", i32::from(*primary))
+            }
+            Self::And(a, b) => {
+                format!("({} AND {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
+            }
+            Self::Or(a, b) => {
+                format!("({} OR {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
+            }
+            Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
+        }
+    }
+}
+
+fn param(value: String, binds: &mut Vec<String>, first: usize) -> String {
+    binds.push(value);
+    format!("${}", first + binds.len() - 1)
+}
+
+/// `col op value` for a lower-cased text column, true or false (never
+/// NULL, so that NOT means what it says): a missing value meets only `Ne`.
+fn compare_text(
+    col: &str,
+    op: TextOp,
+    value: &str,
+    backend: Backend,
+    binds: &mut Vec<String>,
+    first: usize,
+) -> String {
+    // Byte order, as Rust compares strings (PostgreSQL would otherwise use
+    // the database's collation).
+    let ordered = match backend {
+        Backend::Postgres => format!("{col} COLLATE \"C\""),
+        Backend::Sqlite => col.to_owned(),
+    };
+    let like = |pattern: String, binds: &mut Vec<String>| {
+        format!("({col} IS NOT NULL AND {col} LIKE {} ESCAPE '\\')", param(pattern, binds, first))
+    };
+    let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    match op {
+        TextOp::Eq => format!("({col} IS NOT NULL AND {col} = {})", param(value.to_owned(), binds, first)),
+        TextOp::Ne => format!("({col} IS NULL OR {col} <> {})", param(value.to_owned(), binds, first)),
+        TextOp::Co => like(format!("%{escaped}%"), binds),
+        // On SQLite a prefix is a range of the index (its LIKE cannot use
+        // one); the bounds are in byte order, as the column compares.
+        TextOp::Sw if backend == Backend::Sqlite && !value.is_empty() => {
+            let low = param(value.to_owned(), binds, first);
+            match prefix_successor(value) {
+                Some(high) => {
+                    let high = param(high, binds, first);
+                    format!("({col} IS NOT NULL AND {col} >= {low} AND {col} < {high})")
+                }
+                None => format!("({col} IS NOT NULL AND {col} >= {low})"),
+            }
+        }
+        TextOp::Sw => like(format!("{escaped}%"), binds),
+        TextOp::Ew => like(format!("%{escaped}"), binds),
+        TextOp::Gt | TextOp::Ge | TextOp::Lt | TextOp::Le => {
+            let sign = match op {
+                TextOp::Gt => ">",
+                TextOp::Ge => ">=",
+                TextOp::Lt => "<",
+                _ => "<=",
+            };
+            format!("({col} IS NOT NULL AND {ordered} {sign} {})", param(value.to_owned(), binds, first))
         }
     }
 }
@@ -268,25 +346,26 @@ impl Store {
         let id = UserId::new();
         let audit = audit.map(|event| crate::NewAuditEvent { user_id: Some(id), ..event.clone() });
         let row = UserRow { id, new: new.clone(), audit, now };
+        // Exactly what will be stored, without reading it back.
+        let user = row.user();
         crate::group_commit::submit(self, self.user_writer.as_ref(), row).await?;
-        // Exactly what was stored, without reading it back.
-        let stored_at = from_millis(millis(now));
-        Ok(User {
-            id,
-            org_id: new.org_id,
-            email: new.email.clone(),
-            display_name: new.display_name.clone(),
-            external_id: new.external_id.clone(),
-            active: new.active,
-            password_hash: new.password_hash.clone(),
-            user_name: new.user_name.clone(),
-            scim_resource: new.scim_resource.clone(),
-            version: 1,
-            role: new.role,
-            created_via: new.created_via,
-            created_at: stored_at,
-            updated_at: stored_at,
-        })
+        Ok(user)
+    }
+
+    /// Indexes the emails of users written before the email index existed
+    /// (migration 0016), a batch at a time; once all are, this is one probe.
+    pub(crate) async fn index_unindexed_emails(&self) -> Result<()> {
+        loop {
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE emails_indexed = 0 LIMIT 500");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+            let mut tx = self.begin_write().await?;
+            index_emails(&mut tx, &users.iter().collect::<Vec<_>>()).await?;
+            tx.commit().await?;
+        }
     }
 
     /// Writes the users and their audit events in one transaction, two
@@ -579,6 +658,9 @@ impl Store {
             crate::sessions::revoke_user_sessions(&mut tx, id, "password changed", now).await?;
         }
         let user = fetch_user(&mut tx, id).await?;
+        if update.email.is_some() || update.scim_resource.is_some() {
+            index_emails(&mut tx, &[&user]).await?;
+        }
         tx.commit().await?;
         Ok(user)
     }
@@ -654,6 +736,27 @@ pub(crate) struct UserRow {
 }
 
 impl UserRow {
+    /// The user this row creates.
+    fn user(&self) -> User {
+        let (new, stored_at) = (&self.new, from_millis(millis(self.now)));
+        User {
+            id: self.id,
+            org_id: new.org_id,
+            email: new.email.clone(),
+            display_name: new.display_name.clone(),
+            external_id: new.external_id.clone(),
+            active: new.active,
+            password_hash: new.password_hash.clone(),
+            user_name: new.user_name.clone(),
+            scim_resource: new.scim_resource.clone(),
+            version: 1,
+            role: new.role,
+            created_via: new.created_via,
+            created_at: stored_at,
+            updated_at: stored_at,
+        }
+    }
+
     pub(crate) fn new(
         id: UserId,
         new: NewUser,
@@ -678,8 +781,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let sql = format!(
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at, email_domain, role, created_via) VALUES {}",
-        crate::placeholders(0, rows.len(), 17)
+             updated_at, email_domain, role, created_via, emails_indexed) VALUES {}",
+        crate::placeholders(0, rows.len(), 18)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
@@ -706,16 +809,68 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(millis(r.now))
             .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))
             .bind(new.role.as_str())
-            .bind(new.created_via.as_str());
+            .bind(new.created_via.as_str())
+            .bind(1_i64);
     }
     let addresses: Vec<(OrgId, &str)> =
         rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
     crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
     // The organization's existence is the foreign key's to check.
     query.execute(&mut *conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
+    let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
+    insert_email_index(conn, &users.iter().collect::<Vec<_>>()).await?;
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::insert_audit_events(conn, &audits).await
+}
+
+/// Replaces the email index rows of `users` (migration 0016) with what
+/// they hold now, and marks them indexed.
+async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
+    for chunk in users.chunks(500) {
+        let ids = crate::placeholders(0, chunk.len(), 1);
+        let ids = ids.replace(['(', ')'], "");
+        for statement in [
+            format!("DELETE FROM user_emails WHERE user_id IN ({ids})"),
+            format!("UPDATE users SET emails_indexed = 1 WHERE id IN ({ids})"),
+        ] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+            for user in chunk {
+                query = query.bind(user.id.to_string());
+            }
+            query.execute(&mut *conn).await?;
+        }
+        insert_email_index(conn, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the email index rows of users that have none yet. (Two nodes
+/// indexing the same old users as they start write the same rows.)
+async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
+    let rows: Vec<(&User, usize, gatehouse_core::EmailIndexEntry)> = users
+        .iter()
+        .flat_map(|user| user.email_index().into_iter().enumerate().map(move |(i, entry)| (*user, i, entry)))
+        .collect();
+    for chunk in rows.chunks(1000) {
+        let sql = format!(
+            "INSERT INTO user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary) \
+             VALUES {} ON CONFLICT (user_id, position) DO NOTHING",
+            crate::placeholders(0, chunk.len(), 6)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (user, position, entry) in chunk {
+            query = query
+                .bind(user.id.to_string())
+                .bind(*position as i64)
+                .bind(user.org_id.to_string())
+                .bind(entry.value.clone())
+                .bind(entry.kind.clone())
+                .bind(entry.primary.map(i64::from));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

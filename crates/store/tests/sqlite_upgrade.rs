@@ -1,6 +1,7 @@
 //! SQLite only: migration 0015 rebuilds the users table (SQLite cannot drop
 //! a NOT NULL). A database written before it keeps every user and
 //! everything that hangs off them: the old table's drop must not cascade.
+//! And users written before the email index (0016) are indexed on opening.
 
 use gatehouse_core::{Origin, Role};
 use gatehouse_store::{NewUser, Store};
@@ -19,22 +20,23 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
     let mut conn = SqliteConnection::connect(&url).await.unwrap();
     migrator.run_to(BEFORE_NAMELESS_USERS, &mut conn).await.unwrap();
     for statement in [
-        "INSERT INTO organizations (id, name, enterprise_toolkit, created_at, updated_at) VALUES ('o', 'Acme', 1, 0, 0)",
+        "INSERT INTO organizations (id, name, enterprise_toolkit, created_at, updated_at) VALUES ('0190f0c0-0000-7000-8000-00000000000a', 'Acme', 1, 0, 0)",
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, active, created_at, updated_at, \
-           user_name_normalized, email_domain) VALUES ('u', 'o', 'Ada@Acme.test', 'ada@acme.test', 'Ada', 1, 0, 0, \
-           'ada@acme.test', 'acme.test')",
+           user_name_normalized, email_domain, scim_resource) VALUES ('0190f0c0-0000-7000-8000-00000000000b', '0190f0c0-0000-7000-8000-00000000000a', 'Ada@Acme.test', 'ada@acme.test', \
+           'Ada', 1, 0, 0, 'ada@acme.test', 'acme.test', \
+           '{\"emails\":[{\"value\":\"Ada@Acme.test\",\"type\":\"work\"},{\"value\":\"A@Home.test\",\"primary\":true}]}')",
         "INSERT INTO sessions (id, user_id, org_id, auth_method, created_at, expires_at) \
-           VALUES ('s', 'u', 'o', 'local_password', 0, 99999999999999)",
+           VALUES ('s', '0190f0c0-0000-7000-8000-00000000000b', '0190f0c0-0000-7000-8000-00000000000a', 'local_password', 0, 99999999999999)",
         "INSERT INTO scim_groups (id, org_id, display_name, display_name_normalized, version, created_at, updated_at) \
-           VALUES ('g', 'o', 'Eng', 'eng', 1, 0, 0)",
-        "INSERT INTO group_members (group_id, user_id) VALUES ('g', 'u')",
-        "INSERT INTO scim_tombstones (id, org_id, user_id, email_normalized, deleted_at) VALUES ('t', 'o', 'x', '', 0)",
+           VALUES ('g', '0190f0c0-0000-7000-8000-00000000000a', 'Eng', 'eng', 1, 0, 0)",
+        "INSERT INTO group_members (group_id, user_id) VALUES ('g', '0190f0c0-0000-7000-8000-00000000000b')",
+        "INSERT INTO scim_tombstones (id, org_id, user_id, email_normalized, deleted_at) VALUES ('t', '0190f0c0-0000-7000-8000-00000000000a', 'x', '', 0)",
     ] {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
     }
     conn.close().await.unwrap();
 
-    // Opening the store migrates it. The ids above are not the store's
+    // Opening the store migrates it. Some ids above are not the store's
     // own, so the rows are read as the database has them.
     drop(Store::open(&url).await.unwrap());
     let mut conn = SqliteConnection::connect(&url).await.unwrap();
@@ -45,10 +47,17 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
         "SELECT COUNT(*) AS n FROM sessions",
         "SELECT COUNT(*) AS n FROM group_members",
         "SELECT COUNT(*) AS n FROM scim_tombstones WHERE email_normalized IS NULL",
+        // Users from before the email index are indexed as the store opens.
+        "SELECT COUNT(*) AS n FROM user_emails WHERE value_normalized IN ('ada@acme.test', 'a@home.test')",
+        "SELECT COUNT(*) AS n FROM users WHERE emails_indexed = 1",
     ] {
         counts.push(count(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>("n"));
     }
-    assert_eq!(counts, [1, 1, 1, 1], "users, sessions, group members, and an empty address made absent");
+    assert_eq!(
+        counts,
+        [1, 1, 1, 1, 2, 1],
+        "users, sessions, group members, an empty address made absent, the emails indexed"
+    );
     let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut conn).await.unwrap();
     assert!(broken.is_empty(), "every reference holds after the rebuild");
     let indexes: Vec<String> = sqlx::query(
@@ -65,7 +74,10 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
     }
     // Deleting the user still cascades: the references point at the new table.
     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut conn).await.unwrap();
-    sqlx::query("DELETE FROM users WHERE id = 'u'").execute(&mut conn).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = '0190f0c0-0000-7000-8000-00000000000b'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let left =
         count("SELECT COUNT(*) AS n FROM sessions").fetch_one(&mut conn).await.unwrap().get::<i64, _>("n");
     assert_eq!(left, 0);
