@@ -7,7 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
-use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, get_ci};
+use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, boolean, get_ci};
 use gatehouse_store::{EmailCondition, EmailField, TextOp, UserColumn, UserCondition, UserSort, UserSortKey};
 use serde_json::{Map, Value, json};
 
@@ -17,6 +17,11 @@ pub(crate) const BULK_MAX_OPERATIONS: usize = 1000;
 /// At most this many bytes in one bulk request.
 pub(crate) const BULK_MAX_PAYLOAD: usize = 1024 * 1024;
 pub(crate) const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// At most this many emails per user: each is a row of the store's email
+/// index, so a body of a thousand empty entries must not become a thousand
+/// rows.
+const MAX_EMAILS: usize = 50;
 
 /// Attributes the platform owns (or must never keep: a password); never
 /// kept in the stored resource.
@@ -56,7 +61,10 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
     // first, else the userName when it is an email address.
     let emails: Vec<&Value> = match get_ci(resource, "emails") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list.iter().collect(),
+        Some(Value::Array(list)) if list.len() <= MAX_EMAILS => list.iter().collect(),
+        Some(Value::Array(_)) => {
+            return Err(ScimError::invalid_value(format!("emails has at most {MAX_EMAILS} entries")));
+        }
         Some(_) => return Err(ScimError::invalid_value("emails must be a list")),
     };
     // RFC 7643 §4.1.2's shape, so that what is stored is what filters on
@@ -66,25 +74,16 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
             && ["value", "type", "display"]
                 .iter()
                 .all(|k| get_ci(entry, k).is_none_or(|v| v.is_string() || v.is_null()))
-            && get_ci(entry, "primary").is_none_or(|v| {
-                v.is_boolean()
-                    || v.is_null()
-                    || v.as_str()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false"))
-            });
+            && get_ci(entry, "primary").is_none_or(|v| v.is_null() || boolean(v).is_some());
         if !shape_ok {
             return Err(ScimError::invalid_value(
                 "each of emails must be an object whose value, type and display are strings and primary a boolean",
             ));
         }
     }
-    let is_true = |v: Option<&Value>| {
-        matches!(v, Some(Value::Bool(true)))
-            || v.and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("true"))
-    };
     let pick = emails
         .iter()
-        .find(|e| is_true(get_ci(e, "primary")))
+        .find(|e| get_ci(e, "primary").and_then(boolean) == Some(true))
         .or_else(|| {
             emails.iter().find(|e| {
                 get_ci(e, "type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work"))
@@ -100,12 +99,8 @@ pub(crate) fn user_fields(resource: &Value) -> Result<UserFields, ScimError> {
     };
     let active = match get_ci(resource, "active") {
         None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-        Some(other) => {
-            return Err(ScimError::invalid_value(format!("active must be a boolean, not {other}")));
-        }
+        Some(v) => boolean(v)
+            .ok_or_else(|| ScimError::invalid_value(format!("active must be a boolean, not {v}")))?,
     };
     let name = get_ci(resource, "name");
     let display_name = text(get_ci(resource, "displayName"))
@@ -175,8 +170,8 @@ pub(crate) fn user_resource(user: &User, base: &str) -> Value {
         set(&mut map, "displayName", user.display_name.clone().into());
     }
     // Exactly the emails the store indexes for filters.
+    let emails = user.scim_emails_in(Some(&map));
     map.retain(|k, _| !k.eq_ignore_ascii_case("emails"));
-    let emails = user.scim_emails();
     if !emails.is_empty() {
         map.insert("emails".into(), Value::Array(emails));
     }
@@ -728,10 +723,10 @@ pub(crate) const DATABASE_ATTRIBUTES: &str =
     "userName, externalId, id, active and emails (value, type and primary, also in brackets)";
 
 /// The user filter as a condition the database evaluates, when every
-/// comparison in it is on an attribute that is a column (userName,
-/// externalId, id, active) with the in-memory matcher's exact meaning;
-/// `None` otherwise (value paths, emails, other attributes), and the
-/// filter is evaluated on each user instead.
+/// comparison in it is on a column (userName, externalId, id, active) or on
+/// emails (through the store's email index), with the in-memory matcher's
+/// exact meaning; `None` otherwise (other attributes, other value paths),
+/// and the filter is evaluated on each user instead.
 pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
     enum Col {
         Text(UserColumn),
@@ -755,12 +750,7 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
     Some(match filter {
         Filter::Compare { path, op, value } => match (column(path)?, value) {
             (Col::Active, value) => {
-                let wanted = match value {
-                    Value::Bool(b) => *b,
-                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    _ => return None,
-                };
+                let wanted = boolean(value)?;
                 match op {
                     CompareOp::Eq => UserCondition::Active(wanted),
                     CompareOp::Ne => UserCondition::Active(!wanted),
@@ -847,12 +837,7 @@ fn entry_condition(filter: &Filter) -> Option<EmailCondition> {
                     value: text.to_lowercase(),
                 },
                 ("primary", value) => {
-                    let wanted = match value {
-                        Value::Bool(b) => *b,
-                        Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                        Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                        _ => return None,
-                    };
+                    let wanted = boolean(value)?;
                     match op {
                         CompareOp::Eq => EmailCondition::Primary(wanted),
                         CompareOp::Ne => EmailCondition::NotPrimary(wanted),
@@ -899,7 +884,7 @@ fn sort_value(key: UserSortKey, resource: &Value) -> Option<String> {
         UserSortKey::DisplayName => text(get_ci(resource, "displayName")),
         UserSortKey::Email => {
             let emails = get_ci(resource, "emails").and_then(Value::as_array)?;
-            let primary = emails.iter().find(|e| get_ci(e, "primary").and_then(Value::as_bool) == Some(true));
+            let primary = emails.iter().find(|e| get_ci(e, "primary").and_then(boolean) == Some(true));
             text(primary.or(emails.first()).and_then(|e| get_ci(e, "value")))
         }
         UserSortKey::Created => text(get_ci(resource, "meta").and_then(|m| get_ci(m, "created"))),

@@ -946,9 +946,9 @@ async fn list_users(
     // Without a filter, the page comes from the database, in the order
     // asked for (Okta's import walks every page). `userName eq` and
     // `externalId eq`, the IdPs' lookups, are index probes; any other
-    // filter on userName, externalId, id and active is evaluated by the
-    // database. The rest (value paths, emails, other attributes) is
-    // evaluated on each of the organization's users.
+    // filter `scim::user_condition` translates is evaluated by the
+    // database. The rest is evaluated on each of the organization's users,
+    // in organizations small enough.
     let condition = filter.as_ref().and_then(scim::user_condition);
     let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
         (None, _) => {

@@ -630,6 +630,7 @@ async fn discovery_documents() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let many_emails = json!({ "userName": "many", "emails": vec![json!({}); 51] }).to_string();
     for (body, field) in [
         (r#"{"userName":""}"#, "userName"),
         (r#"not json"#, "JSON"),
@@ -637,13 +638,16 @@ async fn discovery_documents() {
         // A userName alone is enough (RFC 7643 §4.1), but an address given
         // must be one.
         (r#"{"userName":"jdoe","emails":[{"value":"not-an-email"}]}"#, "emails"),
+        // Each entry is a row of the email index: a body of many cannot
+        // become as many rows.
+        (many_emails.as_str(), "emails"),
     ] {
         let resp = server
             .http
             .post(server.url("/scim/v2/Users"))
             .bearer_auth(&scim.token)
             .header("content-type", "application/scim+json")
-            .body(body)
+            .body(body.to_owned())
             .send()
             .await
             .unwrap();

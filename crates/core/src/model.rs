@@ -275,7 +275,16 @@ impl User {
     pub fn scim_emails(&self) -> Vec<serde_json::Value> {
         let stored =
             self.scim_resource.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
-        let written = stored.as_ref().and_then(serde_json::Value::as_object).and_then(|map| {
+        self.scim_emails_in(stored.as_ref().and_then(serde_json::Value::as_object))
+    }
+
+    /// [`User::scim_emails`], for a caller that has parsed the stored
+    /// resource already.
+    pub fn scim_emails_in(
+        &self,
+        stored: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Vec<serde_json::Value> {
+        let written = stored.and_then(|map| {
             map.iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case("emails"))
                 .find_map(|(_, v)| v.as_array().filter(|a| !a.is_empty()))

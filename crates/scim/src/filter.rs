@@ -356,15 +356,19 @@ fn values_at<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     }
 }
 
-fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) -> bool {
-    use std::cmp::Ordering;
-    // Entra sends booleans as strings; compare them as booleans.
-    let as_bool = |v: &Value| match v {
+/// A SCIM boolean as the IdPs write it: `true`/`false`, or Entra's strings
+/// `"True"`/`"False"` in any case.
+pub fn boolean(v: &Value) -> Option<bool> {
+    match v {
         Value::Bool(b) => Some(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
-    };
+    }
+}
+
+fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) -> bool {
+    use std::cmp::Ordering;
     match (actual, expected) {
         (Value::String(a), Value::String(e)) => {
             let (a, e) =
@@ -394,7 +398,8 @@ fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) ->
                 _ => false,
             }
         }
-        _ => match (as_bool(actual), as_bool(expected), op) {
+        // Entra sends booleans as strings; compare them as booleans.
+        _ => match (boolean(actual), boolean(expected), op) {
             (Some(a), Some(e), CompareOp::Eq) => a == e,
             (Some(a), Some(e), CompareOp::Ne) => a != e,
             _ => matches!(op, CompareOp::Ne) && actual != expected,
