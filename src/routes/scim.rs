@@ -950,37 +950,14 @@ async fn list_users(
     // database. The rest is evaluated on each of the organization's users,
     // in organizations small enough.
     let condition = filter.as_ref().and_then(scim::user_condition);
-    let matched: Vec<User> = match (&filter, filter.as_ref().and_then(Filter::as_user_name_eq)) {
-        (None, _) => {
-            let total = state.store().count_users(caller.org).await.scim()?;
-            let offset = start_index as u64 - 1;
-            let page = match sort {
-                None => state.store().users_at(caller.org, offset, count as u32).await.scim()?,
-                Some(sort) => {
-                    state.store().users_sorted(caller.org, sort, offset, count as u32).await.scim()?
-                }
-            };
-            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
-            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
-        }
-        (_, Some(name)) => {
+    let matched: Vec<User> = match &filter {
+        Some(f) if let Some(name) = f.as_user_name_eq() => {
             state.store().find_user_by_user_name(caller.org, name).await.scim()?.into_iter().collect()
         }
-        (Some(f), None) if f.as_external_id_eq().is_some() => {
-            let value = f.as_external_id_eq().unwrap_or_default();
+        Some(f) if let Some(value) = f.as_external_id_eq() => {
             state.store().find_users_by_external_id(caller.org, value).await.scim()?
         }
-        (Some(_), None) if let Some(condition) = &condition => {
-            let offset = start_index as u64 - 1;
-            let (total, page) = state
-                .store()
-                .users_matching(caller.org, condition, sort, offset, count as u32)
-                .await
-                .scim()?;
-            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
-            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
-        }
-        (Some(f), None) => {
+        Some(f) if condition.is_none() => {
             let users = state.store().count_users(caller.org).await.scim()?;
             if users > IN_MEMORY_FILTER_MAX_USERS {
                 return Err(ScimError::too_many(format!(
@@ -1000,6 +977,16 @@ async fn list_users(
                 }
             }
             all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect()
+        }
+        _ => {
+            let offset = start_index as u64 - 1;
+            let (total, page) = state
+                .store()
+                .users_matching(caller.org, condition.as_ref(), sort, offset, count as u32)
+                .await
+                .scim()?;
+            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
+            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
         }
     };
     let mut resources: Vec<Value> = matched.iter().map(|u| scim::user_resource(u, base)).collect();

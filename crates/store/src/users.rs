@@ -414,51 +414,20 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// A page of the organization's users by position (SCIM's 1-based
-    /// `startIndex` is `offset + 1`), in creation order.
-    pub async fn users_at(&self, org: OrgId, offset: u64, limit: u32) -> Result<Vec<User>> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY id LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org.to_string())
-            .bind(i64::from(limit.min(1000)))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
-    /// A page of the organization's users in the order `sort` names, ties
-    /// broken by id (so pages are stable); `offset` counts from 0.
-    pub async fn users_sorted(
-        &self,
-        org: OrgId,
-        sort: UserSort,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Vec<User>> {
-        let key = sort_order(sort, self.backend);
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 ORDER BY {key} LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(org.to_string())
-            .bind(i64::from(limit.min(1000)))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
-    /// The organization's users matching `condition`: how many, and the
-    /// page at `offset` in the order `sort` names (id order without one).
+    /// The organization's users matching `condition` (all of them without
+    /// one): how many, and the page at `offset` (SCIM's 1-based
+    /// `startIndex` is `offset + 1`) in the order `sort` names, ties broken
+    /// by id so that pages are stable (creation order without a sort).
     pub async fn users_matching(
         &self,
         org: OrgId,
-        condition: &UserCondition,
+        condition: Option<&UserCondition>,
         sort: Option<UserSort>,
         offset: u64,
         limit: u32,
     ) -> Result<(i64, Vec<User>)> {
         let mut binds = Vec::new();
-        let clause = condition.sql(self.backend, &mut binds, 2);
+        let clause = condition.map_or_else(|| "(1 = 1)".to_owned(), |c| c.sql(self.backend, &mut binds, 2));
         let count_sql = format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1 AND {clause}");
         let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql)).bind(org.to_string());
         for b in &binds {

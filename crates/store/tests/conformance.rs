@@ -174,9 +174,9 @@ async fn users_page_in_creation_order(store: Store) {
     assert_eq!(last.next, None);
 
     // By position, as SCIM pages.
-    let at = store.users_at(org.id, 2, 2).await.unwrap();
-    assert_eq!(at.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..4]);
-    assert!(store.users_at(org.id, 5, 2).await.unwrap().is_empty());
+    let (total, at) = store.users_matching(org.id, None, None, 2, 2).await.unwrap();
+    assert_eq!((total, at.iter().map(|u| u.id).collect::<Vec<_>>()), (5, ids[2..4].to_vec()));
+    assert!(store.users_matching(org.id, None, None, 5, 2).await.unwrap().1.is_empty());
     assert_eq!(store.count_users(org.id).await.unwrap(), 5);
 }
 
@@ -1376,11 +1376,11 @@ async fn users_may_have_no_email_but_a_user_name(store: Store) {
     let by_email = |descending| UserSort { key: UserSortKey::Email, descending };
     let ids = |users: Vec<gatehouse_core::User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.users_sorted(org.id, by_email(false), 0, 10).await.unwrap()),
+        ids(store.users_matching(org.id, None, Some(by_email(false)), 0, 10).await.unwrap().1),
         [ada.id, jdoe.id, rroe.id]
     );
     assert_eq!(
-        ids(store.users_sorted(org.id, by_email(true), 0, 10).await.unwrap()),
+        ids(store.users_matching(org.id, None, Some(by_email(true)), 0, 10).await.unwrap().1),
         [rroe.id, jdoe.id, ada.id]
     );
 
