@@ -63,7 +63,7 @@ pub use server::Limits;
 pub use state::AppState;
 
 /// Request bodies above this are refused with 413 before they are parsed.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {

@@ -34,14 +34,12 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/orgs/{org_id}/scim-tokens", get(list_tokens).post(create_token))
         .route("/admin/v1/orgs/{org_id}/scim-tokens/{token_id}", delete(revoke_token))
-        .route("/scim", any(dispatch))
-        .route("/scim/", any(dispatch))
-        .route("/scim/{*rest}", any(dispatch))
-        // Bulk requests may be larger than any other (maxPayloadSize).
-        .route("/scim/Bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
-        .route("/scim/bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
-        .route("/scim/v2/Bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
-        .route("/scim/v2/bulk", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        // Bulk requests may be larger than any other (maxPayloadSize), under
+        // whatever spelling of their path; `handle` holds every other SCIM
+        // request to the service's usual limit.
+        .route("/scim", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        .route("/scim/", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
+        .route("/scim/{*rest}", any(dispatch).layer(DefaultBodyLimit::max(scim::BULK_MAX_PAYLOAD)))
 }
 
 // ---- tokens (admin API) ----------------------------------------------------------
@@ -333,21 +331,26 @@ async fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<ScimReply, ScimError> {
-    let caller = caller(state, ip, headers).await?;
     let mut segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).skip(1).collect();
-    match segments.first().copied().and_then(path_version) {
-        Some("2" | "2.0") => {
-            segments.remove(0);
-        }
-        Some(_) => {
-            return Err(ScimError::invalid_vers(format!(
-                "this service speaks SCIM 2.0 only: use {}/scim/v2",
-                state.issuer()
-            )));
-        }
-        None => {}
+    let version = segments.first().copied().and_then(path_version);
+    if version.is_some() {
+        segments.remove(0);
     }
-    if segments.len() == 1 && segments[0].eq_ignore_ascii_case("bulk") {
+    let is_bulk = segments.len() == 1 && segments[0].eq_ignore_ascii_case("bulk");
+    // Refused before any other work, as the service's body limit refuses
+    // every other route's.
+    let limit = if is_bulk { scim::BULK_MAX_PAYLOAD } else { crate::BODY_LIMIT };
+    if body.len() > limit {
+        return Err(ScimError::new(413, None, format!("the request is too large: at most {limit} bytes")));
+    }
+    let caller = caller(state, ip, headers).await?;
+    if let Some(other) = version.filter(|v| !matches!(*v, "2" | "2.0")) {
+        return Err(ScimError::invalid_vers(format!(
+            "SCIM {other} is not spoken here, only 2.0: use {}/scim/v2",
+            state.issuer()
+        )));
+    }
+    if is_bulk {
         return match *method {
             Method::POST => bulk(state, &caller, headers, body).await,
             _ => Err(ScimError::new(405, None, format!("{method} is not supported here"))),
@@ -523,13 +526,6 @@ async fn bulk(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<ScimReply, ScimError> {
-    if body.len() > scim::BULK_MAX_PAYLOAD {
-        return Err(ScimError::new(
-            413,
-            None,
-            format!("a bulk request is at most {} bytes", scim::BULK_MAX_PAYLOAD),
-        ));
-    }
     let request = parse_body(headers, body)?;
     if !get_ci(&request, "schemas")
         .and_then(Value::as_array)

@@ -1543,6 +1543,16 @@ async fn bulk_requests(server: TestServer) {
     let (status, answer) = scim.send(Method::POST, "/scim/v2/Bulk", bulk(json!(many), None)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(answer["Operations"].as_array().unwrap().iter().all(|o| o["status"] == "201"));
+    // Under any spelling of its path, with its own limit; any other request
+    // keeps the usual one.
+    let more: Vec<Value> = (0..300)
+        .map(|i| json!({ "method": "POST", "path": "/Users", "bulkId": format!("o{i}"), "data": { "userName": format!("more{i}@x.test"), "displayName": "x".repeat(200) } }))
+        .collect();
+    let (status, answer) = scim.send(Method::POST, "/scim//V2/BULK/", bulk(json!(more), None)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let user = json!({ "userName": "big@x.test", "nickName": "x".repeat(100 * 1024) });
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user).await;
+    assert_error(status, &body, 413);
 }
 
 /// Filters the database evaluates (on userName, externalId, id, active)
