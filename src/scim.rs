@@ -7,8 +7,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use gatehouse_core::{Email, User, UserId};
 use gatehouse_scim::ScimError;
-use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, boolean, get_ci};
-use gatehouse_store::{EmailCondition, EmailField, TextOp, UserColumn, UserCondition, UserSort, UserSortKey};
+use gatehouse_scim::filter::{AttrPath, CompareOp, Filter, boolean, get_ci, instant, is_instant};
+use gatehouse_store::{
+    EmailCondition, EmailField, TextOp, TimeColumn, TimeOp, UserColumn, UserCondition, UserSort, UserSortKey,
+};
 use serde_json::{Map, Value, json};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -166,7 +168,12 @@ pub(crate) fn user_resource(user: &User, base: &str) -> Value {
         Some(e) => set(&mut map, "externalId", e.clone().into()),
         None => set(&mut map, "externalId", Value::Null),
     }
-    if !user.display_name.is_empty() {
+    // The display name the platform keeps, or none: never a stored one
+    // the platform read as blank, so that filters see what the database
+    // compares.
+    if user.display_name.is_empty() {
+        map.retain(|k, _| !k.eq_ignore_ascii_case("displayName"));
+    } else {
         set(&mut map, "displayName", user.display_name.clone().into());
     }
     // Exactly the emails the store indexes for filters.
@@ -719,12 +726,12 @@ pub(crate) fn shows_members(attributes: Option<&str>, excluded: Option<&str>) ->
 }
 
 /// The attributes [`user_condition`] hands to the database, in words.
-pub(crate) const DATABASE_ATTRIBUTES: &str =
-    "userName, externalId, id, active and emails (value, type and primary, also in brackets)";
+pub(crate) const DATABASE_ATTRIBUTES: &str = "userName, externalId, id, displayName, active, meta.created, \
+     meta.lastModified and emails (value, type and primary, also in brackets)";
 
 /// The user filter as a condition the database evaluates, when every
-/// comparison in it is on a column (userName, externalId, id, active) or on
-/// emails (through the store's email index), with the in-memory matcher's
+/// comparison in it is on a column (userName, externalId, id, displayName,
+/// active, the meta instants) or on emails (through the store's email index), with the in-memory matcher's
 /// exact meaning; `None` otherwise (other attributes, other value paths),
 /// and the filter is evaluated on each user instead.
 pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
@@ -740,12 +747,36 @@ pub(crate) fn user_condition(filter: &Filter) -> Option<UserCondition> {
             "username" => Some(Col::Text(UserColumn::UserName)),
             "externalid" => Some(Col::Text(UserColumn::ExternalId)),
             "id" => Some(Col::Text(UserColumn::Id)),
+            "displayname" => Some(Col::Text(UserColumn::DisplayName)),
             "active" => Some(Col::Active),
             _ => None,
         }
     };
     if let Some(condition) = email_condition(filter) {
         return Some(condition);
+    }
+    if let Filter::Compare { path, op, value } = filter
+        && is_instant(path)
+    {
+        // In time; `co`, `sw` and `ew` look at the text, user by user.
+        let op = match op {
+            CompareOp::Eq => TimeOp::Eq,
+            CompareOp::Ne => TimeOp::Ne,
+            CompareOp::Gt => TimeOp::Gt,
+            CompareOp::Ge => TimeOp::Ge,
+            CompareOp::Lt => TimeOp::Lt,
+            CompareOp::Le => TimeOp::Le,
+            CompareOp::Co | CompareOp::Sw | CompareOp::Ew => return None,
+        };
+        let column =
+            if path.sub.as_deref() == Some("created") { TimeColumn::Created } else { TimeColumn::Modified };
+        return Some(UserCondition::Time { column, op, at: instant(value)? });
+    }
+    if let Filter::Present(path) = filter
+        && is_instant(path)
+    {
+        // Every user has both.
+        return Some(UserCondition::Present(UserColumn::Id));
     }
     Some(match filter {
         Filter::Compare { path, op, value } => match (column(path)?, value) {

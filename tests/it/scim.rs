@@ -439,7 +439,9 @@ async fn lists_page_filter_and_project() {
         let (status, list) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(filter))).await;
         assert_eq!((status, list["totalResults"].as_u64()), (StatusCode::OK, Some(expected)), "{filter}");
     }
-    for bad in ["userName eq", "userName zz \"x\"", "(userName eq \"x\""] {
+    for bad in
+        ["userName eq", "userName zz \"x\"", "(userName eq \"x\"", "meta.lastModified gt \"yesterday\""]
+    {
         let (status, err) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(bad))).await;
         assert_error(status, &err, 400);
         assert_eq!(err["scimType"], "invalidFilter", "{bad}");
@@ -1573,8 +1575,18 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         "Zoë@x.test",
         "mallory@y.test",
     ];
+    // Display names with case beyond ASCII, blank ones (absent from the
+    // resource) and one made from the name's parts.
+    let display_names =
+        ["Alice A", "", "Bob One", "bob two", " ", "ÉLODIE D", "élodie e", "Zed", "ZOË", "Mallory"];
     for (i, name) in names.iter().enumerate() {
-        let mut user = json!({ "userName": name, "active": i % 3 != 0 });
+        // Each created 1.25 s after the last: the fourth at 09:00:05.000.
+        server.clock.advance(chrono::Duration::milliseconds(1250));
+        let mut user = json!({ "userName": name, "active": i % 3 != 0, "displayName": display_names[i] });
+        if i == 9 {
+            user["name"] = json!({ "givenName": "Mal", "familyName": "Lory" });
+            user.as_object_mut().unwrap().remove("displayName");
+        }
         if i % 2 == 0 {
             user["externalId"] = json!(format!("EXT-{i}_a%"));
         }
@@ -1603,6 +1615,7 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
     let zed = zed["Resources"][0]["id"].as_str().unwrap().to_owned();
     let moved = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
         { "op": "add", "path": "emails", "value": [{ "value": "zed@acme.test", "type": "work", "primary": true }] }] });
+    server.clock.advance(chrono::Duration::minutes(5));
     assert_eq!(scim.send(Method::PATCH, &format!("/scim/v2/Users/{zed}"), moved).await.0, StatusCode::OK);
     let (_, all) = scim.get("/scim/v2/Users?count=1000").await;
     let all = all["Resources"].as_array().unwrap().clone();
@@ -1648,6 +1661,29 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         "emails[value ew \".TEST\"] and active eq true".to_owned(),
         "userName sw \"a\" or emails.value co \"y.test\"".to_owned(),
         "urn:ietf:params:scim:schemas:core:2.0:User:emails[value sw \"n\"]".to_owned(),
+        "displayName co \"éL\"".to_owned(),
+        "displayName pr".to_owned(),
+        "not (displayName pr)".to_owned(),
+        "displayName eq \"BOB ONE\"".to_owned(),
+        "displayName ne \"bob one\"".to_owned(),
+        "displayName sw \"z\" or displayName ge \"m\"".to_owned(),
+        "displayName lt \"bob\"".to_owned(),
+        "meta.created gt \"2026-11-28T09:00:05Z\"".to_owned(),
+        "meta.created ge \"2026-11-28T09:00:05Z\"".to_owned(),
+        "meta.created le \"2026-11-28T10:00:05+01:00\"".to_owned(),
+        "meta.created eq \"2026-11-28T09:00:05.000000Z\"".to_owned(),
+        "meta.created lt \"2026-11-28T09:00:05.0004Z\"".to_owned(),
+        "meta.created gt \"2026-11-28T09:00:04.9996Z\"".to_owned(),
+        "meta.created ge \"2026-11-28T09:00:04.9996Z\"".to_owned(),
+        "meta.created le \"2026-11-28T09:00:05.0004Z\"".to_owned(),
+        "meta.created eq \"2026-11-28T09:00:05.0004Z\"".to_owned(),
+        "meta.created ne \"2026-11-28T09:00:05.0004Z\"".to_owned(),
+        "meta.created ne \"2026-11-28T09:00:05Z\"".to_owned(),
+        "meta.lastModified gt \"2026-11-28T09:01:00Z\"".to_owned(),
+        "meta.lastModified pr and not (meta.created lt \"2026-11-28T09:00:10Z\")".to_owned(),
+        "urn:ietf:params:scim:schemas:core:2.0:User:meta.lastModified le \"2026-11-28T09:00:02.5Z\""
+            .to_owned(),
+        "displayName pr and meta.created lt \"2026-11-28T09:00:06Z\"".to_owned(),
     ];
     for filter in &filters {
         let parsed = gatehouse_scim::filter::parse(filter).unwrap();
@@ -1678,6 +1714,31 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         page["Resources"].as_array().unwrap().iter().map(|r| r["userName"].as_str().unwrap()).collect();
     // Byte order of the lower-cased names, as in memory: \"é\" sorts after \"z\".
     assert_eq!((page["totalResults"].as_u64(), user_names), (Some(9), vec!["élodie2@x.test", "Zoë@x.test"]));
+
+    // Sorted by display name in the database as in memory: lower-cased
+    // by Rust, users without one last when ascending and first when not.
+    for order in ["ascending", "descending"] {
+        let (_, sorted) =
+            scim.get(&format!("/scim/v2/Users?count=1000&sortBy=displayName&sortOrder={order}")).await;
+        let mut expected = all.clone();
+        expected.sort_by(|a, b| {
+            let key = |r: &Value| r["displayName"].as_str().map(str::to_lowercase);
+            let by_name = match (key(a), key(b)) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (x, y) => x.is_none().cmp(&y.is_none()),
+            };
+            by_name.then_with(|| a["id"].as_str().cmp(&b["id"].as_str()))
+        });
+        if order == "descending" {
+            expected.reverse();
+        }
+        let ids =
+            |list: &[Value]| list.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(sorted["Resources"].as_array().unwrap()), ids(&expected), "sorted {order}");
+    }
+    // A blank display name is no display name.
+    let blank = all.iter().find(|r| r["userName"] == "alicia@x.test").unwrap();
+    assert!(blank.get("displayName").is_none(), "{blank}");
 }
 
 /// RFC 7644 §3.12's `invalidVers` for another SCIM version (a path or a

@@ -6,6 +6,7 @@
 //! `caseExact: false`, `id` aside). Unknown attributes simply do not match;
 //! a filter that does not parse is an error, never "match everything".
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,7 +287,14 @@ impl Parser {
             return Ok(value_path);
         }
         match self.operator_and_value()? {
-            (Some(op), value) => Ok(Filter::Compare { path, op, value }),
+            (Some(op), value) => {
+                if is_instant(&path) && is_ordering(op) && instant(&value).is_none() {
+                    return Err(FilterError(format!(
+                        "{attr} is compared in time, with a dateTime such as \"2026-11-28T10:00:00Z\", not {value}"
+                    )));
+                }
+                Ok(Filter::Compare { path, op, value })
+            }
             (None, _) => Ok(Filter::Present(path)),
         }
     }
@@ -367,8 +375,52 @@ pub fn boolean(v: &Value) -> Option<bool> {
     }
 }
 
-fn compare(actual: &Value, op: CompareOp, expected: &Value, case_exact: bool) -> bool {
+/// `meta.created` and `meta.lastModified`, the dateTime attributes of every
+/// resource, which compare chronologically (RFC 7644 §3.4.2.2) rather than
+/// as text: `2026-11-28T11:00:00+01:00` equals `2026-11-28T10:00:00Z`.
+pub fn is_instant(path: &AttrPath) -> bool {
+    path.urn.as_deref().is_none_or(|u| u.contains(":core:"))
+        && path.attr == "meta"
+        && matches!(path.sub.as_deref(), Some("created" | "lastmodified"))
+}
+
+/// The comparisons that order values (all but `co`, `sw` and `ew`, which
+/// look at text).
+pub fn is_ordering(op: CompareOp) -> bool {
+    !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+}
+
+/// A dateTime value (RFC 3339, as RFC 7643 §2.3.5 has it), as an instant.
+pub fn instant(value: &Value) -> Option<DateTime<Utc>> {
+    let text = value.as_str()?;
+    DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// How a comparison treats text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    CaseExact,
+    CaseIgnored,
+    /// Instants, in time order (text that is no dateTime compares as text).
+    Instant,
+}
+
+fn compare(actual: &Value, op: CompareOp, expected: &Value, kind: Kind) -> bool {
     use std::cmp::Ordering;
+    if kind == Kind::Instant
+        && is_ordering(op)
+        && let (Some(a), Some(e)) = (instant(actual), instant(expected))
+    {
+        return match op {
+            CompareOp::Eq => a == e,
+            CompareOp::Ne => a != e,
+            CompareOp::Gt => a > e,
+            CompareOp::Ge => a >= e,
+            CompareOp::Lt => a < e,
+            _ => a <= e,
+        };
+    }
+    let case_exact = kind == Kind::CaseExact;
     match (actual, expected) {
         (Value::String(a), Value::String(e)) => {
             let (a, e) =
@@ -412,12 +464,18 @@ impl Filter {
     pub fn matches(&self, resource: &Value) -> bool {
         match self {
             Self::Compare { path, op, value } => {
-                let case_exact = path.urn.is_none() && path.sub.is_none() && path.attr == "id";
+                let kind = if path.urn.is_none() && path.sub.is_none() && path.attr == "id" {
+                    Kind::CaseExact
+                } else if is_instant(path) {
+                    Kind::Instant
+                } else {
+                    Kind::CaseIgnored
+                };
                 let found = values_at(resource, path);
                 if *op == CompareOp::Ne {
-                    return found.iter().all(|v| compare(v, *op, value, case_exact));
+                    return found.iter().all(|v| compare(v, *op, value, kind));
                 }
-                found.iter().any(|v| compare(v, *op, value, case_exact))
+                found.iter().any(|v| compare(v, *op, value, kind))
             }
             Self::Present(path) => values_at(resource, path).iter().any(|v| match v {
                 Value::Null => false,
@@ -512,6 +570,12 @@ mod tests {
         assert!(m(r#"active eq "True""#));
         assert!(m(r#"meta.lastModified gt "2026-11-01T00:00:00Z""#));
         assert!(!m(r#"meta.lastModified lt "2026-11-01T00:00:00Z""#));
+        // In time, not as text: the same instant in another zone or
+        // precision, and a later one that sorts first as text.
+        assert!(m(r#"meta.lastModified eq "2026-11-28T11:00:00+01:00""#));
+        assert!(m(r#"meta.lastModified eq "2026-11-28T10:00:00.000000Z""#));
+        assert!(m(r#"meta.lastModified lt "2026-11-28T10:00:00.5+00:00""#));
+        assert!(!m(r#"meta.lastModified gt "2026-11-28T09:30:00-01:00""#));
         assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "r&d""#));
         assert!(m(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "alice@example.com""#));
         assert!(m("title pr or externalId pr"));
@@ -535,6 +599,8 @@ mod tests {
             r#"userName eq "unterminated"#,
             r#"not userName eq "a""#,
             r#"userName eq "a" extra"#,
+            r#"meta.lastModified gt "yesterday""#,
+            r#"meta.created le 20261128"#,
         ] {
             assert!(parse(f).is_err(), "{f:?} parsed");
         }

@@ -11,7 +11,9 @@
 //! verdict each must get; proptest records the seeds of any failure in
 //! `fixtures/fuzz/proptest-regressions/`.
 
-use gatehouse_scim::filter::{self, AttrPath, CompareOp, Filter, MAX_DEPTH, MAX_FILTER_LEN, MAX_TERMS};
+use gatehouse_scim::filter::{
+    self, AttrPath, CompareOp, Filter, MAX_DEPTH, MAX_FILTER_LEN, MAX_TERMS, instant, is_instant, is_ordering,
+};
 use gatehouse_scim::patch;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -95,13 +97,25 @@ fn comparison() -> impl Strategy<Value = Written> {
         ("le", CompareOp::Le),
     ]);
     prop_oneof![
-        (attr(), op, value()).prop_map(|((text, path), (op_text, op), value)| Written {
-            text: format!("{text} {op_text} {value}"),
-            filter: Filter::Compare { path, op, value },
-            depth: 0,
-            terms: 1,
-            binary: false,
-        }),
+        (attr(), op, value(), -100_000_000i64..100_000_000).prop_map(
+            |((text, path), (op_text, op), value, at)| {
+                // The meta instants order only by dateTimes (any other value
+                // is refused, as `meta_instants_compare_only_with_date_times` shows).
+                let value = if is_instant(&path) && is_ordering(op) {
+                    let at = chrono::DateTime::from_timestamp_millis(1_790_000_000_000 + at).unwrap();
+                    json!(at.to_rfc3339())
+                } else {
+                    value
+                };
+                Written {
+                    text: format!("{text} {op_text} {value}"),
+                    filter: Filter::Compare { path, op, value },
+                    depth: 0,
+                    terms: 1,
+                    binary: false,
+                }
+            }
+        ),
         attr().prop_map(|(text, path)| Written {
             text: format!("{text} pr"),
             filter: Filter::Present(path),
@@ -186,6 +200,20 @@ proptest! {
             Ok(_) => prop_assert!(false, "beyond the bounds, yet parsed: {}", w.text),
             Err(e) if within => prop_assert!(false, "refused a filter within the bounds: {} ({e})", w.text),
             Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn meta_instants_compare_only_with_date_times(
+        attr in prop::sample::select(vec!["meta.created", "META.LASTMODIFIED"]),
+        op in prop::sample::select(vec!["eq", "ne", "gt", "ge", "lt", "le"]),
+        value in value(),
+    ) {
+        let text = format!("{attr} {op} {value}");
+        match (filter::parse(&text), instant(&value)) {
+            (Ok(_), Some(_)) | (Err(_), None) => {}
+            (Ok(_), None) => prop_assert!(false, "compared an instant with {value}: {text}"),
+            (Err(e), Some(_)) => prop_assert!(false, "refused a dateTime: {text} ({e})"),
         }
     }
 

@@ -60,8 +60,8 @@ pub use sso::{SsoCode, SsoFlow, SsoPolicy};
 pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
 pub use tombstones::{SignInKeys, Tombstone};
 pub use users::{
-    EmailCondition, EmailField, LoginAccount, LoginLookup, NewUser, TextOp, UserColumn, UserCondition,
-    UserPage, UserSort, UserSortKey, UserUpdate,
+    EmailCondition, EmailField, LoginAccount, LoginLookup, NewUser, TextOp, TimeColumn, TimeOp, UserColumn,
+    UserCondition, UserPage, UserSort, UserSortKey, UserUpdate,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -195,7 +195,7 @@ impl Store {
             checkpointer: None,
         };
         store.migrate().await?;
-        store.index_unindexed_emails().await?;
+        store.write_missing_filter_data().await?;
         store.session_writer = Some(group_commit::spawn(store.clone()));
         store.user_writer = Some(group_commit::spawn(store.clone()));
         if backend == Backend::Sqlite {

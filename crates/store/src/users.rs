@@ -51,6 +51,12 @@ pub enum UserCondition {
     },
     Present(UserColumn),
     Active(bool),
+    /// A comparison with an instant, chronological (RFC 7644 §3.4.2.2).
+    Time {
+        column: TimeColumn,
+        op: TimeOp,
+        at: DateTime<Utc>,
+    },
     /// Some entry of the user's SCIM emails meets the condition.
     AnyEmail(EmailCondition),
     /// No entry of the user's SCIM emails meets the condition.
@@ -94,6 +100,27 @@ pub enum UserColumn {
     ExternalId,
     /// The id, as it is (only `Eq` and `Ne`).
     Id,
+    /// The display name, lower-cased; absent when empty.
+    DisplayName,
+}
+
+/// The instants a condition can compare: `meta.created` and
+/// `meta.lastModified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeColumn {
+    Created,
+    Modified,
+}
+
+/// How an instant compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,15 +146,20 @@ impl UserCondition {
                     UserColumn::UserName => "user_name_normalized",
                     UserColumn::ExternalId => "external_id_normalized",
                     UserColumn::Id => "id",
+                    UserColumn::DisplayName => "display_name_normalized",
                 };
                 compare_text(col, *op, value, backend, binds, first)
             }
+            Self::Time { column, op, at } => compare_time(*column, *op, *at),
             Self::Present(column) => match column {
                 UserColumn::UserName => "(user_name_normalized <> '')".to_owned(),
                 UserColumn::ExternalId => {
                     "(external_id_normalized IS NOT NULL AND external_id_normalized <> '')".to_owned()
                 }
                 UserColumn::Id => "(1 = 1)".to_owned(),
+                UserColumn::DisplayName => {
+                    "(display_name_normalized IS NOT NULL AND display_name_normalized <> '')".to_owned()
+                }
             },
             Self::Active(active) => format!("(active = {})", i32::from(*active)),
             // The user's rows in the email index that meet the condition;
@@ -234,6 +266,31 @@ fn compare_text(
     }
 }
 
+/// `column op at` for an instant column, which holds milliseconds and is
+/// never NULL. An instant between two milliseconds lies strictly between
+/// two stored values, so it is rounded the way that keeps the comparison
+/// true to the instant; only whole milliseconds are ever equal. The bounds
+/// are integers computed here, written into the SQL as numbers.
+fn compare_time(column: TimeColumn, op: TimeOp, at: DateTime<Utc>) -> String {
+    let col = match column {
+        TimeColumn::Created => "created_at",
+        TimeColumn::Modified => "updated_at",
+    };
+    let floor = at.timestamp_millis();
+    let whole = at.timestamp_subsec_nanos().is_multiple_of(1_000_000);
+    let ceil = if whole { floor } else { floor + 1 };
+    match op {
+        TimeOp::Gt => format!("({col} > {floor})"),
+        TimeOp::Ge => format!("({col} >= {ceil})"),
+        TimeOp::Lt => format!("({col} < {ceil})"),
+        TimeOp::Le => format!("({col} <= {floor})"),
+        TimeOp::Eq if whole => format!("({col} = {floor})"),
+        TimeOp::Ne if whole => format!("({col} <> {floor})"),
+        TimeOp::Eq => "(1 = 0)".to_owned(),
+        TimeOp::Ne => "(1 = 1)".to_owned(),
+    }
+}
+
 /// The least string greater than every string starting with `prefix`: its
 /// last character that has a successor, incremented, and what follows it
 /// dropped. (UTF-8 byte order is code point order.) `None` when no
@@ -268,7 +325,9 @@ fn sort_order(sort: UserSort, backend: Backend) -> String {
         UserSortKey::ExternalId => {
             format!("(external_id_normalized IS NULL) {dir}, external_id_normalized{c} {dir}, id {dir}")
         }
-        UserSortKey::DisplayName => format!("LOWER(display_name){c} {dir}, id {dir}"),
+        UserSortKey::DisplayName => {
+            format!("(display_name_normalized IS NULL) {dir}, display_name_normalized{c} {dir}, id {dir}")
+        }
         UserSortKey::Email => {
             format!("(email_normalized IS NULL) {dir}, email_normalized{c} {dir}, id {dir}")
         }
@@ -352,17 +411,26 @@ impl Store {
         Ok(user)
     }
 
-    /// Indexes the emails of users written before the email index existed
-    /// (migration 0016), a batch at a time; once all are, this is one probe.
-    pub(crate) async fn index_unindexed_emails(&self) -> Result<()> {
+    /// Writes what filters read beside a user's own columns (the email
+    /// index of migration 0016, the lower-cased display name of 0017) for
+    /// users written before it existed, a batch at a time; once all have
+    /// it, this is one probe.
+    pub(crate) async fn write_missing_filter_data(&self) -> Result<()> {
         loop {
-            let sql = format!("SELECT {COLUMNS} FROM users WHERE emails_indexed = 0 LIMIT 500");
+            let sql = format!("SELECT {COLUMNS} FROM users WHERE filter_data_written = 0 LIMIT 500");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
             if rows.is_empty() {
                 return Ok(());
             }
             let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
             let mut tx = self.begin_write().await?;
+            for user in &users {
+                sqlx::query("UPDATE users SET display_name_normalized = $2 WHERE id = $1")
+                    .bind(user.id.to_string())
+                    .bind(display_name_key(&user.display_name))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             index_emails(&mut tx, &users.iter().collect::<Vec<_>>()).await?;
             tx.commit().await?;
         }
@@ -575,6 +643,7 @@ impl Store {
                email_normalized = CASE WHEN $21 = 1 THEN $3 ELSE email_normalized END, \
                email_domain = CASE WHEN $21 = 1 THEN $19 ELSE email_domain END, \
                display_name = COALESCE($4, display_name), \
+               display_name_normalized = CASE WHEN $22 = 1 THEN $23 ELSE display_name_normalized END, \
                external_id = CASE WHEN $5 = 1 THEN $6 ELSE external_id END, \
                external_id_normalized = CASE WHEN $5 = 1 THEN $18 ELSE external_id_normalized END, \
                active = COALESCE($7, active), \
@@ -611,6 +680,8 @@ impl Store {
         .bind(update.email.clone().flatten().map_or_else(String::new, |e| e.domain().to_owned()))
         .bind(update.role.map(|r| r.as_str()))
         .bind(i64::from(update.email.is_some()))
+        .bind(i64::from(update.display_name.is_some()))
+        .bind(update.display_name.as_deref().and_then(display_name_key))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::unique("a user with this email or userName"))?;
@@ -750,8 +821,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let sql = format!(
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at, email_domain, role, created_via, emails_indexed) VALUES {}",
-        crate::placeholders(0, rows.len(), 18)
+             updated_at, email_domain, role, created_via, filter_data_written, display_name_normalized) VALUES {}",
+        crate::placeholders(0, rows.len(), 19)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in rows {
@@ -779,7 +850,8 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
             .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))
             .bind(new.role.as_str())
             .bind(new.created_via.as_str())
-            .bind(1_i64);
+            .bind(1_i64)
+            .bind(display_name_key(&new.display_name));
     }
     let addresses: Vec<(OrgId, &str)> =
         rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
@@ -793,6 +865,13 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     crate::audit::insert_audit_events(conn, &audits).await
 }
 
+/// A display name as filters and sorting compare it (migration 0017):
+/// lower-cased as the SCIM matcher lowers it; none when it is empty, as
+/// the SCIM resource then has no displayName.
+fn display_name_key(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_lowercase())
+}
+
 /// Replaces the email index rows of `users` (migration 0016) with what
 /// they hold now, and marks them indexed.
 async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
@@ -801,7 +880,7 @@ async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
         let ids = ids.replace(['(', ')'], "");
         for statement in [
             format!("DELETE FROM user_emails WHERE user_id IN ({ids})"),
-            format!("UPDATE users SET emails_indexed = 1 WHERE id IN ({ids})"),
+            format!("UPDATE users SET filter_data_written = 1 WHERE id IN ({ids})"),
         ] {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
             for user in chunk {

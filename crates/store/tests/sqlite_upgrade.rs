@@ -1,7 +1,8 @@
 //! SQLite only: migration 0015 rebuilds the users table (SQLite cannot drop
 //! a NOT NULL). A database written before it keeps every user and
 //! everything that hangs off them: the old table's drop must not cascade.
-//! And users written before the email index (0016) are indexed on opening.
+//! And users written before the email index (0016) and the filterable
+//! display name (0017) get them on opening.
 
 use gatehouse_core::{Origin, Role};
 use gatehouse_store::{NewUser, Store};
@@ -49,14 +50,16 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
         "SELECT COUNT(*) AS n FROM scim_tombstones WHERE email_normalized IS NULL",
         // Users from before the email index are indexed as the store opens.
         "SELECT COUNT(*) AS n FROM user_emails WHERE value_normalized IN ('ada@acme.test', 'a@home.test')",
-        "SELECT COUNT(*) AS n FROM users WHERE emails_indexed = 1",
+        "SELECT COUNT(*) AS n FROM users WHERE filter_data_written = 1",
+        // And their display names lower-cased for filters (0017).
+        "SELECT COUNT(*) AS n FROM users WHERE display_name_normalized = 'ada'",
     ] {
         counts.push(count(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>("n"));
     }
     assert_eq!(
         counts,
-        [1, 1, 1, 1, 2, 1],
-        "users, sessions, group members, an empty address made absent, the emails indexed"
+        [1, 1, 1, 1, 2, 1, 1],
+        "users, sessions, group members, an empty address made absent, the emails indexed, the display name"
     );
     let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut conn).await.unwrap();
     assert!(broken.is_empty(), "every reference holds after the rebuild");
