@@ -397,16 +397,34 @@ pub(crate) fn project(resource: Value, attributes: Option<&str>, excluded: Optio
     Value::Object(out)
 }
 
-/// A ListResponse page; `start_index` is 1-based.
-pub(crate) fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
-    json!({
+/// Where a page of a list stands: at a 1-based index (RFC 7644
+/// §3.4.2.4), or, paged by cursor (RFC 9865), before the cursor of the next
+/// page, which the last page does not have.
+pub(crate) enum Position {
+    Index(usize),
+    Cursor { next: Option<String> },
+}
+
+/// A ListResponse page.
+pub(crate) fn list_response(total: usize, position: Position, resources: Vec<Value>) -> Value {
+    let mut list = json!({
         "schemas": [LIST_SCHEMA],
         "totalResults": total,
-        "startIndex": start_index,
         "itemsPerPage": resources.len(),
         "Resources": resources,
-    })
+    });
+    match position {
+        Position::Index(start_index) => list["startIndex"] = start_index.into(),
+        Position::Cursor { next: Some(cursor) } => list["nextCursor"] = cursor.into(),
+        Position::Cursor { next: None } => {}
+    }
+    list
 }
+
+/// Resources in a page when the request does not say (`count`).
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
+/// The most resources in a page, whatever `count` asks.
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
 pub(crate) fn service_provider_config(base: &str) -> Value {
     json!({
@@ -418,9 +436,18 @@ pub(crate) fn service_provider_config(base: &str) -> Value {
             "maxOperations": BULK_MAX_OPERATIONS,
             "maxPayloadSize": BULK_MAX_PAYLOAD,
         },
-        "filter": { "supported": true, "maxResults": 1000 },
+        "filter": { "supported": true, "maxResults": MAX_PAGE_SIZE },
         "changePassword": { "supported": false },
         "sort": { "supported": true },
+        // RFC 9865. A cursor is the last id of a page: it never expires,
+        // and no state is kept for it.
+        "pagination": {
+            "cursor": true,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": DEFAULT_PAGE_SIZE,
+            "maxPageSize": MAX_PAGE_SIZE,
+        },
         "etag": { "supported": true },
         "authenticationSchemes": [{
             "type": "oauthbearertoken",

@@ -17,7 +17,7 @@ use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::get_ci;
 use gatehouse_scim::filter::{self, Filter};
-use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate};
+use gatehouse_store::{NewAuditEvent, NewUser, ScimTokenRecord, StoreError, UserUpdate, UserWindow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -753,7 +753,7 @@ async fn bulk_operation(
 /// or one of its documents by id.
 fn discovery(documents: Vec<Value>, id: Option<&str>) -> Result<ScimReply, ScimError> {
     match id {
-        None => Ok(ScimReply::ok(scim::list_response(documents.len(), 1, documents))),
+        None => Ok(ScimReply::ok(scim::list_response(documents.len(), scim::Position::Index(1), documents))),
         Some(id) => documents
             .into_iter()
             .find(|d| d["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
@@ -920,8 +920,6 @@ async fn patch_user(
     Err(ScimError::new(409, None, "the user kept changing; try again"))
 }
 
-const MAX_COUNT: usize = 1000;
-
 /// The most users a filter the database cannot evaluate is matched on, one
 /// by one; beyond it such a filter is `tooMany`, so no request's cost grows
 /// with the directory without bound. (About 0.1 s of CPU at this size.)
@@ -935,7 +933,7 @@ async fn list_users(
 ) -> Result<ScimReply, ScimError> {
     let filter = parse_filter(params)?;
     let sort = scim::parse_sort(param(params, "sortBy"), param(params, "sortOrder"), true)?;
-    let (start_index, count) = paging(params)?;
+    let paging = paging(params, sort.is_some())?;
     let project =
         |resource| scim::project(resource, param(params, "attributes"), param(params, "excludedAttributes"));
 
@@ -975,14 +973,25 @@ async fn list_users(
             all.into_iter().filter(|u| f.matches(&scim::user_resource(u, base))).collect()
         }
         _ => {
-            let offset = start_index as u64 - 1;
-            let (total, page) = state
+            let window = match &paging.window {
+                Window::Index(start_index) => UserWindow::Offset { offset: *start_index as u64 - 1, sort },
+                Window::Cursor(after) => UserWindow::After(
+                    after.as_deref().map(|a| a.parse::<UserId>().map_err(|_| bad_cursor())).transpose()?,
+                ),
+            };
+            let found = state
                 .store()
-                .users_matching(caller.org, condition.as_ref(), sort, offset, count as u32)
+                .users_matching(caller.org, condition.as_ref(), window, paging.count as u32)
                 .await
                 .scim()?;
-            let page = page.iter().map(|u| project(scim::user_resource(u, base))).collect();
-            return Ok(ScimReply::ok(scim::list_response(total as usize, start_index, page)));
+            let position = match paging.window {
+                Window::Index(start_index) => scim::Position::Index(start_index),
+                Window::Cursor(_) => scim::Position::Cursor {
+                    next: found.users.last().filter(|_| found.more).map(|u| u.id.to_string()),
+                },
+            };
+            let page = found.users.iter().map(|u| project(scim::user_resource(u, base))).collect();
+            return Ok(ScimReply::ok(scim::list_response(found.total as usize, position, page)));
         }
     };
     let mut resources: Vec<Value> = matched.iter().map(|u| scim::user_resource(u, base)).collect();
@@ -990,8 +999,9 @@ async fn list_users(
         scim::sort_resources(&mut resources, sort);
     }
     let total = resources.len();
-    let page = resources.into_iter().skip(start_index - 1).take(count).map(project).collect();
-    Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+    let (page, position) = page_in_memory(resources, &paging);
+    let page = page.into_iter().map(project).collect();
+    Ok(ScimReply::ok(scim::list_response(total, position, page)))
 }
 
 /// A search request's body (RFC 7644 §3.4.3) as the query parameters a GET
@@ -1015,6 +1025,7 @@ fn search_params(body: &Value) -> Result<Vec<(String, String)>, ScimError> {
             "sortorder" => "sortOrder",
             "startindex" => "startIndex",
             "count" => "count",
+            "cursor" => "cursor",
             _ => continue,
         };
         let text = match value {
@@ -1044,7 +1055,14 @@ async fn search_everything(
     params: &[(String, String)],
     base: &str,
 ) -> Result<ScimReply, ScimError> {
-    let (start_index, count) = paging(params)?;
+    if param(params, "cursor").is_some() {
+        return Err(ScimError::invalid_value(
+            "a search of every resource type pages by startIndex; page by cursor at /Users/.search or /Groups/.search",
+        ));
+    }
+    let Paging { count, window: Window::Index(start_index) } = paging(params, false)? else {
+        unreachable!("no cursor, so paged by index")
+    };
     let with = |start: usize, count: usize| {
         let mut p: Vec<(String, String)> = params
             .iter()
@@ -1063,7 +1081,11 @@ async fn search_everything(
     let groups = list_groups(state, caller, &with(group_start, left), base).await?.body.unwrap_or_default();
     let group_total = groups["totalResults"].as_u64().unwrap_or(0) as usize;
     resources.extend(groups["Resources"].as_array().cloned().unwrap_or_default());
-    Ok(ScimReply::ok(scim::list_response(user_total + group_total, start_index, resources)))
+    Ok(ScimReply::ok(scim::list_response(
+        user_total + group_total,
+        scim::Position::Index(start_index),
+        resources,
+    )))
 }
 
 /// Why a group change failed: the change itself, or storage.
@@ -1144,7 +1166,7 @@ async fn list_groups(
 ) -> Result<ScimReply, ScimError> {
     let filter = parse_filter(params)?;
     let sort = scim::parse_sort(param(params, "sortBy"), param(params, "sortOrder"), false)?;
-    let (start_index, count) = paging(params)?;
+    let paging = paging(params, sort.is_some())?;
     // `displayName eq`, the IdPs' lookup before a push, is one index probe.
     let groups = match filter.as_ref().and_then(Filter::as_display_name_eq) {
         Some(name) => {
@@ -1167,13 +1189,12 @@ async fn list_groups(
         scim::sort_resources(&mut matched, sort);
     }
     let total = matched.len();
-    let page = matched
+    let (page, position) = page_in_memory(matched, &paging);
+    let page = page
         .into_iter()
-        .skip(start_index - 1)
-        .take(count)
         .map(|r| scim::project(r, param(params, "attributes"), param(params, "excludedAttributes")))
         .collect();
-    Ok(ScimReply::ok(scim::list_response(total, start_index, page)))
+    Ok(ScimReply::ok(scim::list_response(total, position, page)))
 }
 
 /// The `filter` parameter; one that does not parse is `invalidFilter`, never
@@ -1186,8 +1207,28 @@ fn parse_filter(params: &[(String, String)]) -> Result<Option<Filter>, ScimError
         .transpose()
 }
 
-/// `startIndex` (1-based) and `count`, as integers.
-fn paging(params: &[(String, String)]) -> Result<(usize, usize), ScimError> {
+/// How a list is paged: how many resources a page holds, and which page.
+struct Paging {
+    count: usize,
+    window: Window,
+}
+
+enum Window {
+    /// From this 1-based position in the list (RFC 7644 §3.4.2.4).
+    Index(usize),
+    /// After the resource with this id, in id order: RFC 9865's cursor,
+    /// which is the last id of the page before (none for the first page).
+    Cursor(Option<String>),
+}
+
+fn bad_cursor() -> ScimError {
+    ScimError::invalid_cursor("the cursor is not one this service gave; start again with an empty cursor")
+}
+
+/// `count`, and `startIndex` (1-based) or `cursor`. A cursor pages in id
+/// order, so it cannot be combined with `sortBy` (`sorted`), nor with
+/// `startIndex`; it must be an id as a page gave it.
+fn paging(params: &[(String, String)], sorted: bool) -> Result<Paging, ScimError> {
     let number = |name: &str| -> Result<Option<i64>, ScimError> {
         param(params, name)
             .map(|v| {
@@ -1197,9 +1238,51 @@ fn paging(params: &[(String, String)]) -> Result<(usize, usize), ScimError> {
             })
             .transpose()
     };
-    let start_index = number("startIndex")?.unwrap_or(1).max(1) as usize;
-    let count = number("count")?.unwrap_or(100).clamp(0, MAX_COUNT as i64) as usize;
-    Ok((start_index, count))
+    let start_index = number("startIndex")?;
+    let count = number("count")?
+        .unwrap_or(scim::DEFAULT_PAGE_SIZE as i64)
+        .clamp(0, scim::MAX_PAGE_SIZE as i64) as usize;
+    let window = match param(params, "cursor").map(str::trim) {
+        None => Window::Index(start_index.unwrap_or(1).max(1) as usize),
+        Some(_) if start_index.is_some() => {
+            return Err(ScimError::invalid_value("page by startIndex or by cursor, not both"));
+        }
+        Some(_) if sorted => {
+            return Err(ScimError::invalid_value(
+                "cursor pages follow the order of ids; to sort with sortBy, page by startIndex",
+            ));
+        }
+        Some("") => Window::Cursor(None),
+        Some(cursor) => {
+            let id = uuid::Uuid::parse_str(cursor).map_err(|_| bad_cursor())?;
+            Window::Cursor(Some(id.hyphenated().to_string()))
+        }
+    };
+    Ok(Paging { count, window })
+}
+
+/// The page `paging` names of resources matched in memory, and where it
+/// stands. A cursor's page is the resources whose ids follow it, in id
+/// order (byte order, as ids are compared).
+fn page_in_memory(mut resources: Vec<Value>, paging: &Paging) -> (Vec<Value>, scim::Position) {
+    match &paging.window {
+        Window::Index(start_index) => {
+            let page = resources.into_iter().skip(start_index - 1).take(paging.count).collect();
+            (page, scim::Position::Index(*start_index))
+        }
+        Window::Cursor(after) => {
+            let id = |r: &Value| r["id"].as_str().unwrap_or_default().to_owned();
+            resources.sort_by_key(id);
+            let mut rest: Vec<Value> = resources
+                .into_iter()
+                .filter(|r| after.as_deref().is_none_or(|a| id(r).as_str() > a))
+                .collect();
+            let more = rest.len() > paging.count;
+            rest.truncate(paging.count);
+            let next = rest.last().filter(|_| more).map(id);
+            (rest, scim::Position::Cursor { next })
+        }
+    }
 }
 
 #[cfg(test)]

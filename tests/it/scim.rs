@@ -866,7 +866,114 @@ async fn a_token_reaches_only_its_organization(server: TestServer) {
     );
 }
 
+/// RFC 9865 cursors: a walk sees every resource once, in id order, however
+/// the list changes behind it, by the database (unfiltered or on columns)
+/// and in memory (other filters, groups) alike; and a cursor that is not
+/// one the server gave, or that is combined with startIndex or sortBy, is
+/// an error, never another page.
+async fn cursor_pages(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let user = json!({ "userName": format!("c{i}@cursor.test"), "title": if i % 2 == 0 { "even" } else { "odd" } });
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+        let group = json!({ "displayName": format!("Group {i}") });
+        assert_eq!(scim.send(Method::POST, "/scim/v2/Groups", group).await.0, StatusCode::CREATED);
+    }
+    let (_, config) = scim.get("/scim/v2/ServiceProviderConfig").await;
+    assert_eq!(
+        (
+            &config["pagination"]["cursor"],
+            &config["pagination"]["index"],
+            &config["pagination"]["maxPageSize"]
+        ),
+        (&json!(true), &json!(true), &json!(1000)),
+        "{config}"
+    );
+
+    // Walks a list by cursor, three at a time; `between` runs after the
+    // first page. Returns the ids seen, in order, and the totals reported.
+    async fn walk(scim: &Scim<'_>, list: &str, between: impl AsyncFnOnce()) -> (Vec<String>, Vec<u64>) {
+        let (mut seen, mut totals) = (Vec::new(), Vec::new());
+        let mut cursor = String::new();
+        let mut between = Some(between);
+        for _ in 0..20 {
+            let sep = if list.contains('?') { '&' } else { '?' };
+            let (status, page) = scim.get(&format!("{list}{sep}count=3&cursor={cursor}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert!(page.get("startIndex").is_none(), "a cursor page has no index: {page}");
+            totals.push(page["totalResults"].as_u64().unwrap());
+            let resources = page["Resources"].as_array().unwrap();
+            assert_eq!(page["itemsPerPage"].as_u64(), Some(resources.len() as u64));
+            seen.extend(resources.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+            if let Some(run) = between.take() {
+                run().await;
+            }
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => return (seen, totals),
+            }
+        }
+        panic!("{list}: the cursor never ended");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids follow creation");
+
+    // Unfiltered, from the database; a user on the first page deleted
+    // between pages shifts nothing after it (an offset would skip one).
+    let first = ids[0].clone();
+    let (seen, totals) = walk(&scim, "/scim/v2/Users", async || {
+        assert_eq!(
+            scim.call(Method::DELETE, &format!("/scim/v2/Users/{first}"), None).await.0,
+            StatusCode::NO_CONTENT
+        );
+    })
+    .await;
+    assert_eq!(seen, ids, "every user once, in id order");
+    assert_eq!(totals, [8, 7, 7]);
+    // Filtered on a column (the database) and on another attribute (in
+    // memory): the same pages.
+    let later: Vec<String> = ids[1..].to_vec();
+    let on_column = walk(&scim, "/scim/v2/Users?filter=userName%20sw%20%22c%22", async || {}).await.0;
+    assert_eq!(on_column, later);
+    let in_memory = walk(&scim, "/scim/v2/Users?filter=title%20pr", async || {}).await.0;
+    assert_eq!(in_memory, later);
+    let odd = walk(&scim, "/scim/v2/Users?filter=title%20eq%20%22odd%22", async || {}).await.0;
+    assert_eq!(odd, [1, 3, 5, 7].map(|i| ids[i].clone()));
+    // Groups, and a search by POST.
+    let groups = walk(&scim, "/scim/v2/Groups?excludedAttributes=members", async || {}).await.0;
+    let mut in_order = groups.clone();
+    in_order.sort();
+    assert_eq!((groups.len(), &groups), (8, &in_order));
+    let search = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "cursor": "", "count": 5 });
+    let (status, page) = scim.send(Method::POST, "/scim/v2/Users/.search", search).await;
+    assert_eq!((status, page["Resources"].as_array().map(Vec::len)), (StatusCode::OK, Some(5)), "{page}");
+    assert_eq!(page["nextCursor"].as_str(), Some(ids[5].as_str()), "{page}");
+
+    // Errors, not pages.
+    for (query, scim_type) in [
+        ("cursor=not-a-cursor", "invalidCursor"),
+        ("cursor=%27%20OR%201%3D1%20--", "invalidCursor"),
+        ("cursor=&startIndex=2", "invalidValue"),
+        ("cursor=&sortBy=userName", "invalidValue"),
+    ] {
+        for list in ["/scim/v2/Users", "/scim/v2/Groups"] {
+            let (status, body) = scim.get(&format!("{list}?{query}")).await;
+            assert_error(status, &body, 400);
+            assert_eq!(body["scimType"], scim_type, "{list}?{query}: {body}");
+        }
+    }
+    let everything =
+        json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "cursor": "" });
+    let (status, body) = scim.send(Method::POST, "/scim/v2/.search", everything).await;
+    assert_error(status, &body, 400);
+}
+
 on_both_backends!(
+    cursor_pages,
     versions_and_limits_are_scim_errors,
     database_filters_mean_what_the_matcher_means,
     bulk_requests,

@@ -70,6 +70,11 @@ impl ScimError {
         Self::new(400, Some("tooMany"), detail)
     }
 
+    /// The `cursor` is not one this server gave (RFC 9865 §2.3).
+    pub fn invalid_cursor(detail: impl Into<String>) -> Self {
+        Self::new(400, Some("invalidCursor"), detail)
+    }
+
     /// The request is for a SCIM version other than 2.0.
     pub fn invalid_vers(detail: impl Into<String>) -> Self {
         Self::new(400, Some("invalidVers"), detail)

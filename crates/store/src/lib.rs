@@ -61,7 +61,7 @@ pub use throttles::{HitOutcome, ThrottleRule, ThrottleState};
 pub use tombstones::{SignInKeys, Tombstone};
 pub use users::{
     EmailCondition, EmailField, LoginAccount, LoginLookup, NewUser, TextOp, TimeColumn, TimeOp, UserColumn,
-    UserCondition, UserPage, UserSort, UserSortKey, UserUpdate,
+    UserCondition, UserMatches, UserPage, UserSort, UserSortKey, UserUpdate, UserWindow,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -354,6 +354,27 @@ pub enum UserSortKey {
     Modified,
 }
 
+/// Which page of a list of users: by position in a sort (SCIM's 1-based
+/// `startIndex` is `offset + 1`), or in id order after a given user (the
+/// keyset that RFC 9865 cursors carry, as cheap on the thousandth page as
+/// on the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserWindow {
+    Offset { offset: u64, sort: Option<UserSort> },
+    After(Option<UserId>),
+}
+
+/// A page of the users matching a condition.
+#[derive(Debug, Clone)]
+pub struct UserMatches {
+    /// How many match in all.
+    pub total: i64,
+    pub users: Vec<User>,
+    /// Whether more follow this page in id order (only known, and only
+    /// asked, for `UserWindow::After`).
+    pub more: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct UserPage {
     pub users: Vec<User>,
@@ -483,17 +504,16 @@ impl Store {
     }
 
     /// The organization's users matching `condition` (all of them without
-    /// one): how many, and the page at `offset` (SCIM's 1-based
-    /// `startIndex` is `offset + 1`) in the order `sort` names, ties broken
-    /// by id so that pages are stable (creation order without a sort).
+    /// one): how many, and the page `window` names, at most `limit` users.
+    /// Ties in a sort are broken by id so that pages are stable; without a
+    /// sort the order is the ids' (creation order).
     pub async fn users_matching(
         &self,
         org: OrgId,
         condition: Option<&UserCondition>,
-        sort: Option<UserSort>,
-        offset: u64,
+        window: UserWindow,
         limit: u32,
-    ) -> Result<(i64, Vec<User>)> {
+    ) -> Result<UserMatches> {
         let mut binds = Vec::new();
         let clause = condition.map_or_else(|| "(1 = 1)".to_owned(), |c| c.sql(self.backend, &mut binds, 2));
         let count_sql = format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1 AND {clause}");
@@ -502,22 +522,51 @@ impl Store {
             count = count.bind(b.clone());
         }
         let total: i64 = count.fetch_one(&self.pool).await?.try_get("n")?;
-        let order =
-            sort_order(sort.unwrap_or(UserSort { key: UserSortKey::Id, descending: false }), self.backend);
-        let (l, o) = (binds.len() + 2, binds.len() + 3);
+        let limit = i64::from(limit.min(1000));
+        // A keyset page reads one more than it returns, to know whether
+        // another follows; an offset page costs the rows it skips.
+        let (keyset, order, integers) = match window {
+            UserWindow::Offset { offset, sort } => {
+                let sort = sort.unwrap_or(UserSort { key: UserSortKey::Id, descending: false });
+                (
+                    String::new(),
+                    sort_order(sort, self.backend),
+                    vec![limit, i64::try_from(offset).unwrap_or(i64::MAX)],
+                )
+            }
+            UserWindow::After(after) => {
+                let keyset = after.map_or_else(String::new, |id| {
+                    format!(" AND id > {}", param(id.to_string(), &mut binds, 2))
+                });
+                (keyset, "id ASC".to_owned(), vec![limit + 1])
+            }
+        };
+        // LIMIT (and OFFSET) take integers, bound after the text.
+        let first = binds.len() + 2;
+        let tail = match integers.len() {
+            1 => format!("LIMIT ${first}"),
+            _ => format!("LIMIT ${first} OFFSET ${}", first + 1),
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND {clause} ORDER BY {order} LIMIT ${l} OFFSET ${o}"
+            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND {clause}{keyset} ORDER BY {order} {tail}"
         );
         let mut page = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string());
         for b in binds {
             page = page.bind(b);
         }
-        let rows = page
-            .bind(i64::from(limit.min(1000)))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok((total, rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?))
+        for n in integers {
+            page = page.bind(n);
+        }
+        let rows = page.fetch_all(&self.pool).await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        let more = match window {
+            UserWindow::After(_) if users.len() as i64 > limit => {
+                users.truncate(limit as usize);
+                true
+            }
+            _ => false,
+        };
+        Ok(UserMatches { total, users, more })
     }
 
     /// How many users the organization has.

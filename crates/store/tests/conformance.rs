@@ -12,6 +12,7 @@ use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm, generate_signin
 use gatehouse_store::{
     AuditFilter, GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgScope, OrgUpdate,
     RefreshOutcome, SignInKeys, SsoCode, SsoFlow, SsoPolicy, Store, StoreError, ThrottleRule, UserUpdate,
+    UserWindow,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -174,9 +175,26 @@ async fn users_page_in_creation_order(store: Store) {
     assert_eq!(last.next, None);
 
     // By position, as SCIM pages.
-    let (total, at) = store.users_matching(org.id, None, None, 2, 2).await.unwrap();
-    assert_eq!((total, at.iter().map(|u| u.id).collect::<Vec<_>>()), (5, ids[2..4].to_vec()));
-    assert!(store.users_matching(org.id, None, None, 5, 2).await.unwrap().1.is_empty());
+    let at = |offset| UserWindow::Offset { offset, sort: None };
+    let page = store.users_matching(org.id, None, at(2), 2).await.unwrap();
+    assert_eq!((page.total, page.users.iter().map(|u| u.id).collect::<Vec<_>>()), (5, ids[2..4].to_vec()));
+    assert!(store.users_matching(org.id, None, at(5), 2).await.unwrap().users.is_empty());
+    // By keyset, as SCIM cursors page: the whole list once, in id order,
+    // with the last page saying it is the last.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.users_matching(org.id, None, UserWindow::After(after), 2).await.unwrap();
+        assert_eq!(page.total, 5);
+        walked.extend(page.users.iter().map(|u| u.id));
+        if !page.more {
+            break;
+        }
+        after = page.users.last().map(|u| u.id);
+    }
+    assert_eq!(walked, ids);
+    let after_last = store.users_matching(org.id, None, UserWindow::After(Some(ids[4])), 2).await.unwrap();
+    assert!(after_last.users.is_empty() && !after_last.more);
     assert_eq!(store.count_users(org.id).await.unwrap(), 5);
 }
 
@@ -1373,14 +1391,17 @@ async fn users_may_have_no_email_but_a_user_name(store: Store) {
     assert_eq!(store.get_user(ada.id).await.unwrap().email.unwrap().as_str(), "ada@a.test");
 
     // Without an email, last when sorting by email (first, descending).
-    let by_email = |descending| UserSort { key: UserSortKey::Email, descending };
+    let by_email = |descending| UserWindow::Offset {
+        offset: 0,
+        sort: Some(UserSort { key: UserSortKey::Email, descending }),
+    };
     let ids = |users: Vec<gatehouse_core::User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.users_matching(org.id, None, Some(by_email(false)), 0, 10).await.unwrap().1),
+        ids(store.users_matching(org.id, None, by_email(false), 10).await.unwrap().users),
         [ada.id, jdoe.id, rroe.id]
     );
     assert_eq!(
-        ids(store.users_matching(org.id, None, Some(by_email(true)), 0, 10).await.unwrap().1),
+        ids(store.users_matching(org.id, None, by_email(true), 10).await.unwrap().users),
         [rroe.id, jdoe.id, ada.id]
     );
 
