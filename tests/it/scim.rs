@@ -1724,6 +1724,17 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         { "op": "add", "path": "emails", "value": [{ "value": "zed@acme.test", "type": "work", "primary": true }] }] });
     server.clock.advance(chrono::Duration::minutes(5));
     assert_eq!(scim.send(Method::PATCH, &format!("/scim/v2/Users/{zed}"), moved).await.0, StatusCode::OK);
+    // One is renamed and one deleted: the substring indexes follow.
+    let (_, bob) = scim.get("/scim/v2/Users?filter=userName%20eq%20%22bob_1@x.test%22").await;
+    let bob = bob["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let renamed = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        { "op": "replace", "path": "userName", "value": "Robert_1@x.test" },
+        { "op": "replace", "path": "displayName", "value": "Robert \"Bob\" One" }] });
+    assert_eq!(scim.send(Method::PATCH, &format!("/scim/v2/Users/{bob}"), renamed).await.0, StatusCode::OK);
+    let (_, mallory) = scim.get("/scim/v2/Users?filter=userName%20eq%20%22mallory@y.test%22").await;
+    let mallory = mallory["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let gone = scim.call(Method::DELETE, &format!("/scim/v2/Users/{mallory}"), None).await.0;
+    assert_eq!(gone, StatusCode::NO_CONTENT);
     let (_, all) = scim.get("/scim/v2/Users?count=1000").await;
     let all = all["Resources"].as_array().unwrap().clone();
     let some_id = all[3]["id"].as_str().unwrap().to_owned();
@@ -1769,6 +1780,18 @@ async fn database_filters_mean_what_the_matcher_means(server: TestServer) {
         "userName sw \"a\" or emails.value co \"y.test\"".to_owned(),
         "urn:ietf:params:scim:schemas:core:2.0:User:emails[value sw \"n\"]".to_owned(),
         "displayName co \"éL\"".to_owned(),
+        "userName co \"robert\"".to_owned(),
+        "userName co \"bob_1\"".to_owned(),
+        "userName co \"mallory\"".to_owned(),
+        "emails.value co \"mallory\"".to_owned(),
+        "displayName co \"\\\"bob\\\"\"".to_owned(),
+        "displayName co \"ob\\\" o\"".to_owned(),
+        "displayName co \"zoË\" or userName ew \"oË@X.TEST\"".to_owned(),
+        "userName co \"élo\" and not (userName co \"die2\")".to_owned(),
+        "externalId ew \"_A%\"".to_owned(),
+        "emails.value ew \"acme.test\"".to_owned(),
+        "emails[value co \"n5@h\" or value co \"z3@\"]".to_owned(),
+        "userName co \"user_name : x\"".to_owned(),
         "displayName pr".to_owned(),
         "not (displayName pr)".to_owned(),
         "displayName eq \"BOB ONE\"".to_owned(),
