@@ -7,7 +7,7 @@
 GATEHOUSE_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export GATEHOUSE_TEST_POSTGRES_URL
 
-.PHONY: run test setup lint
+.PHONY: run test setup lint bench
 
 ## run: build and start the service on the embedded SQLite default (127.0.0.1:8080, data in ./data)
 run: setup
@@ -16,6 +16,11 @@ run: setup
 ## test: every test, on SQLite and on PostgreSQL
 test: setup
 	cargo test --workspace --locked
+
+## bench: every benchmark in a release build, with its peers on loopback (docs/benchmarks.md);
+## QUICK=1 for a smoke run of them all in about a minute
+bench: setup
+	QUICK=$(QUICK) scripts/bench
 
 ## lint: what CI checks before the tests
 lint: setup

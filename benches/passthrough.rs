@@ -3,7 +3,9 @@
 //!
 //! Run with `cargo bench --bench passthrough` (a release build). Everything
 //! runs in this process on loopback: a stub service that answers 200, a
-//! Gatehouse on a fresh SQLite database (or `GATEHOUSE_BENCH_DATABASE_URL`),
+//! Gatehouse on a fresh SQLite database (or `GATEHOUSE_BENCH_DATABASE_URL`, or
+//! with `GATEHOUSE_BENCH_BACKEND=postgres` a fresh database on the PostgreSQL
+//! of `GATEHOUSE_TEST_POSTGRES_URL`),
 //! and the load generator, which is the same for every side. A third side,
 //! a bare forwarding proxy (an axum handler that posts the body to the stub
 //! with a pooled client: no storage, templates or tokens), shows what one
@@ -30,8 +32,10 @@
 // reads time only through its Clock (clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,81 +44,11 @@ use axum::routing::post;
 use chrono::Utc;
 use gatehouse::Settings;
 use gatehouse_core::SystemClock;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use common::{PASSWORD, Request, Run, closed_loop, ms, set_up, sign_in, stub};
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Run {
-    requests: usize,
-    seconds: f64,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.seconds
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i]
-    }
-}
-
-/// `clients` concurrent loops sending `request()` for `length`, after a
-/// warm-up; every request must succeed.
-async fn load(
-    clients: usize,
-    length: Duration,
-    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync + 'static,
-) -> Run {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
-    let request = Arc::new(request);
-    let warm_up = Instant::now() + Duration::from_millis(500);
-    let end = warm_up + length;
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (http, request) = (http.clone(), request.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < end {
-                    let started = Instant::now();
-                    let response = request(&http).send().await.expect("request");
-                    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
-                    response.bytes().await.unwrap();
-                    if started >= warm_up {
-                        latencies.push(started.elapsed());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    latencies.sort();
-    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
-}
-
-async fn stub(latency: Duration, addr: &str) -> String {
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("GATEHOUSE_BENCH_STUB_ADDR");
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route(
-        "/auth",
-        post(move || async move {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            "ok"
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}
-
 /// The bare forwarding proxy (see the top of this file).
 async fn bare_proxy(stub: &str) -> String {
     let client = reqwest::Client::new();
@@ -148,60 +82,6 @@ async fn gatehouse_in_process(db_url: &str) -> String {
     base
 }
 
-/// The bench's users, for a run tagged `run`: their own addresses, so that
-/// runs against one long-lived service do not collide.
-fn bench_email(run: &str, n: usize) -> String {
-    format!("user{n}.{run}@bench.example.com")
-}
-
-/// Sets up, on the Gatehouse at `base`, an organization with 64 users that
-/// signs in through the stub.
-async fn set_up(base: &str, admin: &str, run: &str, stub: &str) {
-    let http = reqwest::Client::new();
-    let org: Value = http
-        .post(format!("{base}/admin/v1/orgs"))
-        .bearer_auth(admin)
-        .json(&json!({ "name": format!("Bench {run}") }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .expect("creating the bench organization (is GATEHOUSE_BENCH_ADMIN_TOKEN right?)")
-        .json()
-        .await
-        .unwrap();
-    let org = org["id"].as_str().unwrap();
-    for i in 0..64 {
-        let status = http
-            .post(format!("{base}/admin/v1/orgs/{org}/users"))
-            .bearer_auth(admin)
-            .json(&json!({ "email": bench_email(run, i) }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "creating a bench user: {status}");
-    }
-    let status = http
-        .put(format!("{base}/admin/v1/orgs/{org}/external-auth/rest"))
-        .bearer_auth(admin)
-        .json(&json!({
-            "authentication_url": format!("{stub}/auth"),
-            "http_action": "POST",
-            "data_as": "json",
-            "body": "{\"email\":\"{{USEREMAIL}}\",\"password\":\"{{USERPASSWORD}}\"}",
-        }))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200, "configuring the bench organization's REST sign-in");
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -216,6 +96,11 @@ fn main() {
         let stub = stub(upstream, &stub_addr).await;
         let proxy = bare_proxy(&stub).await;
         let run = Utc::now().timestamp_millis().to_string();
+        // A database of its own on the PostgreSQL of GATEHOUSE_TEST_POSTGRES_URL.
+        let postgres = match std::env::var("GATEHOUSE_BENCH_BACKEND").as_deref() {
+            Ok("postgres") => gatehouse_testkit::TestDb::postgres().await,
+            _ => None,
+        };
         let (gatehouse, service) = match std::env::var("GATEHOUSE_BENCH_TARGET") {
             Ok(target) => {
                 let admin = std::env::var("GATEHOUSE_BENCH_ADMIN_TOKEN")
@@ -227,7 +112,9 @@ fn main() {
             }
             Err(_) => {
                 let db_url = std::env::var("GATEHOUSE_BENCH_DATABASE_URL")
-                    .unwrap_or_else(|_| sqlite.url().to_owned());
+                    .ok()
+                    .or_else(|| postgres.as_ref().map(|db| db.url().to_owned()))
+                    .unwrap_or_else(|| sqlite.url().to_owned());
                 let base = gatehouse_in_process(&db_url).await;
                 set_up(&base, ADMIN, &run, &stub).await;
                 (base, format!("in this process on {}", db_url.split(':').next().unwrap_or("?")))
@@ -251,27 +138,16 @@ fn main() {
             .collect();
         for clients in levels {
             // The direct calls and the bare proxy get the same credentials.
-            let email = bench_email(&run, 0);
-            let credentials_to = |url: String| {
+            let email = common::bench_email(&run, 0);
+            let credentials_to = |url: String| -> Request {
                 let email = email.clone();
-                move |http: &reqwest::Client| {
+                Arc::new(move |http: &reqwest::Client, _| {
                     http.post(&url).json(&json!({ "email": email, "password": PASSWORD }))
-                }
+                })
             };
-            let direct = load(clients, length, credentials_to(format!("{stub}/auth"))).await;
-            let proxied = load(clients, length, credentials_to(format!("{proxy}/v1/login"))).await;
-            let login_url = format!("{gatehouse}/v1/login");
-            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let run = run.clone();
-            let through = load(clients, length, move |http| {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
-                http.post(&login_url).json(&json!({
-                    "email": bench_email(&run, n),
-                    "password": PASSWORD,
-                    "device": { "os": "bench", "name": "load" },
-                }))
-            })
-            .await;
+            let direct = closed_loop(clients, length, credentials_to(format!("{stub}/auth"))).await;
+            let proxied = closed_loop(clients, length, credentials_to(format!("{proxy}/v1/login"))).await;
+            let through = closed_loop(clients, length, sign_in(&gatehouse, &run)).await;
             // A row, compared with `baseline` when given.
             let row = |side: &str, run: &Run, baseline: Option<&Run>| {
                 let (p50, p99) = (ms(run.percentile(0.5)), ms(run.percentile(0.99)));

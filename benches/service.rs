@@ -1,0 +1,378 @@
+//! The service as operators run it: the `gatehouse` binary in its own
+//! process, measured from outside through `/proc`, so that the load
+//! generator and the stub upstream (in this process) are not counted.
+//!
+//! Run with `cargo bench --bench service` (a release build), or through
+//! `make bench`. For SQLite, and for PostgreSQL when
+//! `GATEHOUSE_TEST_POSTGRES_URL` names a server (a database of its own is
+//! created and dropped), it measures:
+//! - start-up to a ready `/readyz`: the first start (which migrates), then
+//!   an empty database, then one holding `GATEHOUSE_BENCH_USERS` users
+//!   (default 100000), each the median of three starts;
+//! - resident memory once ready and idle;
+//! - pass-through sign-ins at 1, 16 and 64 clients against an upstream that
+//!   answers at once: sign-ins/s, p50/p99, and the service's CPU (user +
+//!   system, from `/proc/<pid>/stat`) per sign-in;
+//! - added latency with an upstream that takes 20 ms, at a fixed rate with
+//!   up to 16 clients (latency counted from when each request was due),
+//!   against the same requests sent straight to the upstream;
+//! - peak resident memory (`VmHWM`) with 1,000 sign-ins in flight.
+//!
+//! `GATEHOUSE_BENCH_SECONDS` sets each timed run's length (default 5).
+
+// Benchmarks stamp runs with the wall clock; the service reads time only
+// through its Clock (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{Run, closed_loop, env_number, fixed_rate, ms, set_up, sign_in, stub};
+use gatehouse_core::{Origin, Role};
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
+/// A fixed master key: these databases are thrown away.
+const MASTER_KEY: &str = "YmVuY2gtbWFzdGVyLWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+
+/// A `gatehouse serve` process.
+struct Service {
+    child: Child,
+    base: String,
+    /// The process's data directory (unused with a database URL, but it
+    /// must exist).
+    _data: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts the binary on `db_url`; returns it once `/readyz` answers 200,
+    /// with the time that took.
+    async fn start(db_url: &str) -> (Self, Duration) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let data = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("serve")
+            .env_clear()
+            .env("GATEHOUSE_DATABASE_URL", db_url)
+            .env("GATEHOUSE_BIND", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_ADMIN_TOKEN", ADMIN)
+            .env("GATEHOUSE_MASTER_KEY", MASTER_KEY)
+            .env("GATEHOUSE_DATA_DIR", data.path())
+            .env("GATEHOUSE_ALLOW_PRIVATE_TARGETS", "true")
+            .env("GATEHOUSE_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the gatehouse binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "the service did not get ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ready = started.elapsed();
+        (Self { child, base, _data: data }, ready)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU the process has used.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // The fields after the command (which may hold spaces) are fixed:
+        // utime and stime are the 14th and 15th of the line.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+    }
+
+    /// Resident memory now and at its peak, in MiB.
+    fn memory(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = |name: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The kernel's clock ticks per second, in which `/proc/<pid>/stat` counts.
+fn clock_ticks() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
+}
+
+/// The median start-up of three, and the last service started.
+async fn start_up(db_url: &str) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let (service, ready) = Service::start(db_url).await;
+        times.push(ready);
+        service.stop();
+    }
+    times.sort();
+    times[1]
+}
+
+/// Adds `count` users to a new organization in the database at `db_url`,
+/// through the store, as SCIM would provision them.
+async fn seed(db_url: &str, count: usize) {
+    let store = gatehouse_store::Store::open(db_url).await.unwrap();
+    let now = Utc::now();
+    let org = store.create_org("Seeded", true, now).await.unwrap();
+    let new = |i: usize| gatehouse_store::NewUser {
+        org_id: org.id,
+        email: Some(gatehouse_core::Email::parse(&format!("seed{i}@seeded.example.com")).unwrap()),
+        display_name: format!("Seeded {i}"),
+        external_id: Some(format!("ext-{i}")),
+        password_hash: None,
+        active: true,
+        user_name: None,
+        scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::Scim,
+    };
+    let users: Vec<_> = (0..count).map(new).collect();
+    for chunk in users.chunks(512) {
+        let creates = chunk.iter().map(|u| store.create_user(u, now));
+        for created in futures::future::join_all(creates).await {
+            created.unwrap();
+        }
+    }
+    store.close().await;
+}
+
+struct Figures {
+    backend: &'static str,
+    first_start: Duration,
+    empty_start: Duration,
+    seeded_start: Duration,
+    idle_mib: f64,
+    sign_ins: Vec<(usize, Run, Duration)>,
+    added: (f64, f64, f64),
+    peak_mib: f64,
+}
+
+async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: usize) -> Figures {
+    let (service, first_start) = Service::start(db_url).await;
+    service.stop();
+    let empty_start = start_up(db_url).await;
+    let (service, _) = Service::start(db_url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (idle_mib, _) = service.memory();
+
+    let run = Utc::now().timestamp_millis().to_string();
+    let instant = stub(Duration::ZERO, "127.0.0.1:0").await;
+    set_up(&service.base, ADMIN, &run, &instant).await;
+    let mut sign_ins = Vec::new();
+    for clients in [1, 16, 64] {
+        let before = service.cpu();
+        let figures = closed_loop(clients, length, sign_in(&service.base, &run)).await;
+        // The warm-up's sign-ins used CPU too; count them in.
+        let all = figures.requests as f64 * (length.as_secs_f64() + 0.5) / length.as_secs_f64();
+        let per = (service.cpu() - before).div_f64(all.max(1.0));
+        sign_ins.push((clients, figures, per));
+    }
+
+    // A 20 ms upstream, at a rate 16 clients sustain with room to spare.
+    let slow = stub(Duration::from_millis(20), "127.0.0.1:0").await;
+    let slow_run = format!("{run}s");
+    set_up(&service.base, ADMIN, &slow_run, &slow).await;
+    let rate = 400.0;
+    let direct = {
+        let url = format!("{slow}/auth");
+        let request: common::Request = std::sync::Arc::new(move |http: &reqwest::Client, _| {
+            http.post(&url).json(&serde_json::json!({ "email": "x@bench.example.com", "password": "p" }))
+        });
+        fixed_rate(rate, 16, length, request).await
+    };
+    let through = fixed_rate(rate, 16, length, sign_in(&service.base, &slow_run)).await;
+    let added = (
+        ms(through.percentile(0.5)) - ms(direct.percentile(0.5)),
+        ms(through.percentile(0.99)) - ms(direct.percentile(0.99)),
+        through.rate(),
+    );
+
+    // A thousand sign-ins in flight, each waiting 20 ms on the upstream.
+    let _ = closed_loop(1000, Duration::from_secs(3).min(length), sign_in(&service.base, &slow_run)).await;
+    let (_, peak_mib) = service.memory();
+    service.stop();
+
+    seed(db_url, seeded).await;
+    let seeded_start = start_up(db_url).await;
+    Figures { backend, first_start, empty_start, seeded_start, idle_mib, sign_ins, added, peak_mib }
+}
+
+fn report(all: &[Figures], seeded: usize) {
+    println!();
+    println!("{:<44} {:>12} {:>12}   target", "figure", all[0].backend, all.get(1).map_or("", |f| f.backend));
+    let row = |name: &str, value: &dyn Fn(&Figures) -> String, target: &str| {
+        let cells: Vec<String> = all.iter().map(value).collect();
+        println!("{name:<44} {:>12} {:>12}   {target}", cells[0], cells.get(1).cloned().unwrap_or_default());
+    };
+    row("start-up, first (migrating), ms", &|f| format!("{:.0}", ms(f.first_start)), "");
+    row("start-up, empty database, ms", &|f| format!("{:.0}", ms(f.empty_start)), "<= 100");
+    row(
+        &format!("start-up, {seeded} users, ms"),
+        &|f| format!("{:.0}", ms(f.seeded_start)),
+        if seeded >= 100_000 { "<= 500" } else { "" },
+    );
+    row("memory idle, MiB", &|f| format!("{:.1}", f.idle_mib), "<= 16");
+    for i in 0..3 {
+        let clients = all[0].sign_ins[i].0;
+        row(&format!("sign-ins/s, {clients} clients"), &|f| format!("{:.0}", f.sign_ins[i].1.rate()), "");
+        row(
+            &format!("  p50 / p99 ms, {clients} clients"),
+            &|f| {
+                format!(
+                    "{:.2}/{:.2}",
+                    ms(f.sign_ins[i].1.percentile(0.5)),
+                    ms(f.sign_ins[i].1.percentile(0.99))
+                )
+            },
+            "",
+        );
+        row(
+            &format!("  CPU per sign-in, us, {clients} clients"),
+            &|f| format!("{:.0}", f.sign_ins[i].2.as_secs_f64() * 1e6),
+            if clients > 1 { "<= 150" } else { "" },
+        );
+    }
+    row("20 ms upstream at 400/s: added p50, ms", &|f| format!("{:.2}", f.added.0), "<= 1");
+    row("20 ms upstream at 400/s: added p99, ms", &|f| format!("{:.2}", f.added.1), "<= 2");
+    row("memory peak, 1000 in flight, MiB", &|f| format!("{:.1}", f.peak_mib), "<= 64");
+    let collapse = |f: &Figures| f.sign_ins[2].1.rate() / f.sign_ins[1].1.rate();
+    row("sign-ins/s at 64 over 16 clients", &|f| format!("{:.2}x", collapse(f)), ">= 1.00x");
+}
+
+/// What a panel plots of a run: values, each with its line's dash pattern.
+type Series = Box<dyn Fn(&Run) -> Vec<(f64, &'static str)>>;
+
+/// The chart of sign-ins against concurrency: throughput on the left,
+/// p50 and p99 latency on the right, a line per backend.
+fn chart(all: &[Figures]) -> String {
+    let (w, h, pad) = (360.0, 220.0, 48.0);
+    let colours = ["#1f6feb", "#d1242f"];
+    let levels: Vec<usize> = all[0].sign_ins.iter().map(|(c, _, _)| *c).collect();
+    let x = |i: usize, left: f64| left + pad + i as f64 * (w - 2.0 * pad) / (levels.len() - 1).max(1) as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * w,
+        h + 40.0
+    );
+    let panels: [(&str, f64, Series); 2] = [
+        ("pass-through sign-ins/s", 0.0, Box::new(|r: &Run| vec![(r.rate(), "")])),
+        (
+            "latency, ms (solid p50, dashed p99)",
+            w,
+            Box::new(|r: &Run| vec![(ms(r.percentile(0.5)), ""), (ms(r.percentile(0.99)), "4 3")]),
+        ),
+    ];
+    for (title, left, values) in &panels {
+        let top = all
+            .iter()
+            .flat_map(|f| f.sign_ins.iter().flat_map(|(_, r, _)| values(r).into_iter().map(|(v, _)| v)))
+            .fold(0.0_f64, f64::max)
+            * 1.1;
+        let y = |v: f64| h - pad + 20.0 - v / top.max(1e-9) * (h - 2.0 * pad);
+        svg += &format!(
+            "<text x=\"{}\" y=\"16\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>\n\
+             <line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\" stroke=\"black\"/>\n\
+             <text x=\"{l}\" y=\"{t}\" text-anchor=\"end\" dx=\"-4\">{top:.0}</text>\n\
+             <text x=\"{l}\" y=\"{b}\" text-anchor=\"end\" dx=\"-4\">0</text>\n",
+            left + w / 2.0,
+            l = left + pad,
+            r = left + w - pad,
+            t = y(top),
+            b = y(0.0),
+        );
+        for (i, clients) in levels.iter().enumerate() {
+            svg += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{clients} clients</text>\n",
+                x(i, *left),
+                y(0.0) + 16.0
+            );
+        }
+        for (f, colour) in all.iter().zip(colours) {
+            let series: Vec<Vec<(f64, &str)>> = f.sign_ins.iter().map(|(_, r, _)| values(r)).collect();
+            for k in 0..series[0].len() {
+                let points: Vec<String> = series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("{:.1},{:.1}", x(i, *left), y(v[k].0)))
+                    .collect();
+                svg += &format!(
+                    "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{}\" points=\"{}\"/>\n",
+                    series[0][k].1,
+                    points.join(" ")
+                );
+            }
+        }
+    }
+    for (i, (f, colour)) in all.iter().zip(colours).enumerate() {
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>\n",
+            pad + i as f64 * 120.0,
+            h + 34.0,
+            f.backend
+        );
+    }
+    svg + "</svg>\n"
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let length = Duration::from_secs(env_number("GATEHOUSE_BENCH_SECONDS", 5));
+        let seeded = env_number("GATEHOUSE_BENCH_USERS", 100_000) as usize;
+        println!(
+            "The service in its own process ({} cores shared with the load), {} s runs, started {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            length.as_secs(),
+            Utc::now().format("%Y-%m-%d %H:%M"),
+        );
+        let mut all = Vec::new();
+        let sqlite = gatehouse_testkit::TestDb::sqlite();
+        all.push(measure("SQLite", sqlite.url(), length, seeded).await);
+        if let Some(postgres) = gatehouse_testkit::TestDb::postgres().await {
+            all.push(measure("PostgreSQL", postgres.url(), length, seeded).await);
+        }
+        report(&all, seeded);
+        let svg = chart(&all);
+        std::fs::create_dir_all("target/bench").unwrap();
+        std::fs::write("target/bench/service.svg", &svg).unwrap();
+        // A full run is what the docs show; a quick one proves only that
+        // the bench still runs.
+        if std::env::var("GATEHOUSE_BENCH_QUICK").is_err() {
+            std::fs::write("docs/benchmarks.svg", &svg).unwrap();
+        }
+    });
+}
