@@ -148,24 +148,7 @@ impl UserCondition {
                     UserColumn::Id => "id",
                     UserColumn::DisplayName => "display_name_normalized",
                 };
-                let field = match column {
-                    UserColumn::UserName => Some("user_name"),
-                    UserColumn::ExternalId => Some("external_id"),
-                    UserColumn::DisplayName => Some("display_name"),
-                    UserColumn::Id => None,
-                };
-                let candidates =
-                    field.and_then(|f| trigram_query(backend, *op, value, f, binds, first)).map(|q| {
-                        format!(
-                            "users.id IN (SELECT t.user_id FROM user_texts t WHERE t.seq IN \
-                         (SELECT rowid FROM user_text_trigrams WHERE user_text_trigrams MATCH {q}))"
-                        )
-                    });
-                let exact = compare_text(col, *op, value, backend, binds, first);
-                match candidates {
-                    Some(c) => format!("({c} AND {exact})"),
-                    None => exact,
-                }
+                compare_text(col, *op, value, backend, binds, first)
             }
             Self::Time { column, op, at } => compare_time(*column, *op, *at),
             Self::Present(column) => match column {
@@ -209,19 +192,7 @@ impl EmailCondition {
                     EmailField::Value => "e.value_normalized",
                     EmailField::Type => "e.type_normalized",
                 };
-                let candidates = (*field == EmailField::Value)
-                    .then(|| trigram_query(backend, *op, value, "value_normalized", binds, first))
-                    .flatten()
-                    .map(|q| {
-                        format!(
-                            "e.seq IN (SELECT rowid FROM user_email_trigrams WHERE user_email_trigrams MATCH {q})"
-                        )
-                    });
-                let exact = compare_text(col, *op, value, backend, binds, first);
-                match candidates {
-                    Some(c) => format!("({c} AND {exact})"),
-                    None => exact,
-                }
+                compare_text(col, *op, value, backend, binds, first)
             }
             Self::Primary(primary) => {
                 format!("(e.is_primary IS NOT NULL AND e.is_primary = {})", i32::from(*primary))
@@ -238,29 +209,6 @@ impl EmailCondition {
             Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
         }
     }
-}
-
-/// On SQLite, for `co` and `ew` with at least three characters (a
-/// trigram), the bound FTS5 query that finds the rows whose `column`
-/// contains `value` in a trigram index (migration 0018). Those rows are
-/// candidates only, as the index folds case its own way: the caller keeps
-/// the exact comparison beside them. (On PostgreSQL the trigram indexes
-/// serve the LIKE itself.)
-fn trigram_query(
-    backend: Backend,
-    op: TextOp,
-    value: &str,
-    column: &str,
-    binds: &mut Vec<String>,
-    first: usize,
-) -> Option<String> {
-    if backend != Backend::Sqlite || !matches!(op, TextOp::Co | TextOp::Ew) || value.chars().count() < 3 {
-        return None;
-    }
-    // A column filter and one FTS5 string: the text between double quotes,
-    // quotes doubled; nothing else in it is syntax.
-    let query = format!("{column} : \"{}\"", value.replace('"', "\"\""));
-    Some(param(query, binds, first))
 }
 
 fn param(value: String, binds: &mut Vec<String>, first: usize) -> String {
