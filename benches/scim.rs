@@ -349,8 +349,10 @@ fn main() {
         let spare = ids.split_off((ids.len() / 2).min(50_000));
         let spare = Arc::new(spare.iter().map(ToString::to_string).collect::<Vec<_>>());
         let mut rates = Vec::new();
-        for size in [5, 1_000, 50_000] {
-            let size = size.min(ids.len());
+        // A small population (a quick run) has fewer distinct sizes.
+        let mut sizes: Vec<usize> = [5, 1_000, 50_000].iter().map(|s| (*s).min(ids.len())).collect();
+        sizes.dedup();
+        for size in sizes {
             let members = ids[..size].to_vec();
             let state_of = gatehouse_store::GroupState {
                 display_name: format!("Group of {size}"),

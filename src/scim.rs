@@ -1059,6 +1059,8 @@ mod tests {
             "emails[type eq \"work\" and value co \"@x\"]",
             "emails.value co \"x\"",
             "emails[primary eq \"True\"] or emails.type ne \"home\"",
+            "meta.lastModified gt \"2026-01-01T00:00:00Z\"",
+            "meta.created pr and displayName co \"a\"",
         ] {
             assert!(condition(f).is_some(), "{f}");
         }
@@ -1074,7 +1076,9 @@ mod tests {
             "id co \"u\"",
             "active gt true",
             "userName eq 1",
-            "meta.lastModified gt \"2026-01-01T00:00:00Z\"",
+            // In time only; as text, user by user.
+            "meta.lastModified co \"2026\"",
+            "displayName eq true",
         ] {
             assert!(condition(f).is_none(), "{f}");
         }
