@@ -142,6 +142,17 @@ pub fn has_dtd(xml: &str) -> bool {
     })
 }
 
+/// True when the text holds a comment, or a processing instruction other
+/// than a leading XML declaration, anywhere: looked for in the text, not
+/// left to the parser, which may read one as something else (quick-xml
+/// reads `<<!---->` as an element named `<!----`), while the parser that
+/// verifies the signature reads it as a comment or refuses the document.
+pub(crate) fn has_hidden_markup(xml: &str) -> bool {
+    let body =
+        xml.strip_prefix("<?xml ").and_then(|rest| rest.split_once("?>")).map_or(xml, |(_, body)| body);
+    body.contains("<!--") || body.contains("<?")
+}
+
 /// What the structural pass found.
 #[derive(Debug, Default)]
 struct Shape {
@@ -301,7 +312,7 @@ fn precheck(saml_response: &str) -> Result<(String, Shape), AcsError> {
         })
         .map_err(|_| AcsError::NotXml)?;
     let xml = String::from_utf8(bytes).map_err(|_| AcsError::NotXml)?;
-    if has_dtd(&xml) {
+    if has_dtd(&xml) || has_hidden_markup(&xml) {
         return Err(AcsError::ForbiddenMarkup);
     }
     let shape = shape(&xml)?;
@@ -644,5 +655,16 @@ mod tests {
         assert!(!has_dtd("<r>doctype</r>"));
         assert!(has_dtd("<r/>\n<!DocType r>") && has_dtd("<![CDATA[<!doctype r>]]>"));
         assert!(!has_dtd("<r/><!-- doctype -->") && !has_dtd("<r/><!doctyp") && !has_dtd("<r/><!"));
+        // Found by the fuzz test below: quick-xml reads `<<!---->` as an
+        // element name, so only the text search sees the comment.
+        let hidden = format!(
+            "<samlp:Response {P} ID=\"r\"><Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\">\
+             <<!----><samlp:Response ID=\"r\"></samlp:Response>"
+        );
+        assert!(matches!(precheck(&STANDARD.encode(&hidden)), Err(AcsError::ForbiddenMarkup)));
+        assert!(
+            has_hidden_markup("<r><<?pi?></r>") && has_hidden_markup("<?xml version=\"1.0\"?><?pi?><r/>")
+        );
+        assert!(!has_hidden_markup("<?xml version=\"1.0\" encoding=\"UTF-8\"?><r>a ? b</r>"));
     }
 }
