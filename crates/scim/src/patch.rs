@@ -265,7 +265,11 @@ impl Target {
         let bad = |e: filter::FilterError| ScimError::invalid_path(e.0);
         let (head, filter, tail) = match path.find('[') {
             Some(open) => {
-                let close = path.rfind(']').ok_or_else(|| ScimError::invalid_path("missing ']'"))?;
+                // The last ']', after the '[' (a path like "][" has none).
+                let close = path
+                    .rfind(']')
+                    .filter(|close| *close > open)
+                    .ok_or_else(|| ScimError::invalid_path("missing ']'"))?;
                 let inner = filter::parse(&path[open + 1..close]).map_err(bad)?;
                 let tail = path[close + 1..].trim().strip_prefix('.').map(str::to_owned);
                 (&path[..open], Some(inner), tail)
@@ -554,6 +558,19 @@ mod tests {
             is_user,
         )
         .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_bracket_closed_before_it_opens_is_an_invalid_path() {
+        // Found by the fuzz test: "][" sliced the path backwards and panicked.
+        for path in ["][", "emails]x[", "a]b[c]"] {
+            let ops = json!({ "Operations": [{ "op": "add", "path": path, "value": "x" }] });
+            let refused = apply(&user(), &ops, true);
+            assert!(
+                matches!(&refused, Err(e) if e.scim_type == Some("invalidPath") || e.scim_type == Some("noTarget")),
+                "{path}: {refused:?}"
+            );
+        }
     }
 
     #[test]
