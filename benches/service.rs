@@ -195,28 +195,14 @@ async fn refreshes(base: &str, run: &str, clients: usize, length: Duration) -> R
             let (http, base) = (http.clone(), base.to_owned());
             let email = common::bench_email(run, c % common::BENCH_USERS);
             tokio::spawn(async move {
-                let signed_in: serde_json::Value = http
-                    .post(format!("{base}/v1/login"))
-                    .json(&serde_json::json!({ "email": email, "password": common::PASSWORD }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let credentials = serde_json::json!({ "email": email, "password": common::PASSWORD });
+                let signed_in = common::post_json(&http, &format!("{base}/v1/login"), &credentials).await;
                 let mut token = signed_in["refresh_token"].as_str().expect("a refresh token").to_owned();
                 let mut latencies = Vec::new();
                 while Instant::now() < end {
                     let started = Instant::now();
-                    let rotated: serde_json::Value = http
-                        .post(format!("{base}/v1/token/refresh"))
-                        .json(&serde_json::json!({ "refresh_token": token }))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let body = serde_json::json!({ "refresh_token": token });
+                    let rotated = common::post_json(&http, &format!("{base}/v1/token/refresh"), &body).await;
                     token = rotated["refresh_token"].as_str().expect("the next refresh token").to_owned();
                     if started >= warm_up {
                         latencies.push(started.elapsed());
@@ -226,12 +212,7 @@ async fn refreshes(base: &str, run: &str, clients: usize, length: Duration) -> R
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    latencies.sort();
-    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
+    common::gather(tasks, length).await
 }
 
 /// The floor under a refresh: signing an access token's claims with ES256

@@ -68,6 +68,21 @@ async fn send(http: &reqwest::Client, request: &Request, n: usize) {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
+/// The latencies the clients' tasks measured over `length`, as one run.
+pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, length: Duration) -> Run {
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    latencies.sort();
+    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
+}
+
+/// POSTs `body` as JSON and reads the answer as JSON.
+pub(crate) async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    http.post(url).json(body).send().await.unwrap().json().await.unwrap()
+}
+
 /// `clients` closed loops for `length`, after half a second of warm-up;
 /// every answer must be 200.
 pub(crate) async fn closed_loop(clients: usize, length: Duration, request: Request) -> Run {
@@ -91,12 +106,7 @@ pub(crate) async fn closed_loop(clients: usize, length: Duration, request: Reque
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    latencies.sort();
-    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
+    gather(tasks, length).await
 }
 
 /// Requests at `rate` per second for `length` (after a warm-up at the same
@@ -128,13 +138,7 @@ pub(crate) async fn fixed_rate(rate: f64, clients: usize, length: Duration, requ
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    latencies.sort();
-    let seconds = length.as_secs_f64();
-    Run { requests: latencies.len(), seconds, latencies }
+    gather(tasks, length).await
 }
 
 /// The organization's service: answers every sign-in 200 after `latency`.
