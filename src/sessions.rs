@@ -86,8 +86,7 @@ pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tok
     let next = OpaqueToken::generate(REFRESH_PREFIX);
     let now = state.clock().now();
     match state.store().rotate_refresh_token(&hash_opaque_token(refresh_token), next.hash(), now).await? {
-        RefreshOutcome::Rotated { session, user } => {
-            let groups = state.store().group_names_of(user.id).await?;
+        RefreshOutcome::Rotated { session, user, groups } => {
             let idp = session.idp_groups.as_ref();
             access_response(state, &user, groups, idp, session.id, session.auth_method, next).await
         }

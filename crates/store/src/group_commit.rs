@@ -9,7 +9,9 @@
 //! transaction with multi-row inserts. Each caller still learns its own
 //! outcome: if a batch fails, its rows are retried one by one, so one bad row
 //! (a duplicate userName, a user deleted meanwhile) fails alone, with its own
-//! error.
+//! error. Refresh-token rotations are batched the same way; each of them has
+//! an outcome of its own (rotated, reused, invalid), which the batch returns
+//! row by row.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,18 +20,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Result, Store};
 
+/// A batch being written: each row's outcome, in the order of the rows.
+pub(crate) type BatchFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Vec<T>>> + Send + 'a>>;
+
 /// A row that can be written in batches.
 pub(crate) trait BatchRow: Send + Sync + Sized + 'static {
-    /// Writes `rows` in one transaction, all or none.
-    fn write<'a>(
-        store: &'a Store,
-        rows: &'a [&'a Self],
-    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+    /// What writing one row tells its caller.
+    type Outcome: Send + 'static;
+
+    /// Writes `rows` in one transaction, all or none, and returns each row's
+    /// outcome in the order of `rows`.
+    fn write<'a>(store: &'a Store, rows: &'a [&'a Self]) -> BatchFuture<'a, Self::Outcome>;
 }
 
-pub(crate) struct Job<R> {
+pub(crate) struct Job<R: BatchRow> {
     row: R,
-    done: oneshot::Sender<Result<()>>,
+    done: oneshot::Sender<Result<R::Outcome>>,
 }
 
 pub(crate) type Writer<R> = mpsc::Sender<Job<R>>;
@@ -53,9 +59,10 @@ pub(crate) fn spawn<R: BatchRow>(store: Store) -> Writer<R> {
             }
             let rows: Vec<&R> = batch.iter().map(|j| &j.row).collect();
             match R::write(&store, &rows).await {
-                Ok(()) => {
-                    for job in batch {
-                        let _ = job.done.send(Ok(()));
+                Ok(outcomes) => {
+                    debug_assert_eq!(outcomes.len(), batch.len(), "a batch returns one outcome per row");
+                    for (job, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = job.done.send(Ok(outcome));
                     }
                 }
                 Err(e) if batch.len() == 1 => {
@@ -71,7 +78,7 @@ pub(crate) fn spawn<R: BatchRow>(store: Store) -> Writer<R> {
                 }
                 Err(_) => {
                     for job in batch {
-                        let result = R::write(&store, &[&job.row]).await;
+                        let result = write_one(&store, &job.row).await;
                         let _ = job.done.send(result);
                     }
                 }
@@ -83,13 +90,23 @@ pub(crate) fn spawn<R: BatchRow>(store: Store) -> Writer<R> {
 
 /// Hands `row` to `writer` and waits for its outcome; writes it directly
 /// when there is no writer (a writer's own handle) or it has stopped.
-pub(crate) async fn submit<R: BatchRow>(store: &Store, writer: Option<&Writer<R>>, row: R) -> Result<()> {
-    let Some(writer) = writer else { return R::write(store, &[&row]).await };
+pub(crate) async fn submit<R: BatchRow>(
+    store: &Store,
+    writer: Option<&Writer<R>>,
+    row: R,
+) -> Result<R::Outcome> {
+    let Some(writer) = writer else { return write_one(store, &row).await };
     let (done, outcome) = oneshot::channel();
     match writer.send(Job { row, done }).await {
         Ok(()) => outcome
             .await
             .unwrap_or_else(|_| Err(crate::StoreError::Config("the batch writer stopped mid-write".into()))),
-        Err(mpsc::error::SendError(job)) => R::write(store, &[&job.row]).await,
+        Err(mpsc::error::SendError(job)) => write_one(store, &job.row).await,
     }
+}
+
+/// Writes `row` as a batch of its own.
+async fn write_one<R: BatchRow>(store: &Store, row: &R) -> Result<R::Outcome> {
+    let mut outcomes = R::write(store, &[row]).await?;
+    outcomes.pop().ok_or_else(|| crate::StoreError::Config("a batch of one row returned no outcome".into()))
 }

@@ -1,3 +1,5 @@
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use gatehouse_core::{AuthMethod, Device, IdpGroups, OrgId, SessionId, User, UserId};
 use sqlx::any::AnyRow;
@@ -42,8 +44,9 @@ impl SessionRecord {
 /// What presenting a refresh token led to.
 #[derive(Debug)]
 pub enum RefreshOutcome {
-    /// The token was current: it is now spent and the new one stored.
-    Rotated { session: SessionRecord, user: Box<User> },
+    /// The token was current: it is now spent and the new one stored. With
+    /// the user, the names of the SCIM groups they belong to, sorted.
+    Rotated { session: SessionRecord, user: Box<User>, groups: Vec<String> },
     /// The token had already been rotated. Someone holds a copy, so the whole
     /// session has been revoked.
     Reused { session_id: SessionId },
@@ -167,58 +170,116 @@ impl Store {
     ///
     /// The spend is a conditional update, so of two concurrent refreshes with
     /// the same token exactly one wins; the other is treated as reuse.
+    /// Concurrent rotations share transactions (see `rotation_writer`); the
+    /// outcome of each is what it would be had they run one after another.
     pub async fn rotate_refresh_token(
         &self,
         presented_hash: &str,
         new_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<RefreshOutcome> {
+        let row = Rotation { presented: presented_hash.to_owned(), new_hash: new_hash.to_owned(), now };
+        crate::group_commit::submit(self, self.rotation_writer.as_ref(), row).await
+    }
+
+    /// Rotates the refresh tokens of `rows`, in their order, in one
+    /// transaction: four reads for the whole batch (the tokens, their
+    /// sessions, the sessions' users and those users' groups), one
+    /// conditional update that spends the
+    /// winners, one insert of their successors, and an update for each
+    /// session that a reuse revokes (rare: it means a stolen token).
+    async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT session_id, rotated_at FROM refresh_tokens WHERE token_hash = $1")
-            .bind(presented_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(RefreshOutcome::Invalid);
-        };
-        let session_id: SessionId = parse_id(&row.try_get::<String, _>("session_id")?)?;
-        let already_rotated = row.try_get::<Option<i64>, _>("rotated_at")?.is_some();
-        let session = {
-            let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(session_id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-            session_from_row(&row)?
-        };
-        if !session.is_live(now) {
-            return Ok(RefreshOutcome::Invalid);
+        let presented = distinct(rows.iter().map(|r| r.presented.clone()));
+        let tokens = read_tokens(&mut tx, &presented).await?;
+        let session_ids = distinct(tokens.values().map(|(session, _)| *session));
+        let sessions: HashMap<SessionId, SessionRecord> =
+            read_sessions(&mut tx, &session_ids).await?.into_iter().map(|s| (s.id, s)).collect();
+        let user_ids = distinct(sessions.values().map(|s| s.user_id));
+        let users: HashMap<UserId, User> =
+            crate::users::fetch_users(&mut tx, &user_ids).await?.into_iter().map(|u| (u.id, u)).collect();
+        let groups = crate::groups::group_names_of_users(&mut tx, &user_ids).await?;
+
+        // Decide each row as if the rows ran one after another: a token spent
+        // by an earlier row is reused by a later one, and a session that an
+        // earlier row revoked is dead for later ones.
+        let mut spent: HashSet<&str> =
+            tokens.iter().filter(|(_, (_, rotated))| *rotated).map(|(hash, _)| hash.as_str()).collect();
+        let mut revoked: HashMap<SessionId, DateTime<Utc>> = HashMap::new();
+        let mut plan = Vec::with_capacity(rows.len());
+        for row in rows {
+            let step = match tokens.get(&row.presented).and_then(|(id, _)| sessions.get(id)) {
+                None => Step::Invalid,
+                Some(session) if !session.is_live(row.now) || revoked.contains_key(&session.id) => {
+                    Step::Invalid
+                }
+                Some(session) if spent.contains(row.presented.as_str()) => {
+                    revoked.insert(session.id, row.now);
+                    Step::Reused(session.id)
+                }
+                Some(session) => match users.get(&session.user_id) {
+                    Some(user) if user.active => {
+                        spent.insert(row.presented.as_str());
+                        Step::Rotate(session, user)
+                    }
+                    _ => Step::Invalid,
+                },
+            };
+            plan.push(step);
         }
-        let spent = if already_rotated {
-            false
-        } else {
-            sqlx::query(
-                "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND rotated_at IS NULL",
-            )
-            .bind(presented_hash)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1
-        };
-        if !spent {
-            revoke_session(&mut tx, session_id, "refresh token reused", now).await?;
-            tx.commit().await?;
-            return Ok(RefreshOutcome::Reused { session_id });
+
+        // Spend the winners' tokens. On PostgreSQL another process may have
+        // spent one since it was read; such a row lost the race and is a reuse.
+        let winners: Vec<&Rotation> = rows
+            .iter()
+            .zip(&plan)
+            .filter(|(_, step)| matches!(step, Step::Rotate(..)))
+            .map(|(r, _)| *r)
+            .collect();
+        let spent_now = spend(&mut tx, &winners).await?;
+        for (row, step) in rows.iter().zip(plan.iter_mut()) {
+            if let Step::Rotate(session, _) = step
+                && !spent_now.contains(&row.presented)
+            {
+                revoked.entry(session.id).or_insert(row.now);
+                *step = Step::Reused(session.id);
+            }
         }
-        let user = crate::users::fetch_user(&mut tx, session.user_id).await?;
-        if !user.active {
-            return Ok(RefreshOutcome::Invalid);
+        let rotated: Vec<(&Rotation, SessionId)> = rows
+            .iter()
+            .zip(&plan)
+            .filter_map(|(row, step)| match step {
+                Step::Rotate(session, _) => Some((*row, session.id)),
+                _ => None,
+            })
+            .collect();
+        if !rotated.is_empty() {
+            let sql = format!(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES {}",
+                crate::placeholders(0, rotated.len(), 3)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for (row, session) in &rotated {
+                query = query.bind(row.new_hash.clone()).bind(session.to_string()).bind(millis(row.now));
+            }
+            query.execute(&mut *tx).await?;
         }
-        insert_refresh(&mut tx, new_hash, session_id, now).await?;
+        for (session, at) in &revoked {
+            revoke_session(&mut tx, *session, "refresh token reused", *at).await?;
+        }
         tx.commit().await?;
-        Ok(RefreshOutcome::Rotated { session, user: Box::new(user) })
+        Ok(plan
+            .into_iter()
+            .map(|step| match step {
+                Step::Invalid => RefreshOutcome::Invalid,
+                Step::Reused(session_id) => RefreshOutcome::Reused { session_id },
+                Step::Rotate(session, user) => RefreshOutcome::Rotated {
+                    session: session.clone(),
+                    user: Box::new(user.clone()),
+                    groups: groups.get(&user.id).cloned().unwrap_or_default(),
+                },
+            })
+            .collect())
     }
 
     /// Ends the session the refresh token belongs to. Returns whether there
@@ -249,19 +310,96 @@ impl Store {
     }
 }
 
-async fn insert_refresh(
-    conn: &mut AnyConnection,
-    hash: &str,
-    session: SessionId,
+/// One presented refresh token to rotate.
+#[derive(Debug)]
+pub(crate) struct Rotation {
+    presented: String,
+    new_hash: String,
     now: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
-        .bind(hash)
-        .bind(session.to_string())
-        .bind(millis(now))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+}
+
+/// What a batch decided for one rotation before writing.
+enum Step<'a> {
+    Invalid,
+    Reused(SessionId),
+    Rotate(&'a SessionRecord, &'a User),
+}
+
+impl crate::group_commit::BatchRow for Rotation {
+    type Outcome = RefreshOutcome;
+
+    fn write<'a>(
+        store: &'a Store,
+        rows: &'a [&'a Self],
+    ) -> crate::group_commit::BatchFuture<'a, RefreshOutcome> {
+        Box::pin(store.write_rotations(rows))
+    }
+}
+
+/// `items` without repeats, in first-seen order.
+fn distinct<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.filter(|item| seen.insert(item.clone())).collect()
+}
+
+/// The tokens of `hashes` that exist: their session and whether they are spent.
+async fn read_tokens(
+    conn: &mut AnyConnection,
+    hashes: &[String],
+) -> Result<HashMap<String, (SessionId, bool)>> {
+    let sql = format!(
+        "SELECT token_hash, session_id, rotated_at FROM refresh_tokens WHERE token_hash IN {}",
+        crate::placeholders(0, 1, hashes.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for hash in hashes {
+        query = query.bind(hash.clone());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let session: SessionId = parse_id(&row.try_get::<String, _>("session_id")?)?;
+            let rotated = row.try_get::<Option<i64>, _>("rotated_at")?.is_some();
+            Ok((row.try_get("token_hash")?, (session, rotated)))
+        })
+        .collect()
+}
+
+async fn read_sessions(conn: &mut AnyConnection, ids: &[SessionId]) -> Result<Vec<SessionRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id IN {}", crate::placeholders(0, 1, ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    query.fetch_all(&mut *conn).await?.iter().map(session_from_row).collect()
+}
+
+/// Marks the presented tokens of `rows` spent, each at its row's time, where
+/// no one has yet; returns the hashes this call spent.
+async fn spend(conn: &mut AnyConnection, rows: &[&Rotation]) -> Result<HashSet<String>> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // `CASE token_hash WHEN $1 THEN $2 …` gives each token its own time;
+    // the odd placeholders are the hashes, listed again for the index.
+    let cases: String =
+        (0..rows.len()).map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2)).collect();
+    let hashes: Vec<String> = (0..rows.len()).map(|i| format!("${}", 2 * i + 1)).collect();
+    let sql = format!(
+        "UPDATE refresh_tokens SET rotated_at = CASE token_hash{cases} END \
+         WHERE token_hash IN ({}) AND rotated_at IS NULL RETURNING token_hash",
+        hashes.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for row in rows {
+        query = query.bind(row.presented.clone()).bind(millis(row.now));
+    }
+    query.fetch_all(&mut *conn).await?.iter().map(|row| Ok(row.try_get("token_hash")?)).collect()
 }
 
 async fn revoke_session(
@@ -330,10 +468,12 @@ pub(crate) struct SessionRow {
 }
 
 impl crate::group_commit::BatchRow for SessionRow {
-    fn write<'a>(
-        store: &'a Store,
-        rows: &'a [&'a Self],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
-        Box::pin(store.write_sessions(rows))
+    type Outcome = ();
+
+    fn write<'a>(store: &'a Store, rows: &'a [&'a Self]) -> crate::group_commit::BatchFuture<'a, ()> {
+        Box::pin(async move {
+            store.write_sessions(rows).await?;
+            Ok(vec![(); rows.len()])
+        })
     }
 }

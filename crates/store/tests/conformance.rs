@@ -204,8 +204,9 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes(store: Store) {
     let sid = session_for(&store, user.id, org.id, "hash-1").await;
 
     match store.rotate_refresh_token("hash-1", "hash-2", t0()).await.unwrap() {
-        RefreshOutcome::Rotated { session, user: u } => {
+        RefreshOutcome::Rotated { session, user: u, groups } => {
             assert_eq!(session.id, sid);
+            assert!(groups.is_empty());
             assert_eq!(session.auth_method, AuthMethod::LocalPassword);
             assert_eq!(u.id, user.id);
         }
@@ -248,6 +249,77 @@ async fn concurrent_refreshes_have_one_winner(store: Store) {
             "{r:?}"
         );
     }
+}
+
+/// Rotations that arrive together share a transaction; each still gets the
+/// outcome it would have had alone, and a reuse in the batch kills only its
+/// own session.
+async fn concurrent_rotations_keep_their_own_outcomes(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "gail@example.com"), t0()).await.unwrap();
+    let idle = store.create_user(&new_user(org.id, "hank@example.com"), t0()).await.unwrap();
+    let mut live = Vec::new();
+    for i in 0..12 {
+        live.push(session_for(&store, user.id, org.id, &format!("live-{i}")).await);
+    }
+    let stolen = session_for(&store, user.id, org.id, "stolen-1").await;
+    store.rotate_refresh_token("stolen-1", "stolen-2", t0()).await.unwrap();
+    let inactive = session_for(&store, idle.id, org.id, "idle-1").await;
+    let deactivate = UserUpdate { active: Some(false), ..Default::default() };
+    store.update_user(idle.id, &deactivate, t0()).await.unwrap();
+    let expired = session_for(&store, user.id, org.id, "old-1").await;
+    let group = |name: &str, members: Vec<UserId>| GroupState {
+        display_name: name.into(),
+        external_id: None,
+        scim_resource: None,
+        members,
+    };
+    store.create_group(org.id, &group("Zeta", vec![user.id]), t0()).await.unwrap();
+    store.create_group(org.id, &group("Alpha", vec![user.id, idle.id]), t0()).await.unwrap();
+
+    let mut presented: Vec<(String, Option<SessionId>)> =
+        (0..12).map(|i| (format!("live-{i}"), Some(live[i]))).collect();
+    presented.push(("stolen-1".into(), None));
+    presented.push(("idle-1".into(), None));
+    presented.push(("nobody".into(), None));
+    let late = t0() + Duration::days(31);
+    let attempts = presented.iter().enumerate().map(|(i, (hash, _))| {
+        let store = store.clone();
+        async move { store.rotate_refresh_token(hash, &format!("new-{i}"), t0()).await }
+    });
+    let expired_attempt = store.rotate_refresh_token("old-1", "old-2", late);
+    let (results, expired_result) = futures::join!(futures::future::join_all(attempts), expired_attempt);
+
+    for ((hash, session), result) in presented.iter().zip(&results) {
+        match (session, result) {
+            (Some(sid), Ok(RefreshOutcome::Rotated { session, user: u, groups })) => {
+                assert_eq!((session.id, u.id), (*sid, user.id), "{hash}");
+                assert_eq!(groups, &["Alpha", "Zeta"], "{hash}");
+            }
+            (None, Ok(RefreshOutcome::Reused { session_id })) if hash == "stolen-1" => {
+                assert_eq!(*session_id, stolen);
+            }
+            (None, Ok(RefreshOutcome::Invalid)) if hash != "stolen-1" => {}
+            other => panic!("{hash}: {other:?}"),
+        }
+    }
+    assert!(matches!(expired_result, Ok(RefreshOutcome::Invalid)), "{expired_result:?}");
+    // Each winner's successor works, once; the reuse revoked only the
+    // stolen session; the refused rotations spent nothing.
+    for (i, sid) in live.iter().enumerate() {
+        assert!(store.get_session(*sid).await.unwrap().revoked_at.is_none());
+        assert!(matches!(
+            store.rotate_refresh_token(&format!("new-{i}"), &format!("newer-{i}"), t0()).await.unwrap(),
+            RefreshOutcome::Rotated { .. }
+        ));
+    }
+    assert!(store.get_session(stolen).await.unwrap().revoked_at.is_some());
+    assert!(store.get_session(inactive).await.unwrap().revoked_at.is_some());
+    assert!(store.get_session(expired).await.unwrap().revoked_at.is_none());
+    assert!(matches!(
+        store.rotate_refresh_token("old-1", "old-3", t0()).await.unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
 }
 
 async fn sessions_expire_and_die_with_their_user(store: Store) {
@@ -1222,6 +1294,7 @@ conformance!(
     users_page_in_creation_order,
     refresh_tokens_rotate_once_and_reuse_revokes,
     concurrent_refreshes_have_one_winner,
+    concurrent_rotations_keep_their_own_outcomes,
     sessions_expire_and_die_with_their_user,
     logout_revokes_the_session,
     signing_keys_stay_published_until_retired_long_enough,
