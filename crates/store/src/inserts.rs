@@ -80,7 +80,7 @@ impl Inserts {
         assert!(self.statements.len() <= 1, "Inserts::execute_in takes a single statement");
         self.assert_complete();
         let Some(statement) = self.statements.into_iter().next() else { return Ok(()) };
-        sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).execute(conn).await?;
+        sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).persistent(false).execute(conn).await?;
         Ok(())
     }
 }
@@ -89,7 +89,7 @@ impl Store {
     /// Applies `inserts` in one round trip, all or none.
     pub(crate) async fn apply(&self, inserts: Inserts) -> Result<()> {
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
-        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args);
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
         match self.backend {
             Backend::Postgres => {
                 query.execute(&self.pool).await?;

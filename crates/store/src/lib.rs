@@ -95,6 +95,7 @@ pub struct Store {
     /// handles.
     session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
     user_writer: Option<group_commit::Writer<users::UserRow>>,
+    rotation_writer: Option<group_commit::Writer<sessions::Rotation>>,
     /// The background WAL checkpointer (see `checkpoint`), SQLite only;
     /// `None` on the background tasks' own handles.
     checkpointer: Option<checkpoint::Stop>,
@@ -192,12 +193,14 @@ impl Store {
             write_turn: Arc::new(Mutex::new(())),
             session_writer: None,
             user_writer: None,
+            rotation_writer: None,
             checkpointer: None,
         };
         store.migrate().await?;
         store.write_missing_filter_data().await?;
         store.session_writer = Some(group_commit::spawn(store.clone()));
         store.user_writer = Some(group_commit::spawn(store.clone()));
+        store.rotation_writer = Some(group_commit::spawn(store.clone()));
         if backend == Backend::Sqlite {
             store.checkpointer = Some(checkpoint::spawn(store.clone()));
         }
@@ -265,6 +268,15 @@ pub(crate) fn parse_id<T: FromStr>(raw: &str) -> Result<T> {
 /// `($1, $2, …), ($n, …)` for a multi-row insert of `rows` rows of `cols`
 /// columns, numbered after the first `after` placeholders of the statement.
 /// Only placeholders are generated: values are always bound.
+///
+/// A multi-row write built with these is run with `.persistent(false)`: its
+/// text differs with every row count, and sqlx keeps up to a hundred
+/// prepared statements per connection, so each width of each batch would
+/// stay prepared on every connection. On SQLite a prepared statement lives in
+/// this process, and a 64-row insert's program is large: kept, they were
+/// tens of MiB of the peak under load (docs/benchmarks.md, "Prepared
+/// statements"). Preparing one again costs far less than the batch it
+/// writes. An `IN` list's program is small, and reads stay prepared.
 pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {

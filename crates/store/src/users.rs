@@ -782,6 +782,19 @@ impl Store {
     }
 }
 
+/// The users of `ids` that exist, in no particular order.
+pub(crate) async fn fetch_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN {}", crate::placeholders(0, 1, ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    query.fetch_all(&mut *conn).await?.iter().map(user_from_row).collect()
+}
+
 pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<User> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -857,11 +870,13 @@ impl UserRow {
 }
 
 impl crate::group_commit::BatchRow for UserRow {
-    fn write<'a>(
-        store: &'a Store,
-        rows: &'a [&'a Self],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
-        Box::pin(store.write_users(rows))
+    type Outcome = ();
+
+    fn write<'a>(store: &'a Store, rows: &'a [&'a Self]) -> crate::group_commit::BatchFuture<'a, ()> {
+        Box::pin(async move {
+            store.write_users(rows).await?;
+            Ok(vec![(); rows.len()])
+        })
     }
 }
 
@@ -873,7 +888,7 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
              updated_at, email_domain, role, created_via, filter_data_written, display_name_normalized) VALUES {}",
         crate::placeholders(0, rows.len(), 19)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for r in rows {
         let new = &r.new;
         query = query
