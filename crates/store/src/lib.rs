@@ -161,16 +161,24 @@ impl Store {
             // connection's thread for every query, and it detects nothing:
             // the database is a file in this process, not a server that
             // may have hung up.
-            pool = pool.max_connections(8).test_before_acquire(false).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
+            // Connections: each is a thread with its own page cache, and
+            // SQLite's readers are CPU-bound once the pages are cached, so
+            // more than two per core add memory and no throughput (eight on
+            // two cores: 8-11 MiB more at the peak, no more sign-ins;
+            // docs/benchmarks.md).
+            let connections = std::thread::available_parallelism().map_or(4, |n| n.get() * 2).clamp(4, 32);
+            pool = pool.max_connections(connections as u32).test_before_acquire(false).after_connect(
+                |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
                          PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
                     )
                     .await?;
-                    Ok(())
-                })
-            });
+                        Ok(())
+                    })
+                },
+            );
         } else {
             // sqlx pings every connection as it goes back to the pool, so one
             // that broke while in use never returns. The ping it also makes
