@@ -24,7 +24,9 @@ use crate::{Backend, Result, Store, StoreError};
 /// and columns declared by [`Inserts::insert`].
 #[derive(Default)]
 pub(crate) struct Inserts {
-    statements: Vec<String>,
+    /// Per statement: the table with its columns, the width of a row, the
+    /// rows, and the placeholders declared before it.
+    statements: Vec<(String, usize, usize, usize)>,
     args: AnyArguments,
     /// Placeholders declared so far; `bind` must fill exactly these.
     declared: usize,
@@ -39,8 +41,7 @@ impl Inserts {
         if rows == 0 {
             return self;
         }
-        let values = crate::placeholders(self.declared, rows, width);
-        self.statements.push(format!("INSERT INTO {into} VALUES {values}"));
+        self.statements.push((into.to_owned(), width, rows, self.declared));
         self.declared += rows * width;
         self
     }
@@ -60,11 +61,25 @@ impl Inserts {
         assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
     }
 
+    /// The statements' text for `backend`.
+    fn render(&self, backend: Backend) -> Vec<String> {
+        self.statements
+            .iter()
+            .map(|(into, width, rows, after)| {
+                format!(
+                    "INSERT INTO {into} VALUES {}",
+                    crate::row_placeholders(backend, *after, *rows, *width)
+                )
+            })
+            .collect()
+    }
+
     fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
         self.assert_complete();
-        let (last, first) = self.statements.split_last()?;
+        let statements = self.render(backend);
+        let (last, first) = statements.split_last()?;
         let sql = match backend {
-            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", self.statements.join("; ")),
+            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", statements.join("; ")),
             Backend::Postgres if first.is_empty() => last.clone(),
             Backend::Postgres => {
                 let ctes: Vec<String> =
@@ -79,7 +94,7 @@ impl Inserts {
     pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> Result<()> {
         assert!(self.statements.len() <= 1, "Inserts::execute_in takes a single statement");
         self.assert_complete();
-        let Some(statement) = self.statements.into_iter().next() else { return Ok(()) };
+        let Some(statement) = self.render(crate::backend_of(conn)).into_iter().next() else { return Ok(()) };
         sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).persistent(false).execute(conn).await?;
         Ok(())
     }

@@ -295,6 +295,33 @@ pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// The rows of a multi-row insert (as [`placeholders`]) in the form
+/// `backend` binds fastest. On SQLite that is the anonymous `?`, bound in
+/// order: SQLite files every `$n` under its name and finds each by a linear
+/// search, when the statement is prepared and again (through sqlx) when it
+/// is bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
+/// thousands of string comparisons (docs/benchmarks.md). So on SQLite every
+/// placeholder of the statement, and of any statement before it in the same
+/// script, must come from here, in the order of the values.
+pub(crate) fn row_placeholders(backend: Backend, after: usize, rows: usize, cols: usize) -> String {
+    match backend {
+        Backend::Postgres => placeholders(after, rows, cols),
+        Backend::Sqlite => {
+            let row = format!("({})", vec!["?"; cols].join(", "));
+            vec![row; rows].join(", ")
+        }
+    }
+}
+
+/// The backend `conn` talks to.
+pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
+    if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
+}
+
 /// `NotFound` when a statement that targets one row by its key touched none.
 pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }

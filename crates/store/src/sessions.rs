@@ -256,7 +256,7 @@ impl Store {
         if !rotated.is_empty() {
             let sql = format!(
                 "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES {}",
-                crate::placeholders(0, rotated.len(), 3)
+                crate::row_placeholders(self.backend, 0, rotated.len(), 3)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for (row, session) in &rotated {

@@ -886,7 +886,7 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
         "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
              password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
              updated_at, email_domain, role, created_via, filter_data_written, display_name_normalized) VALUES {}",
-        crate::placeholders(0, rows.len(), 19)
+        crate::row_placeholders(crate::backend_of(conn), 0, rows.len(), 19)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for r in rows {
