@@ -9,7 +9,7 @@
 //! - start-up to a ready `/readyz`: the first start (which migrates), then
 //!   an empty database, then one holding `GATEHOUSE_BENCH_USERS` users
 //!   (default 100000), each the median of three starts;
-//! - resident memory once ready and idle;
+//! - resident memory once ready and idle, and the anonymous part of it;
 //! - pass-through sign-ins at 1, 16 and 64 clients (`GATEHOUSE_BENCH_CLIENTS`) against an upstream that
 //!   answers at once: sign-ins/s, p50/p99, and the service's CPU (user +
 //!   system, from `/proc/<pid>/stat`) per sign-in;
@@ -24,6 +24,9 @@
 //!   takes tens of MiB that the allocator keeps.
 //!
 //! `GATEHOUSE_BENCH_SECONDS` sets each timed run's length (default 5).
+//! `GATEHOUSE_BENCH_BINARY` measures another build of `gatehouse` (say, the
+//! one before a change, copied aside) in place of this one, so that runs of
+//! the two can alternate.
 
 // Benchmarks stamp runs with the wall clock; the service reads time only
 // through its Clock (clippy.toml).
@@ -58,7 +61,9 @@ impl Service {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let data = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        let binary = std::env::var("GATEHOUSE_BENCH_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gatehouse").to_owned());
+        let child = Command::new(binary)
             .arg("serve")
             .env_clear()
             .env("GATEHOUSE_DATABASE_URL", db_url)
@@ -101,8 +106,10 @@ impl Service {
         Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
     }
 
-    /// Resident memory now and at its peak, in MiB.
-    fn memory(&self) -> (f64, f64) {
+    /// Resident memory now and at its peak, and of it now the anonymous
+    /// part (heap and stacks: what the service itself holds, without the
+    /// mapped code of the binary and its libraries), in MiB.
+    fn memory(&self) -> (f64, f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let kib = |name: &str| -> f64 {
             status
@@ -112,7 +119,7 @@ impl Service {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssAnon:") / 1024.0)
     }
 
     fn stop(mut self) {
@@ -305,10 +312,14 @@ struct Figures {
     empty_start: Duration,
     seeded_start: Duration,
     idle_mib: f64,
+    idle_anon_mib: f64,
     sign_ins: Vec<(usize, Run, Duration)>,
     added: (f64, f64, f64),
     peak_mib: f64,
     refresh: Run,
+    /// The service's CPU per rotation (the 16 sign-ins that start the
+    /// clients' sessions are counted in, and are noise beside the rotations).
+    refresh_cpu: Duration,
     local: Run,
 }
 
@@ -318,7 +329,7 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     let empty_start = start_up(db_url).await;
     let (service, _) = Service::start(db_url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (idle_mib, _) = service.memory();
+    let (idle_mib, _, idle_anon_mib) = service.memory();
 
     let run = Utc::now().timestamp_millis().to_string();
     let instant = stub(Duration::ZERO, "127.0.0.1:0").await;
@@ -333,7 +344,9 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
         sign_ins.push((clients, figures, per));
     }
 
+    let before = service.cpu();
     let refresh = refreshes(&service.base, &run, 16, length).await;
+    let refresh_cpu = (service.cpu() - before).div_f64((refresh.requests as f64).max(1.0));
 
     // A 20 ms upstream, at a rate 16 clients sustain with room to spare.
     let slow = stub(Duration::from_millis(20), "127.0.0.1:0").await;
@@ -356,7 +369,7 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
 
     // A thousand sign-ins in flight, each waiting 20 ms on the upstream.
     let _ = closed_loop(1000, Duration::from_secs(3).min(length), sign_in(&service.base, &slow_run)).await;
-    let (_, peak_mib) = service.memory();
+    let (_, peak_mib, _) = service.memory();
     // Last: argon2id takes tens of MiB per hash, which the allocator keeps.
     let local = local_sign_ins(&service.base, &run, 4, length).await;
     service.stop();
@@ -369,10 +382,12 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
         empty_start,
         seeded_start,
         idle_mib,
+        idle_anon_mib,
         sign_ins,
         added,
         peak_mib,
         refresh,
+        refresh_cpu,
         local,
     }
 }
@@ -392,6 +407,7 @@ fn report(all: &[Figures], seeded: usize, bare: f64) {
         if seeded >= 100_000 { "<= 500" } else { "" },
     );
     row("memory idle, MiB", &|f| format!("{:.1}", f.idle_mib), "<= 16");
+    row("  of which anonymous (not mapped code), MiB", &|f| format!("{:.1}", f.idle_anon_mib), "");
     for i in 0..all[0].sign_ins.len() {
         let clients = all[0].sign_ins[i].0;
         row(&format!("sign-ins/s, {clients} clients"), &|f| format!("{:.0}", f.sign_ins[i].1.rate()), "");
@@ -418,6 +434,7 @@ fn report(all: &[Figures], seeded: usize, bare: f64) {
         &|f| format!("{:.2}x", f.refresh.rate() / bare),
         ">= 0.35x",
     );
+    row("  CPU per rotation, us", &|f| format!("{:.0}", f.refresh_cpu.as_secs_f64() * 1e6), "");
     row("local-password sign-ins/s, 4 clients", &|f| format!("{:.1}", f.local.rate()), "");
     row("20 ms upstream at 400/s: added p50, ms", &|f| format!("{:.2}", f.added.0), "<= 1");
     row("20 ms upstream at 400/s: added p99, ms", &|f| format!("{:.2}", f.added.1), "<= 2");
