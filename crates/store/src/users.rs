@@ -382,12 +382,6 @@ pub struct UserPage {
     pub next: Option<UserId>,
 }
 
-/// At most this many matches, a filtered page in id order is sorted rather
-/// than read in the order of the id index (see `users_matching`). Sorting
-/// them costs little; above it, matches are dense enough that walking the
-/// index meets a page's worth soon.
-const FEW_MATCHES: i64 = 2_000;
-
 const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, password_hash, user_name, \
                        scim_resource, version, role, created_via, created_at, updated_at";
 
@@ -531,7 +525,7 @@ impl Store {
         let limit = i64::from(limit.min(1000));
         // A keyset page reads one more than it returns, to know whether
         // another follows; an offset page costs the rows it skips.
-        let (keyset, mut order, integers) = match window {
+        let (keyset, order, integers) = match window {
             UserWindow::Offset { offset, sort } => {
                 let sort = sort.unwrap_or(UserSort { key: UserSortKey::Id, descending: false });
                 (
@@ -547,21 +541,6 @@ impl Store {
                 (keyset, "id ASC".to_owned(), vec![limit + 1])
             }
         };
-        // SQLite answers a page in id order by walking the (org_id, id)
-        // index and testing each user's row: that stops early when matches
-        // are many, but reads every row of the organization when they are
-        // few (a selective `co` at 100k users: 135-200 ms against 10-15 ms).
-        // When the count says they are few, `+id` keeps SQLite from ordering
-        // by that index: it finds the matches through the condition's own
-        // index, if it has one, and sorts them. (PostgreSQL's planner has
-        // statistics and chooses for itself.)
-        if self.backend == Backend::Sqlite
-            && condition.is_some()
-            && total <= FEW_MATCHES
-            && order.starts_with("id ")
-        {
-            order.insert(0, '+');
-        }
         // LIMIT (and OFFSET) take integers, bound after the text.
         let first = binds.len() + 2;
         let tail = match integers.len() {
