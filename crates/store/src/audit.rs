@@ -223,7 +223,7 @@ pub(crate) async fn insert_audit_events(
 ) -> Result<()> {
     let mut inserts = Inserts::default();
     add_audit_events(&mut inserts, events)?;
-    inserts.execute_in(conn).await
+    Ok(inserts.execute_in(conn).await?)
 }
 
 /// Declares the insert of `events` in `inserts`.

@@ -336,19 +336,10 @@ pub(crate) async fn group_names_of_users(
     users: &[UserId],
 ) -> Result<std::collections::HashMap<UserId, Vec<String>>> {
     let mut names: std::collections::HashMap<UserId, Vec<String>> = std::collections::HashMap::new();
-    if users.is_empty() {
-        return Ok(names);
-    }
-    let sql = format!(
-        "SELECT m.user_id, g.display_name FROM group_members m JOIN scim_groups g ON g.id = m.group_id \
-         WHERE m.user_id IN {} ORDER BY g.display_name",
-        crate::placeholders(0, 1, users.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for user in users {
-        query = query.bind(user.to_string());
-    }
-    for row in query.fetch_all(&mut *conn).await? {
+    let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+    let head = "SELECT m.user_id, g.display_name FROM group_members m JOIN scim_groups g ON g.id = m.group_id \
+                WHERE m.user_id";
+    for row in crate::rows_in(conn, head, &users, "ORDER BY g.display_name").await? {
         let user: UserId = crate::parse_id(&row.try_get::<String, _>("user_id")?)?;
         names.entry(user).or_default().push(row.try_get("display_name")?);
     }

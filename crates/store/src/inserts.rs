@@ -14,6 +14,15 @@
 //! - PostgreSQL: one statement, the first inserts as data-modifying CTEs.
 //!   A single statement is atomic, and its foreign keys are checked at its
 //!   end, so a row may refer to one inserted by an earlier part.
+//!
+//! These statements are not kept prepared (`.persistent(false)`): their
+//! text differs with every row count, and sqlx keeps up to a hundred
+//! prepared statements per connection, so each width of each batch stayed
+//! prepared on every connection. On SQLite a prepared statement lives in
+//! this process, and a 64-row insert's program is large: kept, they were
+//! tens of MiB of the peak under load (docs/benchmarks.md, "Prepared
+//! statements"). Preparing one again costs far less than the batch it
+//! writes.
 
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments, Encode, Type};
@@ -66,10 +75,7 @@ impl Inserts {
         self.statements
             .iter()
             .map(|(into, width, rows, after)| {
-                format!(
-                    "INSERT INTO {into} VALUES {}",
-                    crate::row_placeholders(backend, *after, *rows, *width)
-                )
+                format!("INSERT INTO {into} VALUES {}", row_placeholders(backend, *after, *rows, *width))
             })
             .collect()
     }
@@ -91,7 +97,8 @@ impl Inserts {
     }
 
     /// Runs one declared insert on `conn`, inside the caller's transaction.
-    pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> Result<()> {
+    /// The database's error is returned as it is, for the caller to name.
+    pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> std::result::Result<(), sqlx::Error> {
         assert!(self.statements.len() <= 1, "Inserts::execute_in takes a single statement");
         self.assert_complete();
         let Some(statement) = self.render(crate::backend_of(conn)).into_iter().next() else { return Ok(()) };
@@ -126,5 +133,23 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// The rows of a multi-row insert (as `crate::placeholders`) in the form
+/// `backend` binds fastest. On SQLite that is the anonymous `?`, bound in
+/// order: SQLite files every `$n` under its name and finds each by a linear
+/// search, when the statement is prepared and again (through sqlx) when it
+/// is bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
+/// thousands of string comparisons (docs/benchmarks.md). So on SQLite every
+/// placeholder of the statement, and of any statement before it in the same
+/// script, must come from here, in the order of the values.
+fn row_placeholders(backend: Backend, after: usize, rows: usize, cols: usize) -> String {
+    match backend {
+        Backend::Postgres => crate::placeholders(after, rows, cols),
+        Backend::Sqlite => {
+            let row = format!("({})", vec!["?"; cols].join(", "));
+            vec![row; rows].join(", ")
+        }
     }
 }

@@ -170,11 +170,7 @@ impl Store {
             pool = pool.max_connections(connections as u32).test_before_acquire(false).after_connect(
                 |conn, _| {
                     Box::pin(async move {
-                        conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
-                         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
-                    )
-                    .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                         Ok(())
                     })
                 },
@@ -276,15 +272,8 @@ pub(crate) fn parse_id<T: FromStr>(raw: &str) -> Result<T> {
 /// `($1, $2, …), ($n, …)` for a multi-row insert of `rows` rows of `cols`
 /// columns, numbered after the first `after` placeholders of the statement.
 /// Only placeholders are generated: values are always bound.
-///
-/// A multi-row write built with these is run with `.persistent(false)`: its
-/// text differs with every row count, and sqlx keeps up to a hundred
-/// prepared statements per connection, so each width of each batch would
-/// stay prepared on every connection. On SQLite a prepared statement lives in
-/// this process, and a 64-row insert's program is large: kept, they were
-/// tens of MiB of the peak under load (docs/benchmarks.md, "Prepared
-/// statements"). Preparing one again costs far less than the batch it
-/// writes. An `IN` list's program is small, and reads stay prepared.
+/// (Multi-row inserts go through `inserts::Inserts`, which writes them in
+/// the form each backend binds fastest and does not keep them prepared.)
 pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {
@@ -295,22 +284,23 @@ pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
-/// The rows of a multi-row insert (as [`placeholders`]) in the form
-/// `backend` binds fastest. On SQLite that is the anonymous `?`, bound in
-/// order: SQLite files every `$n` under its name and finds each by a linear
-/// search, when the statement is prepared and again (through sqlx) when it
-/// is bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
-/// thousands of string comparisons (docs/benchmarks.md). So on SQLite every
-/// placeholder of the statement, and of any statement before it in the same
-/// script, must come from here, in the order of the values.
-pub(crate) fn row_placeholders(backend: Backend, after: usize, rows: usize, cols: usize) -> String {
-    match backend {
-        Backend::Postgres => placeholders(after, rows, cols),
-        Backend::Sqlite => {
-            let row = format!("({})", vec!["?"; cols].join(", "));
-            vec![row; rows].join(", ")
-        }
+/// The rows of `{head} IN ($1, …) {tail}`, with one placeholder for each of
+/// `values`, bound in order; none, without asking, when there are none.
+pub(crate) async fn rows_in(
+    conn: &mut AnyConnection,
+    head: &str,
+    values: &[String],
+    tail: &str,
+) -> Result<Vec<sqlx::any::AnyRow>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
     }
+    let sql = format!("{head} IN {} {tail}", placeholders(0, 1, values.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in values {
+        query = query.bind(value.clone());
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
 }
 
 /// The backend `conn` talks to.
@@ -326,6 +316,10 @@ pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
 pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
+
+/// Set on every SQLite connection as it opens (see `Store::open`).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
+                              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
 
 /// Page sizes are clamped here so that no caller can ask for the whole table.
 pub(crate) fn clamp_limit(limit: u32) -> i64 {

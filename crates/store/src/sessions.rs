@@ -245,25 +245,15 @@ impl Store {
                 *step = Step::Reused(session.id);
             }
         }
-        let rotated: Vec<(&Rotation, SessionId)> = rows
-            .iter()
-            .zip(&plan)
-            .filter_map(|(row, step)| match step {
-                Step::Rotate(session, _) => Some((*row, session.id)),
-                _ => None,
-            })
-            .collect();
-        if !rotated.is_empty() {
-            let sql = format!(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES {}",
-                crate::row_placeholders(self.backend, 0, rotated.len(), 3)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-            for (row, session) in &rotated {
-                query = query.bind(row.new_hash.clone()).bind(session.to_string()).bind(millis(row.now));
+        let mut successors = Inserts::default();
+        let rotated = plan.iter().filter(|step| matches!(step, Step::Rotate(..))).count();
+        successors.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
+        for (row, step) in rows.iter().zip(&plan) {
+            if let Step::Rotate(session, _) = step {
+                successors.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
             }
-            query.execute(&mut *tx).await?;
         }
+        successors.execute_in(&mut tx).await?;
         for (session, at) in &revoked {
             revoke_session(&mut tx, *session, "refresh token reused", *at).await?;
         }
@@ -347,16 +337,8 @@ async fn read_tokens(
     conn: &mut AnyConnection,
     hashes: &[String],
 ) -> Result<HashMap<String, (SessionId, bool)>> {
-    let sql = format!(
-        "SELECT token_hash, session_id, rotated_at FROM refresh_tokens WHERE token_hash IN {}",
-        crate::placeholders(0, 1, hashes.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for hash in hashes {
-        query = query.bind(hash.clone());
-    }
-    query
-        .fetch_all(&mut *conn)
+    let head = "SELECT token_hash, session_id, rotated_at FROM refresh_tokens WHERE token_hash";
+    crate::rows_in(conn, head, hashes, "")
         .await?
         .iter()
         .map(|row| {
@@ -368,15 +350,9 @@ async fn read_tokens(
 }
 
 async fn read_sessions(conn: &mut AnyConnection, ids: &[SessionId]) -> Result<Vec<SessionRecord>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id IN {}", crate::placeholders(0, 1, ids.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.to_string());
-    }
-    query.fetch_all(&mut *conn).await?.iter().map(session_from_row).collect()
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows = crate::rows_in(conn, &format!("SELECT {COLUMNS} FROM sessions WHERE id"), &ids, "").await?;
+    rows.iter().map(session_from_row).collect()
 }
 
 /// Marks the presented tokens of `rows` spent, each at its row's time, where
@@ -475,5 +451,83 @@ impl crate::group_commit::BatchRow for SessionRow {
             store.write_sessions(rows).await?;
             Ok(vec![(); rows.len()])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use gatehouse_core::{Email, Origin, Role};
+
+    use super::*;
+    use crate::NewUser;
+
+    /// One batch handed to the writer directly, so that the rows are sure to
+    /// share it (concurrent callers only usually do): its rows are decided in
+    /// order, as if each ran after the one before.
+    #[tokio::test]
+    async fn a_batch_decides_its_rows_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display())).await.unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap();
+        let org = store.create_org("A", false, now).await.unwrap();
+        let new_user = NewUser {
+            active: true,
+            org_id: org.id,
+            email: Some(Email::parse("ivy@example.com").unwrap()),
+            display_name: "Ivy".into(),
+            external_id: None,
+            password_hash: None,
+            user_name: None,
+            scim_resource: None,
+            role: Role::Member,
+            created_via: Origin::Admin,
+        };
+        let user = store.create_user(&new_user, now).await.unwrap();
+        let mut sessions = Vec::new();
+        for token in ["a-1", "b-1"] {
+            let session = NewSession {
+                id: SessionId::new(),
+                user_id: user.id,
+                org_id: org.id,
+                auth_method: AuthMethod::LocalPassword,
+                device: Device::default(),
+                expires_at: now + chrono::Duration::days(1),
+                idp_groups: None,
+                browser_token_hash: None,
+            };
+            store.create_session(&session, token, None, now).await.unwrap();
+            sessions.push(session.id);
+        }
+        // Session a: its token twice, then its successor. Session b: its
+        // token, then the same token again.
+        let rotation = |presented: &str, new_hash: &str| Rotation {
+            presented: presented.into(),
+            new_hash: new_hash.into(),
+            now,
+        };
+        let rows =
+            [rotation("a-1", "a-2"), rotation("a-1", "a-3"), rotation("a-2", "a-4"), rotation("b-1", "b-2")];
+        let refs: Vec<&Rotation> = rows.iter().collect();
+        let outcomes = store.write_rotations(&refs).await.unwrap();
+        assert!(matches!(&outcomes[0], RefreshOutcome::Rotated { session, .. } if session.id == sessions[0]));
+        assert!(matches!(&outcomes[1], RefreshOutcome::Reused { session_id } if *session_id == sessions[0]));
+        // A successor cannot come back before its batch answers; had it,
+        // it would be refused, as it would be one rotation after another
+        // (its session revoked by the reuse before it).
+        assert!(matches!(&outcomes[2], RefreshOutcome::Invalid), "{:?}", outcomes[2]);
+        assert!(matches!(&outcomes[3], RefreshOutcome::Rotated { session, .. } if session.id == sessions[1]));
+        assert!(store.get_session(sessions[0]).await.unwrap().revoked_at.is_some());
+        assert!(store.get_session(sessions[1]).await.unwrap().revoked_at.is_none());
+        // What the batch wrote: b's successor works once; a's never does.
+        assert!(matches!(
+            store.rotate_refresh_token("b-2", "b-3", now).await.unwrap(),
+            RefreshOutcome::Rotated { .. }
+        ));
+        assert!(matches!(
+            store.rotate_refresh_token("a-2", "a-5", now).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
     }
 }

@@ -784,15 +784,9 @@ impl Store {
 
 /// The users of `ids` that exist, in no particular order.
 pub(crate) async fn fetch_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN {}", crate::placeholders(0, 1, ids.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.to_string());
-    }
-    query.fetch_all(&mut *conn).await?.iter().map(user_from_row).collect()
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows = crate::rows_in(conn, &format!("SELECT {COLUMNS} FROM users WHERE id"), &ids, "").await?;
+    rows.iter().map(user_from_row).collect()
 }
 
 pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<User> {
@@ -882,46 +876,47 @@ impl crate::group_commit::BatchRow for UserRow {
 
 /// Inserts the users and their audit events: two multi-row inserts.
 pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRow]) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO users (id, org_id, email, email_normalized, display_name, external_id, active, \
-             password_hash, user_name, user_name_normalized, scim_resource, external_id_normalized, created_at, \
-             updated_at, email_domain, role, created_via, filter_data_written, display_name_normalized) VALUES {}",
-        crate::row_placeholders(crate::backend_of(conn), 0, rows.len(), 19)
+    let mut inserts = crate::inserts::Inserts::default();
+    inserts.insert(
+        "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
+         user_name_normalized, scim_resource, external_id_normalized, created_at, updated_at, email_domain, role, \
+         created_via, filter_data_written, display_name_normalized)",
+        19,
+        rows.len(),
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for r in rows {
         let new = &r.new;
-        query = query
-            .bind(r.id.to_string())
-            .bind(new.org_id.to_string())
-            .bind(new.email.as_ref().map(|e| e.as_str().to_owned()))
-            .bind(new.email.as_ref().map(|e| e.normalized().to_owned()))
-            .bind(new.display_name.clone())
-            .bind(new.external_id.clone())
-            .bind(i64::from(new.active))
-            .bind(new.password_hash.clone())
-            .bind(new.user_name.clone())
+        inserts
+            .bind(r.id.to_string())?
+            .bind(new.org_id.to_string())?
+            .bind(new.email.as_ref().map(|e| e.as_str().to_owned()))?
+            .bind(new.email.as_ref().map(|e| e.normalized().to_owned()))?
+            .bind(new.display_name.clone())?
+            .bind(new.external_id.clone())?
+            .bind(i64::from(new.active))?
+            .bind(new.password_hash.clone())?
+            .bind(new.user_name.clone())?
             .bind(
                 new.user_name
                     .as_ref()
                     .map(|n| n.to_lowercase())
                     .or_else(|| new.email.as_ref().map(|e| e.normalized().to_owned())),
-            )
-            .bind(new.scim_resource.clone())
-            .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
-            .bind(millis(r.now))
-            .bind(millis(r.now))
-            .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))
-            .bind(new.role.as_str())
-            .bind(new.created_via.as_str())
-            .bind(1_i64)
-            .bind(display_name_key(&new.display_name));
+            )?
+            .bind(new.scim_resource.clone())?
+            .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))?
+            .bind(millis(r.now))?
+            .bind(millis(r.now))?
+            .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))?
+            .bind(new.role.as_str())?
+            .bind(new.created_via.as_str())?
+            .bind(1_i64)?
+            .bind(display_name_key(&new.display_name))?;
     }
     let addresses: Vec<(OrgId, &str)> =
         rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
     crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
     // The organization's existence is the foreign key's to check.
-    query.execute(&mut *conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
+    inserts.execute_in(conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     insert_email_index(conn, &users.iter().collect::<Vec<_>>()).await?;
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
