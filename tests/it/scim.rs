@@ -973,6 +973,7 @@ async fn cursor_pages(server: TestServer) {
 }
 
 on_both_backends!(
+    patch_on_every_kind_of_attribute,
     cursor_pages,
     versions_and_limits_are_scim_errors,
     database_filters_mean_what_the_matcher_means,
@@ -1917,4 +1918,211 @@ async fn versions_and_limits_are_scim_errors(server: TestServer) {
     // What the database answers is answered at any size.
     let (status, body) = scim.get("/scim/v2/Users?filter=userName%20sw%20%22seed0999%22").await;
     assert_eq!((status, &body["totalResults"]), (StatusCode::OK, &json!(10)), "{body}");
+}
+
+/// RFC 7644 §3.5.2, one row per operation on each kind of attribute the
+/// User schema has: singular strings and booleans, a complex attribute and
+/// its sub-attributes, multi-valued complex attributes whole and through
+/// value paths, an extension's attributes, and the read-only, required and
+/// write-only ones. Each row runs on a user of its own and says what the
+/// resource holds after it, or which error it is (and then nothing changed).
+async fn patch_on_every_kind_of_attribute(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let manager = format!("{ENTERPRISE}:manager");
+    let department = format!("{ENTERPRISE}:department");
+    // (operation, expected: Ok(JSON pointers and what each holds, None for
+    // absent) or Err((status, scimType))).
+    type Expect = Result<Vec<(&'static str, Option<Value>)>, (u16, &'static str)>;
+    let rows: Vec<(Value, Expect)> = vec![
+        // A singular string.
+        (
+            json!({ "op": "add", "path": "nickName", "value": "N2" }),
+            Ok(vec![("/nickName", Some(json!("N2")))]),
+        ),
+        (
+            json!({ "op": "replace", "path": "nickName", "value": "N3" }),
+            Ok(vec![("/nickName", Some(json!("N3")))]),
+        ),
+        (json!({ "op": "remove", "path": "nickName" }), Ok(vec![("/nickName", None)])),
+        (json!({ "op": "add", "path": "title", "value": "Eng" }), Ok(vec![("/title", Some(json!("Eng")))])),
+        // A boolean, also as Entra's string; `active` is required.
+        (
+            json!({ "op": "replace", "path": "active", "value": false }),
+            Ok(vec![("/active", Some(json!(false)))]),
+        ),
+        (
+            json!({ "op": "replace", "path": "active", "value": "False" }),
+            Ok(vec![("/active", Some(json!(false)))]),
+        ),
+        (json!({ "op": "remove", "path": "active" }), Err((400, "mutability"))),
+        // A complex attribute: a sub-attribute, and the whole. Replacing it
+        // with some sub-attributes leaves the others (§3.5.2.3).
+        (
+            json!({ "op": "add", "path": "name.givenName", "value": "G" }),
+            Ok(vec![("/name/givenName", Some(json!("G"))), ("/name/familyName", Some(json!("Inds")))]),
+        ),
+        (
+            json!({ "op": "remove", "path": "name.familyName" }),
+            Ok(vec![("/name/familyName", None), ("/name/givenName", Some(json!("Ka")))]),
+        ),
+        (
+            json!({ "op": "replace", "path": "name", "value": { "givenName": "X" } }),
+            Ok(vec![("/name/givenName", Some(json!("X"))), ("/name/familyName", Some(json!("Inds")))]),
+        ),
+        (json!({ "op": "remove", "path": "name" }), Ok(vec![("/name", None)])),
+        // Multi-valued complex: add appends, replace replaces the whole,
+        // value paths reach one entry.
+        (
+            json!({ "op": "add", "path": "emails", "value": [{ "value": "new@x.test", "type": "other" }] }),
+            Ok(vec![
+                ("/emails/2/value", Some(json!("new@x.test"))),
+                ("/emails/0/value", Some(json!("kinds@x.test"))),
+            ]),
+        ),
+        (
+            json!({ "op": "replace", "path": "emails", "value": [{ "value": "only@x.test", "type": "work" }] }),
+            Ok(vec![("/emails/0/value", Some(json!("only@x.test"))), ("/emails/1", None)]),
+        ),
+        (
+            json!({ "op": "remove", "path": "emails[type eq \"home\"]" }),
+            Ok(vec![("/emails/0/type", Some(json!("work"))), ("/emails/1", None)]),
+        ),
+        (
+            json!({ "op": "replace", "path": "emails[type eq \"work\"].value", "value": "w2@x.test" }),
+            Ok(vec![
+                ("/emails/0/value", Some(json!("w2@x.test"))),
+                ("/emails/1/value", Some(json!("k@home.test"))),
+            ]),
+        ),
+        // Without a list of its own, a user shows its platform email as the
+        // primary work address (docs/identity-providers.md).
+        (
+            json!({ "op": "remove", "path": "emails" }),
+            Ok(vec![
+                ("/emails/0", Some(json!({ "value": "kinds@x.test", "type": "work", "primary": true }))),
+                ("/emails/1", None),
+            ]),
+        ),
+        (
+            json!({ "op": "remove", "path": "phoneNumbers[type eq \"mobile\"]" }),
+            Ok(vec![("/phoneNumbers", None)]),
+        ),
+        (
+            json!({ "op": "add", "path": "addresses", "value": [{ "locality": "Oslo", "type": "work" }] }),
+            Ok(vec![("/addresses/0/locality", Some(json!("Oslo")))]),
+        ),
+        // A value path that selects nothing creates the entry it names, as
+        // Entra expects (docs/identity-providers.md), where RFC 7644 would
+        // answer noTarget; removing through one removes nothing.
+        (
+            json!({ "op": "replace", "path": "emails[type eq \"pager\"].value", "value": "p@x.test" }),
+            Ok(vec![("/emails/2", Some(json!({ "type": "pager", "value": "p@x.test" })))]),
+        ),
+        (
+            json!({ "op": "remove", "path": "emails[type eq \"pager\"]" }),
+            Ok(vec![("/emails/1/type", Some(json!("home"))), ("/emails/2", None)]),
+        ),
+        // An extension: an attribute, a complex one, the whole.
+        (
+            json!({ "op": "replace", "path": department, "value": "Ops" }),
+            Ok(vec![
+                (
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/department",
+                    Some(json!("Ops")),
+                ),
+                (
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager/value",
+                    Some(json!("mgr-1")),
+                ),
+            ]),
+        ),
+        (
+            json!({ "op": "replace", "path": manager, "value": { "value": "mgr-2" } }),
+            Ok(vec![(
+                "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager/value",
+                Some(json!("mgr-2")),
+            )]),
+        ),
+        (
+            json!({ "op": "remove", "path": manager }),
+            Ok(vec![
+                ("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager", None),
+                (
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/department",
+                    Some(json!("R&D")),
+                ),
+            ]),
+        ),
+        (
+            json!({ "op": "remove", "path": ENTERPRISE }),
+            Ok(vec![("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", None)]),
+        ),
+        // Without a path, the value's attributes are merged in.
+        (
+            json!({ "op": "add", "value": { "nickName": "P", "name.givenName": "Q" } }),
+            Ok(vec![("/nickName", Some(json!("P"))), ("/name/givenName", Some(json!("Q")))]),
+        ),
+        (json!({ "op": "remove" }), Err((400, "noTarget"))),
+        // Read-only, required, write-only.
+        (json!({ "op": "replace", "path": "id", "value": "mine" }), Err((400, "mutability"))),
+        (json!({ "op": "add", "path": "groups", "value": [{ "value": "g" }] }), Err((400, "mutability"))),
+        (json!({ "op": "remove", "path": "userName" }), Err((400, "mutability"))),
+        (
+            json!({ "op": "replace", "path": "userName", "value": "Renamed@x.test" }),
+            Ok(vec![("/userName", Some(json!("Renamed@x.test")))]),
+        ),
+        (
+            json!({ "op": "replace", "path": "password", "value": "Secret-123!" }),
+            Ok(vec![("/password", None)]),
+        ),
+        // Not a path, not an operation.
+        (json!({ "op": "replace", "path": "emails[type eq]", "value": "x" }), Err((400, "invalidPath"))),
+        (json!({ "op": "move", "path": "nickName", "value": "x" }), Err((400, "invalidSyntax"))),
+    ];
+    for (i, (op, expected)) in rows.into_iter().enumerate() {
+        let user_name = format!("kinds{i}@x.test");
+        let (status, created) = scim
+            .send(
+                Method::POST,
+                "/scim/v2/Users",
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+                    "userName": user_name, "displayName": "Kinds", "nickName": "K", "active": true,
+                    "name": { "givenName": "Ka", "familyName": "Inds" },
+                    "emails": [{ "value": user_name, "type": "work", "primary": true },
+                               { "value": "k@home.test", "type": "home" }],
+                    "phoneNumbers": [{ "value": "+1 555 0100", "type": "mobile" }],
+                    ENTERPRISE: { "department": "R&D", "manager": { "value": "mgr-1" } },
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let path = format!("/scim/v2/Users/{}", created["id"].as_str().unwrap());
+        let (status, body) = scim.send(Method::PATCH, &path, patch_ops(json!([op.clone()]))).await;
+        let (_, after) = scim.get(&path).await;
+        match expected {
+            Ok(checks) => {
+                assert_eq!(status, StatusCode::OK, "{op}: {body}");
+                assert_eq!(body, after, "{op}: the PATCH answers with what is stored");
+                for (pointer, value) in checks {
+                    // The userName and the work email are each row's own.
+                    let value = value.map(|v| {
+                        serde_json::from_str::<Value>(&v.to_string().replace("kinds@x.test", &user_name))
+                            .unwrap()
+                    });
+                    assert_eq!(after.pointer(pointer).cloned(), value, "{op}: {pointer} in {after}");
+                }
+            }
+            Err((code, kind)) => {
+                assert_error(status, &body, code);
+                assert_eq!(body["scimType"], kind, "{op}: {body}");
+                let unchanged = |r: &Value| {
+                    let mut r = r.clone();
+                    r.as_object_mut().unwrap().remove("meta");
+                    r
+                };
+                assert_eq!(unchanged(&after), unchanged(&created), "{op} changed nothing");
+            }
+        }
+    }
 }

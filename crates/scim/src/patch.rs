@@ -118,12 +118,13 @@ fn apply_one(resource: &mut Value, op: &Value, is_user: bool) -> Result<(), Scim
     let path = get_ci(op, "path").and_then(Value::as_str).map(str::trim).filter(|p| !p.is_empty());
     match path {
         None => {
-            let Some(Value::Object(map)) = value else {
-                return Err(ScimError::invalid_syntax("an operation without a path needs an object value"));
-            };
+            // Whatever its value (RFC 7644 §3.5.2.2).
             if kind == Op::Remove {
                 return Err(ScimError::no_target("remove needs a path"));
             }
+            let Some(Value::Object(map)) = value else {
+                return Err(ScimError::invalid_syntax("an operation without a path needs an object value"));
+            };
             for (key, v) in map {
                 if key.eq_ignore_ascii_case("id") {
                     // Okta repeats the read-only id in group renames.
@@ -392,8 +393,10 @@ fn set(resource: &mut Value, target: &Target, value: Value, kind: Op) -> Result<
                 (_, v) => v,
             };
             match (container.get_mut(&key), value) {
-                // `add` of an object merges into an existing object (`name`).
-                (Some(Value::Object(existing)), Value::Object(incoming)) if kind == Op::Add => {
+                // An object merges into an existing one (`name`), for `add`
+                // and `replace` alike: sub-attributes the value leaves out
+                // are left unchanged (RFC 7644 §3.5.2.1, §3.5.2.3).
+                (Some(Value::Object(existing)), Value::Object(incoming)) => {
                     for (k, v) in incoming {
                         let k2 = key_in(existing, &k.to_ascii_lowercase());
                         existing.insert(k2, v);
@@ -489,9 +492,9 @@ fn remove(resource: &mut Value, target: &Target, value: Option<Value>) -> Result
             {
                 let ids: Vec<&Value> = listed.iter().filter_map(|v| get_ci(v, "value")).collect();
                 items.retain(|e| !get_ci(e, "value").is_some_and(|v| ids.contains(&v)));
-                return Ok(());
+            } else {
+                container.remove(&key);
             }
-            container.remove(&key);
         }
         (None, Some(sub)) => {
             if let Some(obj) = container.get_mut(&key).and_then(Value::as_object_mut) {
@@ -517,6 +520,15 @@ fn remove(resource: &mut Value, target: &Target, value: Option<Value>) -> Result
             }
             _ => {}
         },
+    }
+    // What is left empty is unassigned (RFC 7643 §2.5), and not shown.
+    let emptied = match container.get(&key) {
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::Object(attrs)) => attrs.is_empty(),
+        _ => false,
+    };
+    if emptied {
+        container.remove(&key);
     }
     Ok(())
 }
