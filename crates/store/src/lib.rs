@@ -34,6 +34,7 @@ mod sessions;
 mod sso;
 mod throttles;
 mod tombstones;
+mod trigrams;
 mod users;
 
 use std::str::FromStr;

@@ -139,7 +139,7 @@ pub enum TextOp {
 impl UserCondition {
     /// The condition as SQL, binding its values from `$first` on; the
     /// organization is `$1`.
-    fn sql(&self, backend: Backend, binds: &mut Vec<String>, first: usize) -> String {
+    fn sql(&self, backend: Backend, visit: Visit, binds: &mut Vec<String>, first: usize) -> String {
         match self {
             Self::Text { column, op, value } => {
                 let col = match column {
@@ -162,25 +162,44 @@ impl UserCondition {
                 }
             },
             Self::Active(active) => format!("(active = {})", i32::from(*active)),
-            // The user's rows in the email index that meet the condition;
-            // led by the index on (org_id, value_normalized) where it helps.
-            Self::AnyEmail(c) => format!(
-                "(users.id IN (SELECT e.user_id FROM user_emails e WHERE e.org_id = $1 AND {}))",
-                c.sql(backend, binds, first)
-            ),
-            Self::NoEmail(c) => format!(
-                "(users.id NOT IN (SELECT e.user_id FROM user_emails e WHERE e.org_id = $1 AND {}))",
-                c.sql(backend, binds, first)
-            ),
-            Self::And(a, b) => {
-                format!("({} AND {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
+            // The rows in the email index that meet the condition: for
+            // every user, read once as a set (led by the index on (org_id,
+            // value_normalized) where it helps); for a few, each one's own.
+            Self::AnyEmail(c) | Self::NoEmail(c) => {
+                let none = if matches!(self, Self::NoEmail(_)) { "NOT " } else { "" };
+                let c = c.sql(backend, binds, first);
+                match visit {
+                    Visit::Every => format!(
+                        "(users.id {none}IN (SELECT e.user_id FROM user_emails e WHERE e.org_id = $1 AND {c}))"
+                    ),
+                    Visit::Few => format!(
+                        "({none}EXISTS (SELECT 1 FROM user_emails e WHERE e.user_id = users.id AND {c}))"
+                    ),
+                }
             }
-            Self::Or(a, b) => {
-                format!("({} OR {})", a.sql(backend, binds, first), b.sql(backend, binds, first))
-            }
-            Self::Not(a) => format!("(NOT {})", a.sql(backend, binds, first)),
+            Self::And(a, b) => format!(
+                "({} AND {})",
+                a.sql(backend, visit, binds, first),
+                b.sql(backend, visit, binds, first)
+            ),
+            Self::Or(a, b) => format!(
+                "({} OR {})",
+                a.sql(backend, visit, binds, first),
+                b.sql(backend, visit, binds, first)
+            ),
+            Self::Not(a) => format!("(NOT {})", a.sql(backend, visit, binds, first)),
         }
     }
+}
+
+/// Which users a condition is tested on, which decides how a condition on
+/// their emails is best written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Every user of the organization.
+    Every,
+    /// A few, found by key (trigrams.rs).
+    Few,
 }
 
 impl EmailCondition {
@@ -515,8 +534,29 @@ impl Store {
         limit: u32,
     ) -> Result<UserMatches> {
         let mut binds = Vec::new();
-        let clause = condition.map_or_else(|| "(1 = 1)".to_owned(), |c| c.sql(self.backend, &mut binds, 2));
-        let count_sql = format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1 AND {clause}");
+        // On SQLite, a substring that few users contain is looked up in a
+        // trigram index, and only those users are read (trigrams.rs);
+        // they are visited from the list, by key, whatever the order asked.
+        let candidates = match (self.backend, condition) {
+            (Backend::Sqlite, Some(condition)) => self.trigram_candidates(condition).await?,
+            _ => None,
+        };
+        let visit = if candidates.is_some() { Visit::Few } else { Visit::Every };
+        let users = match candidates {
+            Some(seqs) => {
+                let list = serde_json::to_string(&seqs)
+                    .map_err(|e| StoreError::Corrupt(format!("a list of candidates: {e}")))?;
+                format!(
+                    "(SELECT value AS candidate FROM json_each({})) AS c \
+                     CROSS JOIN users ON users.seq = c.candidate WHERE users.org_id = $1",
+                    param(list, &mut binds, 2)
+                )
+            }
+            None => "users WHERE org_id = $1".to_owned(),
+        };
+        let clause =
+            condition.map_or_else(|| "(1 = 1)".to_owned(), |c| c.sql(self.backend, visit, &mut binds, 2));
+        let count_sql = format!("SELECT COUNT(*) AS n FROM {users} AND {clause}");
         let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql)).bind(org.to_string());
         for b in &binds {
             count = count.bind(b.clone());
@@ -547,9 +587,7 @@ impl Store {
             1 => format!("LIMIT ${first}"),
             _ => format!("LIMIT ${first} OFFSET ${}", first + 1),
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND {clause}{keyset} ORDER BY {order} {tail}"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM {users} AND {clause}{keyset} ORDER BY {order} {tail}");
         let mut page = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string());
         for b in binds {
             page = page.bind(b);
