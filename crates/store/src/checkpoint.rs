@@ -30,6 +30,9 @@
 //! `journal_size_limit` then truncates a log that was started over, so a
 //! burst does not leave a large file behind.
 //!
+//! Before each checkpoint the same task brings the trigram index up to date
+//! (`trigrams.rs`).
+//!
 //! The task ends when the last `Store` handle that owns it is dropped.
 
 use std::time::Duration;
@@ -61,6 +64,15 @@ pub(crate) fn spawn(store: Store) -> Stop {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {}
+            }
+            // The trigram index catches up first (trigrams.rs), so that
+            // this checkpoint copies its pages too.
+            match store.index_pending_trigrams().await {
+                Ok(_) => {}
+                Err(_) if store.pool.is_closed() => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "indexing trigrams failed; retrying at the next interval")
+                }
             }
             match store.checkpoint().await {
                 Ok(_) => {}

@@ -1,34 +1,46 @@
-//! Narrowing a filter through SQLite's trigram indexes (migration 0018).
+//! Narrowing a filter through SQLite's trigram index (migrations 0018 and
+//! 0019).
 //!
 //! `co` and `ew` on userName or on an email's value cannot use a B-tree, so
 //! without help they read every user of the organization: about 10 ms at
-//! 100k users, twice per request (the count, then the page). The FTS5
-//! trigram tables list the users whose text contains a substring in well
+//! 100k users, twice per request (the count, then the page). An FTS5
+//! trigram table lists the users whose text contains a substring in well
 //! under a millisecond when few do, and slower than the scan when most do,
-//! and SQLite keeps no statistics on them with which to choose. So the
-//! choice is made here, per request: ask each index for at most [`FEW`]
+//! and SQLite keeps no statistics on it with which to choose. So the
+//! choice is made here, per request: ask the index for at most [`FEW`]
 //! entries plus one; when it has no more than `FEW`, those are the only
 //! users that can match, and the whole condition is then checked on just
 //! them. When it has more, the substring is common and the scan is the
 //! cheaper plan.
 //!
-//! What an index answers is only ever a superset of the matches: the
-//! condition is always evaluated in full on the candidates, so the indexes
-//! decide how fast a filter is, never what it returns. PostgreSQL has
-//! `pg_trgm` indexes and a planner with statistics instead, and never comes
-//! here.
+//! The index is written after the commit, not in it: a write notes the
+//! user in `user_trigrams_pending`, and [`Store::index_pending_trigrams`]
+//! (the store's background task, every half second) indexes the noted
+//! users many at a time. A noted user is a candidate for every substring
+//! until then, and an entry left from a user's old name or emails only adds
+//! a candidate that the check turns away.
+//!
+//! So what the index answers is only ever a superset of the matches: the
+//! condition is always evaluated in full on the candidates, and the index
+//! decides how fast a filter is, never what it returns. PostgreSQL has
+//! `pg_trgm` indexes and a planner with statistics instead, and never
+//! comes here.
 
 use std::collections::BTreeSet;
 
 use sqlx::Row;
 
 use crate::users::{EmailCondition, EmailField, TextOp, UserColumn, UserCondition};
-use crate::{Result, Store, StoreError};
+use crate::{Backend, Result, Store, StoreError};
 
 /// The most candidates worth checking one at a time: each is a lookup by
 /// rowid (about a microsecond), so `FEW` of them cost a small part of a scan
 /// of 100k users, whatever the organization's size.
 pub(crate) const FEW: usize = 2000;
+
+/// Users indexed per transaction when the index catches up: a few
+/// milliseconds of holding the write turn.
+const BATCH: u64 = 500;
 
 /// How much of a substring is looked up. The index's work grows with the
 /// phrase's length; the text before it is already as selective as a
@@ -121,7 +133,7 @@ impl Source {
 
 impl Store {
     /// The `seq` of every user that can meet `condition`, when the trigram
-    /// indexes can list them and they are at most [`FEW`]; `None` when the
+    /// index can list them and they are at most [`FEW`]; `None` when the
     /// condition must be evaluated on every user of the organization.
     pub(crate) async fn trigram_candidates(
         &self,
@@ -130,48 +142,43 @@ impl Store {
         let Some(source) = condition.source() else {
             return Ok(None);
         };
+        // Users written since the index last caught up may match anything.
+        let sql = format!("SELECT seq FROM user_trigrams_pending LIMIT {}", FEW + 1);
+        let pending: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        if pending.len() > FEW {
+            return Ok(None);
+        }
         let mut leaves = Vec::new();
         source.leaves(&mut leaves);
         let mut answers = Vec::with_capacity(leaves.len());
         for leaf in leaves {
-            answers.push(self.listed(leaf).await?);
+            let listed = self.listed(leaf).await?;
+            answers.push(listed.map(|mut users| {
+                users.extend(&pending);
+                users
+            }));
         }
-        Ok(source.combine(&mut answers.into_iter()))
+        Ok(source.combine(&mut answers.into_iter()).filter(|users| users.len() <= FEW))
     }
 
-    /// One index's answer for a leaf: the users' `seq`, or `None` when more
+    /// The index's answer for a leaf: the users' `seq`, or `None` when more
     /// than `FEW` entries hold the substring (across every organization:
     /// the index is one for all of them).
     async fn listed(&self, leaf: &Source) -> Result<Option<BTreeSet<i64>>> {
-        // The hits are bounded before anything else is read; the users
-        // are then found by key. One row comes back: the number of hits and
-        // the users as a JSON array.
-        let (needle, users) = match leaf {
-            Source::UserName(needle) => (
-                needle,
-                format!(
-                    "WITH hits AS MATERIALIZED (SELECT rowid AS seq FROM user_name_trigrams \
-                       WHERE user_name_trigrams MATCH $1 LIMIT {limit}) \
-                     SELECT (SELECT COUNT(*) FROM hits) AS n, \
-                            (SELECT json_group_array(seq) FROM hits) AS users",
-                    limit = FEW + 1
-                ),
-            ),
-            Source::EmailValue(needle) => (
-                needle,
-                format!(
-                    "WITH hits AS MATERIALIZED (SELECT rowid AS seq FROM user_email_trigrams \
-                       WHERE user_email_trigrams MATCH $1 LIMIT {limit}) \
-                     SELECT (SELECT COUNT(*) FROM hits) AS n, \
-                            (SELECT json_group_array(u.seq) FROM hits \
-                               CROSS JOIN user_emails e ON e.seq = hits.seq \
-                               CROSS JOIN users u ON u.id = e.user_id) AS users",
-                    limit = FEW + 1
-                ),
-            ),
+        let (column, needle) = match leaf {
+            Source::UserName(needle) => ("user_name", needle),
+            Source::EmailValue(needle) => ("emails", needle),
             Source::Both(..) | Source::Either(..) => unreachable!("leaves are lookups"),
         };
-        let row = sqlx::query(sqlx::AssertSqlSafe(users)).bind(phrase(needle)).fetch_one(&self.pool).await?;
+        // One row: the number of hits, bounded, and the hits as a JSON array.
+        let sql = format!(
+            "WITH hits AS MATERIALIZED (SELECT rowid AS seq FROM user_trigrams \
+               WHERE user_trigrams MATCH $1 LIMIT {}) \
+             SELECT COUNT(*) AS n, json_group_array(seq) AS users FROM hits",
+            FEW + 1
+        );
+        let query = format!("{{{column}}} : {}", phrase(needle));
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(query).fetch_one(&self.pool).await?;
         let hits: i64 = row.try_get("n")?;
         if hits > FEW as i64 {
             return Ok(None);
@@ -180,6 +187,47 @@ impl Store {
         let users: BTreeSet<i64> = serde_json::from_str(&users)
             .map_err(|e| StoreError::Corrupt(format!("trigram index answer: {e}")))?;
         Ok(Some(users))
+    }
+
+    /// Brings the trigram index up to date with the users noted since it
+    /// last was (migration 0019), [`BATCH`] users per transaction; returns
+    /// how many it indexed. The store's background task calls it before
+    /// each checkpoint (`checkpoint.rs`). No-op on PostgreSQL.
+    pub async fn index_pending_trigrams(&self) -> Result<u64> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
+        }
+        let mut indexed = 0;
+        loop {
+            // Under the write turn nothing else writes, so the batch is the
+            // same set in each statement.
+            let mut tx = self.begin_write().await?;
+            let batch = format!("SELECT seq FROM user_trigrams_pending ORDER BY seq LIMIT {BATCH}");
+            // A user's entry is replaced whole: removed, then written from
+            // the user's current row (none if the user is gone).
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM user_trigrams WHERE rowid IN ({batch})")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO user_trigrams (rowid, user_name, emails) \
+                 SELECT u.seq, u.user_name_normalized, \
+                   (SELECT group_concat(e.value_normalized, char(10)) FROM user_emails e WHERE e.user_id = u.id) \
+                 FROM users u WHERE u.seq IN ({batch})"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let noted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM user_trigrams_pending WHERE seq IN ({batch})"
+            )))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            indexed += noted;
+            if noted < BATCH {
+                return Ok(indexed);
+            }
+        }
     }
 }
 
