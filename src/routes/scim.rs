@@ -256,6 +256,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+    if holds_nul(&value) {
+        return Err(ScimError::invalid_value(
+            "a value holds a NUL character (\\u0000), which cannot be stored",
+        ));
+    }
     // SCIM 1.x named its schemas urn:scim:schemas:…; 2.0 has urn:ietf:params:scim:….
     let schemas = gatehouse_scim::filter::get_ci(&value, "schemas").and_then(Value::as_array);
     if let Some(old) = schemas.into_iter().flatten().filter_map(Value::as_str).find(|s| is_scim1_urn(s)) {
@@ -264,6 +269,18 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ScimError> {
         )));
     }
     Ok(value)
+}
+
+/// Whether any string in `value`, or any name, holds a NUL: PostgreSQL's
+/// text cannot, so storing one would fail on one backend and not the other.
+/// (serde_json nests at most 128 levels deep, which bounds the recursion.)
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 fn is_scim1_urn(urn: &str) -> bool {

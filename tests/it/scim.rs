@@ -973,6 +973,7 @@ async fn cursor_pages(server: TestServer) {
 }
 
 on_both_backends!(
+    nul_characters_are_refused_not_failed_on,
     patch_on_every_kind_of_attribute,
     cursor_pages,
     versions_and_limits_are_scim_errors,
@@ -2125,4 +2126,37 @@ async fn patch_on_every_kind_of_attribute(server: TestServer) {
             }
         }
     }
+}
+
+/// A NUL character, which no stored text can hold (PostgreSQL's refuses
+/// it), is a client's error wherever a SCIM request carries one: in a
+/// filter (query string or search body) and in a resource's values.
+async fn nul_characters_are_refused_not_failed_on(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Users", json!({ "userName": "ada@x.test" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for filter in
+        ["userName%20eq%20%22a%00b%22", "userName%20co%20%22ada%00%22", "emails.value%20co%20%22x%00yz%22"]
+    {
+        let (status, body) = scim.get(&format!("/scim/v2/Users?filter={filter}")).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["scimType"], "invalidFilter", "{filter}: {body}");
+    }
+    let search = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "userName co \"a\u{0}da\"" });
+    let (status, body) = scim.send(Method::POST, "/scim/v2/Users/.search", search).await;
+    assert_error(status, &body, 400);
+    // Refused as a value of the body, before it is read as a filter.
+    assert_eq!(body["scimType"], "invalidValue", "{body}");
+    for user in [
+        json!({ "userName": "nul\u{0}@x.test" }),
+        json!({ "userName": "nul@x.test", "displayName": "N\u{0}" }),
+        json!({ "userName": "nul@x.test", "emails": [{ "value": "nul\u{0}@x.test", "type": "work" }] }),
+        json!({ "userName": "nul@x.test", "externalId": "\u{0}" }),
+    ] {
+        let (status, body) = scim.send(Method::POST, "/scim/v2/Users", user.clone()).await;
+        assert_error(status, &body, 400);
+        assert!(body["scimType"] == "invalidValue" || body["scimType"] == "invalidSyntax", "{user}: {body}");
+    }
+    let (_, list) = scim.get("/scim/v2/Users").await;
+    assert_eq!(list["totalResults"], 1, "nothing was stored");
 }

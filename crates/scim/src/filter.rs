@@ -98,6 +98,11 @@ pub fn parse(text: &str) -> Result<Filter, FilterError> {
     if text.len() > MAX_FILTER_LEN {
         return Err(FilterError(format!("longer than {MAX_FILTER_LEN} bytes")));
     }
+    // No attribute can hold one (PostgreSQL's text refuses it), and a
+    // database handed one in a comparison fails rather than matching nothing.
+    if text.contains('\0') {
+        return Err(FilterError("contains a NUL character".into()));
+    }
     let tokens = lex(text)?;
     let mut p = Parser { tokens, pos: 0, depth: 0, terms: 0 };
     let f = p.or()?;
@@ -554,6 +559,13 @@ mod tests {
 
     fn m(f: &str) -> bool {
         parse(f).unwrap_or_else(|e| panic!("{f}: {e}")).matches(&user())
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_wherever_it_stands() {
+        for text in ["userName eq \"a\0b\"", "userName co \"\0\"", "user\0Name pr"] {
+            assert!(parse(text).unwrap_err().0.contains("NUL"), "{text:?}");
+        }
     }
 
     #[test]

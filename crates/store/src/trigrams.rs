@@ -90,9 +90,10 @@ impl EmailCondition {
 }
 
 /// The part of `value` to look up, if an index can: a trigram index finds
-/// nothing shorter than three characters.
+/// nothing shorter than three characters, and FTS5's query syntax ends a
+/// phrase at a NUL.
 fn searchable(value: &str) -> Option<String> {
-    (value.chars().count() >= 3).then(|| value.chars().take(LONGEST).collect())
+    (value.chars().count() >= 3 && !value.contains('\0')).then(|| value.chars().take(LONGEST).collect())
 }
 
 /// `value` as an FTS5 phrase: in double quotes, which make every other
@@ -251,6 +252,7 @@ mod tests {
         // Two characters make no trigram; other operators have a B-tree.
         assert_eq!(text(UserColumn::UserName, TextOp::Co, "ab").source(), None);
         assert_eq!(text(UserColumn::UserName, TextOp::Co, "éü").source(), None);
+        assert_eq!(text(UserColumn::UserName, TextOp::Co, "ab\0cd").source(), None);
         assert_eq!(text(UserColumn::UserName, TextOp::Sw, "abc").source(), None);
         assert_eq!(text(UserColumn::ExternalId, TextOp::Co, "abc").source(), None);
         // A long needle is looked up by its first characters.

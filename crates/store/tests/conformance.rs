@@ -1548,6 +1548,7 @@ async fn substrings_agree(store: &Store, org: OrgId, mine: &[gatehouse_core::Use
         (name(TextOp::Ew, "needle-2@a.test"), 1),
         (name(TextOp::Co, "e\"ed"), 1),
         (name(TextOp::Co, "\" or \"*"), 0),
+        (name(TextOp::Co, "{user_name} : \"needle\""), 0),
         (email(TextOp::Co, "needle"), 1),
         (email(TextOp::Co, "common"), 1),
         (email(TextOp::Ew, "@a.test"), 4),
