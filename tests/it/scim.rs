@@ -973,6 +973,7 @@ async fn cursor_pages(server: TestServer) {
 }
 
 on_both_backends!(
+    filter_operators_on_every_kind_of_attribute,
     nul_characters_are_refused_not_failed_on,
     patch_on_every_kind_of_attribute,
     cursor_pages,
@@ -2159,4 +2160,104 @@ async fn nul_characters_are_refused_not_failed_on(server: TestServer) {
     }
     let (_, list) = scim.get("/scim/v2/Users").await;
     assert_eq!(list["totalResults"], 1, "nothing was stored");
+}
+
+/// RFC 7644 §3.4.2.2, one row per operator on each kind of attribute: a
+/// string (case-insensitive), the case-exact id, a boolean, a dateTime, a
+/// complex attribute's sub-attribute, a multi-valued attribute's
+/// sub-attributes and value paths, an extension's attribute, and a string
+/// the database does not hold as a column; then the logical operators.
+/// Each row names the users it finds, or the error it is.
+async fn filter_operators_on_every_kind_of_attribute(server: TestServer) {
+    let scim = Scim::new(&server, "generic").await;
+    let mut ids = Vec::new();
+    for user in [
+        json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+            "userName": "ann@x.test", "active": true, "title": "Eng", "name": { "givenName": "Ann" },
+            ENTERPRISE: { "department": "R&D" } }),
+        json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+            "userName": "bob@y.test", "active": false, "title": "Ops", "name": { "givenName": "Bob" },
+            "emails": [{ "value": "bob@y.test", "type": "work", "primary": true },
+                       { "value": "b@home.test", "type": "home", "primary": false }],
+            ENTERPRISE: { "department": "Ops" } }),
+        json!({ "userName": "cy@x.test", "active": true }),
+    ] {
+        let (status, created) = scim.send(Method::POST, "/scim/v2/Users", user).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let department = format!("{ENTERPRISE}:department");
+    let rows: Vec<(String, Result<&[&str], &str>)> = vec![
+        // A string, compared without case.
+        ("userName eq \"ANN@X.TEST\"".into(), Ok(&["ann"])),
+        ("userName ne \"ann@x.test\"".into(), Ok(&["bob", "cy"])),
+        ("userName co \"@X.\"".into(), Ok(&["ann", "cy"])),
+        ("userName sw \"B\"".into(), Ok(&["bob"])),
+        ("userName ew \".TEST\"".into(), Ok(&["ann", "bob", "cy"])),
+        ("userName gt \"b\"".into(), Ok(&["bob", "cy"])),
+        ("userName ge \"bob@y.test\"".into(), Ok(&["bob", "cy"])),
+        ("userName lt \"bob\"".into(), Ok(&["ann"])),
+        ("userName le \"ann@x.test\"".into(), Ok(&["ann"])),
+        ("userName pr".into(), Ok(&["ann", "bob", "cy"])),
+        // The id is case-exact.
+        (format!("id eq \"{}\"", ids[0]), Ok(&["ann"])),
+        (format!("id eq \"{}\"", ids[0].to_uppercase()), Ok(&[])),
+        // A boolean: equal or not, never ordered.
+        ("active eq true".into(), Ok(&["ann", "cy"])),
+        ("active ne true".into(), Ok(&["bob"])),
+        ("active pr".into(), Ok(&["ann", "bob", "cy"])),
+        ("active gt false".into(), Err("invalidFilter")),
+        ("active le true".into(), Err("invalidFilter")),
+        // A dateTime, compared in time, and only with a dateTime.
+        ("meta.created gt \"2000-01-01T00:00:00Z\"".into(), Ok(&["ann", "bob", "cy"])),
+        ("meta.lastModified lt \"2000-01-01T00:00:00+01:00\"".into(), Ok(&[])),
+        ("meta.created ge \"yesterday\"".into(), Err("invalidFilter")),
+        // A complex attribute's sub-attribute.
+        ("name.givenName sw \"a\"".into(), Ok(&["ann"])),
+        ("name.givenName pr".into(), Ok(&["ann", "bob"])),
+        ("not (name pr)".into(), Ok(&["cy"])),
+        // A multi-valued attribute: any entry; the platform email stands in
+        // for a user without a list (cy).
+        ("emails.value co \"HOME\"".into(), Ok(&["bob"])),
+        ("emails co \"@x.test\"".into(), Ok(&["ann", "cy"])),
+        ("emails.primary eq false".into(), Ok(&["bob"])),
+        ("emails[type eq \"work\" and primary eq true]".into(), Ok(&["ann", "bob", "cy"])),
+        ("emails[type eq \"home\"].value ew \"home.test\"".into(), Ok(&["bob"])),
+        ("emails.primary ge true".into(), Err("invalidFilter")),
+        ("emails[primary lt true]".into(), Err("invalidFilter")),
+        // An extension's attribute, by its full name.
+        (format!("{department} eq \"r&d\""), Ok(&["ann"])),
+        (format!("{department} pr"), Ok(&["ann", "bob"])),
+        // A string that is not a column: matched on each user.
+        ("title co \"N\"".into(), Ok(&["ann"])),
+        ("title gt \"f\"".into(), Ok(&["bob"])),
+        ("not (title pr)".into(), Ok(&["cy"])),
+        // Logic, and what is not a filter.
+        ("title pr and active eq false".into(), Ok(&["bob"])),
+        ("userName sw \"a\" or (userName sw \"c\" and not (active eq false))".into(), Ok(&["ann", "cy"])),
+        ("userName zz \"a\"".into(), Err("invalidFilter")),
+        ("userName eq".into(), Err("invalidFilter")),
+        ("(userName pr".into(), Err("invalidFilter")),
+    ];
+    for (filter, expected) in rows {
+        let (status, body) = scim.get(&format!("/scim/v2/Users?filter={}", urlencode(&filter))).await;
+        match expected {
+            Ok(names) => {
+                assert_eq!(status, StatusCode::OK, "{filter}: {body}");
+                let mut found: Vec<String> = body["Resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["userName"].as_str().unwrap().split('@').next().unwrap().to_owned())
+                    .collect();
+                found.sort();
+                assert_eq!(found, names, "{filter}");
+                assert_eq!(body["totalResults"], names.len(), "{filter}");
+            }
+            Err(kind) => {
+                assert_error(status, &body, 400);
+                assert_eq!(body["scimType"], kind, "{filter}: {body}");
+            }
+        }
+    }
 }

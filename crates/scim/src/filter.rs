@@ -282,6 +282,7 @@ impl Parser {
                 self.pos += 1;
                 let sub_path = AttrPath { urn: None, attr: sub.to_ascii_lowercase(), sub: None };
                 let (op, value) = self.operator_and_value()?;
+                refuse_ordered_boolean(&sub_path, op)?;
                 let Filter::ValuePath { attr, filter } = value_path else { unreachable!() };
                 let cond = match op {
                     Some(op) => Filter::Compare { path: sub_path, op, value },
@@ -293,6 +294,8 @@ impl Parser {
         }
         match self.operator_and_value()? {
             (Some(op), value) => {
+                let path = path.significant_value();
+                refuse_ordered_boolean(&path, Some(op))?;
                 if is_instant(&path) && is_ordering(op) && instant(&value).is_none() {
                     return Err(FilterError(format!(
                         "{attr} is compared in time, with a dateTime such as \"2026-11-28T10:00:00Z\", not {value}"
@@ -387,6 +390,53 @@ pub fn is_instant(path: &AttrPath) -> bool {
     path.urn.as_deref().is_none_or(|u| u.contains(":core:"))
         && path.attr == "meta"
         && matches!(path.sub.as_deref(), Some("created" | "lastmodified"))
+}
+
+impl AttrPath {
+    /// A multi-valued attribute compared without a sub-attribute
+    /// (`emails co "@acme"`) compares its entries' `value`, "the
+    /// attribute's significant value" (RFC 7643 §2.4); RFC 7644 asks
+    /// clients to name it, and a comparison that matched nothing would
+    /// hide their mistake. (`addresses` has no `value`.)
+    fn significant_value(self) -> Self {
+        let core = self.urn.as_deref().is_none_or(|u| u.contains(":core:"));
+        if core
+            && self.sub.is_none()
+            && self.attr != "addresses"
+            && crate::patch::MULTI_VALUED.contains(&self.attr.as_str())
+        {
+            Self { sub: Some("value".into()), ..self }
+        } else {
+            self
+        }
+    }
+}
+
+/// Whether `path` names a boolean of the User and Group schemas: `active`,
+/// or the `primary` of a multi-valued attribute's entries (written
+/// `emails.primary`, or `primary` inside `emails[…]`).
+pub fn is_boolean(path: &AttrPath) -> bool {
+    match &path.sub {
+        Some(sub) => sub == "primary",
+        None => {
+            path.attr == "primary"
+                || (path.attr == "active" && path.urn.as_deref().is_none_or(|u| u.contains(":core:")))
+        }
+    }
+}
+
+/// `gt`, `ge`, `lt` and `le` on a boolean are `invalidFilter` (RFC 7644
+/// §3.4.2.2), not a comparison that matches nothing.
+fn refuse_ordered_boolean(path: &AttrPath, op: Option<CompareOp>) -> Result<(), FilterError> {
+    match op {
+        Some(CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le) if is_boolean(path) => {
+            Err(FilterError(format!(
+                "{} is a boolean: gt, ge, lt and le do not compare booleans",
+                path.sub.as_deref().unwrap_or(&path.attr)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The comparisons that order values (all but `co`, `sw` and `ew`, which
@@ -559,6 +609,45 @@ mod tests {
 
     fn m(f: &str) -> bool {
         parse(f).unwrap_or_else(|e| panic!("{f}: {e}")).matches(&user())
+    }
+
+    #[test]
+    fn a_multi_valued_attribute_alone_compares_its_values() {
+        let emails =
+            json!({ "emails": [{ "value": "a@acme.test", "type": "work" }, { "value": "b@home.test" }] });
+        assert!(parse("emails co \"@ACME\"").unwrap().matches(&emails));
+        assert!(parse("Emails eq \"b@home.test\"").unwrap().matches(&emails));
+        assert!(!parse("emails co \"work\"").unwrap().matches(&emails), "the value, not every sub-attribute");
+        assert_eq!(parse("emails co \"x\"").unwrap(), parse("emails.value co \"x\"").unwrap());
+        // Presence is the attribute's own; other attributes are as written.
+        assert_eq!(
+            parse("emails pr").unwrap(),
+            Filter::Present(AttrPath { urn: None, attr: "emails".into(), sub: None })
+        );
+        assert_ne!(parse("addresses co \"x\"").unwrap(), parse("addresses.value co \"x\"").unwrap());
+    }
+
+    #[test]
+    fn booleans_are_not_ordered() {
+        for text in [
+            "active gt true",
+            "ACTIVE le false",
+            "emails.primary ge true",
+            "emails[primary lt true]",
+            "emails[type eq \"work\"].primary gt false",
+            "urn:ietf:params:scim:schemas:core:2.0:User:active gt true",
+        ] {
+            assert!(parse(text).unwrap_err().0.contains("boolean"), "{text}");
+        }
+        for text in [
+            "active eq true",
+            "active ne \"False\"",
+            "emails[primary eq true]",
+            "title gt \"active\"",
+            "activeSince gt \"x\"",
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

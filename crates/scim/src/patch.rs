@@ -66,7 +66,8 @@ fn canonical(lower: &str) -> Option<&'static str> {
     })
 }
 
-const MULTI_VALUED: [&str; 9] = [
+/// The multi-valued attributes of the User and Group schemas, lower-cased.
+pub(crate) const MULTI_VALUED: [&str; 9] = [
     "emails",
     "phonenumbers",
     "addresses",
