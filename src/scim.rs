@@ -1068,13 +1068,11 @@ mod tests {
             "emails pr",
             "emails.value pr",
             "emails[display eq \"x\"]",
-            "emails[primary gt true]",
             "emails[value eq 1]",
             "phoneNumbers[type eq \"work\"]",
             "title eq \"x\"",
             "userName co \"a\" and title pr",
             "id co \"u\"",
-            "active gt true",
             "userName eq 1",
             // In time only; as text, user by user.
             "meta.lastModified co \"2026\"",
