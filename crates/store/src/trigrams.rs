@@ -38,8 +38,9 @@ use crate::{Backend, Result, Store, StoreError};
 /// of 100k users, whatever the organization's size.
 pub(crate) const FEW: usize = 2000;
 
-/// Users indexed per transaction when the index catches up: a few
-/// milliseconds of holding the write turn.
+/// Users indexed per transaction when the index catches up. Each such
+/// transaction holds the write turn, so writers wait for it; a smaller
+/// batch holds them up for less time, in more commits.
 const BATCH: u64 = 500;
 
 /// How much of a substring is looked up. The index's work grows with the

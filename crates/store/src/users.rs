@@ -542,7 +542,8 @@ impl Store {
             _ => None,
         };
         let visit = if candidates.is_some() { Visit::Few } else { Visit::Every };
-        let users = match candidates {
+        // The users the condition is tested on, as `FROM … WHERE …`.
+        let scope = match candidates {
             Some(seqs) => {
                 let list = serde_json::to_string(&seqs)
                     .map_err(|e| StoreError::Corrupt(format!("a list of candidates: {e}")))?;
@@ -556,7 +557,7 @@ impl Store {
         };
         let clause =
             condition.map_or_else(|| "(1 = 1)".to_owned(), |c| c.sql(self.backend, visit, &mut binds, 2));
-        let count_sql = format!("SELECT COUNT(*) AS n FROM {users} AND {clause}");
+        let count_sql = format!("SELECT COUNT(*) AS n FROM {scope} AND {clause}");
         let mut count = sqlx::query(sqlx::AssertSqlSafe(count_sql)).bind(org.to_string());
         for b in &binds {
             count = count.bind(b.clone());
@@ -587,7 +588,7 @@ impl Store {
             1 => format!("LIMIT ${first}"),
             _ => format!("LIMIT ${first} OFFSET ${}", first + 1),
         };
-        let sql = format!("SELECT {COLUMNS} FROM {users} AND {clause}{keyset} ORDER BY {order} {tail}");
+        let sql = format!("SELECT {COLUMNS} FROM {scope} AND {clause}{keyset} ORDER BY {order} {tail}");
         let mut page = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string());
         for b in binds {
             page = page.bind(b);
