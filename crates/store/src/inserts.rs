@@ -33,13 +33,25 @@ use crate::{Backend, Result, Store, StoreError};
 /// and columns declared by [`Inserts::insert`].
 #[derive(Default)]
 pub(crate) struct Inserts {
-    /// Per statement: the table with its columns, the width of a row, the
-    /// rows, and the placeholders declared before it.
-    statements: Vec<(String, usize, usize, usize)>,
+    statements: Vec<Declared>,
     args: AnyArguments,
     /// Placeholders declared so far; `bind` must fill exactly these.
     declared: usize,
     bound: usize,
+}
+
+/// One declared `INSERT`.
+struct Declared {
+    /// The table and its column list.
+    into: String,
+    /// Values per row, and rows.
+    width: usize,
+    rows: usize,
+    /// Placeholders declared before this statement's.
+    after: usize,
+    /// The unique key on which a row that is already there is skipped
+    /// rather than refused, if any.
+    skip_existing: Option<&'static str>,
 }
 
 impl Inserts {
@@ -47,10 +59,34 @@ impl Inserts {
     /// values, numbered after those already declared. `into` is the table
     /// and its column list. Nothing is declared for zero rows.
     pub(crate) fn insert(&mut self, into: &str, width: usize, rows: usize) -> &mut Self {
+        self.declare(into, width, rows, None)
+    }
+
+    /// As [`Inserts::insert`], but a row whose `key` (a unique key's
+    /// columns, as `ON CONFLICT` names them) is already in the table is
+    /// skipped, not refused.
+    pub(crate) fn insert_new(
+        &mut self,
+        into: &str,
+        width: usize,
+        rows: usize,
+        key: &'static str,
+    ) -> &mut Self {
+        self.declare(into, width, rows, Some(key))
+    }
+
+    fn declare(
+        &mut self,
+        into: &str,
+        width: usize,
+        rows: usize,
+        skip_existing: Option<&'static str>,
+    ) -> &mut Self {
         if rows == 0 {
             return self;
         }
-        self.statements.push((into.to_owned(), width, rows, self.declared));
+        let after = self.declared;
+        self.statements.push(Declared { into: into.to_owned(), width, rows, after, skip_existing });
         self.declared += rows * width;
         self
     }
@@ -74,8 +110,14 @@ impl Inserts {
     fn render(&self, backend: Backend) -> Vec<String> {
         self.statements
             .iter()
-            .map(|(into, width, rows, after)| {
-                format!("INSERT INTO {into} VALUES {}", row_placeholders(backend, *after, *rows, *width))
+            .map(|d| {
+                let values = row_placeholders(backend, d.after, d.rows, d.width);
+                match d.skip_existing {
+                    None => format!("INSERT INTO {} VALUES {values}", d.into),
+                    Some(key) => {
+                        format!("INSERT INTO {} VALUES {values} ON CONFLICT ({key}) DO NOTHING", d.into)
+                    }
+                }
             })
             .collect()
     }

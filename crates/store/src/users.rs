@@ -974,11 +974,10 @@ fn display_name_key(name: &str) -> Option<String> {
 /// they hold now, and marks them indexed.
 async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
     for chunk in users.chunks(500) {
-        let ids = crate::placeholders(0, chunk.len(), 1);
-        let ids = ids.replace(['(', ')'], "");
+        let ids = crate::placeholders(0, 1, chunk.len());
         for statement in [
-            format!("DELETE FROM user_emails WHERE user_id IN ({ids})"),
-            format!("UPDATE users SET filter_data_written = 1 WHERE id IN ({ids})"),
+            format!("DELETE FROM user_emails WHERE user_id IN {ids}"),
+            format!("UPDATE users SET filter_data_written = 1 WHERE id IN {ids}"),
         ] {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
             for user in chunk {
@@ -999,22 +998,23 @@ async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result
         .flat_map(|user| user.email_index().into_iter().enumerate().map(move |(i, entry)| (*user, i, entry)))
         .collect();
     for chunk in rows.chunks(1000) {
-        let sql = format!(
-            "INSERT INTO user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary) \
-             VALUES {} ON CONFLICT (user_id, position) DO NOTHING",
-            crate::placeholders(0, chunk.len(), 6)
+        let mut inserts = crate::inserts::Inserts::default();
+        inserts.insert_new(
+            "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
+            6,
+            chunk.len(),
+            "user_id, position",
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (user, position, entry) in chunk {
-            query = query
-                .bind(user.id.to_string())
-                .bind(*position as i64)
-                .bind(user.org_id.to_string())
-                .bind(entry.value.clone())
-                .bind(entry.kind.clone())
-                .bind(entry.primary.map(i64::from));
+            inserts
+                .bind(user.id.to_string())?
+                .bind(*position as i64)?
+                .bind(user.org_id.to_string())?
+                .bind(entry.value.clone())?
+                .bind(entry.kind.clone())?
+                .bind(entry.primary.map(i64::from))?;
         }
-        query.execute(&mut *conn).await?;
+        inserts.execute_in(conn).await?;
     }
     Ok(())
 }
@@ -1022,6 +1022,37 @@ async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result
 #[cfg(test)]
 mod tests {
     use super::prefix_successor;
+
+    /// Two nodes that index the same old users as they start write the same
+    /// rows: the second write skips them, and fails nothing.
+    #[tokio::test]
+    async fn indexing_emails_twice_keeps_one_row_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("e.db").display());
+        let store = crate::Store::open(&url).await.unwrap();
+        let org = store.create_org("A", false, chrono::DateTime::UNIX_EPOCH).await.unwrap();
+        let new = super::NewUser {
+            active: true,
+            org_id: org.id,
+            email: Some(gatehouse_core::Email::parse("ivy@example.com").unwrap()),
+            display_name: "Ivy".into(),
+            external_id: None,
+            password_hash: None,
+            user_name: None,
+            scim_resource: Some(r#"{"emails":[{"value":"Ivy@example.com"},{"value":"i@home.test"}]}"#.into()),
+            role: gatehouse_core::Role::Member,
+            created_via: gatehouse_core::Origin::Scim,
+        };
+        let user = store.create_user(&new, chrono::DateTime::UNIX_EPOCH).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        super::insert_email_index(&mut conn, &[&user]).await.unwrap();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT value_normalized, position FROM user_emails ORDER BY position")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(rows, [("ivy@example.com".to_owned(), 0), ("i@home.test".to_owned(), 1)]);
+    }
 
     #[test]
     fn a_prefix_successor_bounds_every_string_with_the_prefix() {
