@@ -154,13 +154,12 @@ impl Store {
     pub(crate) async fn apply(&self, inserts: Inserts) -> Result<()> {
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
         let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
+        let mut conn = self.lease_to_write().await?;
         match self.backend {
             Backend::Postgres => {
-                query.execute(&self.pool).await?;
+                query.execute(&mut *conn).await?;
             }
             Backend::Sqlite => {
-                let _turn = self.write_turn().await;
-                let mut conn = self.pool.acquire().await?;
                 if let Err(e) = query.execute(&mut *conn).await {
                     // The script stopped at the failing statement with its
                     // transaction open. A connection that cannot roll it back
@@ -168,12 +167,13 @@ impl Store {
                     let rolled_back =
                         sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await;
                     if rolled_back.is_err() {
-                        let _ = conn.close().await;
+                        conn.close().await;
                     }
                     return Err(e.into());
                 }
             }
         }
+        conn.finish();
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ mod group_commit;
 mod groups;
 mod inserts;
 mod keys;
+mod lease;
 mod orgs;
 mod portal;
 mod rest_auth;
@@ -68,7 +69,8 @@ pub use users::{
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// PostgreSQL connections idle in the pool for longer than this are checked
-/// before use.
+/// before use; connections kept between operations (`lease`) that waited
+/// longer go back through the pool.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// How long a query waits for a connection (for a free one under load, or
@@ -92,6 +94,8 @@ pub struct Store {
     /// instead. (Other processes on the same file, such as a CLI command,
     /// still meet the busy timeout.) Unused with PostgreSQL.
     write_turn: Arc<Mutex<()>>,
+    /// Connections that finished operations hand to the next (see `lease`).
+    kept: Arc<lease::Kept>,
     /// Group-commit writers (see `group_commit`); `None` on the writers' own
     /// handles.
     session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
@@ -103,27 +107,28 @@ pub struct Store {
 }
 
 /// A write transaction, holding this process's SQLite write turn until it
-/// commits or is dropped.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+/// commits or is dropped: on a connection of its own from the pool
+/// (`'static`), or on a lease's (`Store::begin_write_on`).
+pub(crate) struct WriteTx<'c> {
+    tx: sqlx::Transaction<'c, sqlx::Any>,
     _turn: Option<OwnedMutexGuard<()>>,
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     pub(crate) async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
     }
 }
 
-impl std::ops::Deref for WriteTx {
+impl std::ops::Deref for WriteTx<'_> {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         &self.tx
     }
 }
 
-impl std::ops::DerefMut for WriteTx {
+impl std::ops::DerefMut for WriteTx<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
@@ -192,10 +197,12 @@ impl Store {
             });
         }
         let pool = pool.connect_with(options).await?;
+        let kept = Arc::new(lease::Kept::new(pool.clone()));
         let mut store = Self {
             pool,
             backend,
             write_turn: Arc::new(Mutex::new(())),
+            kept,
             session_writer: None,
             user_writer: None,
             rotation_writer: None,
@@ -225,13 +232,28 @@ impl Store {
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads and then writes cannot wait for the
     /// lock, SQLite fails it at once with "database is locked" instead.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx<'static>> {
         let turn = self.write_turn().await;
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// `begin_write` on a lease's connection, for the writers that hand
+    /// their connection on when they are done (`lease`); the lease, taken
+    /// with `lease_to_write`, holds the write turn.
+    pub(crate) async fn begin_write_on<'c>(&self, lease: &'c mut lease::Lease) -> Result<WriteTx<'c>> {
+        debug_assert!(
+            self.backend == Backend::Postgres || lease.holds_write_turn(),
+            "a write on SQLite waits for the write turn first"
+        );
+        let tx = match self.backend {
+            Backend::Sqlite => lease.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => lease.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: None })
     }
 
     /// Waits for this process's turn to write, on SQLite; hold the guard for
@@ -254,6 +276,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // Closing waits for every connection to come back, kept ones too.
+        self.kept.close();
         self.pool.close().await;
     }
 }

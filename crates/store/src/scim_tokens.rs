@@ -61,13 +61,15 @@ impl Store {
     /// The live token with this hash, and whether its organization has the
     /// Enterprise ToolKit (one query: this runs on every SCIM request).
     pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<(ScimTokenRecord, bool)>> {
+        let mut conn = self.lease().await?;
         let row = sqlx::query(
             "SELECT t.id, t.org_id, t.label, t.idp, t.created_at, o.enterprise_toolkit FROM scim_tokens t \
              JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.finish();
         row.map(|r| Ok((from_row(&r)?, r.try_get::<i64, _>("enterprise_toolkit")? != 0))).transpose()
     }
 

@@ -189,7 +189,18 @@ impl Store {
     /// winners, one insert of their successors, and an update for each
     /// session that a reuse revokes (rare: it means a stolen token).
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lease_to_write().await?;
+        let outcomes = self.write_rotations_on(&mut conn, rows).await?;
+        conn.finish();
+        Ok(outcomes)
+    }
+
+    async fn write_rotations_on(
+        &self,
+        conn: &mut crate::lease::Lease,
+        rows: &[&Rotation],
+    ) -> Result<Vec<RefreshOutcome>> {
+        let mut tx = self.begin_write_on(conn).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
         let tokens = read_tokens(&mut tx, &presented).await?;
         let session_ids = distinct(tokens.values().map(|(session, _)| *session));

@@ -479,20 +479,21 @@ impl Store {
     /// Writes the users and their audit events in one transaction, two
     /// multi-row inserts in all.
     async fn write_users(&self, rows: &[&UserRow]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lease_to_write().await?;
+        let mut tx = self.begin_write_on(&mut conn).await?;
         insert_users(&mut tx, rows).await?;
         tx.commit().await?;
+        conn.finish();
         Ok(())
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        user_from_row(&row)
+        let mut conn = self.lease().await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&mut *conn).await?;
+        conn.finish();
+        user_from_row(&row.ok_or(StoreError::NotFound)?)
     }
 
     /// The organization's user whose SCIM userName is `name`, whatever its
@@ -665,7 +666,10 @@ impl Store {
         for key in throttle_keys.iter().take(2) {
             query = query.bind(key.to_string());
         }
-        let Some(row) = query.fetch_optional(&self.pool).await? else {
+        let mut conn = self.lease().await?;
+        let found = query.fetch_optional(&mut *conn).await?;
+        conn.finish();
+        let Some(row) = found else {
             return Ok(LoginLookup { account: None, throttles: self.throttle_states(throttle_keys).await? });
         };
         let mut throttles = Vec::new();

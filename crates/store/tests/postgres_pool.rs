@@ -1,5 +1,7 @@
 //! PostgreSQL only: the pool does not ping a connection before every query,
-//! yet one the server dropped while it sat idle is not handed out.
+//! yet one the server dropped while it sat idle is not handed out, whether
+//! it waited in sqlx's pool or was kept by the store between operations
+//! (a sign-in's read and the group-commit writers keep theirs).
 
 // Tests and benchmarks stamp real data with the wall clock; the service
 // reads time only through its Clock (clippy.toml).
@@ -8,7 +10,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use gatehouse_store::Store;
+use gatehouse_core::{Email, Origin, Role};
+use gatehouse_store::{NewUser, Store};
 use gatehouse_testkit::TestDb;
 use sqlx::{Connection, Row};
 
@@ -17,11 +20,30 @@ async fn connections_dropped_while_idle_are_replaced() {
     let Some(db) = TestDb::postgres().await else { return };
     let store = Store::open(db.url()).await.unwrap();
     let org = store.create_org("Kept", false, Utc::now()).await.unwrap();
-    // Several connections in the pool, then all of them idle for longer
-    // than the pool trusts an idle connection without a check.
+    let email = Email::parse("kept@example.com").unwrap();
+    let user = NewUser {
+        org_id: org.id,
+        email: Some(email.clone()),
+        display_name: "Kept".into(),
+        external_id: None,
+        password_hash: None,
+        active: true,
+        user_name: None,
+        scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::Admin,
+    };
+    store.create_user(&user, Utc::now()).await.unwrap();
+    // Several connections in the pool and kept by the store, then all of
+    // them idle for longer than the pool trusts an idle connection without
+    // a check.
     let reads = (0..8).map(|_| store.get_org(org.id));
     for read in futures::future::join_all(reads).await {
         read.unwrap();
+    }
+    let lookups = (0..8).map(|_| store.find_user_for_login(&email, &[]));
+    for lookup in futures::future::join_all(lookups).await {
+        assert!(lookup.unwrap().account.is_some());
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -42,5 +64,8 @@ async fn connections_dropped_while_idle_are_replaced() {
     // Every read after that is served, on new connections.
     for _ in 0..16 {
         assert_eq!(store.get_org(org.id).await.unwrap().name, "Kept");
+        assert!(store.find_user_for_login(&email, &[]).await.unwrap().account.is_some());
     }
+    let again = NewUser { email: Some(Email::parse("kept.again@example.com").unwrap()), ..user };
+    store.create_user(&again, Utc::now()).await.unwrap();
 }
