@@ -259,16 +259,17 @@ fn compare_text(
         TextOp::Eq => format!("({col} IS NOT NULL AND {col} = {})", param(value.to_owned(), binds, first)),
         TextOp::Ne => format!("({col} IS NULL OR {col} <> {})", param(value.to_owned(), binds, first)),
         TextOp::Co => like(format!("%{escaped}%"), binds),
-        // On SQLite a prefix is a range of the index (its LIKE cannot use
-        // one); the bounds are in byte order, as the column compares.
-        TextOp::Sw if backend == Backend::Sqlite && !value.is_empty() => {
+        // A prefix is a range of an index in byte order (SQLite's LIKE
+        // cannot use one, PostgreSQL's only with a pattern operator class):
+        // the bounds are in byte order, as `ordered` compares.
+        TextOp::Sw if !value.is_empty() => {
             let low = param(value.to_owned(), binds, first);
             match prefix_successor(value) {
                 Some(high) => {
                     let high = param(high, binds, first);
-                    format!("({col} IS NOT NULL AND {col} >= {low} AND {col} < {high})")
+                    format!("({col} IS NOT NULL AND {ordered} >= {low} AND {ordered} < {high})")
                 }
-                None => format!("({col} IS NOT NULL AND {col} >= {low})"),
+                None => format!("({col} IS NOT NULL AND {ordered} >= {low})"),
             }
         }
         TextOp::Sw => like(format!("{escaped}%"), binds),
@@ -563,7 +564,9 @@ impl Store {
         for b in &binds {
             count = count.bind(b.clone());
         }
-        let total: i64 = count.fetch_one(&self.pool).await?.try_get("n")?;
+        // The count and the page on one connection, handed on after both.
+        let mut conn = self.lease().await?;
+        let total: i64 = count.fetch_one(&mut *conn).await?.try_get("n")?;
         let limit = i64::from(limit.min(1000));
         // A keyset page reads one more than it returns, to know whether
         // another follows; an offset page costs the rows it skips.
@@ -597,7 +600,8 @@ impl Store {
         for n in integers {
             page = page.bind(n);
         }
-        let rows = page.fetch_all(&self.pool).await?;
+        let rows = page.fetch_all(&mut *conn).await?;
+        conn.finish();
         let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
         let more = match window {
             UserWindow::After(_) if users.len() as i64 > limit => {

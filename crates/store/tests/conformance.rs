@@ -1280,6 +1280,7 @@ async fn audit_filters_and_retention(store: Store) {
 }
 
 conformance!(
+    prefixes_match_what_starts_with_them,
     substring_filters_agree_with_a_scan,
     users_may_have_no_email_but_a_user_name,
     portal_sessions_and_setup_links_are_scoped_and_end,
@@ -1493,6 +1494,87 @@ async fn users_may_have_no_email_but_a_user_name(store: Store) {
     assert_eq!(store.lift_tombstones(org.id, None, Some("ext-rroe")).await.unwrap(), 0);
     assert_eq!(store.lift_tombstones(org.id, None, None).await.unwrap(), 0);
     assert_eq!(store.lift_tombstones(org.id, None, Some("ext-jdoe")).await.unwrap(), 1);
+}
+
+/// `sw` is a range of an index in byte order on both backends: it must
+/// match exactly the userNames and email values that start with the
+/// prefix, whatever the prefix holds (LIKE's metacharacters, characters
+/// beyond ASCII, the last code point, which has no successor), and nothing
+/// of another organization.
+async fn prefixes_match_what_starts_with_them(store: Store) {
+    use gatehouse_store::{EmailCondition, EmailField, TextOp, UserColumn, UserCondition};
+
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let names = [
+        "ab",
+        "abc",
+        "abd",
+        "ab%x",
+        "ab_x",
+        "a\\b",
+        "aB-not-lowered",
+        "b",
+        "e-user",
+        "\u{e9}-user",
+        "\u{e9}zz",
+        "\u{ff}x",
+        "\u{10ffff}",
+        "\u{10ffff}\u{10ffff}a",
+        "\u{d7ff}x",
+        "\u{e000}x",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let user = NewUser { user_name: Some((*name).into()), ..new_user(org.id, &format!("u{i}@a.test")) };
+        store.create_user(&user, t0()).await.unwrap();
+    }
+    store
+        .create_user(&NewUser { user_name: Some("abc-other".into()), ..new_user(other.id, "o@b.test") }, t0())
+        .await
+        .unwrap();
+    let window = UserWindow::Offset { offset: 0, sort: None };
+    let prefixes = [
+        "",
+        "a",
+        "ab",
+        "ab%",
+        "ab_",
+        "a\\",
+        "ab-",
+        "ab-not",
+        "\u{e9}",
+        "e",
+        "\u{ff}",
+        "\u{10ffff}",
+        "\u{10ffff}\u{10ffff}",
+        "\u{d7ff}",
+        "\u{e000}",
+        "z",
+    ];
+    for prefix in prefixes {
+        let condition =
+            UserCondition::Text { column: UserColumn::UserName, op: TextOp::Sw, value: prefix.into() };
+        let found = store.users_matching(org.id, Some(&condition), window, 100).await.unwrap();
+        let mut got: Vec<String> =
+            found.users.iter().map(|u| u.user_name.as_deref().unwrap_or_default().to_lowercase()).collect();
+        got.sort();
+        // userNames are stored lower-cased for matching; the SCIM layer
+        // lowers a filter's value the same way.
+        let mut want: Vec<String> =
+            names.iter().map(|n| n.to_lowercase()).filter(|n| n.starts_with(prefix)).collect();
+        want.sort();
+        assert_eq!(got, want, "userName sw {prefix:?}");
+        assert_eq!(found.total as usize, want.len(), "userName sw {prefix:?}");
+    }
+    // Email values take the same path.
+    let by_email = UserCondition::AnyEmail(EmailCondition::Text {
+        field: EmailField::Value,
+        op: TextOp::Sw,
+        value: "u1".into(),
+    });
+    let found = store.users_matching(org.id, Some(&by_email), window, 100).await.unwrap();
+    // u1, and u10 to u15.
+    assert_eq!(found.total, 7);
 }
 
 /// `co` and `ew` answer the same whether a trigram index narrows them
