@@ -133,13 +133,16 @@ impl Lease {
 
     /// The operation is over and its connection clean: keep it for the
     /// next lease. A connection still inside a transaction (which a
-    /// finished operation never leaves) goes back through the pool.
+    /// finished operation never leaves, short of leaking its
+    /// `Transaction`) is closed: the pool would hand it on with the
+    /// transaction open.
     pub(crate) fn finish(mut self) {
-        if let Some(conn) = self.conn.take()
-            && !conn.is_in_transaction()
-        {
-            self.kept.put(conn);
+        let Some(mut conn) = self.conn.take() else { return };
+        if conn.is_in_transaction() {
+            conn.close_on_drop();
+            return;
         }
+        self.kept.put(conn);
     }
 }
 
@@ -230,15 +233,19 @@ mod tests {
     }
 
     /// A lease finished inside a transaction (a bug in its caller) is not
-    /// kept either: the pool rolls the transaction back.
+    /// kept, nor handed to anyone else with the transaction open.
     #[tokio::test]
-    async fn a_lease_inside_a_transaction_is_not_kept() {
+    async fn a_lease_inside_a_transaction_is_closed() {
         let (_dir, store) = store().await;
         let mut lease = store.lease().await.unwrap();
         let tx = (*lease).begin().await.unwrap();
         std::mem::forget(tx);
         lease.finish();
         assert_eq!(store.kept.len(), 0);
+        let max = store.pool.options().get_max_connections() as usize;
+        let all = futures::future::join_all((0..max).map(|_| store.lease())).await;
+        assert!(all.iter().all(|l| !l.as_ref().unwrap().is_in_transaction()));
+        drop(all);
         store.close().await;
     }
 

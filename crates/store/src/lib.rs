@@ -106,9 +106,10 @@ pub struct Store {
     checkpointer: Option<checkpoint::Stop>,
 }
 
-/// A write transaction, holding this process's SQLite write turn until it
-/// commits or is dropped: on a connection of its own from the pool
-/// (`'static`), or on a lease's (`Store::begin_write_on`).
+/// A write transaction: on a connection of its own from the pool
+/// (`'static`, `Store::begin_write`), holding this process's SQLite write
+/// turn until it commits or is dropped; or on a lease's
+/// (`Store::begin_write_on`), whose lease holds the turn.
 pub(crate) struct WriteTx<'c> {
     tx: sqlx::Transaction<'c, sqlx::Any>,
     _turn: Option<OwnedMutexGuard<()>>,
