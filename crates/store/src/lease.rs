@@ -7,7 +7,8 @@
 //! by a future dropped at an `.await` or a transaction that was never
 //! finished. An operation that ran to its end knows better: its connection
 //! is idle and outside any transaction. So the hot paths (a sign-in's read,
-//! the group-commit writers) take a [`Lease`] and hand it back with
+//! the SCIM token check, a user by id, a filtered list, the group-commit
+//! writers) take a [`Lease`] and hand it back with
 //! [`Lease::finish`] when they are done, and the next lease takes that
 //! connection as it is. Any other end of a lease (an error returned with
 //! `?`, a cancelled future) drops it, and the connection goes back through
