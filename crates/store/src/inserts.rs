@@ -155,23 +155,16 @@ impl Store {
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
         let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
         let mut conn = self.lease_to_write().await?;
-        match self.backend {
-            Backend::Postgres => {
-                query.execute(&mut *conn).await?;
+        if let Err(e) = query.execute(&mut *conn).await {
+            // On SQLite the script stopped at the failing statement with its
+            // transaction open (PostgreSQL's one statement is atomic). A
+            // connection that cannot roll it back is closed.
+            if self.backend == Backend::Sqlite
+                && sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await.is_err()
+            {
+                conn.close().await;
             }
-            Backend::Sqlite => {
-                if let Err(e) = query.execute(&mut *conn).await {
-                    // The script stopped at the failing statement with its
-                    // transaction open. A connection that cannot roll it back
-                    // is not returned to the pool.
-                    let rolled_back =
-                        sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await;
-                    if rolled_back.is_err() {
-                        conn.close().await;
-                    }
-                    return Err(e.into());
-                }
-            }
+            return Err(e.into());
         }
         conn.finish();
         Ok(())
