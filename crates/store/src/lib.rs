@@ -4,7 +4,9 @@
 //! The store runs on sqlx's `Any` driver, picked by the URL's scheme, with one
 //! portable schema (`migrations/sqlite` and `migrations/postgres` share version
 //! numbers and differ only in DDL spelling). All SQL uses `$N` placeholders,
-//! which both backends accept. The same conformance suite
+//! which both backends accept. On SQLite the reads every request makes
+//! run on the caller's thread instead, on connections of their own
+//! (`embedded`), with the same SQL, decoded by the same code (`columns`). The same conformance suite
 //! (`tests/conformance.rs`) runs against both.
 //!
 //! Architecture invariant: this crate stores; it does not decide. Hashing,
@@ -18,8 +20,10 @@
 mod admin_tokens;
 mod audit;
 mod checkpoint;
+mod columns;
 mod connections;
 mod domains;
+mod embedded;
 mod error;
 mod group_commit;
 mod groups;
@@ -96,6 +100,10 @@ pub struct Store {
     write_turn: Arc<Mutex<()>>,
     /// Connections that finished operations hand to the next (see `lease`).
     kept: Arc<lease::Kept>,
+    /// SQLite connections that read on the caller's thread (see
+    /// `embedded`); `None` on PostgreSQL and for a database that is not a
+    /// file.
+    readers: Option<Arc<embedded::Readers>>,
     /// Group-commit writers (see `group_commit`); `None` on the writers' own
     /// handles.
     session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
@@ -204,6 +212,7 @@ impl Store {
             backend,
             write_turn: Arc::new(Mutex::new(())),
             kept,
+            readers: None,
             session_writer: None,
             user_writer: None,
             rotation_writer: None,
@@ -211,6 +220,12 @@ impl Store {
         };
         store.migrate().await?;
         store.write_missing_filter_data().await?;
+        if backend == Backend::Sqlite {
+            store.readers = store.database_file().await?.map(|file| {
+                let keep = std::thread::available_parallelism().map_or(2, |n| n.get());
+                Arc::new(embedded::Readers::new(file, keep))
+            });
+        }
         store.session_writer = Some(group_commit::spawn(store.clone()));
         store.user_writer = Some(group_commit::spawn(store.clone()));
         store.rotation_writer = Some(group_commit::spawn(store.clone()));
@@ -218,6 +233,30 @@ impl Store {
             store.checkpointer = Some(checkpoint::spawn(store.clone()));
         }
         Ok(store)
+    }
+
+    /// The SQLite database's file, as SQLite resolved it; `None` for one
+    /// that is not a file (in memory, or temporary).
+    async fn database_file(&self) -> Result<Option<std::path::PathBuf>> {
+        let file: Option<String> =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(file.filter(|f| !f.is_empty()).map(std::path::PathBuf::from))
+    }
+
+    /// Runs `read` on one of the embedded SQLite readers, on this thread
+    /// (`embedded`). `None` when there are none (PostgreSQL, or a database
+    /// that is not a file) or they could not answer: the caller reads
+    /// through the pool instead.
+    pub(crate) fn read_here<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> std::result::Result<T, embedded::ReadError>,
+    ) -> Result<Option<T>> {
+        match &self.readers {
+            Some(readers) => readers.read(read),
+            None => Ok(None),
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -279,6 +318,9 @@ impl Store {
     pub async fn close(&self) {
         // Closing waits for every connection to come back, kept ones too.
         self.kept.close();
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
         self.pool.close().await;
     }
 }

@@ -1,8 +1,7 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::OrgId;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
+use crate::columns::Columns;
 use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
 /// A SCIM bearer token's record; the token itself is never stored.
@@ -16,15 +15,23 @@ pub struct ScimTokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
-fn from_row(row: &AnyRow) -> Result<ScimTokenRecord> {
+fn from_row<R: Columns>(row: &R) -> Result<ScimTokenRecord> {
     Ok(ScimTokenRecord {
-        id: row.try_get("id")?,
-        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
-        label: row.try_get("label")?,
-        idp: row.try_get("idp")?,
-        created_at: from_millis(row.try_get("created_at")?),
+        id: row.text("id")?,
+        org_id: parse_id(&row.text("org_id")?)?,
+        label: row.text("label")?,
+        idp: row.text("idp")?,
+        created_at: from_millis(row.int("created_at")?),
     })
 }
+
+/// A live token, and whether its organization has the Enterprise ToolKit.
+fn live_token_from_row<R: Columns>(row: &R) -> Result<(ScimTokenRecord, bool)> {
+    Ok((from_row(row)?, row.int("enterprise_toolkit")? != 0))
+}
+
+const LIVE_TOKEN: &str = "SELECT t.id, t.org_id, t.label, t.idp, t.created_at, o.enterprise_toolkit FROM scim_tokens t \
+                          JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL";
 
 impl Store {
     pub async fn create_scim_token(
@@ -61,16 +68,18 @@ impl Store {
     /// The live token with this hash, and whether its organization has the
     /// Enterprise ToolKit (one query: this runs on every SCIM request).
     pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<(ScimTokenRecord, bool)>> {
+        let here = self.read_here(|conn| {
+            let mut statement = conn.prepare_cached(LIVE_TOKEN)?;
+            let mut rows = statement.query([token_hash])?;
+            Ok(rows.next()?.map(live_token_from_row).transpose()?)
+        })?;
+        if let Some(found) = here {
+            return Ok(found);
+        }
         let mut conn = self.lease().await?;
-        let row = sqlx::query(
-            "SELECT t.id, t.org_id, t.label, t.idp, t.created_at, o.enterprise_toolkit FROM scim_tokens t \
-             JOIN organizations o ON o.id = t.org_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let row = sqlx::query(LIVE_TOKEN).bind(token_hash).fetch_optional(&mut *conn).await?;
         conn.finish();
-        row.map(|r| Ok((from_row(&r)?, r.try_get::<i64, _>("enterprise_toolkit")? != 0))).transpose()
+        row.as_ref().map(live_token_from_row).transpose()
     }
 
     /// The organization's live tokens, oldest first.

@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::columns::Columns;
 use crate::{Backend, Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -405,26 +405,55 @@ pub struct UserPage {
 const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, password_hash, user_name, \
                        scim_resource, version, role, created_via, created_at, updated_at";
 
-fn user_from_row(row: &AnyRow) -> Result<User> {
+fn user_from_row<R: Columns>(row: &R) -> Result<User> {
     Ok(User {
-        id: parse_id(&row.try_get::<String, _>("id")?)?,
-        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
-        email: row.try_get::<Option<String>, _>("email")?.map(Email::from_trusted),
-        display_name: row.try_get("display_name")?,
-        external_id: row.try_get("external_id")?,
-        active: row.try_get::<i64, _>("active")? != 0,
-        password_hash: row.try_get("password_hash")?,
-        user_name: row.try_get("user_name")?,
-        scim_resource: row.try_get("scim_resource")?,
-        version: row.try_get("version")?,
+        id: parse_id(&row.text("id")?)?,
+        org_id: parse_id(&row.text("org_id")?)?,
+        email: row.text_opt("email")?.map(Email::from_trusted),
+        display_name: row.text("display_name")?,
+        external_id: row.text_opt("external_id")?,
+        active: row.int("active")? != 0,
+        password_hash: row.text_opt("password_hash")?,
+        user_name: row.text_opt("user_name")?,
+        scim_resource: row.text_opt("scim_resource")?,
+        version: row.int("version")?,
         role: {
-            let role: String = row.try_get("role")?;
+            let role = row.text("role")?;
             Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?
         },
-        created_via: Origin::parse(&row.try_get::<String, _>("created_via")?),
-        created_at: from_millis(row.try_get("created_at")?),
-        updated_at: from_millis(row.try_get("updated_at")?),
+        created_via: Origin::parse(&row.text("created_via")?),
+        created_at: from_millis(row.int("created_at")?),
+        updated_at: from_millis(row.int("updated_at")?),
     })
+}
+
+/// A row of `find_user_for_login`: the account, and the rate-limit
+/// counters of `throttle_keys` that exist.
+fn login_from_row<R: Columns>(
+    row: &R,
+    throttle_keys: &[&str],
+) -> Result<(LoginAccount, Vec<crate::ThrottleState>)> {
+    let mut throttles = Vec::new();
+    for (i, key) in throttle_keys.iter().take(2).enumerate() {
+        let hits = row.int_opt(&format!("t{i}_hits"))?;
+        let blocked = row.int_opt(&format!("t{i}_blocked"))?;
+        if let (Some(hits), Some(blocked)) = (hits, blocked) {
+            throttles.push(crate::ThrottleState {
+                key: key.to_string(),
+                hits: u32::try_from(hits).unwrap_or(u32::MAX),
+                blocked_until: from_millis(blocked),
+            });
+        }
+    }
+    let groups = row.text("group_names")?;
+    let account = LoginAccount {
+        user: user_from_row(row)?,
+        sso_required: row.int("sso_required")? != 0,
+        rest_auth: row.text_opt("rest_auth")?,
+        groups: serde_json::from_str(&groups)
+            .map_err(|e| StoreError::Corrupt(format!("group names of a signing-in user: {e}")))?,
+    };
+    Ok((account, throttles))
 }
 
 impl Store {
@@ -490,11 +519,22 @@ impl Store {
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        let mut conn = self.lease().await?;
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-        conn.finish();
-        user_from_row(&row.ok_or(StoreError::NotFound)?)
+        let id = id.to_string();
+        let here = self.read_here(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query([&id])?;
+            Ok(rows.next()?.map(user_from_row).transpose()?)
+        })?;
+        let user = match here {
+            Some(user) => user,
+            None => {
+                let mut conn = self.lease().await?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+                conn.finish();
+                row.as_ref().map(user_from_row).transpose()?
+            }
+        };
+        user.ok_or(StoreError::NotFound)
     }
 
     /// The organization's user whose SCIM userName is `name`, whatever its
@@ -666,37 +706,33 @@ impl Store {
                {groups} AS group_names{throttle_columns} \
              FROM users WHERE email_normalized = $1"
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized());
-        for key in throttle_keys.iter().take(2) {
-            query = query.bind(key.to_string());
-        }
-        let mut conn = self.lease().await?;
-        let found = query.fetch_optional(&mut *conn).await?;
-        conn.finish();
-        let Some(row) = found else {
-            return Ok(LoginLookup { account: None, throttles: self.throttle_states(throttle_keys).await? });
-        };
-        let mut throttles = Vec::new();
-        for (i, key) in throttle_keys.iter().take(2).enumerate() {
-            let hits: Option<i64> = row.try_get(format!("t{i}_hits").as_str())?;
-            let blocked: Option<i64> = row.try_get(format!("t{i}_blocked").as_str())?;
-            if let (Some(hits), Some(blocked)) = (hits, blocked) {
-                throttles.push(crate::ThrottleState {
-                    key: key.to_string(),
-                    hits: u32::try_from(hits).unwrap_or(u32::MAX),
-                    blocked_until: from_millis(blocked),
-                });
+        let found = self.read_here(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let email = email.normalized();
+            let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("$1", &email)];
+            for (name, key) in ["$2", "$3"].into_iter().zip(throttle_keys) {
+                params.push((name, key));
             }
-        }
-        let groups: String = row.try_get("group_names")?;
-        let account = LoginAccount {
-            user: user_from_row(&row)?,
-            sso_required: row.try_get::<i64, _>("sso_required")? != 0,
-            rest_auth: row.try_get("rest_auth")?,
-            groups: serde_json::from_str(&groups)
-                .map_err(|e| StoreError::Corrupt(format!("group names of a signing-in user: {e}")))?,
+            let mut rows = statement.query(params.as_slice())?;
+            Ok(rows.next()?.map(|row| login_from_row(row, throttle_keys)).transpose()?)
+        })?;
+        let found = match found {
+            Some(found) => found,
+            None => {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized());
+                for key in throttle_keys.iter().take(2) {
+                    query = query.bind(key.to_string());
+                }
+                let mut conn = self.lease().await?;
+                let row = query.fetch_optional(&mut *conn).await?;
+                conn.finish();
+                row.map(|row| login_from_row(&row, throttle_keys)).transpose()?
+            }
         };
-        Ok(LoginLookup { account: Some(account), throttles })
+        match found {
+            Some((account, throttles)) => Ok(LoginLookup { account: Some(account), throttles }),
+            None => Ok(LoginLookup { account: None, throttles: self.throttle_states(throttle_keys).await? }),
+        }
     }
 
     /// The organization's users in creation order, `limit` at a time.
@@ -1060,6 +1096,73 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(rows, [("ivy@example.com".to_owned(), 0), ("i@home.test".to_owned(), 1)]);
+    }
+
+    /// The reads that run on the caller's thread (`embedded`) and the same
+    /// reads through the pool answer alike, for a user with everything a
+    /// sign-in reads (groups, an SSO policy, REST settings, counters).
+    #[tokio::test]
+    async fn the_callers_thread_and_the_pool_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let store = crate::Store::open(&url).await.unwrap();
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let org = store.create_org("A", true, now).await.unwrap();
+        let email = gatehouse_core::Email::parse("Ivy@Example.com").unwrap();
+        let new = super::NewUser {
+            active: true,
+            org_id: org.id,
+            email: Some(email.clone()),
+            display_name: "Ivy".into(),
+            external_id: Some("ext-1".into()),
+            password_hash: None,
+            user_name: None,
+            scim_resource: None,
+            role: gatehouse_core::Role::Member,
+            created_via: gatehouse_core::Origin::Scim,
+        };
+        let user = store.create_user(&new, now).await.unwrap();
+        for name in ["Zeta", "alpha"] {
+            let group = crate::GroupState {
+                display_name: name.into(),
+                external_id: None,
+                scim_resource: None,
+                members: vec![user.id],
+            };
+            store.create_group(org.id, &group, now).await.unwrap();
+        }
+        let policy = crate::SsoPolicy { sso_required: true, redirect_urls: vec![] };
+        store.set_sso_policy(org.id, &policy, now).await.unwrap();
+        store.enable_rest_auth(org.id, "sealed", now).await.unwrap();
+        let rule = crate::ThrottleRule { limit: 1, window: chrono::Duration::minutes(5) };
+        store.throttle_hit("account:ivy", rule, now).await.unwrap();
+        let token = store.create_scim_token(org.id, "t", "okta", "hash", now).await.unwrap();
+
+        let keys = ["account:ivy", "ip:none"];
+        let here = (
+            store.find_user_for_login(&email, &keys).await.unwrap(),
+            store.get_user(user.id).await.unwrap(),
+            store.find_scim_token("hash").await.unwrap(),
+        );
+        assert!(
+            store.readers.as_ref().unwrap().idle_connections() > 0,
+            "the reads ran on the caller's thread"
+        );
+        store.readers.as_ref().unwrap().close();
+        let pooled = (
+            store.find_user_for_login(&email, &keys).await.unwrap(),
+            store.get_user(user.id).await.unwrap(),
+            store.find_scim_token("hash").await.unwrap(),
+        );
+        assert_eq!(here, pooled);
+        let account = here.0.account.unwrap();
+        assert_eq!(account.user, user);
+        assert_eq!(account.groups, ["Zeta", "alpha"], "sorted by bytes, as group_names_of sorts");
+        assert!(account.sso_required);
+        assert_eq!(account.rest_auth.as_deref(), Some("sealed"));
+        assert_eq!(here.0.throttles.len(), 1);
+        assert_eq!(here.0.throttles[0].key, "account:ivy");
+        assert_eq!(here.2, Some((token, true)));
     }
 
     #[test]

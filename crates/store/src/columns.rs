@@ -1,0 +1,73 @@
+//! One way to read a result row's columns by name, whichever connection
+//! read it: sqlx's (either backend) or an embedded SQLite reader's
+//! (`embedded`). The functions that turn rows into records are written
+//! once, against [`Columns`], so the two paths cannot decode a row
+//! differently.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, StoreError};
+
+pub(crate) trait Columns {
+    fn text(&self, name: &str) -> Result<String>;
+    fn text_opt(&self, name: &str) -> Result<Option<String>>;
+    fn int(&self, name: &str) -> Result<i64>;
+    fn int_opt(&self, name: &str) -> Result<Option<i64>>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.try_get(name)?)
+    }
+    fn text_opt(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.try_get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.try_get(name)?)
+    }
+    fn int_opt(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String> {
+        self.get(name).map_err(|e| unreadable(name, e))
+    }
+    fn text_opt(&self, name: &str) -> Result<Option<String>> {
+        self.get(name).map_err(|e| unreadable(name, e))
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        self.get(name).map_err(|e| unreadable(name, e))
+    }
+    fn int_opt(&self, name: &str) -> Result<Option<i64>> {
+        self.get(name).map_err(|e| unreadable(name, e))
+    }
+}
+
+/// A column that is missing or of the wrong type: the query and the
+/// schema disagree, or the stored value is not what was written.
+fn unreadable(name: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt(format!("column {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_of_the_wrong_type_or_name_is_corrupt_data() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("SELECT 'x' AS t, 7 AS n, NULL AS z").unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let row = rows.next().unwrap().unwrap();
+        assert_eq!(row.text("t").unwrap(), "x");
+        assert_eq!(row.int("n").unwrap(), 7);
+        assert_eq!(row.int_opt("z").unwrap(), None);
+        assert_eq!(row.text_opt("z").unwrap(), None);
+        assert!(matches!(row.int("t"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(row.text("absent"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(row.text("z"), Err(StoreError::Corrupt(_))));
+    }
+}

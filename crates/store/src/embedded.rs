@@ -1,0 +1,225 @@
+//! SQLite reads on the calling thread.
+//!
+//! sqlx runs each SQLite connection on a thread of its own, and hands every
+//! statement to that thread and every row back: two thread wake-ups per
+//! query at least, on top of the query. On a pass-through sign-in, whose
+//! one read finds a cached user in tens of microseconds, those hand-offs
+//! cost more than the read (docs/benchmarks.md, "Reads on the caller's
+//! thread"). So the reads that run on every request (a sign-in's lookup,
+//! the SCIM token check, a user by id) run here instead: on a plain SQLite
+//! connection (rusqlite, over the same SQLite library sqlx links), right
+//! on the thread that asks.
+//!
+//! Nothing here may sleep, since the caller is an async task on one of
+//! the runtime's few threads:
+//! - in WAL mode a reader never waits for a writer, so the connections
+//!   have no busy timeout, and a read that finds the database busy anyway
+//!   (rare: another process recovering or resetting the log) returns
+//!   `None`, and the caller asks the pool, which waits as it always has;
+//! - any other SQLite error also returns `None` after a warning, so the
+//!   pool's answer (or its error) is what the caller sees: this path only
+//!   ever makes a read faster, never different;
+//! - connections are opened on first use, not while a request waits, as
+//!   far as that goes: one is opened when none is idle, and at most
+//!   [`Readers::keep`] stay idle between reads.
+//!
+//! A database that is not a file (SQLite reports no file name for it)
+//! cannot be opened a second time, so a store on one has no readers, and
+//! every read goes through the pool.
+//!
+//! These connections only read (`query_only`): every write still goes
+//! through sqlx, its write turn and its group commit.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{Result, StoreError};
+
+/// The reader connections of one SQLite database.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+    /// Set when a connection could not be opened: the warning is logged
+    /// once, and from then on every read goes through the pool.
+    disabled: AtomicBool,
+}
+
+/// Why a read on a reader connection did not answer.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// SQLite refused or failed: the pool is asked instead.
+    Sqlite(rusqlite::Error),
+    /// The rows were read, and are wrong (malformed stored data): the
+    /// caller's error, as the pool would have found it.
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for ReadError {
+    fn from(e: rusqlite::Error) -> Self {
+        ReadError::Sqlite(e)
+    }
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+impl Readers {
+    /// Readers of the database file at `path`, keeping at most `keep`
+    /// connections idle.
+    pub(crate) fn new(path: PathBuf, keep: usize) -> Self {
+        Self { path, idle: Mutex::new(Vec::with_capacity(keep)), keep, disabled: AtomicBool::new(false) }
+    }
+
+    /// Runs `read` on a reader connection, on this thread. `Ok(None)` when
+    /// it could not (SQLite busy, or failing): the caller asks the pool.
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> std::result::Result<T, ReadError>,
+    ) -> Result<Option<T>> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => match self.open() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    if !self.disabled.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "cannot open a reader on the SQLite database; reads use the pool");
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        let outcome = read(&conn);
+        // A read leaves no transaction open; a connection that somehow did
+        // is not handed on.
+        if conn.is_autocommit() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.keep {
+                idle.push(conn);
+            }
+        }
+        match outcome {
+            Ok(value) => Ok(Some(value)),
+            Err(ReadError::Store(e)) => Err(e),
+            Err(ReadError::Sqlite(e)) => {
+                if !is_busy(&e) {
+                    tracing::warn!(error = %e, "a read on the SQLite reader failed; asking the pool");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        // No CREATE: the file is the pool's; if it is gone, so is this path.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Never sleep on the caller's thread (the module's header), and
+        // never write through a connection opened to read.
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Closes the idle connections (the store is closing).
+    pub(crate) fn close(&self) {
+        self.disabled.store(true, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with_one_row(dir: &tempfile::TempDir) -> PathBuf {
+        let path = dir.path().join("r.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('x');")
+            .unwrap();
+        path
+    }
+
+    fn read_v(readers: &Readers) -> Result<Option<String>> {
+        readers.read(|conn| Ok(conn.query_row("SELECT v FROM t", [], |row| row.get(0))?))
+    }
+
+    #[test]
+    fn reads_and_keeps_at_most_keep_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let readers = Readers::new(file_with_one_row(&dir), 1);
+        assert_eq!(read_v(&readers).unwrap().as_deref(), Some("x"));
+        // A read inside a read needs a second connection; only one is kept.
+        let nested = readers.read(|_| Ok(read_v(&readers).unwrap())).unwrap();
+        assert_eq!(nested.flatten().as_deref(), Some("x"));
+        assert_eq!(readers.idle.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_write_is_refused_and_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_one_row(&dir);
+        let readers = Readers::new(path.clone(), 2);
+        let wrote = readers.read(|conn| Ok(conn.execute("DELETE FROM t", [])?)).unwrap();
+        assert_eq!(wrote, None, "query_only refuses the write, and the caller is told to ask the pool");
+        let rows: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_database_held_exclusively_is_read_through_the_pool_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with_one_row(&dir);
+        let readers = Readers::new(path.clone(), 2);
+        // An exclusive lock in rollback-journal mode blocks readers: the
+        // reader must give up at once rather than sleep.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("PRAGMA journal_mode = DELETE; BEGIN EXCLUSIVE; DELETE FROM t;").unwrap();
+        assert_eq!(read_v(&readers).unwrap(), None);
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(read_v(&readers).unwrap().as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn malformed_rows_are_the_callers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let readers = Readers::new(file_with_one_row(&dir), 2);
+        let e = readers.read::<()>(|_| Err(StoreError::Corrupt("bad".into()).into())).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)));
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created_and_reads_go_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.db");
+        let readers = Readers::new(path.clone(), 2);
+        assert_eq!(read_v(&readers).unwrap(), None);
+        assert!(!path.exists());
+    }
+}
