@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
+use gatehouse_core::{OrgId, Origin, Role, User, UserId};
 use gatehouse_scim::ScimError;
 use gatehouse_scim::filter::get_ci;
 use gatehouse_scim::filter::{self, Filter};
@@ -858,14 +858,11 @@ async fn create_user(
     };
     // The creation and its audit event are one transaction.
     let event = provisioning_event(caller, "scim_user_created", None, json!({ "active": fields.active }));
-    let user = state.store().create_user_audited(&new, Some(&event), state.clock().now()).await.scim()?;
     // The directory brought this person back: earlier deletions no longer
-    // stand in the way of their sign-in.
-    let lifted = state
-        .store()
-        .lift_tombstones(caller.org, user.email.as_ref().map(Email::normalized), user.external_id.as_deref())
-        .await
-        .scim()?;
+    // stand in the way of their sign-in. Lifted in the creation's own
+    // transaction, so neither happens without the other.
+    let (user, lifted) =
+        state.store().provision_user(&new, Some(&event), state.clock().now()).await.scim()?;
     if lifted > 0 {
         tracing::info!(org = %caller.org, user = %user.id, lifted, "a deleted user was provisioned again");
     }

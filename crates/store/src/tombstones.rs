@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::{OrgId, UserId};
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, from_millis, millis, parse_id};
+use crate::{Result, Store, from_millis, millis, parse_id};
 
 /// A deleted user's remains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,8 @@ impl Store {
     }
 
     /// Lifts the tombstones SCIM creating a user with this address or
-    /// externalId supersedes; returns how many.
+    /// externalId supersedes; returns how many. (`Store::provision_user`
+    /// does this in the creation's own transaction.)
     pub async fn lift_tombstones(
         &self,
         org: OrgId,
@@ -106,17 +107,78 @@ impl Store {
         if email.is_none() && external_id.is_none() {
             return Ok(0);
         }
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "DELETE FROM scim_tombstones WHERE org_id = $1 \
-             AND (($2 <> '' AND email_normalized = $2) OR ($3 <> '' AND external_id_normalized = $3))",
-        )
-        .bind(org.to_string())
-        .bind(email.map_or_else(String::new, str::to_lowercase))
-        .bind(external_id.map_or_else(String::new, str::to_lowercase))
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?;
-        Ok(done.rows_affected())
+        let mut tx = self.begin_write().await?;
+        let lifted = lift(&mut tx, &[(org, email, external_id)]).await?;
+        tx.commit().await?;
+        Ok(lifted.len() as u64)
     }
+}
+
+/// A tombstone that `lift` removed.
+#[derive(Debug)]
+pub(crate) struct Lifted {
+    org: OrgId,
+    email: Option<String>,
+    external_id: Option<String>,
+}
+
+impl Lifted {
+    /// Whether a user of `org` with this address or externalId lifted it.
+    pub(crate) fn matches(
+        &self,
+        org: OrgId,
+        email: Option<&gatehouse_core::Email>,
+        external_id: Option<&str>,
+    ) -> bool {
+        org == self.org
+            && (email.is_some_and(|e| self.email.as_deref() == Some(e.normalized()))
+                || external_id
+                    .is_some_and(|x| self.external_id.as_deref() == Some(x.to_lowercase().as_str())))
+    }
+}
+
+/// Deletes, inside the caller's transaction, the tombstones that users of
+/// these organizations with these addresses or externalIds supersede, in
+/// one statement, and returns what it deleted.
+pub(crate) async fn lift(
+    conn: &mut sqlx::AnyConnection,
+    users: &[(OrgId, Option<&str>, Option<&str>)],
+) -> Result<Vec<Lifted>> {
+    let users: Vec<_> =
+        users.iter().filter(|(_, email, external)| email.is_some() || external.is_some()).collect();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let conditions: Vec<String> = (0..users.len())
+        .map(|i| {
+            let (org, email, external) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
+            format!(
+                "(org_id = ${org} AND ((${email} <> '' AND email_normalized = ${email}) \
+                 OR (${external} <> '' AND external_id_normalized = ${external})))"
+            )
+        })
+        .collect();
+    let sql = format!(
+        "DELETE FROM scim_tombstones WHERE {} RETURNING org_id, email_normalized, external_id_normalized",
+        conditions.join(" OR ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for (org, email, external) in users {
+        query = query
+            .bind(org.to_string())
+            .bind(email.map_or_else(String::new, str::to_lowercase))
+            .bind(external.map_or_else(String::new, str::to_lowercase));
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Lifted {
+                org: parse_id(&row.try_get::<String, _>("org_id")?)?,
+                email: row.try_get("email_normalized")?,
+                external_id: row.try_get("external_id_normalized")?,
+            })
+        })
+        .collect()
 }

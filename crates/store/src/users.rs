@@ -472,13 +472,37 @@ impl Store {
         audit: Option<&crate::NewAuditEvent>,
         now: DateTime<Utc>,
     ) -> Result<User> {
+        Ok(self.write_new_user(new, audit, false, now).await?.0)
+    }
+
+    /// Creates a user that the organization's directory provisioned (SCIM),
+    /// records `audit`, and lifts the deletions recorded for its email or
+    /// externalId (`scim_tombstones`), which no longer stand in the way of
+    /// its sign-in: all in one transaction. Returns the user and how many
+    /// deletions were lifted.
+    pub async fn provision_user(
+        &self,
+        new: &NewUser,
+        audit: Option<&crate::NewAuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<(User, u64)> {
+        self.write_new_user(new, audit, true, now).await
+    }
+
+    async fn write_new_user(
+        &self,
+        new: &NewUser,
+        audit: Option<&crate::NewAuditEvent>,
+        lift_tombstones: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(User, u64)> {
         let id = UserId::new();
         let audit = audit.map(|event| crate::NewAuditEvent { user_id: Some(id), ..event.clone() });
-        let row = UserRow { id, new: new.clone(), audit, now };
+        let row = UserRow { id, new: new.clone(), audit, lift_tombstones, now };
         // Exactly what will be stored, without reading it back.
         let user = row.user();
-        crate::group_commit::submit(self, self.user_writer.as_ref(), row).await?;
-        Ok(user)
+        let lifted = crate::group_commit::submit(self, self.user_writer.as_ref(), row).await?;
+        Ok((user, lifted))
     }
 
     /// Writes what filters read beside a user's own columns (the email
@@ -508,13 +532,44 @@ impl Store {
 
     /// Writes the users and their audit events in one transaction, two
     /// multi-row inserts in all.
-    async fn write_users(&self, rows: &[&UserRow]) -> Result<()> {
+    /// Inserts the users, their audit events and their email index, and
+    /// lifts the tombstones of those provisioned: one transaction. Returns
+    /// the tombstones each row lifted.
+    async fn write_users(&self, rows: &[&UserRow]) -> Result<Vec<u64>> {
         let mut conn = self.lease_to_write().await?;
         let mut tx = self.begin_write_on(&mut conn).await?;
         insert_users(&mut tx, rows).await?;
+        let lifting: Vec<(OrgId, Option<&str>, Option<&str>)> = rows
+            .iter()
+            .filter(|r| r.lift_tombstones)
+            .map(|r| {
+                (r.new.org_id, r.new.email.as_ref().map(Email::normalized), r.new.external_id.as_deref())
+            })
+            .collect();
+        let lifted = crate::tombstones::lift(&mut tx, &lifting).await?;
         tx.commit().await?;
         conn.finish();
-        Ok(())
+        // Each lifted tombstone is counted once, for the first row that
+        // matches it, as if the rows had been written one after another.
+        let mut lifted = lifted.into_iter().map(Some).collect::<Vec<_>>();
+        Ok(rows
+            .iter()
+            .map(|r| {
+                if !r.lift_tombstones {
+                    return 0;
+                }
+                let mut count = 0;
+                for slot in &mut lifted {
+                    if slot.as_ref().is_some_and(|t| {
+                        t.matches(r.new.org_id, r.new.email.as_ref(), r.new.external_id.as_deref())
+                    }) {
+                        *slot = None;
+                        count += 1;
+                    }
+                }
+                count
+            })
+            .collect())
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
@@ -911,6 +966,9 @@ pub(crate) struct UserRow {
     id: UserId,
     new: NewUser,
     audit: Option<crate::NewAuditEvent>,
+    /// Provisioned by the directory: lift the deletions recorded for the
+    /// user's email or externalId in the same transaction.
+    lift_tombstones: bool,
     now: DateTime<Utc>,
 }
 
@@ -942,18 +1000,16 @@ impl UserRow {
         audit: Option<crate::NewAuditEvent>,
         now: DateTime<Utc>,
     ) -> Self {
-        Self { id, new, audit, now }
+        Self { id, new, audit, lift_tombstones: false, now }
     }
 }
 
 impl crate::group_commit::BatchRow for UserRow {
-    type Outcome = ();
+    /// The tombstones the row lifted.
+    type Outcome = u64;
 
-    fn write<'a>(store: &'a Store, rows: &'a [&'a Self]) -> crate::group_commit::BatchFuture<'a, ()> {
-        Box::pin(async move {
-            store.write_users(rows).await?;
-            Ok(vec![(); rows.len()])
-        })
+    fn write<'a>(store: &'a Store, rows: &'a [&'a Self]) -> crate::group_commit::BatchFuture<'a, u64> {
+        Box::pin(store.write_users(rows))
     }
 }
 

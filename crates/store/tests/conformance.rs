@@ -1206,6 +1206,70 @@ async fn scim_deletions_leave_tombstones_until_scim_creates_again(store: Store) 
     );
 }
 
+/// Provisioning lifts the tombstones of the user's address or externalId
+/// in the creation's own transaction: each concurrent creation (sharing
+/// batches) learns what it lifted, and a creation that fails lifts nothing.
+async fn provisioning_lifts_tombstones_with_the_creation(store: Store) {
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let other = store.create_org("B", true, t0()).await.unwrap();
+    let with_ext = |org, email: &str, ext: &str| NewUser {
+        external_id: Some(ext.into()),
+        user_name: Some(email.into()),
+        created_via: Origin::Scim,
+        ..new_user(org, email)
+    };
+    let mut gone = Vec::new();
+    for (email, ext) in [("ann@a.test", "ext-ann"), ("bo@a.test", "ext-bo"), ("cy@a.test", "ext-cy")] {
+        let user = store.create_user(&with_ext(org.id, email, ext), t0()).await.unwrap();
+        store.delete_user_tombstoned(user.id, t0()).await.unwrap();
+        gone.push(user);
+    }
+    let tombstone = |email: &'static str| {
+        let store = store.clone();
+        async move {
+            let keys = SignInKeys {
+                org: org.id,
+                connection_id: "c",
+                subject: "s",
+                email: Some(email),
+                external_id: None,
+            };
+            store.find_tombstone(keys).await.unwrap()
+        }
+    };
+
+    // Ann again by address (in another case), Bo by externalId only, and
+    // someone new, at once; and Cy's externalId in another organization.
+    let news = [
+        with_ext(org.id, "ANN@a.test", "ext-ann-2"),
+        NewUser { email: None, ..with_ext(org.id, "bo2@b.test", "EXT-BO") },
+        with_ext(org.id, "dee@a.test", "ext-dee"),
+        with_ext(other.id, "cy@b.test", "ext-cy"),
+    ];
+    let (ann, bo, new, elsewhere) = futures::join!(
+        store.provision_user(&news[0], None, t0()),
+        store.provision_user(&news[1], None, t0()),
+        store.provision_user(&news[2], None, t0()),
+        store.provision_user(&news[3], None, t0()),
+    );
+    assert_eq!(ann.unwrap().1, 1);
+    assert_eq!(bo.unwrap().1, 1);
+    assert_eq!(new.unwrap().1, 0);
+    assert_eq!(elsewhere.unwrap().1, 0, "a tombstone binds only its own organization");
+    assert!(tombstone("ann@a.test").await.is_none());
+    assert!(tombstone("bo@a.test").await.is_none());
+
+    // Cy's creation fails (the userName is taken): the tombstone stays.
+    store.create_user(&with_ext(org.id, "taken@a.test", "ext-taken"), t0()).await.unwrap();
+    let clash = NewUser { user_name: Some("TAKEN@a.test".into()), ..with_ext(org.id, "cy@a.test", "ext-cy") };
+    assert!(matches!(store.provision_user(&clash, None, t0()).await, Err(StoreError::Conflict(_))));
+    assert!(tombstone("cy@a.test").await.is_some());
+    let (_, lifted) =
+        store.provision_user(&with_ext(org.id, "cy@a.test", "ext-cy"), None, t0()).await.unwrap();
+    assert_eq!(lifted, 1);
+    assert!(tombstone("cy@a.test").await.is_none());
+}
+
 async fn sessions_keep_the_groups_their_idp_asserted(store: Store) {
     let org = store.create_org("A", true, t0()).await.unwrap();
     let user = store.create_user(&new_user(org.id, "g@a.test"), t0()).await.unwrap();
@@ -1288,6 +1352,7 @@ conformance!(
     browser_sessions_connection_health_and_last_sign_ins,
     verified_domains_belong_to_one_org_and_its_users,
     scim_deletions_leave_tombstones_until_scim_creates_again,
+    provisioning_lifts_tombstones_with_the_creation,
     sessions_keep_the_groups_their_idp_asserted,
     audit_filters_and_retention,
     orgs_round_trip,
