@@ -10,6 +10,15 @@ use sqlx::any::AnyRow;
 use crate::{Result, StoreError};
 
 pub(crate) trait Columns {
+    /// The columns of this row named `{prefix}{name}`, read as `name`: one
+    /// record of several that a join returns side by side.
+    fn prefixed<'r>(&'r self, prefix: &'static str) -> Prefixed<'r, Self>
+    where
+        Self: Sized,
+    {
+        Prefixed { row: self, prefix }
+    }
+
     fn text(&self, name: &str) -> Result<String>;
     fn text_opt(&self, name: &str) -> Result<Option<String>>;
     fn int(&self, name: &str) -> Result<i64>;
@@ -46,6 +55,39 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
+/// See [`Columns::prefixed`].
+pub(crate) struct Prefixed<'r, R> {
+    row: &'r R,
+    prefix: &'static str,
+}
+
+impl<R: Columns> Columns for Prefixed<'_, R> {
+    fn text(&self, name: &str) -> Result<String> {
+        self.row.text(&format!("{}{name}", self.prefix))
+    }
+    fn text_opt(&self, name: &str) -> Result<Option<String>> {
+        self.row.text_opt(&format!("{}{name}", self.prefix))
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        self.row.int(&format!("{}{name}", self.prefix))
+    }
+    fn int_opt(&self, name: &str) -> Result<Option<i64>> {
+        self.row.int_opt(&format!("{}{name}", self.prefix))
+    }
+}
+
+/// `{alias}.{column} AS {prefix}{column}` for each of `columns` (a list
+/// as a table's `COLUMNS` constant spells it), for reading with
+/// [`Columns::prefixed`].
+pub(crate) fn aliased(columns: &str, alias: &str, prefix: &str) -> String {
+    columns
+        .split(',')
+        .map(str::trim)
+        .map(|c| format!("{alias}.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A column that is missing or of the wrong type: the query and the
 /// schema disagree, or the stored value is not what was written.
 fn unreadable(name: &str, e: rusqlite::Error) -> StoreError {
@@ -69,5 +111,17 @@ mod tests {
         assert!(matches!(row.int("t"), Err(StoreError::Corrupt(_))));
         assert!(matches!(row.text("absent"), Err(StoreError::Corrupt(_))));
         assert!(matches!(row.text("z"), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn prefixed_columns_read_one_record_of_a_join() {
+        assert_eq!(aliased("id, org_id", "u", "u_"), "u.id AS u_id, u.org_id AS u_org_id");
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("SELECT 1 AS id, 2 AS u_id").unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let row = rows.next().unwrap().unwrap();
+        assert_eq!(row.int("id").unwrap(), 1);
+        assert_eq!(row.prefixed("u_").int("id").unwrap(), 2);
+        assert!(matches!(row.prefixed("s_").int("id"), Err(StoreError::Corrupt(_))));
     }
 }

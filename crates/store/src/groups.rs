@@ -329,23 +329,6 @@ impl Store {
     }
 }
 
-/// The names of the SCIM groups each of `users` belongs to, sorted; users in
-/// no group are absent.
-pub(crate) async fn group_names_of_users(
-    conn: &mut AnyConnection,
-    users: &[UserId],
-) -> Result<std::collections::HashMap<UserId, Vec<String>>> {
-    let mut names: std::collections::HashMap<UserId, Vec<String>> = std::collections::HashMap::new();
-    let users: Vec<String> = users.iter().map(ToString::to_string).collect();
-    let head = "SELECT m.user_id, g.display_name FROM group_members m JOIN scim_groups g ON g.id = m.group_id \
-                WHERE m.user_id";
-    for row in crate::rows_in(conn, head, &users, "ORDER BY g.display_name").await? {
-        let user: UserId = crate::parse_id(&row.try_get::<String, _>("user_id")?)?;
-        names.entry(user).or_default().push(row.try_get("display_name")?);
-    }
-    Ok(names)
-}
-
 async fn fetch(conn: &mut AnyConnection, id: &str) -> Result<Group> {
     let sql = format!("SELECT {COLUMNS} FROM scim_groups WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

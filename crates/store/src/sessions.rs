@@ -2,9 +2,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use gatehouse_core::{AuthMethod, Device, IdpGroups, OrgId, SessionId, User, UserId};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::columns::{Columns, aliased};
 use crate::inserts::Inserts;
 use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
@@ -55,18 +55,18 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
-fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
-    let method: String = row.try_get("auth_method")?;
+fn session_from_row<R: Columns>(row: &R) -> Result<SessionRecord> {
+    let method = row.text("auth_method")?;
     Ok(SessionRecord {
-        id: parse_id(&row.try_get::<String, _>("id")?)?,
-        user_id: parse_id(&row.try_get::<String, _>("user_id")?)?,
-        org_id: parse_id(&row.try_get::<String, _>("org_id")?)?,
+        id: parse_id(&row.text("id")?)?,
+        user_id: parse_id(&row.text("user_id")?)?,
+        org_id: parse_id(&row.text("org_id")?)?,
         auth_method: AuthMethod::parse(&method)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown auth method {method:?}")))?,
-        created_at: from_millis(row.try_get("created_at")?),
-        expires_at: from_millis(row.try_get("expires_at")?),
-        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_millis),
-        idp_groups: read_idp_groups(row.try_get("idp_groups")?)?,
+        created_at: from_millis(row.int("created_at")?),
+        expires_at: from_millis(row.int("expires_at")?),
+        revoked_at: row.int_opt("revoked_at")?.map(from_millis),
+        idp_groups: read_idp_groups(row.text_opt("idp_groups")?)?,
     })
 }
 
@@ -183,11 +183,11 @@ impl Store {
     }
 
     /// Rotates the refresh tokens of `rows`, in their order, in one
-    /// transaction: four reads for the whole batch (the tokens, their
-    /// sessions, the sessions' users and those users' groups), one
-    /// conditional update that spends the
-    /// winners, one insert of their successors, and an update for each
-    /// session that a reuse revokes (rare: it means a stolen token).
+    /// transaction: one read for the whole batch (the tokens joined to
+    /// their sessions, the sessions' users and those users' groups), one
+    /// conditional update that spends the winners, one insert of their
+    /// successors, and an update for each session that a reuse revokes
+    /// (rare: it means a stolen token).
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         let mut conn = self.lease_to_write().await?;
         let outcomes = self.write_rotations_on(&mut conn, rows).await?;
@@ -202,14 +202,7 @@ impl Store {
     ) -> Result<Vec<RefreshOutcome>> {
         let mut tx = self.begin_write_on(conn).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
-        let tokens = read_tokens(&mut tx, &presented).await?;
-        let session_ids = distinct(tokens.values().map(|(session, _)| *session));
-        let sessions: HashMap<SessionId, SessionRecord> =
-            read_sessions(&mut tx, &session_ids).await?.into_iter().map(|s| (s.id, s)).collect();
-        let user_ids = distinct(sessions.values().map(|s| s.user_id));
-        let users: HashMap<UserId, User> =
-            crate::users::fetch_users(&mut tx, &user_ids).await?.into_iter().map(|u| (u.id, u)).collect();
-        let groups = crate::groups::group_names_of_users(&mut tx, &user_ids).await?;
+        let Presented { tokens, sessions, users, groups } = read_presented(&mut tx, &presented).await?;
 
         // Decide each row as if the rows ran one after another: a token spent
         // by an earlier row is reused by a later one, and a session that an
@@ -344,26 +337,53 @@ fn distinct<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> 
 }
 
 /// The tokens of `hashes` that exist: their session and whether they are spent.
-async fn read_tokens(
-    conn: &mut AnyConnection,
-    hashes: &[String],
-) -> Result<HashMap<String, (SessionId, bool)>> {
-    let head = "SELECT token_hash, session_id, rotated_at FROM refresh_tokens WHERE token_hash";
-    crate::rows_in(conn, head, hashes, "")
-        .await?
-        .iter()
-        .map(|row| {
-            let session: SessionId = parse_id(&row.try_get::<String, _>("session_id")?)?;
-            let rotated = row.try_get::<Option<i64>, _>("rotated_at")?.is_some();
-            Ok((row.try_get("token_hash")?, (session, rotated)))
-        })
-        .collect()
+/// What a batch of rotations reads: the presented tokens (their session
+/// and whether they were spent), those sessions, their users and the
+/// users' group names.
+struct Presented {
+    tokens: HashMap<String, (SessionId, bool)>,
+    sessions: HashMap<SessionId, SessionRecord>,
+    users: HashMap<UserId, User>,
+    groups: HashMap<UserId, Vec<String>>,
 }
 
-async fn read_sessions(conn: &mut AnyConnection, ids: &[SessionId]) -> Result<Vec<SessionRecord>> {
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let rows = crate::rows_in(conn, &format!("SELECT {COLUMNS} FROM sessions WHERE id"), &ids, "").await?;
-    rows.iter().map(session_from_row).collect()
+/// Reads [`Presented`] for the tokens hashed `hashes` in one query: each
+/// token joined to its session and the session's user. (As four queries,
+/// one per table, a batch was four round trips; on SQLite each a hand-off
+/// to the connection's thread and back.)
+async fn read_presented(conn: &mut AnyConnection, hashes: &[String]) -> Result<Presented> {
+    let head = format!(
+        "SELECT t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, \
+           {groups} AS u_group_names \
+         FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id \
+         WHERE t.token_hash",
+        sessions = aliased(COLUMNS, "s", "s_"),
+        users = crate::users::columns_aliased("u", "u_"),
+        groups = crate::users::group_names_json(crate::backend_of(conn), "u.id"),
+    );
+    let mut read = Presented {
+        tokens: HashMap::new(),
+        sessions: HashMap::new(),
+        users: HashMap::new(),
+        groups: HashMap::new(),
+    };
+    for row in crate::rows_in(conn, &head, hashes, "").await? {
+        let session: SessionId = parse_id(&row.text("token_session")?)?;
+        read.tokens.insert(row.text("token_hash")?, (session, row.int_opt("rotated_at")?.is_some()));
+        if row.text_opt("s_id")?.is_none() {
+            continue;
+        }
+        read.sessions.insert(session, session_from_row(&row.prefixed("s_"))?);
+        if row.text_opt("u_id")?.is_none() {
+            continue;
+        }
+        let user = crate::users::user_from_row(&row.prefixed("u_"))?;
+        let groups: Vec<String> = serde_json::from_str(&row.text("u_group_names")?)
+            .map_err(|e| StoreError::Corrupt(format!("group names of a refreshing user: {e}")))?;
+        read.groups.insert(user.id, groups);
+        read.users.insert(user.id, user);
+    }
+    Ok(read)
 }
 
 /// Marks the presented tokens of `rows` spent, each at its row's time, where

@@ -405,7 +405,27 @@ pub struct UserPage {
 const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, password_hash, user_name, \
                        scim_resource, version, role, created_via, created_at, updated_at";
 
-fn user_from_row<R: Columns>(row: &R) -> Result<User> {
+/// The users' columns as `{alias}.{column} AS {prefix}{column}`, for a
+/// join read with `Columns::prefixed`.
+pub(crate) fn columns_aliased(alias: &str, prefix: &str) -> String {
+    crate::columns::aliased(COLUMNS, alias, prefix)
+}
+
+/// A subquery giving the display names of the groups of the user whose id
+/// is `user_id` (a column of the outer query), as a JSON array of strings
+/// in the order of `group_names_of`; each backend spells the aggregate its
+/// own way.
+pub(crate) fn group_names_json(backend: Backend, user_id: &str) -> String {
+    let aggregate = match backend {
+        Backend::Sqlite => "json_group_array(g.display_name ORDER BY g.display_name)",
+        Backend::Postgres => "COALESCE(json_agg(g.display_name ORDER BY g.display_name), '[]')::text",
+    };
+    format!(
+        "(SELECT {aggregate} FROM group_members m JOIN scim_groups g ON g.id = m.group_id WHERE m.user_id = {user_id})"
+    )
+}
+
+pub(crate) fn user_from_row<R: Columns>(row: &R) -> Result<User> {
     Ok(User {
         id: parse_id(&row.text("id")?)?,
         org_id: parse_id(&row.text("org_id")?)?,
@@ -741,18 +761,7 @@ impl Store {
                 )
             })
             .collect();
-        // The same names, in the same order, as `group_names_of`, as one JSON
-        // array; each backend spells the aggregate its own way.
-        let groups = match self.backend {
-            Backend::Sqlite => {
-                "(SELECT json_group_array(g.display_name ORDER BY g.display_name) \
-                  FROM group_members m JOIN scim_groups g ON g.id = m.group_id WHERE m.user_id = users.id)"
-            }
-            Backend::Postgres => {
-                "(SELECT COALESCE(json_agg(g.display_name ORDER BY g.display_name), '[]')::text \
-                  FROM group_members m JOIN scim_groups g ON g.id = m.group_id WHERE m.user_id = users.id)"
-            }
-        };
+        let groups = group_names_json(self.backend, "users.id");
         let sql = format!(
             "SELECT {COLUMNS}, \
                COALESCE((SELECT sso_required FROM sso_policies p WHERE p.org_id = users.org_id), 0) \
@@ -921,12 +930,6 @@ impl Store {
 }
 
 /// The users of `ids` that exist, in no particular order.
-pub(crate) async fn fetch_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>> {
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let rows = crate::rows_in(conn, &format!("SELECT {COLUMNS} FROM users WHERE id"), &ids, "").await?;
-    rows.iter().map(user_from_row).collect()
-}
-
 pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<User> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -208,7 +208,9 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes(store: Store) {
             assert_eq!(session.id, sid);
             assert!(groups.is_empty());
             assert_eq!(session.auth_method, AuthMethod::LocalPassword);
-            assert_eq!(u.id, user.id);
+            // Read whole, as reading each alone reads them.
+            assert_eq!(*u, user);
+            assert_eq!(session, store.get_session(sid).await.unwrap());
         }
         other => panic!("expected rotation, got {other:?}"),
     }
