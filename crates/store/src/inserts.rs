@@ -15,6 +15,13 @@
 //!   A single statement is atomic, and its foreign keys are checked at its
 //!   end, so a row may refer to one inserted by an earlier part.
 //!
+//! Inside a transaction of its own, a writer sends its statements the same
+//! way with [`Inserts::fetch_in`] (a script without the `BEGIN` and
+//! `COMMIT`, or the one statement): a batch of SCIM creates sends its
+//! users, their email index, their audit events and the deletion of the
+//! tombstones they lift (a statement other than an insert, declared with
+//! [`Inserts::statement`], whose `RETURNING` rows come back) as one.
+//!
 //! These statements are not kept prepared (`.persistent(false)`): their
 //! text differs with every row count, and sqlx keeps up to a hundred
 //! prepared statements per connection, so each width of each batch stayed
@@ -40,10 +47,13 @@ pub(crate) struct Inserts {
     bound: usize,
 }
 
-/// One declared `INSERT`.
+/// One declared statement: an `INSERT`, or another statement given whole.
 struct Declared {
     /// The table and its column list.
     into: String,
+    /// A statement other than an insert, with `?` for each of its `width`
+    /// values in order (`Inserts::statement`); `into` is then unused.
+    template: Option<String>,
     /// Values per row, and rows.
     width: usize,
     rows: usize,
@@ -86,8 +96,35 @@ impl Inserts {
             return self;
         }
         let after = self.declared;
-        self.statements.push(Declared { into: into.to_owned(), width, rows, after, skip_existing });
+        self.statements.push(Declared {
+            into: into.to_owned(),
+            template: None,
+            width,
+            rows,
+            after,
+            skip_existing,
+        });
         self.declared += rows * width;
+        self
+    }
+
+    /// Declares a statement other than an insert (a `DELETE … RETURNING`,
+    /// say), written with `?` for each of its `values`, in the order they
+    /// are bound; nothing else in `template` may be a `?`. Of the
+    /// statements run together by [`Inserts::fetch_in`], only the last
+    /// may return rows.
+    pub(crate) fn statement(&mut self, template: String, values: usize) -> &mut Self {
+        debug_assert_eq!(template.matches('?').count(), values, "one ? per value");
+        let after = self.declared;
+        self.statements.push(Declared {
+            into: String::new(),
+            template: Some(template),
+            width: values,
+            rows: 1,
+            after,
+            skip_existing: None,
+        });
+        self.declared += values;
         self
     }
 
@@ -111,6 +148,12 @@ impl Inserts {
         self.statements
             .iter()
             .map(|d| {
+                if let Some(template) = &d.template {
+                    return match backend {
+                        Backend::Sqlite => template.clone(),
+                        Backend::Postgres => numbered(template, d.after),
+                    };
+                }
                 let values = row_placeholders(backend, d.after, d.rows, d.width);
                 match d.skip_existing {
                     None => format!("INSERT INTO {} VALUES {values}", d.into),
@@ -122,31 +165,63 @@ impl Inserts {
             .collect()
     }
 
-    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
-        self.assert_complete();
+    /// Every declared statement as one: a script on SQLite, and on
+    /// PostgreSQL one statement whose first parts are data-modifying CTEs.
+    fn combined(&self, backend: Backend) -> Option<String> {
         let statements = self.render(backend);
         let (last, first) = statements.split_last()?;
-        let sql = match backend {
-            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", statements.join("; ")),
+        Some(match backend {
+            Backend::Sqlite => statements.join("; "),
             Backend::Postgres if first.is_empty() => last.clone(),
             Backend::Postgres => {
                 let ctes: Vec<String> =
                     first.iter().enumerate().map(|(i, s)| format!("insert_{i} AS ({s})")).collect();
                 format!("WITH {} {last}", ctes.join(", "))
             }
+        })
+    }
+
+    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
+        self.assert_complete();
+        let sql = match (backend, self.combined(backend)?) {
+            (Backend::Sqlite, script) => format!("BEGIN IMMEDIATE; {script}; COMMIT"),
+            (Backend::Postgres, statement) => statement,
         };
         Some((sql, self.args))
     }
 
-    /// Runs one declared insert on `conn`, inside the caller's transaction.
-    /// The database's error is returned as it is, for the caller to name.
+    /// Runs the declared statements on `conn`, inside the caller's
+    /// transaction, in one round trip. The database's error is returned as
+    /// it is, for the caller to name; on SQLite the statements before the
+    /// failing one have run, so the caller's transaction must not commit.
     pub(crate) async fn execute_in(self, conn: &mut AnyConnection) -> std::result::Result<(), sqlx::Error> {
-        assert!(self.statements.len() <= 1, "Inserts::execute_in takes a single statement");
-        self.assert_complete();
-        let Some(statement) = self.render(crate::backend_of(conn)).into_iter().next() else { return Ok(()) };
-        sqlx::query_with(sqlx::AssertSqlSafe(statement), self.args).persistent(false).execute(conn).await?;
-        Ok(())
+        self.fetch_in(conn).await.map(drop)
     }
+
+    /// As [`Inserts::execute_in`], returning the rows of the last
+    /// statement (the only one that may return any).
+    pub(crate) async fn fetch_in(
+        self,
+        conn: &mut AnyConnection,
+    ) -> std::result::Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        self.assert_complete();
+        let Some(sql) = self.combined(crate::backend_of(conn)) else { return Ok(Vec::new()) };
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
+    }
+}
+
+/// `template` with its `?`s numbered `$n`, after the first `after`.
+fn numbered(template: &str, after: usize) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut n = after;
+    for (i, part) in template.split('?').enumerate() {
+        if i > 0 {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 impl Store {

@@ -144,35 +144,46 @@ pub(crate) async fn lift(
     conn: &mut sqlx::AnyConnection,
     users: &[(OrgId, Option<&str>, Option<&str>)],
 ) -> Result<Vec<Lifted>> {
+    let mut statement = crate::inserts::Inserts::default();
+    add_lift(&mut statement, users)?;
+    lifted(&statement.fetch_in(conn).await?)
+}
+
+/// Declares in `batch`, as its last statement, the deletion of the
+/// tombstones that users of these organizations with these addresses or
+/// externalIds supersede, returning what it deletes (read with `lifted`).
+/// Nothing is declared when no user has either.
+pub(crate) fn add_lift(
+    batch: &mut crate::inserts::Inserts,
+    users: &[(OrgId, Option<&str>, Option<&str>)],
+) -> Result<()> {
     let users: Vec<_> =
         users.iter().filter(|(_, email, external)| email.is_some() || external.is_some()).collect();
     if users.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let conditions: Vec<String> = (0..users.len())
-        .map(|i| {
-            let (org, email, external) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
-            format!(
-                "(org_id = ${org} AND ((${email} <> '' AND email_normalized = ${email}) \
-                 OR (${external} <> '' AND external_id_normalized = ${external})))"
-            )
-        })
-        .collect();
-    let sql = format!(
-        "DELETE FROM scim_tombstones WHERE {} RETURNING org_id, email_normalized, external_id_normalized",
-        conditions.join(" OR ")
+    // Each value appears once, so that both backends bind the same list;
+    // an absent key is NULL, which equals nothing.
+    let one = "(org_id = ? AND (email_normalized = ? OR external_id_normalized = ?))";
+    batch.statement(
+        format!(
+            "DELETE FROM scim_tombstones WHERE {} RETURNING org_id, email_normalized, external_id_normalized",
+            vec![one; users.len()].join(" OR ")
+        ),
+        3 * users.len(),
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for (org, email, external) in users {
-        query = query
-            .bind(org.to_string())
-            .bind(email.map_or_else(String::new, str::to_lowercase))
-            .bind(external.map_or_else(String::new, str::to_lowercase));
+        batch
+            .bind(org.to_string())?
+            .bind(email.filter(|e| !e.is_empty()).map(str::to_lowercase))?
+            .bind(external.filter(|x| !x.is_empty()).map(str::to_lowercase))?;
     }
-    query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
+    Ok(())
+}
+
+/// The tombstones a statement declared by `add_lift` deleted.
+pub(crate) fn lifted(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Lifted>> {
+    rows.iter()
         .map(|row| {
             Ok(Lifted {
                 org: parse_id(&row.try_get::<String, _>("org_id")?)?,

@@ -558,15 +558,7 @@ impl Store {
     async fn write_users(&self, rows: &[&UserRow]) -> Result<Vec<u64>> {
         let mut conn = self.lease_to_write().await?;
         let mut tx = self.begin_write_on(&mut conn).await?;
-        insert_users(&mut tx, rows).await?;
-        let lifting: Vec<(OrgId, Option<&str>, Option<&str>)> = rows
-            .iter()
-            .filter(|r| r.lift_tombstones)
-            .map(|r| {
-                (r.new.org_id, r.new.email.as_ref().map(Email::normalized), r.new.external_id.as_deref())
-            })
-            .collect();
-        let lifted = crate::tombstones::lift(&mut tx, &lifting).await?;
+        let lifted = insert_users(&mut tx, rows).await?;
         tx.commit().await?;
         conn.finish();
         // Each lifted tombstone is counted once, for the first row that
@@ -1016,8 +1008,16 @@ impl crate::group_commit::BatchRow for UserRow {
     }
 }
 
-/// Inserts the users and their audit events: two multi-row inserts.
-pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRow]) -> Result<()> {
+/// Inserts the users, their email index and their audit events, and
+/// lifts the tombstones of the rows that lift them, inside the caller's
+/// transaction; returns the tombstones lifted. After the check of the
+/// addresses' domains, all of it is one round trip (`Inserts::fetch_in`):
+/// as separate statements a batch was six, on SQLite each a hand-off to
+/// the connection's thread and back (docs/benchmarks.md).
+pub(crate) async fn insert_users(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[&UserRow],
+) -> Result<Vec<crate::tombstones::Lifted>> {
     let mut inserts = crate::inserts::Inserts::default();
     inserts.insert(
         "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
@@ -1057,13 +1057,32 @@ pub(crate) async fn insert_users(conn: &mut sqlx::AnyConnection, rows: &[&UserRo
     let addresses: Vec<(OrgId, &str)> =
         rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
     crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
-    // The organization's existence is the foreign key's to check.
-    inserts.execute_in(conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
-    insert_email_index(conn, &users.iter().collect::<Vec<_>>()).await?;
+    let users: Vec<&User> = users.iter().collect();
+    // A batch of users with very many emails each could pass a backend's
+    // limit on the values of one statement; their index goes in
+    // statements of its own.
+    let emails = email_index_rows(&users);
+    let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
+    if !index_apart {
+        add_email_index(&mut inserts, &emails)?;
+    }
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
-    crate::audit::insert_audit_events(conn, &audits).await
+    crate::audit::add_audit_events(&mut inserts, &audits)?;
+    let lifting: Vec<(OrgId, Option<&str>, Option<&str>)> = rows
+        .iter()
+        .filter(|r| r.lift_tombstones)
+        .map(|r| (r.new.org_id, r.new.email.as_ref().map(Email::normalized), r.new.external_id.as_deref()))
+        .collect();
+    crate::tombstones::add_lift(&mut inserts, &lifting)?;
+    // The organization's existence is the foreign key's to check.
+    let lifted =
+        inserts.fetch_in(conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
+    if index_apart {
+        insert_email_index(conn, &users).await?;
+    }
+    crate::tombstones::lifted(&lifted)
 }
 
 /// A display name as filters and sorting compare it (migration 0017):
@@ -1095,28 +1114,46 @@ async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
 
 /// Inserts the email index rows of users that have none yet. (Two nodes
 /// indexing the same old users as they start write the same rows.)
-async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
-    let rows: Vec<(&User, usize, gatehouse_core::EmailIndexEntry)> = users
+/// Email index rows in one statement at most: six values each, far below
+/// either backend's limit with the rest of a batch beside them.
+const EMAIL_ROWS_PER_STATEMENT: usize = 1000;
+
+/// The email index rows of `users`: each user, the entry's position, the
+/// entry.
+fn email_index_rows<'u>(users: &[&'u User]) -> Vec<(&'u User, usize, gatehouse_core::EmailIndexEntry)> {
+    users
         .iter()
         .flat_map(|user| user.email_index().into_iter().enumerate().map(move |(i, entry)| (*user, i, entry)))
-        .collect();
-    for chunk in rows.chunks(1000) {
+        .collect()
+}
+
+/// Declares the insert of email index `rows` in `inserts`.
+fn add_email_index(
+    inserts: &mut crate::inserts::Inserts,
+    rows: &[(&User, usize, gatehouse_core::EmailIndexEntry)],
+) -> Result<()> {
+    inserts.insert_new(
+        "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
+        6,
+        rows.len(),
+        "user_id, position",
+    );
+    for (user, position, entry) in rows {
+        inserts
+            .bind(user.id.to_string())?
+            .bind(*position as i64)?
+            .bind(user.org_id.to_string())?
+            .bind(entry.value.clone())?
+            .bind(entry.kind.clone())?
+            .bind(entry.primary.map(i64::from))?;
+    }
+    Ok(())
+}
+
+async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
+    for chunk in email_index_rows(users).chunks(EMAIL_ROWS_PER_STATEMENT) {
         let mut inserts = crate::inserts::Inserts::default();
-        inserts.insert_new(
-            "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
-            6,
-            chunk.len(),
-            "user_id, position",
-        );
-        for (user, position, entry) in chunk {
-            inserts
-                .bind(user.id.to_string())?
-                .bind(*position as i64)?
-                .bind(user.org_id.to_string())?
-                .bind(entry.value.clone())?
-                .bind(entry.kind.clone())?
-                .bind(entry.primary.map(i64::from))?;
-        }
+        add_email_index(&mut inserts, chunk)?;
         inserts.execute_in(conn).await?;
     }
     Ok(())

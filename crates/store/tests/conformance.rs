@@ -1212,6 +1212,7 @@ async fn scim_deletions_leave_tombstones_until_scim_creates_again(store: Store) 
 /// in the creation's own transaction: each concurrent creation (sharing
 /// batches) learns what it lifted, and a creation that fails lifts nothing.
 async fn provisioning_lifts_tombstones_with_the_creation(store: Store) {
+    use gatehouse_store::{EmailCondition, EmailField, TextOp, UserCondition};
     let org = store.create_org("A", true, t0()).await.unwrap();
     let other = store.create_org("B", true, t0()).await.unwrap();
     let with_ext = |org, email: &str, ext: &str| NewUser {
@@ -1270,6 +1271,23 @@ async fn provisioning_lifts_tombstones_with_the_creation(store: Store) {
         store.provision_user(&with_ext(org.id, "cy@a.test", "ext-cy"), None, t0()).await.unwrap();
     assert_eq!(lifted, 1);
     assert!(tombstone("cy@a.test").await.is_none());
+
+    // A user with more emails than one statement indexes beside the rest
+    // of its batch is indexed whole all the same.
+    let emails: Vec<serde_json::Value> =
+        (0..1200).map(|i| serde_json::json!({ "value": format!("addr{i}@many.test") })).collect();
+    let many = NewUser {
+        scim_resource: Some(serde_json::json!({ "emails": emails }).to_string()),
+        ..with_ext(org.id, "many@a.test", "ext-many")
+    };
+    let (many, _) = store.provision_user(&many, None, t0()).await.unwrap();
+    let last = UserCondition::AnyEmail(EmailCondition::Text {
+        field: EmailField::Value,
+        op: TextOp::Eq,
+        value: "addr1199@many.test".into(),
+    });
+    let found = store.users_matching(org.id, Some(&last), UserWindow::After(None), 10).await.unwrap();
+    assert_eq!(found.users.iter().map(|u| u.id).collect::<Vec<_>>(), [many.id]);
 }
 
 async fn sessions_keep_the_groups_their_idp_asserted(store: Store) {
