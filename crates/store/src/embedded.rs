@@ -19,9 +19,9 @@
 //! - any other SQLite error also returns `None` after a warning, so the
 //!   pool's answer (or its error) is what the caller sees: this path only
 //!   ever makes a read faster, never different;
-//! - connections are opened on first use, not while a request waits, as
-//!   far as that goes: one is opened when none is idle, and at most
-//!   [`Readers::keep`] stay idle between reads.
+//! - a connection is opened by the read that finds none idle (opening a
+//!   file and reading its schema: the cost of the first read on each
+//!   thread), and at most `keep` (one per core) stay open between reads.
 //!
 //! A database that is not a file (SQLite reports no file name for it)
 //! cannot be opened a second time, so a store on one has no readers, and
@@ -47,6 +47,10 @@ pub(crate) struct Readers {
     /// Set when a connection could not be opened: the warning is logged
     /// once, and from then on every read goes through the pool.
     disabled: AtomicBool,
+    /// Reads these connections answered, for tests to tell them from the
+    /// pool's.
+    #[cfg(test)]
+    answered: std::sync::atomic::AtomicUsize,
 }
 
 /// Why a read on a reader connection did not answer.
@@ -75,7 +79,14 @@ impl Readers {
     /// Readers of the database file at `path`, keeping at most `keep`
     /// connections idle.
     pub(crate) fn new(path: PathBuf, keep: usize) -> Self {
-        Self { path, idle: Mutex::new(Vec::with_capacity(keep)), keep, disabled: AtomicBool::new(false) }
+        Self {
+            path,
+            idle: Mutex::new(Vec::with_capacity(keep)),
+            keep,
+            disabled: AtomicBool::new(false),
+            #[cfg(test)]
+            answered: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// Runs `read` on a reader connection, on this thread. `Ok(None)` when
@@ -110,7 +121,11 @@ impl Readers {
             }
         }
         match outcome {
-            Ok(value) => Ok(Some(value)),
+            Ok(value) => {
+                #[cfg(test)]
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(value))
+            }
             Err(ReadError::Store(e)) => Err(e),
             Err(ReadError::Sqlite(e)) => {
                 if !is_busy(&e) {
@@ -135,8 +150,8 @@ impl Readers {
     }
 
     #[cfg(test)]
-    pub(crate) fn idle_connections(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    pub(crate) fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Closes the idle connections (the store is closing).

@@ -49,19 +49,16 @@ pub(crate) struct Inserts {
 
 /// One declared statement: an `INSERT`, or another statement given whole.
 struct Declared {
-    /// The table and its column list.
-    into: String,
-    /// A statement other than an insert, with `?` for each of its `width`
-    /// values in order (`Inserts::statement`); `into` is then unused.
-    template: Option<String>,
-    /// Values per row, and rows.
-    width: usize,
-    rows: usize,
+    /// The statement with an anonymous `?` for each of its values, in the
+    /// order they are bound. That is the form SQLite binds fastest: it
+    /// files every `$n` under its name and finds each by a linear search,
+    /// when the statement is prepared and again (through sqlx) when it is
+    /// bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
+    /// thousands of string comparisons (docs/benchmarks.md). PostgreSQL
+    /// gets them numbered (`numbered`).
+    template: String,
     /// Placeholders declared before this statement's.
     after: usize,
-    /// The unique key on which a row that is already there is skipped
-    /// rather than refused, if any.
-    skip_existing: Option<&'static str>,
 }
 
 impl Inserts {
@@ -95,17 +92,13 @@ impl Inserts {
         if rows == 0 {
             return self;
         }
-        let after = self.declared;
-        self.statements.push(Declared {
-            into: into.to_owned(),
-            template: None,
-            width,
-            rows,
-            after,
-            skip_existing,
-        });
-        self.declared += rows * width;
-        self
+        let row = format!("({})", vec!["?"; width].join(", "));
+        let values = vec![row; rows].join(", ");
+        let template = match skip_existing {
+            None => format!("INSERT INTO {into} VALUES {values}"),
+            Some(key) => format!("INSERT INTO {into} VALUES {values} ON CONFLICT ({key}) DO NOTHING"),
+        };
+        self.push(template, rows * width)
     }
 
     /// Declares a statement other than an insert (a `DELETE … RETURNING`,
@@ -115,15 +108,11 @@ impl Inserts {
     /// may return rows.
     pub(crate) fn statement(&mut self, template: String, values: usize) -> &mut Self {
         debug_assert_eq!(template.matches('?').count(), values, "one ? per value");
-        let after = self.declared;
-        self.statements.push(Declared {
-            into: String::new(),
-            template: Some(template),
-            width: values,
-            rows: 1,
-            after,
-            skip_existing: None,
-        });
+        self.push(template, values)
+    }
+
+    fn push(&mut self, template: String, values: usize) -> &mut Self {
+        self.statements.push(Declared { template, after: self.declared });
         self.declared += values;
         self
     }
@@ -147,20 +136,9 @@ impl Inserts {
     fn render(&self, backend: Backend) -> Vec<String> {
         self.statements
             .iter()
-            .map(|d| {
-                if let Some(template) = &d.template {
-                    return match backend {
-                        Backend::Sqlite => template.clone(),
-                        Backend::Postgres => numbered(template, d.after),
-                    };
-                }
-                let values = row_placeholders(backend, d.after, d.rows, d.width);
-                match d.skip_existing {
-                    None => format!("INSERT INTO {} VALUES {values}", d.into),
-                    Some(key) => {
-                        format!("INSERT INTO {} VALUES {values} ON CONFLICT ({key}) DO NOTHING", d.into)
-                    }
-                }
+            .map(|d| match backend {
+                Backend::Sqlite => d.template.clone(),
+                Backend::Postgres => numbered(&d.template, d.after),
             })
             .collect()
     }
@@ -212,12 +190,11 @@ impl Inserts {
 
 /// `template` with its `?`s numbered `$n`, after the first `after`.
 fn numbered(template: &str, after: usize) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
-    let mut n = after;
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(template.len() * 2);
     for (i, part) in template.split('?').enumerate() {
         if i > 0 {
-            n += 1;
-            out.push_str(&format!("${n}"));
+            let _ = write!(out, "${}", after + i);
         }
         out.push_str(part);
     }
@@ -246,20 +223,37 @@ impl Store {
     }
 }
 
-/// The rows of a multi-row insert (as `crate::placeholders`) in the form
-/// `backend` binds fastest. On SQLite that is the anonymous `?`, bound in
-/// order: SQLite files every `$n` under its name and finds each by a linear
-/// search, when the statement is prepared and again (through sqlx) when it
-/// is bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
-/// thousands of string comparisons (docs/benchmarks.md). So on SQLite every
-/// placeholder of the statement, and of any statement before it in the same
-/// script, must come from here, in the order of the values.
-fn row_placeholders(backend: Backend, after: usize, rows: usize, cols: usize) -> String {
-    match backend {
-        Backend::Postgres => crate::placeholders(after, rows, cols),
-        Backend::Sqlite => {
-            let row = format!("({})", vec!["?"; cols].join(", "));
-            vec![row; rows].join(", ")
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_backend_gets_its_placeholders_in_the_order_of_the_values() {
+        let mut inserts = Inserts::default();
+        inserts
+            .insert("t (a, b)", 2, 2)
+            .insert_new("u (c)", 1, 1, "c")
+            .statement("DELETE FROM v WHERE w = ?".into(), 1);
+        assert_eq!(
+            inserts.render(Backend::Sqlite),
+            [
+                "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)",
+                "INSERT INTO u (c) VALUES (?) ON CONFLICT (c) DO NOTHING",
+                "DELETE FROM v WHERE w = ?",
+            ]
+        );
+        assert_eq!(
+            inserts.render(Backend::Postgres),
+            [
+                "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)",
+                "INSERT INTO u (c) VALUES ($5) ON CONFLICT (c) DO NOTHING",
+                "DELETE FROM v WHERE w = $6",
+            ]
+        );
+        assert_eq!(
+            inserts.combined(Backend::Postgres).unwrap(),
+            "WITH insert_0 AS (INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)), \
+             insert_1 AS (INSERT INTO u (c) VALUES ($5) ON CONFLICT (c) DO NOTHING) DELETE FROM v WHERE w = $6"
+        );
     }
 }

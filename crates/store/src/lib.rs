@@ -6,8 +6,8 @@
 //! numbers and differ only in DDL spelling). All SQL uses `$N` placeholders,
 //! which both backends accept. On SQLite the reads every request makes
 //! run on the caller's thread instead, on connections of their own
-//! (`embedded`), with the same SQL, decoded by the same code (`columns`). The same conformance suite
-//! (`tests/conformance.rs`) runs against both.
+//! (`embedded`), with the same SQL, decoded by the same code (`columns`).
+//! The same conformance suite (`tests/conformance.rs`) runs against both.
 //!
 //! Architecture invariant: this crate stores; it does not decide. Hashing,
 //! signing and policy live with the callers; every value it is handed is
@@ -245,18 +245,41 @@ impl Store {
         Ok(file.filter(|f| !f.is_empty()).map(std::path::PathBuf::from))
     }
 
-    /// Runs `read` on one of the embedded SQLite readers, on this thread
-    /// (`embedded`). `None` when there are none (PostgreSQL, or a database
-    /// that is not a file) or they could not answer: the caller reads
-    /// through the pool instead.
-    pub(crate) fn read_here<T>(
+    /// The row `sql` finds, if any, decoded by `decode`, with `params`
+    /// bound to `$1`, `$2`, … in order. On SQLite it is read on this thread
+    /// (`embedded`); where that cannot answer (PostgreSQL, a database that
+    /// is not a file, SQLite busy or failing) it is read through a lease.
+    /// For the reads every request makes.
+    pub(crate) async fn optional_row<T>(
         &self,
-        read: impl FnOnce(&rusqlite::Connection) -> std::result::Result<T, embedded::ReadError>,
+        sql: &str,
+        params: &[&str],
+        decode: impl Fn(&dyn columns::Columns) -> Result<T>,
     ) -> Result<Option<T>> {
-        match &self.readers {
-            Some(readers) => readers.read(read),
-            None => Ok(None),
+        if let Some(readers) = &self.readers {
+            let here = readers.read(|conn| {
+                let names: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+                let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
+                    .iter()
+                    .zip(params)
+                    .map(|(name, value)| (name.as_str(), value as &dyn rusqlite::ToSql))
+                    .collect();
+                let mut statement = conn.prepare_cached(sql)?;
+                let mut rows = statement.query(named.as_slice())?;
+                Ok(rows.next()?.map(|row| decode(row)).transpose()?)
+            })?;
+            if let Some(found) = here {
+                return Ok(found);
+            }
         }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = query.bind(*param);
+        }
+        let mut conn = self.lease().await?;
+        let row = query.fetch_optional(&mut *conn).await?;
+        conn.finish();
+        row.map(|row| decode(&row)).transpose()
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -15,7 +15,7 @@ pub struct ScimTokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
-fn from_row<R: Columns>(row: &R) -> Result<ScimTokenRecord> {
+fn from_row<R: Columns + ?Sized>(row: &R) -> Result<ScimTokenRecord> {
     Ok(ScimTokenRecord {
         id: row.text("id")?,
         org_id: parse_id(&row.text("org_id")?)?,
@@ -26,7 +26,7 @@ fn from_row<R: Columns>(row: &R) -> Result<ScimTokenRecord> {
 }
 
 /// A live token, and whether its organization has the Enterprise ToolKit.
-fn live_token_from_row<R: Columns>(row: &R) -> Result<(ScimTokenRecord, bool)> {
+fn live_token_from_row(row: &dyn Columns) -> Result<(ScimTokenRecord, bool)> {
     Ok((from_row(row)?, row.int("enterprise_toolkit")? != 0))
 }
 
@@ -68,18 +68,7 @@ impl Store {
     /// The live token with this hash, and whether its organization has the
     /// Enterprise ToolKit (one query: this runs on every SCIM request).
     pub async fn find_scim_token(&self, token_hash: &str) -> Result<Option<(ScimTokenRecord, bool)>> {
-        let here = self.read_here(|conn| {
-            let mut statement = conn.prepare_cached(LIVE_TOKEN)?;
-            let mut rows = statement.query([token_hash])?;
-            Ok(rows.next()?.map(live_token_from_row).transpose()?)
-        })?;
-        if let Some(found) = here {
-            return Ok(found);
-        }
-        let mut conn = self.lease().await?;
-        let row = sqlx::query(LIVE_TOKEN).bind(token_hash).fetch_optional(&mut *conn).await?;
-        conn.finish();
-        row.as_ref().map(live_token_from_row).transpose()
+        self.optional_row(LIVE_TOKEN, &[token_hash], live_token_from_row).await
     }
 
     /// The organization's live tokens, oldest first.

@@ -336,7 +336,6 @@ fn distinct<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> 
     items.filter(|item| seen.insert(item.clone())).collect()
 }
 
-/// The tokens of `hashes` that exist: their session and whether they are spent.
 /// What a batch of rotations reads: the presented tokens (their session
 /// and whether they were spent), those sessions, their users and the
 /// users' group names.

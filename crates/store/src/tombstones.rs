@@ -94,27 +94,23 @@ impl Store {
         })
         .transpose()
     }
-
-    /// Lifts the tombstones SCIM creating a user with this address or
-    /// externalId supersedes; returns how many. (`Store::provision_user`
-    /// does this in the creation's own transaction.)
-    pub async fn lift_tombstones(
-        &self,
-        org: OrgId,
-        email: Option<&str>,
-        external_id: Option<&str>,
-    ) -> Result<u64> {
-        if email.is_none() && external_id.is_none() {
-            return Ok(0);
-        }
-        let mut tx = self.begin_write().await?;
-        let lifted = lift(&mut tx, &[(org, email, external_id)]).await?;
-        tx.commit().await?;
-        Ok(lifted.len() as u64)
-    }
 }
 
-/// A tombstone that `lift` removed.
+/// What a user that SCIM creates supersedes: the tombstones of its
+/// organization with its address or its externalId.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Supersedes<'a> {
+    pub(crate) org: OrgId,
+    pub(crate) email: Option<&'a str>,
+    pub(crate) external_id: Option<&'a str>,
+}
+
+/// A key as tombstones hold it: lower-cased; an empty one is no key.
+fn key(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !v.is_empty()).map(str::to_lowercase)
+}
+
+/// A tombstone that the statement `add_lift` declares removed.
 #[derive(Debug)]
 pub(crate) struct Lifted {
     org: OrgId,
@@ -123,42 +119,22 @@ pub(crate) struct Lifted {
 }
 
 impl Lifted {
-    /// Whether a user of `org` with this address or externalId lifted it.
-    pub(crate) fn matches(
-        &self,
-        org: OrgId,
-        email: Option<&gatehouse_core::Email>,
-        external_id: Option<&str>,
-    ) -> bool {
-        org == self.org
-            && (email.is_some_and(|e| self.email.as_deref() == Some(e.normalized()))
-                || external_id
-                    .is_some_and(|x| self.external_id.as_deref() == Some(x.to_lowercase().as_str())))
+    /// Whether `user` is one the deletion condition of `add_lift` matched
+    /// this tombstone for.
+    fn matches(&self, user: &Supersedes<'_>) -> bool {
+        let same = |held: &Option<String>, given: Option<&str>| {
+            key(given).is_some_and(|k| held.as_ref() == Some(&k))
+        };
+        user.org == self.org && (same(&self.email, user.email) || same(&self.external_id, user.external_id))
     }
 }
 
-/// Deletes, inside the caller's transaction, the tombstones that users of
-/// these organizations with these addresses or externalIds supersede, in
-/// one statement, and returns what it deleted.
-pub(crate) async fn lift(
-    conn: &mut sqlx::AnyConnection,
-    users: &[(OrgId, Option<&str>, Option<&str>)],
-) -> Result<Vec<Lifted>> {
-    let mut statement = crate::inserts::Inserts::default();
-    add_lift(&mut statement, users)?;
-    lifted(&statement.fetch_in(conn).await?)
-}
-
 /// Declares in `batch`, as its last statement, the deletion of the
-/// tombstones that users of these organizations with these addresses or
-/// externalIds supersede, returning what it deletes (read with `lifted`).
-/// Nothing is declared when no user has either.
-pub(crate) fn add_lift(
-    batch: &mut crate::inserts::Inserts,
-    users: &[(OrgId, Option<&str>, Option<&str>)],
-) -> Result<()> {
+/// tombstones that `users` supersede, returning what it deletes (read
+/// with `lifted`). Nothing is declared when no user has a key.
+pub(crate) fn add_lift(batch: &mut crate::inserts::Inserts, users: &[Supersedes<'_>]) -> Result<()> {
     let users: Vec<_> =
-        users.iter().filter(|(_, email, external)| email.is_some() || external.is_some()).collect();
+        users.iter().filter(|u| key(u.email).is_some() || key(u.external_id).is_some()).collect();
     if users.is_empty() {
         return Ok(());
     }
@@ -172,11 +148,8 @@ pub(crate) fn add_lift(
         ),
         3 * users.len(),
     );
-    for (org, email, external) in users {
-        batch
-            .bind(org.to_string())?
-            .bind(email.filter(|e| !e.is_empty()).map(str::to_lowercase))?
-            .bind(external.filter(|x| !x.is_empty()).map(str::to_lowercase))?;
+    for user in users {
+        batch.bind(user.org.to_string())?.bind(key(user.email))?.bind(key(user.external_id))?;
     }
     Ok(())
 }
@@ -190,6 +163,22 @@ pub(crate) fn lifted(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Lifted>> {
                 email: row.try_get("email_normalized")?,
                 external_id: row.try_get("external_id_normalized")?,
             })
+        })
+        .collect()
+}
+
+/// How many of `lifted` each of `users` lifted (0 for `None`, a user that
+/// lifts nothing): each tombstone counted once, for the first user it
+/// matches, as if the users had been created one after another.
+pub(crate) fn count_per_user(lifted: Vec<Lifted>, users: &[Option<Supersedes<'_>>]) -> Vec<u64> {
+    let mut left: Vec<Lifted> = lifted;
+    users
+        .iter()
+        .map(|user| {
+            let Some(user) = user else { return 0 };
+            let before = left.len();
+            left.retain(|tombstone| !tombstone.matches(user));
+            (before - left.len()) as u64
         })
         .collect()
 }

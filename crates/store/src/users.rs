@@ -425,7 +425,7 @@ pub(crate) fn group_names_json(backend: Backend, user_id: &str) -> String {
     )
 }
 
-pub(crate) fn user_from_row<R: Columns>(row: &R) -> Result<User> {
+pub(crate) fn user_from_row<R: Columns + ?Sized>(row: &R) -> Result<User> {
     Ok(User {
         id: parse_id(&row.text("id")?)?,
         org_id: parse_id(&row.text("org_id")?)?,
@@ -449,8 +449,8 @@ pub(crate) fn user_from_row<R: Columns>(row: &R) -> Result<User> {
 
 /// A row of `find_user_for_login`: the account, and the rate-limit
 /// counters of `throttle_keys` that exist.
-fn login_from_row<R: Columns>(
-    row: &R,
+fn login_from_row(
+    row: &dyn Columns,
     throttle_keys: &[&str],
 ) -> Result<(LoginAccount, Vec<crate::ThrottleState>)> {
     let mut throttles = Vec::new();
@@ -550,8 +550,6 @@ impl Store {
         }
     }
 
-    /// Writes the users and their audit events in one transaction, two
-    /// multi-row inserts in all.
     /// Inserts the users, their audit events and their email index, and
     /// lifts the tombstones of those provisioned: one transaction. Returns
     /// the tombstones each row lifted.
@@ -561,46 +559,13 @@ impl Store {
         let lifted = insert_users(&mut tx, rows).await?;
         tx.commit().await?;
         conn.finish();
-        // Each lifted tombstone is counted once, for the first row that
-        // matches it, as if the rows had been written one after another.
-        let mut lifted = lifted.into_iter().map(Some).collect::<Vec<_>>();
-        Ok(rows
-            .iter()
-            .map(|r| {
-                if !r.lift_tombstones {
-                    return 0;
-                }
-                let mut count = 0;
-                for slot in &mut lifted {
-                    if slot.as_ref().is_some_and(|t| {
-                        t.matches(r.new.org_id, r.new.email.as_ref(), r.new.external_id.as_deref())
-                    }) {
-                        *slot = None;
-                        count += 1;
-                    }
-                }
-                count
-            })
-            .collect())
+        let superseding: Vec<_> = rows.iter().map(|r| r.supersedes()).collect();
+        Ok(crate::tombstones::count_per_user(lifted, &superseding))
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        let id = id.to_string();
-        let here = self.read_here(|conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            let mut rows = statement.query([&id])?;
-            Ok(rows.next()?.map(user_from_row).transpose()?)
-        })?;
-        let user = match here {
-            Some(user) => user,
-            None => {
-                let mut conn = self.lease().await?;
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
-                conn.finish();
-                row.as_ref().map(user_from_row).transpose()?
-            }
-        };
+        let user = self.optional_row(&sql, &[&id.to_string()], |row| user_from_row(row)).await?;
         user.ok_or(StoreError::NotFound)
     }
 
@@ -762,29 +727,9 @@ impl Store {
                {groups} AS group_names{throttle_columns} \
              FROM users WHERE email_normalized = $1"
         );
-        let found = self.read_here(|conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            let email = email.normalized();
-            let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("$1", &email)];
-            for (name, key) in ["$2", "$3"].into_iter().zip(throttle_keys) {
-                params.push((name, key));
-            }
-            let mut rows = statement.query(params.as_slice())?;
-            Ok(rows.next()?.map(|row| login_from_row(row, throttle_keys)).transpose()?)
-        })?;
-        let found = match found {
-            Some(found) => found,
-            None => {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.normalized());
-                for key in throttle_keys.iter().take(2) {
-                    query = query.bind(key.to_string());
-                }
-                let mut conn = self.lease().await?;
-                let row = query.fetch_optional(&mut *conn).await?;
-                conn.finish();
-                row.map(|row| login_from_row(&row, throttle_keys)).transpose()?
-            }
-        };
+        let mut params = vec![email.normalized()];
+        params.extend(throttle_keys.iter().take(2));
+        let found = self.optional_row(&sql, &params, |row| login_from_row(row, throttle_keys)).await?;
         match found {
             Some((account, throttles)) => Ok(LoginLookup { account: Some(account), throttles }),
             None => Ok(LoginLookup { account: None, throttles: self.throttle_states(throttle_keys).await? }),
@@ -921,7 +866,6 @@ impl Store {
     }
 }
 
-/// The users of `ids` that exist, in no particular order.
 pub(crate) async fn fetch_user(conn: &mut AnyConnection, id: UserId) -> Result<User> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -968,6 +912,15 @@ pub(crate) struct UserRow {
 }
 
 impl UserRow {
+    /// The tombstones this row lifts, if it lifts any.
+    fn supersedes(&self) -> Option<crate::tombstones::Supersedes<'_>> {
+        self.lift_tombstones.then(|| crate::tombstones::Supersedes {
+            org: self.new.org_id,
+            email: self.new.email.as_ref().map(Email::normalized),
+            external_id: self.new.external_id.as_deref(),
+        })
+    }
+
     /// The user this row creates.
     fn user(&self) -> User {
         let (new, stored_at) = (&self.new, from_millis(millis(self.now)));
@@ -1070,17 +1023,13 @@ pub(crate) async fn insert_users(
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::add_audit_events(&mut inserts, &audits)?;
-    let lifting: Vec<(OrgId, Option<&str>, Option<&str>)> = rows
-        .iter()
-        .filter(|r| r.lift_tombstones)
-        .map(|r| (r.new.org_id, r.new.email.as_ref().map(Email::normalized), r.new.external_id.as_deref()))
-        .collect();
-    crate::tombstones::add_lift(&mut inserts, &lifting)?;
+    let superseding: Vec<_> = rows.iter().filter_map(|r| r.supersedes()).collect();
+    crate::tombstones::add_lift(&mut inserts, &superseding)?;
     // The organization's existence is the foreign key's to check.
     let lifted =
         inserts.fetch_in(conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
     if index_apart {
-        insert_email_index(conn, &users).await?;
+        insert_email_index(conn, &emails).await?;
     }
     crate::tombstones::lifted(&lifted)
 }
@@ -1107,20 +1056,20 @@ async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
             }
             query.execute(&mut *conn).await?;
         }
-        insert_email_index(conn, chunk).await?;
+        insert_email_index(conn, &email_index_rows(chunk)).await?;
     }
     Ok(())
 }
 
-/// Inserts the email index rows of users that have none yet. (Two nodes
-/// indexing the same old users as they start write the same rows.)
 /// Email index rows in one statement at most: six values each, far below
 /// either backend's limit with the rest of a batch beside them.
 const EMAIL_ROWS_PER_STATEMENT: usize = 1000;
 
-/// The email index rows of `users`: each user, the entry's position, the
-/// entry.
-fn email_index_rows<'u>(users: &[&'u User]) -> Vec<(&'u User, usize, gatehouse_core::EmailIndexEntry)> {
+/// One row of the email index: the user, the entry's position, the entry.
+type EmailRow<'u> = (&'u User, usize, gatehouse_core::EmailIndexEntry);
+
+/// The email index rows of `users`.
+fn email_index_rows<'u>(users: &[&'u User]) -> Vec<EmailRow<'u>> {
     users
         .iter()
         .flat_map(|user| user.email_index().into_iter().enumerate().map(move |(i, entry)| (*user, i, entry)))
@@ -1128,10 +1077,7 @@ fn email_index_rows<'u>(users: &[&'u User]) -> Vec<(&'u User, usize, gatehouse_c
 }
 
 /// Declares the insert of email index `rows` in `inserts`.
-fn add_email_index(
-    inserts: &mut crate::inserts::Inserts,
-    rows: &[(&User, usize, gatehouse_core::EmailIndexEntry)],
-) -> Result<()> {
+fn add_email_index(inserts: &mut crate::inserts::Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
     inserts.insert_new(
         "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
         6,
@@ -1150,8 +1096,11 @@ fn add_email_index(
     Ok(())
 }
 
-async fn insert_email_index(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
-    for chunk in email_index_rows(users).chunks(EMAIL_ROWS_PER_STATEMENT) {
+/// Inserts email index `rows` that are not there yet, in statements of
+/// their own. (Two nodes indexing the same old users as they start write
+/// the same rows.)
+async fn insert_email_index(conn: &mut AnyConnection, rows: &[EmailRow<'_>]) -> Result<()> {
+    for chunk in rows.chunks(EMAIL_ROWS_PER_STATEMENT) {
         let mut inserts = crate::inserts::Inserts::default();
         add_email_index(&mut inserts, chunk)?;
         inserts.execute_in(conn).await?;
@@ -1185,7 +1134,7 @@ mod tests {
         };
         let user = store.create_user(&new, chrono::DateTime::UNIX_EPOCH).await.unwrap();
         let mut conn = store.pool.acquire().await.unwrap();
-        super::insert_email_index(&mut conn, &[&user]).await.unwrap();
+        super::insert_email_index(&mut conn, &super::email_index_rows(&[&user])).await.unwrap();
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT value_normalized, position FROM user_emails ORDER BY position")
                 .fetch_all(&mut *conn)
@@ -1240,16 +1189,14 @@ mod tests {
             store.get_user(user.id).await.unwrap(),
             store.find_scim_token("hash").await.unwrap(),
         );
-        assert!(
-            store.readers.as_ref().unwrap().idle_connections() > 0,
-            "the reads ran on the caller's thread"
-        );
+        assert_eq!(store.readers.as_ref().unwrap().answered(), 3, "the reads ran on the caller's thread");
         store.readers.as_ref().unwrap().close();
         let pooled = (
             store.find_user_for_login(&email, &keys).await.unwrap(),
             store.get_user(user.id).await.unwrap(),
             store.find_scim_token("hash").await.unwrap(),
         );
+        assert_eq!(store.readers.as_ref().unwrap().answered(), 3, "the second reads went through the pool");
         assert_eq!(here, pooled);
         let account = here.0.account.unwrap();
         assert_eq!(account.user, user);

@@ -1198,7 +1198,8 @@ async fn scim_deletions_leave_tombstones_until_scim_creates_again(store: Store) 
     assert!(matches!(store.delete_user_tombstoned(user.id, t0()).await, Err(StoreError::NotFound)));
 
     // SCIM creating the person again lifts it.
-    assert_eq!(store.lift_tombstones(org.id, Some("GONE@a.test"), None).await.unwrap(), 1);
+    let again = store.provision_user(&new_user(org.id, "GONE@a.test"), None, t0()).await.unwrap();
+    assert_eq!(again.1, 1);
     assert!(
         store
             .find_tombstone(keys("sub-gone", Some("gone@a.test"), Some("00u-gone")))
@@ -1576,9 +1577,18 @@ async fn users_may_have_no_email_but_a_user_name(store: Store) {
         external_id: Some("EXT-JDoe"),
     };
     assert!(store.find_tombstone(keys).await.unwrap().is_some());
-    assert_eq!(store.lift_tombstones(org.id, None, Some("ext-rroe")).await.unwrap(), 0);
-    assert_eq!(store.lift_tombstones(org.id, None, None).await.unwrap(), 0);
-    assert_eq!(store.lift_tombstones(org.id, None, Some("ext-jdoe")).await.unwrap(), 1);
+    let lifted = |new: NewUser| {
+        let store = store.clone();
+        async move { store.provision_user(&new, None, t0()).await.unwrap().1 }
+    };
+    assert_eq!(
+        lifted(NewUser { external_id: Some("ext-rroe".into()), ..nameless(org.id, "rroe2") }).await,
+        0
+    );
+    assert_eq!(lifted(NewUser { external_id: None, ..nameless(org.id, "nokeys") }).await, 0);
+    assert!(store.find_tombstone(keys).await.unwrap().is_some());
+    assert_eq!(lifted(nameless(org.id, "jdoe")).await, 1);
+    assert!(store.find_tombstone(keys).await.unwrap().is_none());
 }
 
 /// `sw` is a range of an index in byte order on both backends: it must
