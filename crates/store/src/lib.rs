@@ -256,13 +256,16 @@ impl Store {
         params: &[&str],
         decode: impl Fn(&dyn columns::Columns) -> Result<T>,
     ) -> Result<Option<T>> {
-        if let Some(readers) = &self.readers {
+        // The placeholders' names, as SQLite files `$n` (they may appear in
+        // any order in the statement).
+        const NAMES: [&str; 4] = ["$1", "$2", "$3", "$4"];
+        debug_assert!(params.len() <= NAMES.len(), "more parameters than optional_row names");
+        if let Some(readers) = self.readers.as_ref().filter(|_| params.len() <= NAMES.len()) {
             let here = readers.read(|conn| {
-                let names: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
-                let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
+                let named: Vec<(&str, &dyn rusqlite::ToSql)> = NAMES
                     .iter()
                     .zip(params)
-                    .map(|(name, value)| (name.as_str(), value as &dyn rusqlite::ToSql))
+                    .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
                     .collect();
                 let mut statement = conn.prepare_cached(sql)?;
                 let mut rows = statement.query(named.as_slice())?;
