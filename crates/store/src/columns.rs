@@ -10,15 +10,6 @@ use sqlx::any::AnyRow;
 use crate::{Result, StoreError};
 
 pub(crate) trait Columns {
-    /// The columns of this row named `{prefix}{name}`, read as `name`: one
-    /// record of several that a join returns side by side.
-    fn prefixed<'r>(&'r self, prefix: &'static str) -> Prefixed<'r, Self>
-    where
-        Self: Sized,
-    {
-        Prefixed { row: self, prefix }
-    }
-
     fn text(&self, name: &str) -> Result<String>;
     fn text_opt(&self, name: &str) -> Result<Option<String>>;
     fn int(&self, name: &str) -> Result<i64>;
@@ -55,13 +46,13 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
-/// See [`Columns::prefixed`].
-pub(crate) struct Prefixed<'r, R> {
+/// See [`prefixed`].
+pub(crate) struct Prefixed<'r, R: ?Sized> {
     row: &'r R,
     prefix: &'static str,
 }
 
-impl<R: Columns> Columns for Prefixed<'_, R> {
+impl<R: Columns + ?Sized> Columns for Prefixed<'_, R> {
     fn text(&self, name: &str) -> Result<String> {
         self.row.text(&format!("{}{name}", self.prefix))
     }
@@ -76,9 +67,15 @@ impl<R: Columns> Columns for Prefixed<'_, R> {
     }
 }
 
+/// The columns of `row` named `{prefix}{name}`, read as `name`: one
+/// record of several that a join returns side by side.
+pub(crate) fn prefixed<'r>(row: &'r dyn Columns, prefix: &'static str) -> Prefixed<'r, dyn Columns + 'r> {
+    Prefixed { row, prefix }
+}
+
 /// `{alias}.{column} AS {prefix}{column}` for each of `columns` (a list
 /// as a table's `COLUMNS` constant spells it), for reading with
-/// [`Columns::prefixed`].
+/// [`prefixed`].
 pub(crate) fn aliased(columns: &str, alias: &str, prefix: &str) -> String {
     columns
         .split(',')
@@ -121,7 +118,7 @@ mod tests {
         let mut rows = stmt.query([]).unwrap();
         let row = rows.next().unwrap().unwrap();
         assert_eq!(row.int("id").unwrap(), 1);
-        assert_eq!(row.prefixed("u_").int("id").unwrap(), 2);
-        assert!(matches!(row.prefixed("s_").int("id"), Err(StoreError::Corrupt(_))));
+        assert_eq!(prefixed(row, "u_").int("id").unwrap(), 2);
+        assert!(matches!(prefixed(row, "s_").int("id"), Err(StoreError::Corrupt(_))));
     }
 }

@@ -10,9 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use gatehouse_core::{OrgId, UserId};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
+use crate::read_then_write::ReadRows;
 use crate::{Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +162,7 @@ impl Store {
     pub async fn domain_owner(&self, domain: &str) -> Result<Option<(OrgId, String)>> {
         let mut conn = self.pool.acquire().await?;
         let candidates = domain_and_parents(domain);
-        let owners = verified_owners(&mut conn, &candidates).await?;
+        let owners = verified_owners(&mut *conn, &candidates).await?;
         Ok(nearest_owner(&owners, domain).cloned())
     }
 
@@ -195,7 +196,7 @@ impl Store {
 }
 
 /// Which of `domains` are verified, and by whom.
-async fn verified_owners(conn: &mut AnyConnection, domains: &[&str]) -> Result<Vec<(OrgId, String)>> {
+async fn verified_owners(reads: &mut impl ReadRows, domains: &[&str]) -> Result<Vec<(OrgId, String)>> {
     if domains.is_empty() {
         return Ok(Vec::new());
     }
@@ -203,21 +204,15 @@ async fn verified_owners(conn: &mut AnyConnection, domains: &[&str]) -> Result<V
     let sql = format!(
         "SELECT org_id, domain FROM org_domains WHERE verified_at IS NOT NULL AND domain IN ({list})"
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for d in domains {
-        query = query.bind(d.to_string());
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| Ok((parse_id(&row.try_get::<String, _>("org_id")?)?, row.try_get("domain")?)))
-        .collect()
+    let domains: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
+    reads.rows(&sql, &domains, |row| Ok((parse_id(&row.text("org_id")?)?, row.text("domain")?))).await
 }
 
 /// Fails with [`StoreError::DomainOwned`] when any of these would-be
 /// addresses (organization, email domain) is in a domain another
 /// organization has verified. Runs inside the transaction that writes them.
 pub(crate) async fn refuse_owned_elsewhere(
-    conn: &mut AnyConnection,
+    reads: &mut impl ReadRows,
     addresses: &[(OrgId, &str)],
 ) -> Result<()> {
     let mut all: Vec<&str> = addresses.iter().flat_map(|(_, d)| domain_and_parents(d)).collect();
@@ -225,7 +220,7 @@ pub(crate) async fn refuse_owned_elsewhere(
     all.dedup();
     // Bounded: an address is at most 254 characters, so at most 127 labels,
     // and a batch at most 64 users; both backends take far more parameters.
-    let owners = verified_owners(conn, &all).await?;
+    let owners = verified_owners(reads, &all).await?;
     for (org, domain) in addresses {
         if let Some((owner, owned)) = nearest_owner(&owners, domain)
             && owner != org

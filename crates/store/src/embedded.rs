@@ -28,7 +28,9 @@
 //! every read goes through the pool.
 //!
 //! These connections only read (`query_only`): every write still goes
-//! through sqlx, its write turn and its group commit.
+//! through sqlx, its write turn and its group commit. A group-commit
+//! writer that reads before it writes reads here too, while it holds the
+//! write lock (`read_then_write`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;

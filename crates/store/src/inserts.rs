@@ -186,6 +186,23 @@ impl Inserts {
         let Some(sql) = self.combined(crate::backend_of(conn)) else { return Ok(Vec::new()) };
         sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
     }
+
+    /// As [`Inserts::fetch_in`], on SQLite, with the `COMMIT` of the
+    /// caller's transaction at the end of the script: one round trip for
+    /// both (`read_then_write`). If any statement fails, the transaction
+    /// is still open, for the caller to roll back.
+    pub(crate) async fn fetch_then_commit(
+        self,
+        conn: &mut AnyConnection,
+    ) -> std::result::Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        debug_assert_eq!(crate::backend_of(conn), Backend::Sqlite, "a script is SQLite's");
+        self.assert_complete();
+        let sql = match self.combined(Backend::Sqlite) {
+            Some(script) => format!("{script}; COMMIT"),
+            None => "COMMIT".to_owned(),
+        };
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
+    }
 }
 
 /// `template` with its `?`s numbered `$n`, after the first `after`.

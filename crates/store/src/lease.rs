@@ -132,6 +132,14 @@ impl Lease {
         }
     }
 
+    /// Drops the connection, closed rather than handed on: for one that may
+    /// be inside a transaction that its owner can no longer end.
+    pub(crate) fn discard(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
+    }
+
     /// The operation is over and its connection clean: keep it for the
     /// next lease. A connection still inside a transaction (which a
     /// finished operation never leaves, short of leaking its

@@ -32,6 +32,7 @@ mod keys;
 mod lease;
 mod orgs;
 mod portal;
+mod read_then_write;
 mod rest_auth;
 mod scim_tokens;
 mod sealed;
@@ -307,21 +308,6 @@ impl Store {
         Ok(WriteTx { tx, _turn: turn })
     }
 
-    /// `begin_write` on a lease's connection, for the writers that hand
-    /// their connection on when they are done (`lease`); the lease, taken
-    /// with `lease_to_write`, holds the write turn.
-    pub(crate) async fn begin_write_on<'c>(&self, lease: &'c mut lease::Lease) -> Result<WriteTx<'c>> {
-        debug_assert!(
-            self.backend == Backend::Postgres || lease.holds_write_turn(),
-            "a write on SQLite waits for the write turn first"
-        );
-        let tx = match self.backend {
-            Backend::Sqlite => lease.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => lease.begin().await?,
-        };
-        Ok(WriteTx { tx, _turn: None })
-    }
-
     /// Waits for this process's turn to write, on SQLite; hold the guard for
     /// the duration of a single-statement write.
     pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
@@ -376,25 +362,6 @@ pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The rows of `{head} IN ($1, …) {tail}`, with one placeholder for each of
-/// `values`, bound in order; none, without asking, when there are none.
-pub(crate) async fn rows_in(
-    conn: &mut AnyConnection,
-    head: &str,
-    values: &[String],
-    tail: &str,
-) -> Result<Vec<sqlx::any::AnyRow>> {
-    if values.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!("{head} IN {} {tail}", placeholders(0, 1, values.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for value in values {
-        query = query.bind(value.clone());
-    }
-    Ok(query.fetch_all(&mut *conn).await?)
 }
 
 /// The backend `conn` talks to.

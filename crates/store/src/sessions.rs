@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::{AuthMethod, Device, IdpGroups, OrgId, SessionId, User, UserId};
 use sqlx::{AnyConnection, Row};
 
-use crate::columns::{Columns, aliased};
+use crate::columns::{Columns, aliased, prefixed};
 use crate::inserts::Inserts;
+use crate::read_then_write::{ReadRows, ReadThenWrite};
 use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
-fn session_from_row<R: Columns>(row: &R) -> Result<SessionRecord> {
+fn session_from_row<R: Columns + ?Sized>(row: &R) -> Result<SessionRecord> {
     let method = row.text("auth_method")?;
     Ok(SessionRecord {
         id: parse_id(&row.text("id")?)?,
@@ -184,25 +185,23 @@ impl Store {
 
     /// Rotates the refresh tokens of `rows`, in their order, in one
     /// transaction: one read for the whole batch (the tokens joined to
-    /// their sessions, the sessions' users and those users' groups), one
-    /// conditional update that spends the winners, one insert of their
+    /// their sessions, the sessions' users and those users' groups), then
+    /// one conditional update that spends the winners, one insert of their
     /// successors, and an update for each session that a reuse revokes
-    /// (rare: it means a stolen token).
+    /// (rare: it means a stolen token). On SQLite the read runs on the
+    /// calling thread and the writes go with the commit
+    /// (`read_then_write`): two hand-offs to the connection's thread
+    /// instead of five.
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
-        let mut conn = self.lease_to_write().await?;
-        let outcomes = self.write_rotations_on(&mut conn, rows).await?;
-        conn.finish();
-        Ok(outcomes)
-    }
-
-    async fn write_rotations_on(
-        &self,
-        conn: &mut crate::lease::Lease,
-        rows: &[&Rotation],
-    ) -> Result<Vec<RefreshOutcome>> {
-        let mut tx = self.begin_write_on(conn).await?;
+        let mut tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
-        let Presented { tokens, sessions, users, groups } = read_presented(&mut tx, &presented).await?;
+        let Presented { tokens, sessions, users, groups } = match read_presented(&mut tx, &presented).await {
+            Ok(read) => read,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
 
         // Decide each row as if the rows ran one after another: a token spent
         // by an earlier row is reused by a later one, and a session that an
@@ -232,36 +231,57 @@ impl Store {
             plan.push(step);
         }
 
-        // Spend the winners' tokens. On PostgreSQL another process may have
-        // spent one since it was read; such a row lost the race and is a reuse.
+        // Spend the winners' tokens. Where another writer may have spent
+        // one since it was read (PostgreSQL, another process), that is
+        // learnt first, and such a row lost the race: it is a reuse. Where
+        // none can (SQLite, under its write lock), the spend goes with the
+        // commit.
         let winners: Vec<&Rotation> = rows
             .iter()
             .zip(&plan)
             .filter(|(_, step)| matches!(step, Step::Rotate(..)))
             .map(|(r, _)| *r)
             .collect();
-        let spent_now = spend(&mut tx, &winners).await?;
-        for (row, step) in rows.iter().zip(plan.iter_mut()) {
-            if let Step::Rotate(session, _) = step
-                && !spent_now.contains(&row.presented)
-            {
-                revoked.entry(session.id).or_insert(row.now);
-                *step = Step::Reused(session.id);
+        let exclusive = tx.exclusive();
+        if !exclusive {
+            let mut spend = Inserts::default();
+            add_spend(&mut spend, &winners)?;
+            let spent_now: HashSet<String> = match spend.fetch_in(tx.conn()).await {
+                Ok(rows) => rows.iter().map(|row| row.text("token_hash")).collect::<Result<_>>()?,
+                Err(e) => {
+                    tx.rollback().await;
+                    return Err(e.into());
+                }
+            };
+            for (row, step) in rows.iter().zip(plan.iter_mut()) {
+                if let Step::Rotate(session, _) = step
+                    && !spent_now.contains(&row.presented)
+                {
+                    revoked.entry(session.id).or_insert(row.now);
+                    *step = Step::Reused(session.id);
+                }
             }
         }
-        let mut successors = Inserts::default();
+        let mut writes = Inserts::default();
         let rotated = plan.iter().filter(|step| matches!(step, Step::Rotate(..))).count();
-        successors.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
+        writes.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
         for (row, step) in rows.iter().zip(&plan) {
             if let Step::Rotate(session, _) = step {
-                successors.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
+                writes.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
             }
         }
-        successors.execute_in(&mut tx).await?;
         for (session, at) in &revoked {
-            revoke_session(&mut tx, *session, "refresh token reused", *at).await?;
+            add_revoke(&mut writes, *session, "refresh token reused", *at)?;
         }
-        tx.commit().await?;
+        if exclusive {
+            // Last, so that its rows are the ones that come back.
+            add_spend(&mut writes, &winners)?;
+        }
+        let spent_now = tx.commit_with(writes).await?;
+        debug_assert!(
+            !exclusive || spent_now.len() == winners.len(),
+            "under the write lock every winner read unspent is spent"
+        );
         Ok(plan
             .into_iter()
             .map(|step| match step {
@@ -350,62 +370,87 @@ struct Presented {
 /// token joined to its session and the session's user. (As four queries,
 /// one per table, a batch was four round trips; on SQLite each a hand-off
 /// to the connection's thread and back.)
-async fn read_presented(conn: &mut AnyConnection, hashes: &[String]) -> Result<Presented> {
-    let head = format!(
-        "SELECT t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, \
-           {groups} AS u_group_names \
-         FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id \
-         WHERE t.token_hash",
-        sessions = aliased(COLUMNS, "s", "s_"),
-        users = crate::users::columns_aliased("u", "u_"),
-        groups = crate::users::group_names_json(crate::backend_of(conn), "u.id"),
-    );
+async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result<Presented> {
     let mut read = Presented {
         tokens: HashMap::new(),
         sessions: HashMap::new(),
         users: HashMap::new(),
         groups: HashMap::new(),
     };
-    for row in crate::rows_in(conn, &head, hashes, "").await? {
+    if hashes.is_empty() {
+        return Ok(read);
+    }
+    let sql = format!(
+        "SELECT t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, \
+           {groups} AS u_group_names \
+         FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id \
+         WHERE t.token_hash IN {list}",
+        sessions = aliased(COLUMNS, "s", "s_"),
+        users = crate::users::columns_aliased("u", "u_"),
+        groups = crate::users::group_names_json(tx.backend(), "u.id"),
+        list = crate::placeholders(0, 1, hashes.len()),
+    );
+    let found = tx.rows(&sql, hashes, |row| {
         let session: SessionId = parse_id(&row.text("token_session")?)?;
-        read.tokens.insert(row.text("token_hash")?, (session, row.int_opt("rotated_at")?.is_some()));
+        let token = (row.text("token_hash")?, session, row.int_opt("rotated_at")?.is_some());
         if row.text_opt("s_id")?.is_none() {
-            continue;
+            return Ok((token, None));
         }
-        read.sessions.insert(session, session_from_row(&row.prefixed("s_"))?);
+        let record = session_from_row(&prefixed(row, "s_"))?;
         if row.text_opt("u_id")?.is_none() {
-            continue;
+            return Ok((token, Some((record, None))));
         }
-        let user = crate::users::user_from_row(&row.prefixed("u_"))?;
+        let user = crate::users::user_from_row(&prefixed(row, "u_"))?;
         let groups: Vec<String> = serde_json::from_str(&row.text("u_group_names")?)
             .map_err(|e| StoreError::Corrupt(format!("group names of a refreshing user: {e}")))?;
+        Ok((token, Some((record, Some((user, groups))))))
+    });
+    for ((hash, session, rotated), record) in found.await? {
+        read.tokens.insert(hash, (session, rotated));
+        let Some((record, user)) = record else { continue };
+        read.sessions.insert(session, record);
+        let Some((user, groups)) = user else { continue };
         read.groups.insert(user.id, groups);
         read.users.insert(user.id, user);
     }
     Ok(read)
 }
 
-/// Marks the presented tokens of `rows` spent, each at its row's time, where
-/// no one has yet; returns the hashes this call spent.
-async fn spend(conn: &mut AnyConnection, rows: &[&Rotation]) -> Result<HashSet<String>> {
+/// Declares the spending of the presented tokens of `rows`, each at its
+/// row's time, where no one has yet; the statement returns the hashes it
+/// spent.
+fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) -> Result<()> {
     if rows.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(());
     }
-    // `CASE token_hash WHEN $1 THEN $2 …` gives each token its own time;
-    // the odd placeholders are the hashes, listed again for the index.
-    let cases: String =
-        (0..rows.len()).map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2)).collect();
-    let hashes: Vec<String> = (0..rows.len()).map(|i| format!("${}", 2 * i + 1)).collect();
-    let sql = format!(
-        "UPDATE refresh_tokens SET rotated_at = CASE token_hash{cases} END \
-         WHERE token_hash IN ({}) AND rotated_at IS NULL RETURNING token_hash",
-        hashes.join(", ")
+    // `CASE token_hash WHEN ? THEN ? …` gives each token its own time; the
+    // hashes are listed again for the index.
+    writes.statement(
+        format!(
+            "UPDATE refresh_tokens SET rotated_at = CASE token_hash{} END \
+             WHERE token_hash IN ({}) AND rotated_at IS NULL RETURNING token_hash",
+            " WHEN ? THEN ?".repeat(rows.len()),
+            vec!["?"; rows.len()].join(", ")
+        ),
+        3 * rows.len(),
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for row in rows {
-        query = query.bind(row.presented.clone()).bind(millis(row.now));
+        writes.bind(row.presented.clone())?.bind(millis(row.now))?;
     }
-    query.fetch_all(&mut *conn).await?.iter().map(|row| Ok(row.try_get("token_hash")?)).collect()
+    for row in rows {
+        writes.bind(row.presented.clone())?;
+    }
+    Ok(())
+}
+
+/// Declares the end of session `id`, if it is still live.
+fn add_revoke(writes: &mut Inserts, id: SessionId, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    writes.statement(
+        "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL".into(),
+        3,
+    );
+    writes.bind(millis(now))?.bind(reason.to_owned())?.bind(id.to_string())?;
+    Ok(())
 }
 
 async fn revoke_session(

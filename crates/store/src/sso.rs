@@ -7,6 +7,8 @@ use gatehouse_core::{AuthMethod, IdpGroups, OrgId, User, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::inserts::Inserts;
+use crate::read_then_write::ReadThenWrite;
 use crate::users::{UserRow, insert_users};
 use crate::{NewAuditEvent, NewUser, Result, Store, StoreError, millis, parse_id};
 
@@ -257,10 +259,9 @@ impl Store {
         let id = UserId::new();
         let audit = NewAuditEvent { user_id: Some(id), ..audit.clone() };
         let row = UserRow::new(id, new.clone(), Some(audit), now);
-        let mut tx = self.begin_write().await?;
-        insert_users(&mut tx, &[&row]).await?;
-        insert_link(&mut tx, connection_id, subject, id, now).await?;
-        tx.commit().await?;
+        let tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
+        let what = "a user with this email, or a link for this subject";
+        insert_users(tx, &[&row], what, |inserts| add_link(inserts, connection_id, subject, id, now)).await?;
         self.get_user(id).await
     }
 }
@@ -272,15 +273,24 @@ async fn insert_link(
     user: UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO identity_links (connection_id, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(connection_id)
-    .bind(subject)
-    .bind(user.to_string())
-    .bind(millis(now))
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::on_insert("a link for this subject"))?;
+    let mut inserts = Inserts::default();
+    add_link(&mut inserts, connection_id, subject, user, now)?;
+    inserts.execute_in(conn).await.map_err(StoreError::on_insert("a link for this subject"))
+}
+
+/// Declares the insert of a link from `subject` to `user`.
+fn add_link(
+    inserts: &mut Inserts,
+    connection_id: &str,
+    subject: &str,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    inserts.insert("identity_links (connection_id, subject, user_id, created_at)", 4, 1);
+    inserts
+        .bind(connection_id.to_owned())?
+        .bind(subject.to_owned())?
+        .bind(user.to_string())?
+        .bind(millis(now))?;
     Ok(())
 }

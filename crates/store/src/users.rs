@@ -3,6 +3,8 @@ use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
 use sqlx::{AnyConnection, Row};
 
 use crate::columns::Columns;
+use crate::inserts::Inserts;
+use crate::read_then_write::ReadThenWrite;
 use crate::{Backend, Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
@@ -406,7 +408,7 @@ const COLUMNS: &str = "id, org_id, email, display_name, external_id, active, pas
                        scim_resource, version, role, created_via, created_at, updated_at";
 
 /// The users' columns as `{alias}.{column} AS {prefix}{column}`, for a
-/// join read with `Columns::prefixed`.
+/// join read with `columns::prefixed`.
 pub(crate) fn columns_aliased(alias: &str, prefix: &str) -> String {
     crate::columns::aliased(COLUMNS, alias, prefix)
 }
@@ -554,11 +556,8 @@ impl Store {
     /// lifts the tombstones of those provisioned: one transaction. Returns
     /// the tombstones each row lifted.
     async fn write_users(&self, rows: &[&UserRow]) -> Result<Vec<u64>> {
-        let mut conn = self.lease_to_write().await?;
-        let mut tx = self.begin_write_on(&mut conn).await?;
-        let lifted = insert_users(&mut tx, rows).await?;
-        tx.commit().await?;
-        conn.finish();
+        let tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
+        let lifted = insert_users(tx, rows, "a user with this email or userName", |_| Ok(())).await?;
         let superseding: Vec<_> = rows.iter().map(|r| r.supersedes()).collect();
         Ok(crate::tombstones::count_per_user(lifted, &superseding))
     }
@@ -767,7 +766,8 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(org) = org {
-                crate::domains::refuse_owned_elsewhere(&mut tx, &[(parse_id(&org)?, email.domain())]).await?;
+                crate::domains::refuse_owned_elsewhere(&mut *tx, &[(parse_id(&org)?, email.domain())])
+                    .await?;
             }
         }
         let done = sqlx::query(
@@ -962,16 +962,25 @@ impl crate::group_commit::BatchRow for UserRow {
 }
 
 /// Inserts the users, their email index and their audit events, and
-/// lifts the tombstones of the rows that lift them, inside the caller's
-/// transaction; returns the tombstones lifted. After the check of the
-/// addresses' domains, all of it is one round trip (`Inserts::fetch_in`):
-/// as separate statements a batch was six, on SQLite each a hand-off to
-/// the connection's thread and back (docs/benchmarks.md).
+/// lifts the tombstones of the rows that lift them, then what `more`
+/// declares after them, and commits `tx`; returns the tombstones lifted.
+/// A duplicate is a conflict over `what`. After the check of the
+/// addresses' domains (on `tx`'s reads), all of it goes with the commit:
+/// as separate statements a batch was seven round trips, on SQLite each a
+/// hand-off to the connection's thread and back (docs/benchmarks.md).
 pub(crate) async fn insert_users(
-    conn: &mut sqlx::AnyConnection,
+    mut tx: ReadThenWrite<'_>,
     rows: &[&UserRow],
+    what: &'static str,
+    more: impl FnOnce(&mut Inserts) -> Result<()>,
 ) -> Result<Vec<crate::tombstones::Lifted>> {
-    let mut inserts = crate::inserts::Inserts::default();
+    let addresses: Vec<(OrgId, &str)> =
+        rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
+    if let Err(e) = crate::domains::refuse_owned_elsewhere(&mut tx, &addresses).await {
+        tx.rollback().await;
+        return Err(e);
+    }
+    let mut inserts = Inserts::default();
     inserts.insert(
         "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
          user_name_normalized, scim_resource, external_id_normalized, created_at, updated_at, email_domain, role, \
@@ -1007,14 +1016,11 @@ pub(crate) async fn insert_users(
             .bind(1_i64)?
             .bind(display_name_key(&new.display_name))?;
     }
-    let addresses: Vec<(OrgId, &str)> =
-        rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
-    crate::domains::refuse_owned_elsewhere(conn, &addresses).await?;
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     let users: Vec<&User> = users.iter().collect();
     // A batch of users with very many emails each could pass a backend's
     // limit on the values of one statement; their index goes in
-    // statements of its own.
+    // statements of its own, after the users they refer to.
     let emails = email_index_rows(&users);
     let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
     if !index_apart {
@@ -1023,14 +1029,29 @@ pub(crate) async fn insert_users(
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::add_audit_events(&mut inserts, &audits)?;
+    more(&mut inserts)?;
+    // Last: only the last statement's rows come back.
     let superseding: Vec<_> = rows.iter().filter_map(|r| r.supersedes()).collect();
     crate::tombstones::add_lift(&mut inserts, &superseding)?;
     // The organization's existence is the foreign key's to check.
-    let lifted =
-        inserts.fetch_in(conn).await.map_err(StoreError::on_insert("a user with this email or userName"))?;
-    if index_apart {
-        insert_email_index(conn, &emails).await?;
-    }
+    let lifted = if index_apart {
+        let written = match inserts.fetch_in(tx.conn()).await {
+            Ok(rows) => insert_email_index(tx.conn(), &emails).await.map(|()| rows),
+            Err(e) => Err(StoreError::on_insert(what)(e)),
+        };
+        match written {
+            Ok(rows) => {
+                tx.commit_with(Inserts::default()).await?;
+                rows
+            }
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        }
+    } else {
+        tx.commit_with(inserts).await.map_err(StoreError::on_insert(what))?
+    };
     crate::tombstones::lifted(&lifted)
 }
 
@@ -1077,7 +1098,7 @@ fn email_index_rows<'u>(users: &[&'u User]) -> Vec<EmailRow<'u>> {
 }
 
 /// Declares the insert of email index `rows` in `inserts`.
-fn add_email_index(inserts: &mut crate::inserts::Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
+fn add_email_index(inserts: &mut Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
     inserts.insert_new(
         "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
         6,
@@ -1101,7 +1122,7 @@ fn add_email_index(inserts: &mut crate::inserts::Inserts, rows: &[EmailRow<'_>])
 /// the same rows.)
 async fn insert_email_index(conn: &mut AnyConnection, rows: &[EmailRow<'_>]) -> Result<()> {
     for chunk in rows.chunks(EMAIL_ROWS_PER_STATEMENT) {
-        let mut inserts = crate::inserts::Inserts::default();
+        let mut inserts = Inserts::default();
         add_email_index(&mut inserts, chunk)?;
         inserts.execute_in(conn).await?;
     }
@@ -1184,19 +1205,28 @@ mod tests {
         let token = store.create_scim_token(org.id, "t", "okta", "hash", now).await.unwrap();
 
         let keys = ["account:ivy", "ip:none"];
+        let before = store.readers.as_ref().unwrap().answered();
         let here = (
             store.find_user_for_login(&email, &keys).await.unwrap(),
             store.get_user(user.id).await.unwrap(),
             store.find_scim_token("hash").await.unwrap(),
         );
-        assert_eq!(store.readers.as_ref().unwrap().answered(), 3, "the reads ran on the caller's thread");
+        assert_eq!(
+            store.readers.as_ref().unwrap().answered() - before,
+            3,
+            "the reads ran on the caller's thread"
+        );
         store.readers.as_ref().unwrap().close();
         let pooled = (
             store.find_user_for_login(&email, &keys).await.unwrap(),
             store.get_user(user.id).await.unwrap(),
             store.find_scim_token("hash").await.unwrap(),
         );
-        assert_eq!(store.readers.as_ref().unwrap().answered(), 3, "the second reads went through the pool");
+        assert_eq!(
+            store.readers.as_ref().unwrap().answered() - before,
+            3,
+            "the second reads went through the pool"
+        );
         assert_eq!(here, pooled);
         let account = here.0.account.unwrap();
         assert_eq!(account.user, user);
