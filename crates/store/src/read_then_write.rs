@@ -157,7 +157,9 @@ impl ReadRows for AnyConnection {
         params: &[String],
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        // Kept prepared, as sqlx does by default: on PostgreSQL a statement
+        // prepared afresh is a round trip more.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for param in params {
             query = query.bind(param.as_str());
         }
