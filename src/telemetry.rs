@@ -5,7 +5,7 @@
 //! where credentials travel.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -30,7 +30,20 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often the samples that histograms took are folded into their
+/// buckets. Until then the exporter keeps every sample (about 17 bytes a
+/// request); folded only when `/metrics` was scraped, they grew without
+/// bound on a service that nobody scraped (docs/benchmarks.md, "Metrics
+/// that grew").
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 fn recorder() -> &'static PrometheusHandle {
+    recorder_upkept_every(UPKEEP_EVERY)
+}
+
+/// The recorder, built on first use with a thread that folds its samples
+/// every `every`.
+fn recorder_upkept_every(every: Duration) -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -44,6 +57,16 @@ fn recorder() -> &'static PrometheusHandle {
         // Another recorder may already be installed (tests embedding the app
         // twice share this one); either way the handle renders ours.
         let _ = metrics::set_global_recorder(recorder);
+        let upkept = handle.clone();
+        let upkeep = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                upkept.run_upkeep();
+            }
+        });
+        if let Err(e) = upkeep {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep; samples are folded only when scraped");
+        }
         handle
     })
 }
@@ -51,6 +74,14 @@ fn recorder() -> &'static PrometheusHandle {
 /// Installs the metrics recorder; called when the app is built.
 pub fn init_metrics() {
     recorder();
+}
+
+/// [`init_metrics`], with the samples folded every `every`: for a test
+/// that cannot wait the usual interval. The first call in a process sets
+/// it.
+#[doc(hidden)]
+pub fn init_metrics_upkept_every(every: Duration) {
+    recorder_upkept_every(every);
 }
 
 pub fn render_metrics() -> String {
