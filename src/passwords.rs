@@ -19,24 +19,45 @@ pub struct PasswordHasher {
     admission: Arc<Semaphore>,
     /// Jobs running.
     permits: Arc<Semaphore>,
-    /// A real hash of a random password, verified against when a user has no
-    /// hash, so that "no such user" costs as much time as "wrong password".
+    /// Verified against when a user has no hash, so that "no such user"
+    /// costs as much time as "wrong password" (`decoy`).
     decoy: String,
+}
+
+/// A hash to verify against when a user has none: the parameters every
+/// real hash has (so that verifying against it costs what a real one
+/// costs), a random salt and a random output, which no password hashes to.
+/// It used to be the hash of a random password, computed as the service
+/// started: tens of milliseconds of start-up and 19 MiB that bought
+/// nothing a random output does not (docs/benchmarks.md, "Start-up").
+fn decoy() -> String {
+    use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+    let hasher = Argon2::default();
+    let salt: [u8; 16] = rand::random();
+    let output: [u8; 32] = rand::random();
+    // None of these can fail: the parameters are the defaults, and the
+    // salt's and output's lengths are within what PHC strings allow.
+    fn fixed<T>(e: impl std::fmt::Display) -> T {
+        unreachable!("a decoy hash with default parameters: {e}")
+    }
+    let decoy = PasswordHash {
+        algorithm: argon2::Algorithm::default().ident(),
+        version: Some(argon2::Version::default().into()),
+        params: ParamsString::try_from(hasher.params()).unwrap_or_else(fixed),
+        salt: Some(Salt::new(&salt).unwrap_or_else(fixed)),
+        hash: Some(Output::new(&output).unwrap_or_else(fixed)),
+    };
+    decoy.to_string()
 }
 
 impl PasswordHasher {
     /// Runs `concurrency` hashes at once, with at most `queue` more waiting.
     pub fn new(concurrency: usize, queue: usize) -> Self {
-        let random: [u8; 16] = rand::random();
-        let decoy = Argon2::default()
-            .hash_password(&random)
-            .map(|h| h.to_string())
-            .unwrap_or_else(|e| unreachable!("argon2 with default parameters: {e}"));
         let concurrency = concurrency.max(1);
         Self {
             admission: Arc::new(Semaphore::new(concurrency + queue)),
             permits: Arc::new(Semaphore::new(concurrency)),
-            decoy,
+            decoy: decoy(),
         }
     }
 
@@ -110,6 +131,29 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// The decoy has every parameter of a real hash, so that verifying
+    /// against it is a full verification (a decoy the verifier could not
+    /// read would be refused at once, and "no such user" would answer
+    /// faster than "wrong password"); and each hasher has its own.
+    #[test]
+    fn the_decoy_costs_what_a_real_hash_costs() {
+        use argon2::password_hash::phc::PasswordHash;
+        let real = Argon2::default().hash_password(b"a real password").unwrap().to_string();
+        let (real, decoy_text) = (PasswordHash::new(&real).unwrap(), decoy());
+        let decoy = PasswordHash::new(&decoy_text).unwrap();
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(decoy.version, real.version);
+        assert_eq!(decoy.params, real.params);
+        assert_eq!(decoy.salt.map(|s| s.len()), real.salt.map(|s| s.len()));
+        assert_eq!(decoy.hash.map(|h| h.len()), real.hash.map(|h| h.len()));
+        assert_eq!(
+            Argon2::default().verify_password(b"a real password", &decoy),
+            Err(argon2::password_hash::Error::PasswordInvalid),
+            "verified in full, and refused"
+        );
+        assert_ne!(decoy_text, super::decoy());
+    }
 
     /// A hash runs off the async runtime: on a single-threaded runtime, a job
     /// that waits for a message from an async task only gets it if the job is
