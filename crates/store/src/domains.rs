@@ -204,8 +204,7 @@ async fn verified_owners(reads: &mut impl ReadRows, domains: &[&str]) -> Result<
     let sql = format!(
         "SELECT org_id, domain FROM org_domains WHERE verified_at IS NOT NULL AND domain IN ({list})"
     );
-    let domains: Vec<String> = domains.iter().map(|d| (*d).to_owned()).collect();
-    reads.rows(&sql, &domains, |row| Ok((parse_id(&row.text("org_id")?)?, row.text("domain")?))).await
+    reads.rows(&sql, domains, |row| Ok((parse_id(&row.text("org_id")?)?, row.text("domain")?))).await
 }
 
 /// Fails with [`StoreError::DomainOwned`] when any of these would-be

@@ -32,12 +32,14 @@
 //! writer that reads before it writes reads here too, while it holds the
 //! write lock (`read_then_write`).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::columns::Columns;
 use crate::{Result, StoreError};
 
 /// The reader connections of one SQLite database.
@@ -138,6 +140,43 @@ impl Readers {
         }
     }
 
+    /// The rows `sql` selects with `params` bound to `$1`, `$2`, … (in any
+    /// order in the statement), each decoded by `decode`, read on this
+    /// thread; `Ok(None)` as for [`Readers::read`]. `keep_prepared` is for
+    /// the fixed statements that every request runs, not for those whose
+    /// text changes with a batch's size, which would push them out of the
+    /// connection's small cache.
+    pub(crate) fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[&str],
+        keep_prepared: bool,
+        decode: impl Fn(&dyn Columns) -> Result<T>,
+    ) -> Result<Option<Vec<T>>> {
+        self.read(|conn| {
+            let names: Vec<Cow<'static, str>> = (0..params.len()).map(placeholder_name).collect();
+            let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
+                .iter()
+                .zip(params)
+                .map(|(name, value)| (name.as_ref(), value as &dyn rusqlite::ToSql))
+                .collect();
+            let (mut cached, mut once);
+            let statement: &mut rusqlite::Statement<'_> = if keep_prepared {
+                cached = conn.prepare_cached(sql)?;
+                &mut cached
+            } else {
+                once = conn.prepare(sql)?;
+                &mut once
+            };
+            let mut rows = statement.query(named.as_slice())?;
+            let mut decoded = Vec::new();
+            while let Some(row) = rows.next()? {
+                decoded.push(decode(row)?);
+            }
+            Ok(decoded)
+        })
+    }
+
     fn open(&self) -> rusqlite::Result<Connection> {
         // No CREATE: the file is the pool's; if it is gone, so is this path.
         let conn = Connection::open_with_flags(
@@ -161,6 +200,13 @@ impl Readers {
         self.disabled.store(true, Ordering::Relaxed);
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// The name SQLite files the `i`-th value's placeholder under (`$1` for
+/// the first); the few that every request uses without allocating.
+fn placeholder_name(i: usize) -> Cow<'static, str> {
+    const NAMES: [&str; 4] = ["$1", "$2", "$3", "$4"];
+    NAMES.get(i).map_or_else(|| Cow::Owned(format!("${}", i + 1)), |name| Cow::Borrowed(*name))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

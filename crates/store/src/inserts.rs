@@ -182,24 +182,35 @@ impl Inserts {
         self,
         conn: &mut AnyConnection,
     ) -> std::result::Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-        self.assert_complete();
-        let Some(sql) = self.combined(crate::backend_of(conn)) else { return Ok(Vec::new()) };
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
+        let backend = crate::backend_of(conn);
+        self.send(conn, backend, None).await
     }
 
-    /// As [`Inserts::fetch_in`], on SQLite, with the `COMMIT` of the
-    /// caller's transaction at the end of the script: one round trip for
-    /// both (`read_then_write`). If any statement fails, the transaction
-    /// is still open, for the caller to roll back.
-    pub(crate) async fn fetch_then_commit(
+    /// As [`Inserts::fetch_in`], on SQLite, with `then` (the caller's
+    /// `COMMIT`) at the end of the script: one round trip for both
+    /// (`read_then_write`). If any statement fails, the caller's
+    /// transaction is still open, for it to roll back.
+    pub(crate) async fn fetch_then(
         self,
         conn: &mut AnyConnection,
+        then: &str,
     ) -> std::result::Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
         debug_assert_eq!(crate::backend_of(conn), Backend::Sqlite, "a script is SQLite's");
+        self.send(conn, Backend::Sqlite, Some(then)).await
+    }
+
+    async fn send(
+        self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        then: Option<&str>,
+    ) -> std::result::Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
         self.assert_complete();
-        let sql = match self.combined(Backend::Sqlite) {
-            Some(script) => format!("{script}; COMMIT"),
-            None => "COMMIT".to_owned(),
+        let sql = match (self.combined(backend), then) {
+            (None, None) => return Ok(Vec::new()),
+            (None, Some(then)) => then.to_owned(),
+            (Some(statements), None) => statements,
+            (Some(script), Some(then)) => format!("{script}; {then}"),
         };
         sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
     }

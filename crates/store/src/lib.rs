@@ -257,33 +257,15 @@ impl Store {
         params: &[&str],
         decode: impl Fn(&dyn columns::Columns) -> Result<T>,
     ) -> Result<Option<T>> {
-        // The placeholders' names, as SQLite files `$n` (they may appear in
-        // any order in the statement).
-        const NAMES: [&str; 4] = ["$1", "$2", "$3", "$4"];
-        debug_assert!(params.len() <= NAMES.len(), "more parameters than optional_row names");
-        if let Some(readers) = self.readers.as_ref().filter(|_| params.len() <= NAMES.len()) {
-            let here = readers.read(|conn| {
-                let named: Vec<(&str, &dyn rusqlite::ToSql)> = NAMES
-                    .iter()
-                    .zip(params)
-                    .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
-                    .collect();
-                let mut statement = conn.prepare_cached(sql)?;
-                let mut rows = statement.query(named.as_slice())?;
-                Ok(rows.next()?.map(|row| decode(row)).transpose()?)
-            })?;
-            if let Some(found) = here {
-                return Ok(found);
-            }
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for param in params {
-            query = query.bind(*param);
+        if let Some(readers) = &self.readers
+            && let Some(rows) = readers.rows(sql, params, true, &decode)?
+        {
+            return Ok(rows.into_iter().next());
         }
         let mut conn = self.lease().await?;
-        let row = query.fetch_optional(&mut *conn).await?;
+        let rows = read_then_write::fetch_rows(&mut conn, sql, params, &decode).await?;
         conn.finish();
-        row.map(|row| decode(&row)).transpose()
+        Ok(rows.into_iter().next())
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -107,7 +107,7 @@ impl<'s> ReadThenWrite<'s> {
         inserts: Inserts,
     ) -> std::result::Result<Vec<AnyRow>, sqlx::Error> {
         let outcome = match self.store.backend {
-            Backend::Sqlite => inserts.fetch_then_commit(self.connection()).await,
+            Backend::Sqlite => inserts.fetch_then(self.connection(), "COMMIT").await,
             Backend::Postgres => match inserts.fetch_in(self.connection()).await {
                 Ok(rows) => {
                     sqlx::raw_sql(AssertSqlSafe("COMMIT")).execute(self.connection()).await.map(|_| rows)
@@ -115,37 +115,63 @@ impl<'s> ReadThenWrite<'s> {
                 Err(e) => Err(e),
             },
         };
-        match outcome {
-            Ok(rows) => {
-                self.hand_on();
-                Ok(rows)
-            }
-            Err(e) => {
-                self.rollback().await;
-                Err(e)
-            }
+        if outcome.is_ok() {
+            self.hand_on();
         }
+        self.or_roll_back(outcome).await
+    }
+
+    /// `outcome`, with the transaction rolled back if it is an error: for
+    /// each step between the begin and the commit, so that a failing step
+    /// ends it at once (rather than by closing its connection as it is
+    /// dropped).
+    pub(crate) async fn or_roll_back<T, E>(
+        &mut self,
+        outcome: std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        if outcome.is_err() {
+            self.roll_back().await;
+        }
+        outcome
     }
 
     /// Ends the transaction without writing anything it wrote. A
     /// connection that cannot roll back is closed.
-    pub(crate) async fn rollback(mut self) {
-        let rolled_back = sqlx::raw_sql(AssertSqlSafe("ROLLBACK")).execute(self.connection()).await.is_ok();
-        if let Some(lease) = self.lease.take() {
-            if rolled_back { lease.finish() } else { lease.close().await }
+    async fn roll_back(&mut self) {
+        let Some(mut lease) = self.lease.take() else { return };
+        if sqlx::raw_sql(AssertSqlSafe("ROLLBACK")).execute(&mut *lease).await.is_ok() {
+            lease.finish();
+        } else {
+            lease.close().await;
         }
     }
+}
+
+/// The rows `sql` selects on `conn`, with `params` bound to `$1`, `$2`, …
+/// in order, each decoded by `decode`. Kept prepared, as sqlx does by
+/// default: on PostgreSQL a statement prepared afresh is a round trip more.
+pub(crate) async fn fetch_rows<T>(
+    conn: &mut AnyConnection,
+    sql: &str,
+    params: &[&str],
+    decode: impl Fn(&dyn Columns) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for param in params {
+        query = query.bind(*param);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|row| decode(row)).collect()
 }
 
 /// Where the reads of a write transaction run: its connection, or a
 /// [`ReadThenWrite`], which may read elsewhere.
 pub(crate) trait ReadRows {
-    /// The rows `sql` selects, with `params` bound to `$1`, `$2`, … in
-    /// order, each decoded by `decode`.
+    /// As [`fetch_rows`].
     async fn rows<T>(
         &mut self,
         sql: &str,
-        params: &[String],
+        params: &[&str],
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Vec<T>>;
 }
@@ -154,17 +180,10 @@ impl ReadRows for AnyConnection {
     async fn rows<T>(
         &mut self,
         sql: &str,
-        params: &[String],
+        params: &[&str],
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Vec<T>> {
-        // Kept prepared, as sqlx does by default: on PostgreSQL a statement
-        // prepared afresh is a round trip more.
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for param in params {
-            query = query.bind(param.as_str());
-        }
-        let rows = query.fetch_all(self).await?;
-        rows.iter().map(|row| decode(row)).collect()
+        fetch_rows(self, sql, params, decode).await
     }
 }
 
@@ -174,30 +193,15 @@ impl ReadRows for ReadThenWrite<'_> {
     async fn rows<T>(
         &mut self,
         sql: &str,
-        params: &[String],
+        params: &[&str],
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Vec<T>> {
-        if let Some(readers) = self.store.readers.as_ref().filter(|_| !self.wrote) {
-            let here = readers.read(|conn| {
-                let names: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
-                let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
-                    .iter()
-                    .zip(params)
-                    .map(|(name, value)| (name.as_str(), value as &dyn rusqlite::ToSql))
-                    .collect();
-                let mut statement = conn.prepare(sql)?;
-                let mut rows = statement.query(named.as_slice())?;
-                let mut decoded = Vec::new();
-                while let Some(row) = rows.next()? {
-                    decoded.push(decode(row)?);
-                }
-                Ok(decoded)
-            })?;
-            if let Some(decoded) = here {
-                return Ok(decoded);
-            }
+        if let Some(readers) = self.store.readers.as_ref().filter(|_| !self.wrote)
+            && let Some(rows) = readers.rows(sql, params, false, &decode)?
+        {
+            return Ok(rows);
         }
-        self.connection().rows(sql, params, decode).await
+        fetch_rows(self.connection(), sql, params, decode).await
     }
 }
 
@@ -238,7 +242,7 @@ mod tests {
     }
 
     async fn read(tx: &mut ReadThenWrite<'_>) -> Vec<i64> {
-        tx.rows("SELECT v FROM t WHERE v >= $1 ORDER BY v", &["0".into()], |row| row.int("v")).await.unwrap()
+        tx.rows("SELECT v FROM t WHERE v >= $1 ORDER BY v", &["0"], |row| row.int("v")).await.unwrap()
     }
 
     /// Another process's writer: it does not wait for a lock.

@@ -195,13 +195,8 @@ impl Store {
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         let mut tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
-        let Presented { tokens, sessions, users, groups } = match read_presented(&mut tx, &presented).await {
-            Ok(read) => read,
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        };
+        let read = read_presented(&mut tx, &presented).await;
+        let Presented { tokens, sessions, users, groups } = tx.or_roll_back(read).await?;
 
         // Decide each row as if the rows ran one after another: a token spent
         // by an earlier row is reused by a later one, and a session that an
@@ -246,13 +241,13 @@ impl Store {
         if !exclusive {
             let mut spend = Inserts::default();
             add_spend(&mut spend, &winners)?;
-            let spent_now: HashSet<String> = match spend.fetch_in(tx.conn()).await {
-                Ok(rows) => rows.iter().map(|row| row.text("token_hash")).collect::<Result<_>>()?,
-                Err(e) => {
-                    tx.rollback().await;
-                    return Err(e.into());
-                }
-            };
+            let spent = spend.fetch_in(tx.conn()).await;
+            let spent_now: HashSet<String> = tx
+                .or_roll_back(spent)
+                .await?
+                .iter()
+                .map(|row| row.text("token_hash"))
+                .collect::<Result<_>>()?;
             for (row, step) in rows.iter().zip(plan.iter_mut()) {
                 if let Step::Rotate(session, _) = step
                     && !spent_now.contains(&row.presented)
@@ -390,7 +385,8 @@ async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result
         groups = crate::users::group_names_json(tx.backend(), "u.id"),
         list = crate::placeholders(0, 1, hashes.len()),
     );
-    let found = tx.rows(&sql, hashes, |row| {
+    let hashes: Vec<&str> = hashes.iter().map(String::as_str).collect();
+    let found = tx.rows(&sql, &hashes, |row| {
         let session: SessionId = parse_id(&row.text("token_session")?)?;
         let token = (row.text("token_hash")?, session, row.int_opt("rotated_at")?.is_some());
         if row.text_opt("s_id")?.is_none() {

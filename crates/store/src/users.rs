@@ -976,10 +976,8 @@ pub(crate) async fn insert_users(
 ) -> Result<Vec<crate::tombstones::Lifted>> {
     let addresses: Vec<(OrgId, &str)> =
         rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
-    if let Err(e) = crate::domains::refuse_owned_elsewhere(&mut tx, &addresses).await {
-        tx.rollback().await;
-        return Err(e);
-    }
+    let checked = crate::domains::refuse_owned_elsewhere(&mut tx, &addresses).await;
+    tx.or_roll_back(checked).await?;
     let mut inserts = Inserts::default();
     inserts.insert(
         "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
@@ -1039,16 +1037,9 @@ pub(crate) async fn insert_users(
             Ok(rows) => insert_email_index(tx.conn(), &emails).await.map(|()| rows),
             Err(e) => Err(StoreError::on_insert(what)(e)),
         };
-        match written {
-            Ok(rows) => {
-                tx.commit_with(Inserts::default()).await?;
-                rows
-            }
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        }
+        let rows = tx.or_roll_back(written).await?;
+        tx.commit_with(Inserts::default()).await?;
+        rows
     } else {
         tx.commit_with(inserts).await.map_err(StoreError::on_insert(what))?
     };
