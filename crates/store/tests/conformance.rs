@@ -1047,6 +1047,33 @@ macro_rules! conformance {
     };
 }
 
+/// The deepest addresses an email can have (over a hundred labels) are
+/// checked against every domain above them, also when a batch of them is
+/// more domains than one query looks up.
+async fn the_deepest_addresses_are_checked_against_every_parent(store: Store) {
+    let victim = store.create_org("Victim", false, t0()).await.unwrap();
+    let squatter = store.create_org("Squatter", false, t0()).await.unwrap();
+    store.add_domain(victim.id, "victim.example", "c", t0()).await.unwrap();
+    store.mark_domain_verified(victim.id, "victim.example", "dns", t0()).await.unwrap();
+    // 118 one-letter labels above the domain: a 252-character address.
+    let deep = |label: char, domain: &str| format!("x@{}{domain}", format!("{label}.").repeat(118));
+    assert_eq!(deep('a', "victim.example").len(), 252);
+    assert_eq!(
+        store.domain_owner(&deep('a', "victim.example")[2..]).await.unwrap(),
+        Some((victim.id, "victim.example".into()))
+    );
+    // Sixteen at once, each with its own chain of parents, share batches.
+    let attempts = ('a'..='p').map(|label| {
+        let (store, address) = (store.clone(), deep(label, "victim.example"));
+        async move { store.create_user(&new_user(squatter.id, &address), t0()).await }
+    });
+    for refused in futures::future::join_all(attempts).await {
+        assert!(matches!(&refused, Err(StoreError::DomainOwned(d)) if d == "victim.example"), "{refused:?}");
+    }
+    let free = store.create_user(&new_user(squatter.id, &deep('a', "free.example")), t0()).await.unwrap();
+    assert_eq!(store.list_users(squatter.id, None, 100).await.unwrap().users, [free]);
+}
+
 async fn verified_domains_belong_to_one_org_and_its_users(store: Store) {
     let victim = store.create_org("Victim", false, t0()).await.unwrap();
     let squatter = store.create_org("Squatter", false, t0()).await.unwrap();
@@ -1372,6 +1399,7 @@ conformance!(
     password_reset_links_work_once,
     browser_sessions_connection_health_and_last_sign_ins,
     verified_domains_belong_to_one_org_and_its_users,
+    the_deepest_addresses_are_checked_against_every_parent,
     scim_deletions_leave_tombstones_until_scim_creates_again,
     provisioning_lifts_tombstones_with_the_creation,
     sessions_keep_the_groups_their_idp_asserted,
