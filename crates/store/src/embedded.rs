@@ -187,6 +187,9 @@ impl Readers {
         // never write through a connection opened to read.
         conn.busy_timeout(std::time::Duration::ZERO)?;
         conn.pragma_update(None, "query_only", true)?;
+        // As the pool's connections (`SQLITE_PRAGMAS`): what a query
+        // materializes stays in memory, not in files under /var/tmp.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         Ok(conn)
     }
 

@@ -177,6 +177,14 @@ impl Store {
             // connection's thread for every query, and it detects nothing:
             // the database is a file in this process, not a server that
             // may have hung up.
+            // Temporary storage (statement journals, materialized
+            // subqueries, transient indexes) stays in memory: a batch of
+            // SCIM creates, several statements in one transaction, spilled
+            // its statement journal to a new file under /var/tmp at nearly
+            // every commit (open, write, unlink: user rows written to a
+            // disk that the database's own protections do not cover, and
+            // 11% fewer creates per second; docs/benchmarks.md, "Temporary
+            // files"). Large sorts still spill, by SQLite's own measure.
             // Connections: each is a thread with its own page cache, and
             // SQLite's readers are CPU-bound once the pages are cached, so
             // more than two per core add memory and no throughput (eight on
@@ -362,9 +370,52 @@ pub(crate) fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
 
 /// Set on every SQLite connection as it opens (see `Store::open`).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
-                              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
+                              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;";
 
 /// Page sizes are clamped here so that no caller can ask for the whole table.
 pub(crate) fn clamp_limit(limit: u32) -> i64 {
     i64::from(limit.clamp(1, 200))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::AssertSqlSafe;
+
+    use super::*;
+
+    /// Temporary files this process holds open: SQLite unlinks each one as
+    /// it opens it, so they are found among the open descriptors (Linux).
+    fn open_temporary_files() -> Vec<String> {
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+        fds.flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .map(|target| target.display().to_string())
+            .filter(|target| target.contains("etilqs_"))
+            .collect()
+    }
+
+    /// A statement that rewrites pages written earlier in its transaction
+    /// journals their earlier content, so that it can undo itself alone if
+    /// it fails. Here that journal is hundreds of KB, past the 64 KiB that
+    /// SQLite keeps in memory when temporary storage is on disk.
+    #[tokio::test]
+    async fn a_transactions_statement_journal_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut lease = store.lease_to_write().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(
+            "CREATE TABLE spill (v TEXT UNIQUE); BEGIN IMMEDIATE; \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+             INSERT INTO spill SELECT printf('%0200d', i) FROM n; \
+             UPDATE spill SET v = v || 'x';",
+        ))
+        .execute(&mut *lease)
+        .await
+        .unwrap();
+        let open = open_temporary_files();
+        sqlx::raw_sql(AssertSqlSafe("ROLLBACK")).execute(&mut *lease).await.unwrap();
+        lease.finish();
+        assert!(open.is_empty(), "the statement journal went to a file: {open:?}");
+    }
 }
