@@ -235,14 +235,22 @@ impl Store {
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
         let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
         let mut conn = self.lease_to_write().await?;
+        if self.backend == Backend::Sqlite {
+            // The script is its own transaction: until it has run to its
+            // end, only this call can end it (PostgreSQL's one statement is
+            // atomic).
+            conn.mid_transaction();
+        }
         if let Err(e) = query.execute(&mut *conn).await {
             // On SQLite the script stopped at the failing statement with its
-            // transaction open (PostgreSQL's one statement is atomic). A
-            // connection that cannot roll it back is closed.
-            if self.backend == Backend::Sqlite
-                && sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await.is_err()
-            {
-                conn.close().await;
+            // transaction open. A connection that cannot roll it back is
+            // closed.
+            if self.backend == Backend::Sqlite {
+                if sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await.is_err() {
+                    conn.close().await;
+                    return Err(e.into());
+                }
+                conn.transaction_ended();
             }
             return Err(e.into());
         }
@@ -283,5 +291,45 @@ mod tests {
             "WITH insert_0 AS (INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)), \
              insert_1 AS (INSERT INTO u (c) VALUES ($5) ON CONFLICT (c) DO NOTHING) DELETE FROM v WHERE w = $6"
         );
+    }
+
+    /// A script whose caller went away mid-way (a cancelled future) has
+    /// begun its transaction and not committed it. Its connection is
+    /// closed, which rolls the transaction back and frees SQLite's write
+    /// lock; handed back to the pool instead, it held the lock for as long
+    /// as it sat there, and every other writer timed out.
+    #[tokio::test]
+    async fn a_script_cancelled_midway_leaves_no_transaction_open() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apply.db");
+        let store = Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)").execute(&store.pool).await.unwrap();
+        let mut slow = Inserts::default();
+        slow.statement(
+            "INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
+             SELECT i FROM n"
+                .into(),
+            0,
+        );
+        let running = tokio::spawn({
+            let store = store.clone();
+            async move { store.apply(slow).await }
+        });
+        // Cancelled once the script holds the write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        let started = Instant::now();
+        while other.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the script never took the lock");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        // Free once the statement under way has stopped.
+        other.busy_timeout(Duration::from_secs(20)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (-1); COMMIT").unwrap();
+        let rows: i64 = other.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 1, "the cancelled script wrote nothing");
     }
 }

@@ -12,7 +12,9 @@
 //! [`Lease::finish`] when they are done, and the next lease takes that
 //! connection as it is. Any other end of a lease (an error returned with
 //! `?`, a cancelled future) drops it, and the connection goes back through
-//! the pool and its test, exactly as before.
+//! the pool and its test, exactly as before; unless the lease was marked
+//! [`Lease::mid_transaction`], when the connection is closed: the pool's
+//! test cannot see a transaction begun in plain SQL.
 //!
 //! Kept connections are checked out of the pool while they wait here, so
 //! at most half the pool waits here, and callers that use the pool
@@ -115,6 +117,9 @@ pub(crate) struct Lease {
     kept: Arc<Kept>,
     /// This process's SQLite write turn, for a lease taken to write.
     turn: Option<OwnedMutexGuard<()>>,
+    /// Whether the connection may be inside a transaction that only this
+    /// lease's holder can end ([`Lease::mid_transaction`]).
+    mid_transaction: bool,
 }
 
 impl Lease {
@@ -132,12 +137,22 @@ impl Lease {
         }
     }
 
-    /// Drops the connection, closed rather than handed on: for one that may
-    /// be inside a transaction that its owner can no longer end.
-    pub(crate) fn discard(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.close_on_drop();
-        }
+    /// From here on the connection may be inside a transaction begun and
+    /// ended in plain SQL (a script's `BEGIN IMMEDIATE … COMMIT`, or
+    /// `ReadThenWrite`), which sqlx does not track and the pool's test does
+    /// not see. Dropped before [`Lease::finish`] or [`Lease::close`] (an
+    /// error passed up with `?`, a cancelled future), the lease closes its
+    /// connection, which ends the transaction, rather than hand it back to
+    /// the pool with the transaction open and SQLite's write lock held.
+    pub(crate) fn mid_transaction(&mut self) {
+        self.mid_transaction = true;
+    }
+
+    /// The transaction [`Lease::mid_transaction`] spoke of has ended (or
+    /// never began): a lease dropped from here on goes back through the
+    /// pool and its test, as any lease does.
+    pub(crate) fn transaction_ended(&mut self) {
+        self.mid_transaction = false;
     }
 
     /// The operation is over and its connection clean: keep it for the
@@ -168,6 +183,16 @@ impl DerefMut for Lease {
     }
 }
 
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.mid_transaction
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.close_on_drop();
+        }
+    }
+}
+
 impl Store {
     /// A connection for one operation: a kept one if there is one, else one
     /// from the pool.
@@ -176,7 +201,7 @@ impl Store {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        Ok(Lease { conn: Some(conn), kept: self.kept.clone(), turn: None })
+        Ok(Lease { conn: Some(conn), kept: self.kept.clone(), turn: None, mid_transaction: false })
     }
 
     /// A lease for writing: on SQLite it first waits for this process's

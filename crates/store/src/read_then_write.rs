@@ -27,7 +27,8 @@
 //! The transaction is begun and ended with plain SQL, not with sqlx's
 //! `Transaction`, which cannot learn that a script committed. So a
 //! transaction dropped while open (a cancelled future) closes its
-//! connection, which ends it, rather than hand it on mid-transaction.
+//! connection, which ends it, rather than hand it on mid-transaction
+//! ([`Lease::mid_transaction`]).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
@@ -57,16 +58,17 @@ impl<'s> ReadThenWrite<'s> {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        // Open before the BEGIN is sent: if this future is dropped while it
-        // is in flight, the transaction may have begun.
-        let mut tx = Self { store, lease: Some(lease), wrote: false };
-        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(begin)).execute(tx.connection()).await {
+        // Marked before the BEGIN is sent: if this future is dropped while
+        // it is in flight, the transaction may have begun.
+        let mut lease = lease;
+        lease.mid_transaction();
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(begin)).execute(&mut *lease).await {
             // A BEGIN that failed began nothing; its connection goes back
             // through the pool and its test, as a lease's does on an error.
-            drop(tx.lease.take());
+            lease.transaction_ended();
             return Err(e.into());
         }
-        Ok(tx)
+        Ok(Self { store, lease: Some(lease), wrote: false })
     }
 
     /// Whether no other writer can have committed since this transaction
@@ -202,16 +204,6 @@ impl ReadRows for ReadThenWrite<'_> {
             return Ok(rows);
         }
         fetch_rows(self.connection(), sql, params, decode).await
-    }
-}
-
-impl Drop for ReadThenWrite<'_> {
-    fn drop(&mut self) {
-        // Still open: ended by closing its connection (the module's
-        // documentation).
-        if let Some(lease) = self.lease.take() {
-            lease.discard();
-        }
     }
 }
 
