@@ -246,11 +246,10 @@ impl Store {
             // transaction open. A connection that cannot roll it back is
             // closed.
             if self.backend == Backend::Sqlite {
-                if sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await.is_err() {
-                    conn.close().await;
-                    return Err(e.into());
+                match sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK")).execute(&mut *conn).await {
+                    Ok(_) => conn.transaction_ended(),
+                    Err(_) => conn.close().await,
                 }
-                conn.transaction_ended();
             }
             return Err(e.into());
         }
