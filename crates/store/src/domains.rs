@@ -207,9 +207,9 @@ const DOMAINS_PER_QUERY: usize = 100;
 async fn verified_owners(reads: &mut impl ReadRows, domains: &[&str]) -> Result<Vec<(OrgId, String)>> {
     let mut owners = Vec::new();
     for chunk in domains.chunks(DOMAINS_PER_QUERY) {
-        let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT org_id, domain FROM org_domains WHERE verified_at IS NOT NULL AND domain IN ({list})"
+            "SELECT org_id, domain FROM org_domains WHERE verified_at IS NOT NULL AND domain IN {}",
+            crate::placeholders(0, 1, chunk.len())
         );
         owners.extend(
             reads.rows(&sql, chunk, |row| Ok((parse_id(&row.text("org_id")?)?, row.text("domain")?))).await?,
