@@ -325,10 +325,16 @@ mod tests {
         }
         running.abort();
         assert!(running.await.unwrap_err().is_cancelled());
-        // Free once the statement under way has stopped.
-        other.busy_timeout(Duration::from_secs(20)).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (-1); COMMIT").unwrap();
-        let rows: i64 = other.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap();
+        // Free once the statement under way has stopped. The wait runs off
+        // the runtime's one thread, which the pool needs to close the
+        // connection.
+        let rows: i64 = tokio::task::spawn_blocking(move || {
+            other.busy_timeout(Duration::from_secs(20)).unwrap();
+            other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (-1); COMMIT").unwrap();
+            other.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap()
+        })
+        .await
+        .unwrap();
         assert_eq!(rows, 1, "the cancelled script wrote nothing");
     }
 }

@@ -242,16 +242,23 @@ mod tests {
     /// that it is free (the store's own background work, the trigram queue
     /// and the checkpoints, may hold it for an instant). It asks for the
     /// lock first, with `BEGIN IMMEDIATE`, as the store's writers do, so a
-    /// refusal is about the lock alone; the error it returns carries
-    /// SQLite's extended code, which says which lock was in the way.
-    fn other_writer_inserts(
+    /// refusal is about the lock alone. It waits off the runtime's thread:
+    /// these tests run on one thread, and a background task of the store
+    /// caught between its `BEGIN` and its `COMMIT` would otherwise hold the
+    /// lock for the whole wait (how these tests failed now and then).
+    async fn other_writer_inserts(
         dir: &tempfile::TempDir,
         wait: std::time::Duration,
         v: i64,
     ) -> rusqlite::Result<()> {
-        let conn = rusqlite::Connection::open(dir.path().join("rw.db"))?;
-        conn.busy_timeout(wait)?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ({v}); COMMIT"))
+        let path = dir.path().join("rw.db");
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.busy_timeout(wait)?;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ({v}); COMMIT"))
+        })
+        .await
+        .expect("the other writer ran")
     }
 
     #[tokio::test]
@@ -264,12 +271,12 @@ mod tests {
         assert_eq!(readers.answered(), answered + 1, "read on the caller's thread");
         // The write lock is held from the BEGIN: no one else can commit
         // between what the transaction read and its commit.
-        let refused = other_writer_inserts(&dir, std::time::Duration::ZERO, 9).unwrap_err();
+        let refused = other_writer_inserts(&dir, std::time::Duration::ZERO, 9).await.unwrap_err();
         assert_eq!(refused.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy));
         tx.commit_with(insert(&[2, 3])).await.unwrap();
         assert_eq!(values(&store).await, [1, 2, 3]);
         // The lock and the connection are free again.
-        other_writer_inserts(&dir, std::time::Duration::from_secs(5), 4).unwrap();
+        other_writer_inserts(&dir, std::time::Duration::from_secs(5), 4).await.unwrap();
         let tx = ReadThenWrite::begin(&store, store.lease_to_write().await.unwrap()).await.unwrap();
         tx.commit_with(insert(&[5])).await.unwrap();
         assert_eq!(values(&store).await, [1, 2, 3, 4, 5]);
@@ -297,7 +304,7 @@ mod tests {
         let Err(refused) = tx.commit_with(insert(&[3, 1])).await else { panic!("a duplicate was written") };
         assert!(matches!(&refused, sqlx::Error::Database(db) if db.is_unique_violation()), "{refused}");
         assert_eq!(values(&store).await, [1]);
-        other_writer_inserts(&dir, std::time::Duration::from_secs(5), 4).unwrap();
+        other_writer_inserts(&dir, std::time::Duration::from_secs(5), 4).await.unwrap();
         let tx = ReadThenWrite::begin(&store, store.lease_to_write().await.unwrap()).await.unwrap();
         tx.commit_with(insert(&[5])).await.unwrap();
         assert_eq!(values(&store).await, [1, 4, 5]);
