@@ -241,9 +241,9 @@ impl Store {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let list = (1..=users.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT user_id, MAX(created_at) AS at FROM sessions WHERE user_id IN ({list}) GROUP BY user_id"
+            "SELECT user_id, MAX(created_at) AS at FROM sessions WHERE user_id IN {} GROUP BY user_id",
+            crate::placeholders(0, 1, users.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for u in users {

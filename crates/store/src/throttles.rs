@@ -42,9 +42,10 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
-        let sql =
-            format!("SELECT key, hits, blocked_until FROM throttles WHERE key IN ({})", list.join(", "));
+        let sql = format!(
+            "SELECT key, hits, blocked_until FROM throttles WHERE key IN {}",
+            crate::placeholders(0, 1, keys.len())
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for key in keys {
             query = query.bind(key.to_string());
