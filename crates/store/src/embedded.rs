@@ -142,15 +142,14 @@ impl Readers {
 
     /// The rows `sql` selects with `params` bound to `$1`, `$2`, … (in any
     /// order in the statement), each decoded by `decode`, read on this
-    /// thread; `Ok(None)` as for [`Readers::read`]. `keep_prepared` is for
-    /// the fixed statements that every request runs, not for those whose
-    /// text changes with a batch's size, which would push them out of the
-    /// connection's small cache.
+    /// thread; `Ok(None)` as for [`Readers::read`]. The statement is kept
+    /// prepared in the connection's small cache, so its text must not vary
+    /// with the request (a list is one bound value,
+    /// `crate::in_json_strings`), or it would push the others out.
     pub(crate) fn rows<T>(
         &self,
         sql: &str,
         params: &[&str],
-        keep_prepared: bool,
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Option<Vec<T>>> {
         self.read(|conn| {
@@ -160,14 +159,7 @@ impl Readers {
                 .zip(params)
                 .map(|(name, value)| (name.as_ref(), value as &dyn rusqlite::ToSql))
                 .collect();
-            let (mut cached, mut once);
-            let statement: &mut rusqlite::Statement<'_> = if keep_prepared {
-                cached = conn.prepare_cached(sql)?;
-                &mut cached
-            } else {
-                once = conn.prepare(sql)?;
-                &mut once
-            };
+            let mut statement = conn.prepare_cached(sql)?;
             let mut rows = statement.query(named.as_slice())?;
             let mut decoded = Vec::new();
             while let Some(row) = rows.next()? {

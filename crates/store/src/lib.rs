@@ -266,7 +266,7 @@ impl Store {
         decode: impl Fn(&dyn columns::Columns) -> Result<T>,
     ) -> Result<Option<T>> {
         if let Some(readers) = &self.readers
-            && let Some(rows) = readers.rows(sql, params, true, &decode)?
+            && let Some(rows) = readers.rows(sql, params, &decode)?
         {
             return Ok(rows.into_iter().next());
         }
@@ -354,6 +354,25 @@ pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// `(SELECT value FROM …)`: the strings of a JSON array bound to `$param`,
+/// for `column IN` them. The list is one bound value, so a statement's text
+/// is the same whatever the list's length and stays prepared (a batch's
+/// read was prepared afresh for each width: 4% of a refresh rotation's CPU,
+/// docs/benchmarks.md, "Lists as one value"), and SQLite looks up one named
+/// value rather than one per item, each by a linear search. Bind
+/// [`json_strings`] of the list.
+pub(crate) fn in_json_strings(backend: Backend, param: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("(SELECT value FROM json_each(${param}))"),
+        Backend::Postgres => format!("(SELECT value FROM json_array_elements_text(${param}::json))"),
+    }
+}
+
+/// `values` as the JSON array [`in_json_strings`] reads.
+pub(crate) fn json_strings(values: &[&str]) -> String {
+    serde_json::Value::from(values.to_vec()).to_string()
+}
+
 /// The backend `conn` talks to.
 pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
     if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
@@ -418,5 +437,59 @@ mod tests {
         sqlx::raw_sql(AssertSqlSafe("ROLLBACK")).execute(&mut *lease).await.unwrap();
         lease.finish();
         assert!(open.is_empty(), "the statement journal went to a file: {open:?}");
+    }
+
+    /// A list bound as one JSON value matches exactly its members, however
+    /// they are spelled: quotes, brackets, backslashes, SQL and JSON syntax
+    /// and non-ASCII are data, never syntax, on either backend; the empty
+    /// list matches nothing.
+    async fn lists_bound_as_one_value_match_exactly(store: Store) {
+        let stored = [
+            "plain",
+            "quote\"d",
+            "it's",
+            "back\\slash",
+            "]",
+            "\"]) OR 1=1 --",
+            "ünï©ødé",
+            "tab\there",
+            "",
+            "PLAIN",
+        ];
+        let mut conn = store.pool.acquire().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe("CREATE TEMPORARY TABLE listed (v TEXT NOT NULL)"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for v in stored {
+            sqlx::query("INSERT INTO listed (v) VALUES ($1)").bind(v).execute(&mut *conn).await.unwrap();
+        }
+        let sql =
+            format!("SELECT v FROM listed WHERE v IN {} ORDER BY v", in_json_strings(store.backend(), 1));
+        for wanted in [&stored[..], &["plain", "\"]) OR 1=1 --", "absent", "ünï©ødé"], &["[]"], &[]] {
+            let found: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                .bind(json_strings(wanted))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let mut expected: Vec<String> =
+                stored.iter().filter(|v| wanted.contains(v)).map(|v| (*v).to_owned()).collect();
+            expected.sort();
+            let mut found_sorted = found.clone();
+            found_sorted.sort();
+            assert_eq!(found_sorted, expected, "{:?} on {:?}", wanted, store.backend());
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_bound_as_one_value_match_exactly_on_sqlite() {
+        let db = gatehouse_testkit::TestDb::sqlite();
+        lists_bound_as_one_value_match_exactly(Store::open(db.url()).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn lists_bound_as_one_value_match_exactly_on_postgres() {
+        let Some(db) = gatehouse_testkit::TestDb::postgres().await else { return };
+        lists_bound_as_one_value_match_exactly(Store::open(db.url()).await.unwrap()).await;
     }
 }

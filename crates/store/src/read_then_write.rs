@@ -169,7 +169,12 @@ pub(crate) async fn fetch_rows<T>(
 /// Where the reads of a write transaction run: its connection, or a
 /// [`ReadThenWrite`], which may read elsewhere.
 pub(crate) trait ReadRows {
-    /// As [`fetch_rows`].
+    /// The backend the rows are read from, for its spelling of a statement.
+    fn backend(&self) -> Backend;
+
+    /// As [`fetch_rows`]. `sql` is kept prepared, so its text should not
+    /// vary with the request: a list is bound as one value
+    /// (`crate::in_json_strings`).
     async fn rows<T>(
         &mut self,
         sql: &str,
@@ -179,6 +184,10 @@ pub(crate) trait ReadRows {
 }
 
 impl ReadRows for AnyConnection {
+    fn backend(&self) -> Backend {
+        crate::backend_of(self)
+    }
+
     async fn rows<T>(
         &mut self,
         sql: &str,
@@ -192,6 +201,10 @@ impl ReadRows for AnyConnection {
 /// On a reader while nothing has been written (the module's
 /// documentation), else on the transaction's connection.
 impl ReadRows for ReadThenWrite<'_> {
+    fn backend(&self) -> Backend {
+        ReadThenWrite::backend(self)
+    }
+
     async fn rows<T>(
         &mut self,
         sql: &str,
@@ -199,7 +212,7 @@ impl ReadRows for ReadThenWrite<'_> {
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Vec<T>> {
         if let Some(readers) = self.store.readers.as_ref().filter(|_| !self.wrote)
-            && let Some(rows) = readers.rows(sql, params, false, &decode)?
+            && let Some(rows) = readers.rows(sql, params, &decode)?
         {
             return Ok(rows);
         }

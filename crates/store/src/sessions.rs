@@ -383,10 +383,12 @@ async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result
         sessions = aliased(COLUMNS, "s", "s_"),
         users = crate::users::columns_aliased("u", "u_"),
         groups = crate::users::group_names_json(tx.backend(), "u.id"),
-        list = crate::placeholders(0, 1, hashes.len()),
+        list = crate::in_json_strings(tx.backend(), 1),
     );
     let hashes: Vec<&str> = hashes.iter().map(String::as_str).collect();
-    let found = tx.rows(&sql, &hashes, |row| {
+    let list = crate::json_strings(&hashes);
+    let params = [list.as_str()];
+    let found = tx.rows(&sql, &params, |row| {
         let session: SessionId = parse_id(&row.text("token_session")?)?;
         let token = (row.text("token_hash")?, session, row.int_opt("rotated_at")?.is_some());
         if row.text_opt("s_id")?.is_none() {
