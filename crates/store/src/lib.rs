@@ -368,7 +368,9 @@ pub(crate) fn in_json_strings(backend: Backend, param: usize) -> String {
     }
 }
 
-/// `values` as the JSON array [`in_json_strings`] reads.
+/// `values` as the JSON array [`in_json_strings`] reads. A NUL inside a
+/// value stays in it on the SQLite built in here (older SQLite cut the
+/// string short there; `a_nul_inside_a_listed_value_stays_in_it`).
 pub(crate) fn json_strings(values: &[&str]) -> String {
     serde_json::Value::from(values.to_vec()).to_string()
 }
@@ -477,6 +479,26 @@ mod tests {
             expected.sort();
             assert_eq!(found, expected, "{wanted:?} on {:?}", store.backend());
         }
+    }
+
+    /// A NUL inside a listed value stays in it, so `a\0b` is not looked up
+    /// as `a`. (SQLite 3.40's JSON functions cut a string short at an
+    /// escaped NUL; the SQLite built into this binary does not. PostgreSQL's
+    /// text holds no NUL at all, listed or bound.)
+    #[test]
+    fn a_nul_inside_a_listed_value_stays_in_it() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE listed (v TEXT); INSERT INTO listed VALUES ('a')").unwrap();
+        conn.execute("INSERT INTO listed VALUES ($1)", ["a\0b"]).unwrap();
+        let sql = format!("SELECT v FROM listed WHERE v IN {}", in_json_strings(Backend::Sqlite, 1));
+        let found: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([json_strings(&["a\0b"])], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(found, ["a\0b"]);
     }
 
     #[tokio::test]
