@@ -91,11 +91,15 @@ async fn the_log_starts_over_under_a_steady_stream_of_writes_and_reads() {
     }
     reader.await.unwrap();
 
-    // Every commit appended at least one page to the log: had the log never
-    // been started over, it would be at least this long.
+    // Every commit appended at least one page to the log: had the log not
+    // been started over every so often, it would be at least this long.
+    // Measured (about 2.5 pages a commit): 0.3-0.5 of it as the store is,
+    // 1.2-2.3 of it without the checkpoint's pass under the write turn.
+    // (Half of it was the bound once; a busy machine, with the other test
+    // of this file beside it, left the log at 0.51 of it.)
     let page_size = 4096;
     let appended = writes * page_size;
     let wal = std::fs::metadata(dir.path().join("gatehouse.db-wal")).unwrap().len();
-    assert!(wal < appended / 2, "the log ({wal} bytes) kept growing: {writes} commits");
+    assert!(wal < appended, "the log ({wal} bytes) kept growing: {writes} commits");
     store.close().await;
 }
