@@ -31,18 +31,60 @@ impl Columns for AnyRow {
     }
 }
 
-impl Columns for rusqlite::Row<'_> {
+/// The column names of a statement, read once per query. Looked up by
+/// name on a plain `rusqlite::Row`, every value asks SQLite for the names
+/// before it, one call and one `strlen` each: for a rotation batch's row of
+/// about 45 columns that was about a thousand calls a row, 1.5-2.5% of a
+/// rotation's CPU (docs/benchmarks.md, "Column names read once").
+pub(crate) struct ColumnNames {
+    names: Vec<Box<str>>,
+}
+
+impl ColumnNames {
+    pub(crate) fn of(statement: &rusqlite::Statement<'_>) -> Self {
+        Self { names: statement.column_names().into_iter().map(Box::from).collect() }
+    }
+
+    /// `row` read through these names.
+    pub(crate) fn row<'a>(&'a self, row: &'a rusqlite::Row<'a>) -> NamedRow<'a> {
+        NamedRow { row, names: self }
+    }
+
+    /// Where `name` is, compared as SQLite compares column names (ASCII
+    /// case-insensitively), first match first, as `rusqlite` finds it.
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A row of an embedded reader's query, with its statement's names.
+pub(crate) struct NamedRow<'a> {
+    row: &'a rusqlite::Row<'a>,
+    names: &'a ColumnNames,
+}
+
+impl NamedRow<'_> {
+    fn get<T: rusqlite::types::FromSql>(&self, name: &str) -> Result<T> {
+        let index = self
+            .names
+            .index(name)
+            .ok_or_else(|| unreadable(name, rusqlite::Error::InvalidColumnName(name.into())))?;
+        self.row.get(index).map_err(|e| unreadable(name, e))
+    }
+}
+
+impl Columns for NamedRow<'_> {
     fn text(&self, name: &str) -> Result<String> {
-        self.get(name).map_err(|e| unreadable(name, e))
+        self.get(name)
     }
     fn text_opt(&self, name: &str) -> Result<Option<String>> {
-        self.get(name).map_err(|e| unreadable(name, e))
+        self.get(name)
     }
     fn int(&self, name: &str) -> Result<i64> {
-        self.get(name).map_err(|e| unreadable(name, e))
+        self.get(name)
     }
     fn int_opt(&self, name: &str) -> Result<Option<i64>> {
-        self.get(name).map_err(|e| unreadable(name, e))
+        self.get(name)
     }
 }
 
@@ -98,11 +140,15 @@ mod tests {
     #[test]
     fn a_column_of_the_wrong_type_or_name_is_corrupt_data() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let mut stmt = conn.prepare("SELECT 'x' AS t, 7 AS n, NULL AS z").unwrap();
+        let mut stmt = conn.prepare("SELECT 'x' AS t, 7 AS n, NULL AS z, 8 AS N").unwrap();
+        let names = ColumnNames::of(&stmt);
         let mut rows = stmt.query([]).unwrap();
-        let row = rows.next().unwrap().unwrap();
+        let row = names.row(rows.next().unwrap().unwrap());
         assert_eq!(row.text("t").unwrap(), "x");
+        // Names compare as SQLite's do, and the first of a name wins.
+        assert_eq!(row.text("T").unwrap(), "x");
         assert_eq!(row.int("n").unwrap(), 7);
+        assert_eq!(row.int("N").unwrap(), 7);
         assert_eq!(row.int_opt("z").unwrap(), None);
         assert_eq!(row.text_opt("z").unwrap(), None);
         assert!(matches!(row.int("t"), Err(StoreError::Corrupt(_))));
@@ -115,10 +161,11 @@ mod tests {
         assert_eq!(aliased("id, org_id", "u", "u_"), "u.id AS u_id, u.org_id AS u_org_id");
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let mut stmt = conn.prepare("SELECT 1 AS id, 2 AS u_id").unwrap();
+        let names = ColumnNames::of(&stmt);
         let mut rows = stmt.query([]).unwrap();
-        let row = rows.next().unwrap().unwrap();
+        let row = names.row(rows.next().unwrap().unwrap());
         assert_eq!(row.int("id").unwrap(), 1);
-        assert_eq!(prefixed(row, "u_").int("id").unwrap(), 2);
-        assert!(matches!(prefixed(row, "s_").int("id"), Err(StoreError::Corrupt(_))));
+        assert_eq!(prefixed(&row, "u_").int("id").unwrap(), 2);
+        assert!(matches!(prefixed(&row, "s_").int("id"), Err(StoreError::Corrupt(_))));
     }
 }

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::columns::Columns;
+use crate::columns::{ColumnNames, Columns};
 use crate::{Result, StoreError};
 
 /// The reader connections of one SQLite database.
@@ -160,10 +160,11 @@ impl Readers {
                 .map(|(name, value)| (name.as_ref(), value as &dyn rusqlite::ToSql))
                 .collect();
             let mut statement = conn.prepare_cached(sql)?;
+            let names = ColumnNames::of(&statement);
             let mut rows = statement.query(named.as_slice())?;
             let mut decoded = Vec::new();
             while let Some(row) = rows.next()? {
-                decoded.push(decode(row)?);
+                decoded.push(decode(&names.row(row))?);
             }
             Ok(decoded)
         })
