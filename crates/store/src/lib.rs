@@ -339,28 +339,13 @@ pub(crate) fn parse_id<T: FromStr>(raw: &str) -> Result<T> {
     raw.parse().map_err(|_| StoreError::Corrupt(format!("malformed id {raw:?}")))
 }
 
-/// `($1, $2, …), ($n, …)` for a multi-row insert of `rows` rows of `cols`
-/// columns, numbered after the first `after` placeholders of the statement.
-/// Only placeholders are generated: values are always bound.
-/// (Multi-row inserts go through `inserts::Inserts`, which writes them in
-/// the form each backend binds fastest and does not keep them prepared.)
-pub(crate) fn placeholders(after: usize, rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=cols).map(|c| format!("${}", after + r * cols + c)).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `(SELECT value FROM …)`: the strings of a JSON array bound to `$param`,
 /// for `column IN` them. The list is one bound value, so a statement's text
 /// is the same whatever the list's length and stays prepared (a batch's
 /// read was prepared afresh for each width: 4% of a refresh rotation's CPU,
 /// docs/benchmarks.md, "Lists as one value"), and SQLite looks up one named
-/// value rather than one per item, each by a linear search. Bind
-/// [`json_strings`] of the list.
+/// value rather than one per item, each by a linear search. Every `IN` list
+/// of the store is written this way. Bind [`json_strings`] of the list.
 pub(crate) fn in_json_strings(backend: Backend, param: usize) -> String {
     match backend {
         Backend::Sqlite => format!("(SELECT value FROM json_each(${param}))"),
@@ -371,8 +356,8 @@ pub(crate) fn in_json_strings(backend: Backend, param: usize) -> String {
 /// `values` as the JSON array [`in_json_strings`] reads. A NUL inside a
 /// value stays in it on the SQLite built in here (older SQLite cut the
 /// string short there; `a_nul_inside_a_listed_value_stays_in_it`).
-pub(crate) fn json_strings(values: &[&str]) -> String {
-    serde_json::Value::from(values.to_vec()).to_string()
+pub(crate) fn json_strings<S: AsRef<str>>(values: &[S]) -> String {
+    serde_json::Value::from(values.iter().map(AsRef::as_ref).collect::<Vec<&str>>()).to_string()
 }
 
 /// The backend `conn` talks to.
@@ -426,6 +411,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
         let mut lease = store.lease_to_write().await.unwrap();
+        lease.mid_transaction();
         sqlx::raw_sql(AssertSqlSafe(
             "CREATE TABLE spill (v TEXT UNIQUE); BEGIN IMMEDIATE; \
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
@@ -437,6 +423,7 @@ mod tests {
         .unwrap();
         let open = open_temporary_files();
         sqlx::raw_sql(AssertSqlSafe("ROLLBACK")).execute(&mut *lease).await.unwrap();
+        lease.transaction_ended();
         lease.finish();
         assert!(open.is_empty(), "the statement journal went to a file: {open:?}");
     }

@@ -243,12 +243,10 @@ impl Store {
         }
         let sql = format!(
             "SELECT user_id, MAX(created_at) AS at FROM sessions WHERE user_id IN {} GROUP BY user_id",
-            crate::placeholders(0, 1, users.len())
+            crate::in_json_strings(self.backend, 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in users {
-            query = query.bind(u.to_string());
-        }
+        let ids: Vec<String> = users.iter().map(UserId::to_string).collect();
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::json_strings(&ids));
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((parse_id(&r.try_get::<String, _>("user_id")?)?, from_millis(r.try_get("at")?))))

@@ -49,7 +49,7 @@ pub(crate) struct ReadThenWrite<'s> {
 impl<'s> ReadThenWrite<'s> {
     /// Begins a transaction on `lease`, which on SQLite must hold the write
     /// turn (`Store::lease_to_write`).
-    pub(crate) async fn begin(store: &'s Store, lease: Lease) -> Result<Self> {
+    pub(crate) async fn begin(store: &'s Store, mut lease: Lease) -> Result<Self> {
         debug_assert!(
             store.backend == Backend::Postgres || lease.holds_write_turn(),
             "a write on SQLite waits for the write turn first"
@@ -60,7 +60,6 @@ impl<'s> ReadThenWrite<'s> {
         };
         // Marked before the BEGIN is sent: if this future is dropped while
         // it is in flight, the transaction may have begun.
-        let mut lease = lease;
         lease.mid_transaction();
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(begin)).execute(&mut *lease).await {
             // A BEGIN that failed began nothing; its connection goes back

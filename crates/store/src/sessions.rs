@@ -385,8 +385,7 @@ async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result
         groups = crate::users::group_names_json(tx.backend(), "u.id"),
         list = crate::in_json_strings(tx.backend(), 1),
     );
-    let hashes: Vec<&str> = hashes.iter().map(String::as_str).collect();
-    let list = crate::json_strings(&hashes);
+    let list = crate::json_strings(hashes);
     let params = [list.as_str()];
     let found = tx.rows(&sql, &params, |row| {
         let session: SessionId = parse_id(&row.text("token_session")?)?;

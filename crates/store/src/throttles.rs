@@ -44,12 +44,9 @@ impl Store {
         }
         let sql = format!(
             "SELECT key, hits, blocked_until FROM throttles WHERE key IN {}",
-            crate::placeholders(0, 1, keys.len())
+            crate::in_json_strings(self.backend, 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for key in keys {
-            query = query.bind(key.to_string());
-        }
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::json_strings(keys));
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {

@@ -1056,17 +1056,15 @@ fn display_name_key(name: &str) -> Option<String> {
 /// Replaces the email index rows of `users` (migration 0016) with what
 /// they hold now, and marks them indexed.
 async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
+    let listed = crate::in_json_strings(crate::backend_of(conn), 1);
     for chunk in users.chunks(500) {
-        let ids = crate::placeholders(0, 1, chunk.len());
+        let ids: Vec<String> = chunk.iter().map(|user| user.id.to_string()).collect();
+        let ids = crate::json_strings(&ids);
         for statement in [
-            format!("DELETE FROM user_emails WHERE user_id IN {ids}"),
-            format!("UPDATE users SET filter_data_written = 1 WHERE id IN {ids}"),
+            format!("DELETE FROM user_emails WHERE user_id IN {listed}"),
+            format!("UPDATE users SET filter_data_written = 1 WHERE id IN {listed}"),
         ] {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-            for user in chunk {
-                query = query.bind(user.id.to_string());
-            }
-            query.execute(&mut *conn).await?;
+            sqlx::query(sqlx::AssertSqlSafe(statement)).bind(&ids).execute(&mut *conn).await?;
         }
         insert_email_index(conn, &email_index_rows(chunk)).await?;
     }
