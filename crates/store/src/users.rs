@@ -532,6 +532,7 @@ impl Store {
     /// users written before it existed, a batch at a time; once all have
     /// it, this is one probe.
     pub(crate) async fn write_missing_filter_data(&self) -> Result<()> {
+        let mut last_pass = Vec::new();
         loop {
             let sql = format!("SELECT {COLUMNS} FROM users WHERE filter_data_written = 0 LIMIT 500");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
@@ -539,6 +540,16 @@ impl Store {
                 return Ok(());
             }
             let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+            // A pass whose users were not marked written would find them
+            // again, and start-up would never end: fail instead, by name.
+            let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+            if ids == last_pass {
+                return Err(StoreError::Corrupt(format!(
+                    "{} users' filter data was written but not marked written",
+                    ids.len()
+                )));
+            }
+            last_pass = ids;
             let mut tx = self.begin_write().await?;
             for user in &users {
                 sqlx::query("UPDATE users SET display_name_normalized = $2 WHERE id = $1")

@@ -1318,6 +1318,60 @@ async fn provisioning_lifts_tombstones_with_the_creation(store: Store) {
     assert_eq!(found.users.iter().map(|u| u.id).collect::<Vec<_>>(), [many.id]);
 }
 
+/// A filter on emails finds users by the emails they have now: when a
+/// user's emails change (its SCIM resource's, or the platform email that
+/// stands in for them), the old ones stop matching and the new ones match,
+/// by equality and by substring (on SQLite, through the trigram index), and
+/// nobody else's entries move.
+async fn email_filters_follow_changed_emails(store: Store) {
+    use gatehouse_store::{EmailCondition, EmailField, TextOp, UserCondition};
+    let org = store.create_org("A", true, t0()).await.unwrap();
+    let resource = |emails: &[&str]| {
+        let emails: Vec<_> =
+            emails.iter().map(|e| serde_json::json!({ "value": e, "type": "work" })).collect();
+        Some(serde_json::json!({ "emails": emails }).to_string())
+    };
+    let ann = NewUser {
+        scim_resource: resource(&["ann@old.test", "ann.2@old.test"]),
+        ..new_user(org.id, "ann@a.test")
+    };
+    let ann = store.create_user(&ann, t0()).await.unwrap();
+    let bo = store.create_user(&new_user(org.id, "bo@a.test"), t0()).await.unwrap();
+    let found = |op: TextOp, value: &'static str| {
+        let store = store.clone();
+        async move {
+            let condition = UserCondition::AnyEmail(EmailCondition::Text {
+                field: EmailField::Value,
+                op,
+                value: value.into(),
+            });
+            let page =
+                store.users_matching(org.id, Some(&condition), UserWindow::After(None), 10).await.unwrap();
+            page.users.into_iter().map(|u| u.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(TextOp::Eq, "ann.2@old.test").await, [ann.id]);
+    assert_eq!(found(TextOp::Eq, "bo@a.test").await, [bo.id], "the platform email stands in");
+
+    let moved = UserUpdate { scim_resource: Some(resource(&["ann@new.test"])), ..Default::default() };
+    store.update_user(ann.id, &moved, t0()).await.unwrap();
+    assert!(found(TextOp::Eq, "ann@old.test").await.is_empty());
+    assert!(found(TextOp::Eq, "ann.2@old.test").await.is_empty());
+    assert!(found(TextOp::Co, "old.tes").await.is_empty());
+    assert_eq!(found(TextOp::Eq, "ann@new.test").await, [ann.id]);
+    assert_eq!(found(TextOp::Co, "new.tes").await, [ann.id]);
+
+    let renamed = UserUpdate { email: Some(Some(Email::parse("bo@b.test").unwrap())), ..Default::default() };
+    store.update_user(bo.id, &renamed, t0()).await.unwrap();
+    assert!(found(TextOp::Eq, "bo@a.test").await.is_empty());
+    assert_eq!(found(TextOp::Eq, "bo@b.test").await, [bo.id]);
+    assert_eq!(
+        found(TextOp::Eq, "ann@new.test").await,
+        [ann.id],
+        "one user's change leaves the others alone"
+    );
+}
+
 async fn sessions_keep_the_groups_their_idp_asserted(store: Store) {
     let org = store.create_org("A", true, t0()).await.unwrap();
     let user = store.create_user(&new_user(org.id, "g@a.test"), t0()).await.unwrap();
@@ -1402,6 +1456,7 @@ conformance!(
     the_deepest_addresses_are_checked_against_every_parent,
     scim_deletions_leave_tombstones_until_scim_creates_again,
     provisioning_lifts_tombstones_with_the_creation,
+    email_filters_follow_changed_emails,
     sessions_keep_the_groups_their_idp_asserted,
     audit_filters_and_retention,
     orgs_round_trip,

@@ -11,6 +11,22 @@ use gatehouse_store::{NewUser, Store};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, Row, SqliteConnection};
 
+/// A user as SCIM creates one, at `email` (none if empty).
+fn scim_user(org_id: gatehouse_core::OrgId, email: &str) -> NewUser {
+    NewUser {
+        org_id,
+        email: (!email.is_empty()).then(|| gatehouse_core::Email::parse(email).unwrap()),
+        display_name: String::new(),
+        external_id: None,
+        password_hash: None,
+        active: true,
+        user_name: None,
+        scim_resource: None,
+        role: Role::Member,
+        created_via: Origin::Scim,
+    }
+}
+
 /// The last migration before users could lack an email.
 const BEFORE_NAMELESS_USERS: i64 = 14;
 
@@ -98,18 +114,7 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
     // And the upgraded database takes users without an email.
     let store = Store::open(&url).await.unwrap();
     let org = store.create_org("Beta", true, chrono::DateTime::UNIX_EPOCH).await.unwrap();
-    let nameless = NewUser {
-        org_id: org.id,
-        email: None,
-        display_name: String::new(),
-        external_id: None,
-        password_hash: None,
-        active: true,
-        user_name: Some("jdoe".into()),
-        scim_resource: None,
-        role: Role::Member,
-        created_via: Origin::Scim,
-    };
+    let nameless = NewUser { email: None, user_name: Some("jdoe".into()), ..scim_user(org.id, "") };
     assert_eq!(store.create_user(&nameless, chrono::DateTime::UNIX_EPOCH).await.unwrap().email, None);
 
     // The trigram indexes point at rows by rowid. SQLite documents that a
@@ -133,4 +138,33 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
     let window = gatehouse_store::UserWindow::Offset { offset: 0, sort: None };
     let found = store.users_matching(org.id, Some(&needle), window, 10).await.unwrap();
     assert_eq!(found.users.iter().map(|u| u.id).collect::<Vec<_>>(), [ids[2]]);
+}
+
+/// Opening a store writes the filter data of users that lack it, in passes
+/// until none is left. If a pass could not mark its users written, the next
+/// would find them again, forever: opening fails instead, and says why.
+#[tokio::test]
+async fn users_whose_filter_data_cannot_be_marked_written_fail_the_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("stuck.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let org = store.create_org("Acme", true, chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    store.create_user(&scim_user(org.id, "ada@acme.test"), chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    drop(store);
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    for statement in [
+        "UPDATE users SET filter_data_written = 0",
+        // Every attempt to mark it written is dropped without an error.
+        "CREATE TRIGGER stays_unwritten BEFORE UPDATE OF filter_data_written ON users \
+           BEGIN SELECT RAISE(IGNORE); END",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(60), Store::open(&url))
+        .await
+        .expect("opening the store ends");
+    let error = opened.expect_err("a pass that marks nothing fails the opening").to_string();
+    assert!(error.contains("1 users' filter data was written but not marked written"), "{error}");
 }
