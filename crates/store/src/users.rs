@@ -542,7 +542,10 @@ impl Store {
             let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
             // A pass whose users were not marked written would find them
             // again, and start-up would never end: fail instead, by name.
-            let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+            // (Compared as sets: without an order, the same rows may come
+            // back in another.)
+            let mut ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+            ids.sort_unstable();
             if ids == last_pass {
                 return Err(StoreError::Corrupt(format!(
                     "{} users' filter data was written but not marked written",
