@@ -1071,14 +1071,15 @@ fn display_name_key(name: &str) -> Option<String> {
 /// they hold now, and marks them indexed.
 async fn index_emails(conn: &mut AnyConnection, users: &[&User]) -> Result<()> {
     let listed = crate::in_json_strings(crate::backend_of(conn), 1);
+    let statements = [
+        format!("DELETE FROM user_emails WHERE user_id IN {listed}"),
+        format!("UPDATE users SET filter_data_written = 1 WHERE id IN {listed}"),
+    ];
     for chunk in users.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(|user| user.id.to_string()).collect();
         let ids = crate::json_strings(&ids);
-        for statement in [
-            format!("DELETE FROM user_emails WHERE user_id IN {listed}"),
-            format!("UPDATE users SET filter_data_written = 1 WHERE id IN {listed}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement)).bind(&ids).execute(&mut *conn).await?;
+        for statement in &statements {
+            sqlx::query(sqlx::AssertSqlSafe(statement.as_str())).bind(&ids).execute(&mut *conn).await?;
         }
         insert_email_index(conn, &email_index_rows(chunk)).await?;
     }
