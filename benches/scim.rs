@@ -298,16 +298,10 @@ fn main() {
                 .map(|n| async move {
                     let email = format!("seed{n}@example.com");
                     let new = NewUser {
-                        active: true,
-                        org_id: org,
                         email: Some(Email::parse(&email).unwrap()),
                         display_name: format!("Seed {n}"),
-                        external_id: None,
-                        password_hash: None,
                         user_name: Some(email),
-                        scim_resource: None,
-                        role: gatehouse_core::Role::Member,
-                        created_via: gatehouse_core::Origin::Scim,
+                        ..NewUser::member(org, gatehouse_core::Origin::Scim)
                     };
                     store.create_user(&new, Utc::now()).await.unwrap();
                 })

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{Run, closed_loop, env_number, fixed_rate, ms, set_up, sign_in, stub};
-use gatehouse_core::{Origin, Role};
+use gatehouse_core::Origin;
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
 /// A fixed master key: these databases are thrown away.
@@ -113,7 +113,7 @@ impl Service {
     /// part (heap and stacks: what the service itself holds, without the
     /// mapped code of the binary and its libraries), in MiB.
     fn memory(&self) -> (f64, f64, f64) {
-        memory_of(self.pid())
+        memory_of(self.pid()).expect("the service is running")
     }
 
     fn stop(mut self) {
@@ -122,9 +122,9 @@ impl Service {
     }
 }
 
-/// [`Service::memory`] of the process `pid`.
-fn memory_of(pid: u32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// [`Service::memory`] of the process `pid`; `None` once it has exited.
+fn memory_of(pid: u32) -> Option<(f64, f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |name: &str| -> f64 {
         status
             .lines()
@@ -133,7 +133,7 @@ fn memory_of(pid: u32) -> (f64, f64, f64) {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssAnon:") / 1024.0)
+    Some((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssAnon:") / 1024.0))
 }
 
 impl Drop for Service {
@@ -177,16 +177,10 @@ async fn seed(db_url: &str, count: usize) {
     let now = Utc::now();
     let org = store.create_org("Seeded", true, now).await.unwrap();
     let new = |i: usize| gatehouse_store::NewUser {
-        org_id: org.id,
         email: Some(gatehouse_core::Email::parse(&format!("seed{i}@seeded.example.com")).unwrap()),
         display_name: format!("Seeded {i}"),
         external_id: Some(format!("ext-{i}")),
-        password_hash: None,
-        active: true,
-        user_name: None,
-        scim_resource: None,
-        role: Role::Member,
-        created_via: Origin::Scim,
+        ..gatehouse_store::NewUser::member(org.id, Origin::Scim)
     };
     let users: Vec<_> = (0..count).map(new).collect();
     for chunk in users.chunks(512) {
@@ -385,12 +379,13 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     let sampler = tokio::spawn({
         let (sampling, pid) = (sampling.clone(), service.pid());
         async move {
+            let anon = || memory_of(pid).expect("the service runs through the phase").2;
             let mut peak = 0.0_f64;
             while sampling.load(Ordering::Relaxed) {
-                peak = peak.max(memory_of(pid).2);
+                peak = peak.max(anon());
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            peak.max(memory_of(pid).2)
+            peak.max(anon())
         }
     });
     let _ = closed_loop(1000, Duration::from_secs(3).min(length), sign_in(&service.base, &slow_run)).await;

@@ -1896,16 +1896,8 @@ async fn versions_and_limits_are_scim_errors(server: TestServer) {
     let now = server.state.clock().now();
     let seeds: Vec<_> = (0..10_001)
         .map(|i| gatehouse_store::NewUser {
-            org_id: org,
-            email: None,
-            display_name: String::new(),
-            external_id: None,
-            password_hash: None,
-            active: true,
             user_name: Some(format!("seed{i:05}")),
-            scim_resource: None,
-            role: gatehouse_core::Role::Member,
-            created_via: gatehouse_core::Origin::Scim,
+            ..gatehouse_store::NewUser::member(org, gatehouse_core::Origin::Scim)
         })
         .collect();
     for chunk in seeds.chunks(500) {

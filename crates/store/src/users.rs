@@ -24,6 +24,27 @@ pub struct NewUser {
     pub created_via: Origin,
 }
 
+impl NewUser {
+    /// An active member of `org_id`, created through `created_via`, and
+    /// nothing more: no email or userName (set one of them, or both), no
+    /// name, password, external id or SCIM resource. The rest is set with
+    /// struct update syntax: `NewUser { email, ..NewUser::member(org, via) }`.
+    pub fn member(org_id: OrgId, created_via: Origin) -> Self {
+        Self {
+            org_id,
+            email: None,
+            display_name: String::new(),
+            external_id: None,
+            password_hash: None,
+            active: true,
+            user_name: None,
+            scim_resource: None,
+            role: Role::Member,
+            created_via,
+        }
+    }
+}
+
 /// A partial update. For the optional fields, `Some(None)` clears the value.
 #[derive(Debug, Default, Clone)]
 pub struct UserUpdate {
@@ -532,10 +553,10 @@ impl Store {
     /// users written before it existed, a batch at a time; once all have
     /// it, this is one probe.
     pub(crate) async fn write_missing_filter_data(&self) -> Result<()> {
+        let unwritten = format!("SELECT {COLUMNS} FROM users WHERE filter_data_written = 0 LIMIT 500");
         let mut last_pass = Vec::new();
         loop {
-            let sql = format!("SELECT {COLUMNS} FROM users WHERE filter_data_written = 0 LIMIT 500");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(unwritten.as_str())).fetch_all(&self.pool).await?;
             if rows.is_empty() {
                 return Ok(());
             }

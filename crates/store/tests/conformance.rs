@@ -5,9 +5,7 @@
 //! is set, on a fresh PostgreSQL database.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use gatehouse_core::{
-    AuthMethod, Device, Email, GroupsSource, IdpGroups, OrgId, Origin, Role, SessionId, UserId,
-};
+use gatehouse_core::{AuthMethod, Device, Email, GroupsSource, IdpGroups, OrgId, Origin, SessionId, UserId};
 use gatehouse_session::{MasterKey, MasterKeys, SigningAlgorithm, generate_signing_key};
 use gatehouse_store::{
     AuditFilter, GroupState, HitOutcome, NewAuditEvent, NewSession, NewUser, OrgScope, OrgUpdate,
@@ -21,16 +19,10 @@ fn t0() -> DateTime<Utc> {
 
 fn new_user(org: OrgId, email: &str) -> NewUser {
     NewUser {
-        active: true,
-        org_id: org,
         email: Some(Email::parse(email).unwrap()),
         display_name: "Someone".into(),
-        external_id: None,
         password_hash: Some("$argon2id$fake".into()),
-        user_name: None,
-        scim_resource: None,
-        role: Role::Member,
-        created_via: Origin::Admin,
+        ..NewUser::member(org, Origin::Admin)
     }
 }
 
@@ -1598,12 +1590,10 @@ async fn users_may_have_no_email_but_a_user_name(store: Store) {
     let org = store.create_org("A", true, t0()).await.unwrap();
     let other = store.create_org("B", true, t0()).await.unwrap();
     let nameless = |org: OrgId, name: &str| NewUser {
-        email: None,
         user_name: Some(name.into()),
         external_id: Some(format!("ext-{name}")),
-        password_hash: None,
-        created_via: Origin::Scim,
-        ..new_user(org, "unused@x.test")
+        display_name: "Someone".into(),
+        ..NewUser::member(org, Origin::Scim)
     };
     let jdoe = store.create_user(&nameless(org.id, "JDoe"), t0()).await.unwrap();
     assert_eq!((jdoe.email.as_ref(), jdoe.scim_user_name(), jdoe.handle()), (None, "JDoe", "JDoe"));

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use gatehouse_core::{Email, Origin, Role};
+use gatehouse_core::{Email, Origin};
 use gatehouse_store::{NewUser, Store};
 use gatehouse_testkit::TestDb;
 use sqlx::{Connection, Row};
@@ -22,16 +22,9 @@ async fn connections_dropped_while_idle_are_replaced() {
     let org = store.create_org("Kept", false, Utc::now()).await.unwrap();
     let email = Email::parse("kept@example.com").unwrap();
     let user = NewUser {
-        org_id: org.id,
         email: Some(email.clone()),
         display_name: "Kept".into(),
-        external_id: None,
-        password_hash: None,
-        active: true,
-        user_name: None,
-        scim_resource: None,
-        role: Role::Member,
-        created_via: Origin::Admin,
+        ..NewUser::member(org.id, Origin::Admin)
     };
     store.create_user(&user, Utc::now()).await.unwrap();
     // Several connections in the pool and kept by the store, then all of

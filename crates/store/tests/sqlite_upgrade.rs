@@ -6,26 +6,10 @@
 //! users and user_emails again to give them stable rowids, and 0019 leave
 //! every user noted for the trigram index, which indexes them.
 
-use gatehouse_core::{Origin, Role};
+use gatehouse_core::Origin;
 use gatehouse_store::{NewUser, Store};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, Row, SqliteConnection};
-
-/// A user as SCIM creates one, at `email` (none if empty).
-fn scim_user(org_id: gatehouse_core::OrgId, email: &str) -> NewUser {
-    NewUser {
-        org_id,
-        email: (!email.is_empty()).then(|| gatehouse_core::Email::parse(email).unwrap()),
-        display_name: String::new(),
-        external_id: None,
-        password_hash: None,
-        active: true,
-        user_name: None,
-        scim_resource: None,
-        role: Role::Member,
-        created_via: Origin::Scim,
-    }
-}
 
 /// The last migration before users could lack an email.
 const BEFORE_NAMELESS_USERS: i64 = 14;
@@ -114,7 +98,7 @@ async fn rebuilding_the_users_table_keeps_what_hangs_off_it() {
     // And the upgraded database takes users without an email.
     let store = Store::open(&url).await.unwrap();
     let org = store.create_org("Beta", true, chrono::DateTime::UNIX_EPOCH).await.unwrap();
-    let nameless = NewUser { email: None, user_name: Some("jdoe".into()), ..scim_user(org.id, "") };
+    let nameless = NewUser { user_name: Some("jdoe".into()), ..NewUser::member(org.id, Origin::Scim) };
     assert_eq!(store.create_user(&nameless, chrono::DateTime::UNIX_EPOCH).await.unwrap().email, None);
 
     // The trigram indexes point at rows by rowid. SQLite documents that a
@@ -149,7 +133,11 @@ async fn users_whose_filter_data_cannot_be_marked_written_fail_the_opening() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("stuck.db").display());
     let store = Store::open(&url).await.unwrap();
     let org = store.create_org("Acme", true, chrono::DateTime::UNIX_EPOCH).await.unwrap();
-    store.create_user(&scim_user(org.id, "ada@acme.test"), chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    let ada = NewUser {
+        email: Some(gatehouse_core::Email::parse("ada@acme.test").unwrap()),
+        ..NewUser::member(org.id, Origin::Scim)
+    };
+    store.create_user(&ada, chrono::DateTime::UNIX_EPOCH).await.unwrap();
     drop(store);
     let mut conn = SqliteConnection::connect(&url).await.unwrap();
     for statement in [
