@@ -27,7 +27,12 @@
 //! `GATEHOUSE_BENCH_SECONDS` sets each timed run's length (default 5).
 //! `GATEHOUSE_BENCH_BINARY` measures another build of `gatehouse` (say, the
 //! one before a change, copied aside) in place of this one, so that runs of
-//! the two can alternate.
+//! the two can alternate. It may be a script that ends by exec'ing a build
+//! (to record its pid for a profiler, say); the service starts with an
+//! empty environment, so such a script must name its build itself. Each
+//! backend's figures begin with the executable that was measured and the
+//! start of its SHA-256, read from the running process, so that a run
+//! shows which build it measured.
 
 // Benchmarks stamp runs with the wall clock; the service reads time only
 // through its Clock (clippy.toml).
@@ -134,6 +139,17 @@ fn memory_of(pid: u32) -> Option<(f64, f64, f64)> {
             .unwrap_or(0.0)
     };
     Some((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssAnon:") / 1024.0))
+}
+
+/// The executable the process `pid` runs, and the first 12 hex digits of
+/// its SHA-256. Once the service answers, a wrapper script has exec'd its
+/// build, so this names the build, not the wrapper.
+fn executable_of(pid: u32) -> String {
+    use sha2::Digest as _;
+    let path = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the service is running");
+    let digest = sha2::Sha256::digest(std::fs::read(&path).expect("the service's executable"));
+    let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} (sha256 {short}…)", path.display())
 }
 
 impl Drop for Service {
@@ -331,6 +347,7 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     service.stop();
     let empty_start = start_up(db_url).await;
     let (service, _) = Service::start(db_url).await;
+    println!("{backend}: measuring {}", executable_of(service.pid()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle_mib, _, idle_anon_mib) = service.memory();
 
