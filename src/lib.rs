@@ -128,7 +128,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.settings().limits;
-    server::run(listener, app(state.clone()), limits, shutdown).await?;
+    // Accepted on a runtime worker, not on the thread that called: hyper
+    // allocates each connection's response-head buffer as it is accepted,
+    // and on the calling thread those came from a malloc arena of its own
+    // that none of the request work reuses (about 2 MiB less at the peak
+    // of 1,000 sign-ins in flight; docs/benchmarks.md, "A correction").
+    let serving = tokio::spawn(server::run(listener, app(state.clone()), limits, shutdown));
+    serving.await.map_err(std::io::Error::other)??;
     // Work that outlived its request (a forwarded password reset) ends too,
     // within the time any request is allowed.
     let background = state.background();
