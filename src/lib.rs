@@ -133,8 +133,9 @@ pub async fn serve(
     // and on the calling thread those came from a malloc arena of its own
     // that none of the request work reuses (about 2 MiB less at the peak
     // of 1,000 sign-ins in flight; docs/benchmarks.md, "A correction").
+    // Dropping `serve` (an aborted task) still stops it.
     let serving = tokio::spawn(server::run(listener, app(state.clone()), limits, shutdown));
-    serving.await.map_err(std::io::Error::other)??;
+    tokio_util::task::AbortOnDropHandle::new(serving).await.map_err(std::io::Error::other)??;
     // Work that outlived its request (a forwarded password reset) ends too,
     // within the time any request is allowed.
     let background = state.background();

@@ -158,3 +158,30 @@ on_both_backends!(
     connections_beyond_the_cap_wait_for_a_free_place,
     every_route_limits_its_body,
 );
+
+/// `serve` runs its accept loop as a task of its own (`src/lib.rs`), but
+/// dropping it, as aborting the task that awaits it does, still stops
+/// the server: its port is closed.
+#[tokio::test]
+async fn dropping_serve_stops_the_server() {
+    use chrono::{TimeZone, Utc};
+    let db = TestDb::sqlite();
+    let clock = std::sync::Arc::new(gatehouse_core::ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap(),
+    ));
+    let state =
+        gatehouse::bootstrap(gatehouse::Settings::for_tests(db.url()), clock).await.expect("bootstrap");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let serving = tokio::spawn(gatehouse::serve(listener, state, std::future::pending()));
+    let answer = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    serving.abort();
+    assert!(serving.await.unwrap_err().is_cancelled());
+    let started = Instant::now();
+    while TcpStream::connect(address).await.is_ok() {
+        assert!(started.elapsed() < FOREVER, "the server still accepts after serve was dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
