@@ -29,9 +29,9 @@
 //! one before a change, copied aside) in place of this one, so that runs of
 //! the two can alternate. It may be a script that ends by exec'ing a build
 //! (to record its pid for a profiler, say); the service starts with an
-//! empty environment, so such a script must name its build itself. Each
-//! backend's figures begin with the executable that was measured and the
-//! start of its SHA-256, read from the running process, so that a run
+//! empty environment, so such a script must name its build itself. The
+//! report names, for each backend, the executable the running service was
+//! (from its `/proc/<pid>/exe`) and the start of its SHA-256, so that a run
 //! shows which build it measured.
 
 // Benchmarks stamp runs with the wall clock; the service reads time only
@@ -40,6 +40,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,13 +142,21 @@ fn memory_of(pid: u32) -> Option<(f64, f64, f64)> {
     Some((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssAnon:") / 1024.0))
 }
 
-/// The executable the process `pid` runs, and the first 12 hex digits of
-/// its SHA-256. Once the service answers, a wrapper script has exec'd its
-/// build, so this names the build, not the wrapper.
-fn executable_of(pid: u32) -> String {
+/// The executable the process `pid` runs. Once the service answers, a
+/// wrapper script has exec'd its build, so this is the build, not the
+/// wrapper.
+fn executable_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).expect("the service is running")
+}
+
+/// `path` and the first 12 hex digits of its SHA-256. Called once every
+/// service has stopped: reading the whole binary fills the page cache with
+/// it, and a binary in the page cache is mapped more widely around each
+/// page fault, which raises the memory figures (docs/benchmarks.md, "Idle
+/// memory depends on the page cache").
+fn identify(path: &Path) -> String {
     use sha2::Digest as _;
-    let path = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the service is running");
-    let digest = sha2::Sha256::digest(std::fs::read(&path).expect("the service's executable"));
+    let digest = sha2::Sha256::digest(std::fs::read(path).expect("the measured executable"));
     let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     format!("{} (sha256 {short}…)", path.display())
 }
@@ -326,6 +335,8 @@ async fn local_sign_ins(base: &str, run: &str, clients: usize, length: Duration)
 
 struct Figures {
     backend: &'static str,
+    /// What the service ran.
+    executable: PathBuf,
     first_start: Duration,
     empty_start: Duration,
     seeded_start: Duration,
@@ -347,7 +358,7 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     service.stop();
     let empty_start = start_up(db_url).await;
     let (service, _) = Service::start(db_url).await;
-    println!("{backend}: measuring {}", executable_of(service.pid()));
+    let executable = executable_of(service.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (idle_mib, _, idle_anon_mib) = service.memory();
 
@@ -417,6 +428,7 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     let seeded_start = start_up(db_url).await;
     Figures {
         backend,
+        executable,
         first_start,
         empty_start,
         seeded_start,
@@ -434,6 +446,9 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
 
 fn report(all: &[Figures], seeded: usize, bare: f64) {
     println!();
+    for figures in all {
+        println!("{}: measured {}", figures.backend, identify(&figures.executable));
+    }
     println!("{:<44} {:>12} {:>12}   target", "figure", all[0].backend, all.get(1).map_or("", |f| f.backend));
     let row = |name: &str, value: &dyn Fn(&Figures) -> String, target: &str| {
         let cells: Vec<String> = all.iter().map(value).collect();

@@ -164,23 +164,13 @@ on_both_backends!(
 /// the server: its port is closed.
 #[tokio::test]
 async fn dropping_serve_stops_the_server() {
-    use chrono::{TimeZone, Utc};
-    let db = TestDb::sqlite();
-    let clock = std::sync::Arc::new(gatehouse_core::ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap(),
-    ));
-    let state =
-        gatehouse::bootstrap(gatehouse::Settings::for_tests(db.url()), clock).await.expect("bootstrap");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let serving = tokio::spawn(gatehouse::serve(listener, state, std::future::pending()));
-    let answer = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+    let mut server = TestServer::sqlite().await;
+    let answer = server.http.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
 
-    serving.abort();
-    assert!(serving.await.unwrap_err().is_cancelled());
+    server.abort_serving().await;
     let started = Instant::now();
-    while TcpStream::connect(address).await.is_ok() {
+    while TcpStream::connect(server.base.trim_start_matches("http://")).await.is_ok() {
         assert!(started.elapsed() < FOREVER, "the server still accepts after serve was dropped");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

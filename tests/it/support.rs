@@ -19,6 +19,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
+    /// The task that awaits `gatehouse::serve`.
+    serving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Dropped last: the database outlives the server using it.
     pub db: TestDb,
 }
@@ -47,11 +49,11 @@ impl TestServer {
         let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap()));
         let state = gatehouse::bootstrap(settings, clock.clone()).await.expect("bootstrap");
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gatehouse::serve(listener, state.clone(), async {
+        let serving = tokio::spawn(gatehouse::serve(listener, state.clone(), async {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base, http, clock, state, stop: Some(stop), db }
+        Self { base, http, clock, state, stop: Some(stop), serving: Some(serving), db }
     }
 
     /// The test clock's current time, in seconds, as a JSON number.
@@ -189,6 +191,14 @@ impl TestServer {
             json!({ "email": email, "password": password, "device": { "os": "iOS", "name": "test" } }),
         )
         .await
+    }
+
+    /// Aborts the task that awaits `gatehouse::serve`, which drops it
+    /// without the graceful stop, and waits until the task is gone.
+    pub async fn abort_serving(&mut self) {
+        let serving = self.serving.take().expect("serve is awaited until now");
+        serving.abort();
+        assert!(serving.await.expect_err("an aborted task").is_cancelled());
     }
 
     pub async fn me(&self, access_token: &str) -> (StatusCode, Value) {
