@@ -12,15 +12,19 @@
 //! - resident memory once ready and idle, and the anonymous part of it;
 //! - pass-through sign-ins at 1, 16 and 64 clients (`GATEHOUSE_BENCH_CLIENTS`) against an upstream that
 //!   answers at once: sign-ins/s, p50/p99, and the service's CPU (user +
-//!   system, from `/proc/<pid>/stat`) per sign-in;
+//!   system, from `/proc/<pid>/stat`) per sign-in, in microseconds and in
+//!   bare ES256 sign+verifies (below), with this process's own CPU per
+//!   sign-in beside it (the load generator's and the stub's, which share
+//!   the cores);
 //! - added latency with an upstream that takes 20 ms, at a fixed rate with
 //!   up to 16 clients (latency counted from when each request was due),
 //!   against the same requests sent straight to the upstream;
 //! - peak resident memory (`VmHWM`) with 1,000 sign-ins in flight, and
 //!   the largest anonymous part sampled through that phase;
-//! - refresh-token rotations with 16 clients, against bare ES256 signing
+//! - refresh-token rotations at the sign-ins' levels above one client, against bare ES256 signing
 //!   and verification of the same claims on every core (in this process,
-//!   once the services are stopped);
+//!   once the services are stopped), with the service's CPU per rotation
+//!   and the load generator's, as for sign-ins;
 //! - local-password (argon2id) sign-ins with 4 clients, last, as each hash
 //!   takes tens of MiB that the allocator keeps.
 //!
@@ -106,13 +110,7 @@ impl Service {
 
     /// User + system CPU the process has used.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // The fields after the command (which may hold spaces) are fixed:
-        // utime and stime are the 14th and 15th of the line.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+        cpu_of(&self.pid().to_string())
     }
 
     /// Resident memory now and at its peak, and of it now the anonymous
@@ -126,6 +124,23 @@ impl Service {
         let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+/// User + system CPU that process `pid` (a number, or `self`) has used.
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command (which may hold spaces) are fixed:
+    // utime and stime are the 14th and 15th of the line.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// The CPU this process (the load generator and the stub upstream) has
+/// used.
+fn own_cpu() -> Duration {
+    cpu_of("self")
 }
 
 /// [`Service::memory`] of the process `pid`; `None` once it has exited.
@@ -171,6 +186,14 @@ impl Drop for Service {
 fn clock_ticks() -> u64 {
     let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
+}
+
+/// The concurrency levels of the rotation runs: those of the sign-in runs
+/// above one client (a single client's rotations measure the disk's sync,
+/// which the sign-ins at one client already show).
+fn refresh_levels() -> Vec<usize> {
+    let levels: Vec<usize> = levels().into_iter().filter(|&c| c > 1).collect();
+    if levels.is_empty() { vec![16] } else { levels }
 }
 
 /// The concurrency levels of the sign-in runs: `GATEHOUSE_BENCH_CLIENTS`,
@@ -232,17 +255,15 @@ async fn refreshes(base: &str, run: &str, clients: usize, length: Duration) -> R
                 let credentials = serde_json::json!({ "email": email, "password": common::PASSWORD });
                 let signed_in = common::post_json(&http, &format!("{base}/v1/login"), &credentials).await;
                 let mut token = signed_in["refresh_token"].as_str().expect("a refresh token").to_owned();
-                let mut latencies = Vec::new();
+                let mut client = common::ClientRun::default();
                 while Instant::now() < end {
                     let started = Instant::now();
                     let body = serde_json::json!({ "refresh_token": token });
                     let rotated = common::post_json(&http, &format!("{base}/v1/token/refresh"), &body).await;
                     token = rotated["refresh_token"].as_str().expect("the next refresh token").to_owned();
-                    if started >= warm_up {
-                        latencies.push(started.elapsed());
-                    }
+                    client.record(started, warm_up, started.elapsed());
                 }
-                latencies
+                client
             })
         })
         .collect();
@@ -251,8 +272,9 @@ async fn refreshes(base: &str, run: &str, clients: usize, length: Duration) -> R
 
 /// The floor under a refresh: signing an access token's claims with ES256
 /// and verifying it, with the service's own key ring, on every core at
-/// once (as the service may use them), per second.
-fn bare_sign_verify(length: Duration) -> f64 {
+/// once (as the service may use them): how many per second, and the CPU
+/// each took (this process's, which runs nothing else by then).
+fn bare_sign_verify(length: Duration) -> Bare {
     use gatehouse_session::{AccessClaims, KeyRing, MasterKey, MasterKeys, SigningAlgorithm, StoredKey};
     let master = MasterKeys::single(MasterKey::generate());
     let new = gatehouse_session::generate_signing_key(SigningAlgorithm::Es256, &master).unwrap();
@@ -283,6 +305,7 @@ fn bare_sign_verify(length: Duration) -> f64 {
         groups_overage: false,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let before = own_cpu();
     let end = Instant::now() + length;
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -299,7 +322,31 @@ fn bare_sign_verify(length: Duration) -> f64 {
         })
         .collect();
     let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    total as f64 / length.as_secs_f64()
+    Bare {
+        rate: total as f64 / length.as_secs_f64(),
+        cpu: (own_cpu() - before).div_f64((total as f64).max(1.0)),
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// What [`bare_sign_verify`] measured.
+struct Bare {
+    /// Sign+verifies per second on every core.
+    rate: f64,
+    /// CPU per sign+verify: the unit in which the service's CPU per
+    /// sign-in and per rotation is also reported, which does not move with
+    /// the speed of the day's machine as microseconds do.
+    cpu: Duration,
+}
+
+impl Bare {
+    /// `cpu` in bare sign+verifies.
+    fn units(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() / self.cpu.as_secs_f64().max(1e-12)
+    }
 }
 
 /// Sign-ins with a local password (argon2id), `clients` at once.
@@ -333,6 +380,35 @@ async fn local_sign_ins(base: &str, run: &str, clients: usize, length: Duration)
     closed_loop(clients, length, request).await
 }
 
+/// A closed-loop run (sign-ins or rotations) at one level of concurrency.
+struct Level {
+    clients: usize,
+    run: Run,
+    /// The service's CPU per request.
+    cpu: Duration,
+    /// This process's CPU per request: the load generator's (and for
+    /// sign-ins the stub upstream's), on the same cores as the service.
+    load_cpu: Duration,
+    /// The cores the service and this process kept busy through the run,
+    /// on average: below the machine's count, the run was bound by
+    /// waiting (for the disk's syncs, say), not by CPU.
+    busy: f64,
+}
+
+impl Level {
+    /// Runs `load` with `clients` clients against `service`, and reads the
+    /// CPU both processes used while it ran.
+    async fn measure(service: &Service, clients: usize, load: impl Future<Output = Run>) -> Self {
+        let (before, load_before, started) = (service.cpu(), own_cpu(), Instant::now());
+        let run = load.await;
+        let (cpu, load_cpu) = (service.cpu() - before, own_cpu() - load_before);
+        let busy = (cpu + load_cpu).as_secs_f64() / started.elapsed().as_secs_f64();
+        // The warm-up's requests used CPU too; they are counted in.
+        let all = (run.answered as f64).max(1.0);
+        Self { clients, run, cpu: cpu.div_f64(all), load_cpu: load_cpu.div_f64(all), busy }
+    }
+}
+
 struct Figures {
     backend: &'static str,
     /// What the service ran.
@@ -342,14 +418,14 @@ struct Figures {
     seeded_start: Duration,
     idle_mib: f64,
     idle_anon_mib: f64,
-    sign_ins: Vec<(usize, Run, Duration)>,
+    sign_ins: Vec<Level>,
     added: (f64, f64, f64),
     peak_mib: f64,
     peak_anon_mib: f64,
-    refresh: Run,
-    /// The service's CPU per rotation (the 16 sign-ins that start the
-    /// clients' sessions are counted in, and are noise beside the rotations).
-    refresh_cpu: Duration,
+    /// Rotations at each level (the sign-ins that start the clients'
+    /// sessions are counted in their CPU, and are noise beside the
+    /// rotations).
+    refresh: Vec<Level>,
     local: Run,
 }
 
@@ -367,17 +443,14 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
     set_up(&service.base, ADMIN, &run, &instant).await;
     let mut sign_ins = Vec::new();
     for clients in levels() {
-        let before = service.cpu();
-        let figures = closed_loop(clients, length, sign_in(&service.base, &run)).await;
-        // The warm-up's sign-ins used CPU too; count them in.
-        let all = figures.requests as f64 * (length.as_secs_f64() + 0.5) / length.as_secs_f64();
-        let per = (service.cpu() - before).div_f64(all.max(1.0));
-        sign_ins.push((clients, figures, per));
+        let load = closed_loop(clients, length, sign_in(&service.base, &run));
+        sign_ins.push(Level::measure(&service, clients, load).await);
     }
-
-    let before = service.cpu();
-    let refresh = refreshes(&service.base, &run, 16, length).await;
-    let refresh_cpu = (service.cpu() - before).div_f64((refresh.requests as f64).max(1.0));
+    let mut refresh = Vec::new();
+    for clients in refresh_levels() {
+        let load = refreshes(&service.base, &run, clients, length);
+        refresh.push(Level::measure(&service, clients, load).await);
+    }
 
     // A 20 ms upstream, at a rate 16 clients sustain with room to spare.
     let slow = stub(Duration::from_millis(20), "127.0.0.1:0").await;
@@ -439,12 +512,11 @@ async fn measure(backend: &'static str, db_url: &str, length: Duration, seeded: 
         peak_mib,
         peak_anon_mib,
         refresh,
-        refresh_cpu,
         local,
     }
 }
 
-fn report(all: &[Figures], seeded: usize, bare: f64) {
+fn report(all: &[Figures], seeded: usize, bare: &Bare) {
     println!();
     for figures in all {
         println!("{}: measured {}", figures.backend, identify(&figures.executable));
@@ -464,32 +536,53 @@ fn report(all: &[Figures], seeded: usize, bare: f64) {
     row("memory idle, MiB", &|f| format!("{:.1}", f.idle_mib), "<= 16");
     row("  of which anonymous (not mapped code), MiB", &|f| format!("{:.1}", f.idle_anon_mib), "");
     for i in 0..all[0].sign_ins.len() {
-        let clients = all[0].sign_ins[i].0;
-        row(&format!("sign-ins/s, {clients} clients"), &|f| format!("{:.0}", f.sign_ins[i].1.rate()), "");
+        let clients = all[0].sign_ins[i].clients;
+        row(&format!("sign-ins/s, {clients} clients"), &|f| format!("{:.0}", f.sign_ins[i].run.rate()), "");
         row(
             &format!("  p50 / p99 ms, {clients} clients"),
             &|f| {
                 format!(
                     "{:.2}/{:.2}",
-                    ms(f.sign_ins[i].1.percentile(0.5)),
-                    ms(f.sign_ins[i].1.percentile(0.99))
+                    ms(f.sign_ins[i].run.percentile(0.5)),
+                    ms(f.sign_ins[i].run.percentile(0.99))
                 )
             },
             "",
         );
         row(
             &format!("  CPU per sign-in, us, {clients} clients"),
-            &|f| format!("{:.0}", f.sign_ins[i].2.as_secs_f64() * 1e6),
+            &|f| format!("{:.0}", micros(f.sign_ins[i].cpu)),
             if clients > 1 { "<= 150" } else { "" },
         );
+        row(
+            "    in bare ES256 sign+verifies",
+            &|f| format!("{:.2}", bare.units(f.sign_ins[i].cpu)),
+            if clients > 1 { "<= 1.7" } else { "" },
+        );
+        row("    the load's CPU per sign-in, us", &|f| format!("{:.0}", micros(f.sign_ins[i].load_cpu)), "");
+        row("  cores busy, service and load", &|f| format!("{:.2}", f.sign_ins[i].busy), "");
     }
-    row("refresh rotations/s, 16 clients", &|f| format!("{:.0}", f.refresh.rate()), "");
-    row(
-        &format!("  over bare ES256 sign+verify ({bare:.0}/s)"),
-        &|f| format!("{:.2}x", f.refresh.rate() / bare),
-        ">= 0.35x",
-    );
-    row("  CPU per rotation, us", &|f| format!("{:.0}", f.refresh_cpu.as_secs_f64() * 1e6), "");
+    for i in 0..all[0].refresh.len() {
+        let clients = all[0].refresh[i].clients;
+        row(
+            &format!("refresh rotations/s, {clients} clients"),
+            &|f| format!("{:.0}", f.refresh[i].run.rate()),
+            "",
+        );
+        row(
+            &format!("  over bare ES256 sign+verify ({:.0}/s)", bare.rate),
+            &|f| format!("{:.2}x", f.refresh[i].run.rate() / bare.rate),
+            ">= 0.35x",
+        );
+        row("  CPU per rotation, us", &|f| format!("{:.0}", micros(f.refresh[i].cpu)), "");
+        row(
+            "    in bare ES256 sign+verifies",
+            &|f| format!("{:.2}", bare.units(f.refresh[i].cpu)),
+            "<= 2.86",
+        );
+        row("    the load's CPU per rotation, us", &|f| format!("{:.0}", micros(f.refresh[i].load_cpu)), "");
+        row("  cores busy, service and load", &|f| format!("{:.2}", f.refresh[i].busy), "");
+    }
     row("local-password sign-ins/s, 4 clients", &|f| format!("{:.1}", f.local.rate()), "");
     row("20 ms upstream at 400/s: added p50, ms", &|f| format!("{:.2}", f.added.0), "<= 1");
     row("20 ms upstream at 400/s: added p99, ms", &|f| format!("{:.2}", f.added.1), "<= 2");
@@ -497,9 +590,9 @@ fn report(all: &[Figures], seeded: usize, bare: f64) {
     row("  anonymous at its largest, MiB", &|f| format!("{:.1}", f.peak_anon_mib), "");
     // Throughput must not fall as concurrency rises: the highest level
     // against the one below it.
-    if let [.., (below, _, _), (top, _, _)] = all[0].sign_ins[..] {
+    if let [.., Level { clients: below, .. }, Level { clients: top, .. }] = all[0].sign_ins[..] {
         let n = all[0].sign_ins.len();
-        let ratio = |f: &Figures| f.sign_ins[n - 1].1.rate() / f.sign_ins[n - 2].1.rate();
+        let ratio = |f: &Figures| f.sign_ins[n - 1].run.rate() / f.sign_ins[n - 2].run.rate();
         row(
             &format!("sign-ins/s at {top} over {below} clients"),
             &|f| format!("{:.2}x", ratio(f)),
@@ -516,7 +609,7 @@ type Series = Box<dyn Fn(&Run) -> Vec<(f64, &'static str)>>;
 fn chart(all: &[Figures]) -> String {
     let (w, h, pad) = (360.0, 220.0, 48.0);
     let colours = ["#1f6feb", "#d1242f"];
-    let levels: Vec<usize> = all[0].sign_ins.iter().map(|(c, _, _)| *c).collect();
+    let levels: Vec<usize> = all[0].sign_ins.iter().map(|level| level.clients).collect();
     let x = |i: usize, left: f64| left + pad + i as f64 * (w - 2.0 * pad) / (levels.len() - 1).max(1) as f64;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
@@ -535,7 +628,7 @@ fn chart(all: &[Figures]) -> String {
     for (title, left, values) in &panels {
         let top = all
             .iter()
-            .flat_map(|f| f.sign_ins.iter().flat_map(|(_, r, _)| values(r).into_iter().map(|(v, _)| v)))
+            .flat_map(|f| f.sign_ins.iter().flat_map(|level| values(&level.run).into_iter().map(|(v, _)| v)))
             .fold(0.0_f64, f64::max)
             * 1.1;
         let y = |v: f64| h - pad + 20.0 - v / top.max(1e-9) * (h - 2.0 * pad);
@@ -559,7 +652,7 @@ fn chart(all: &[Figures]) -> String {
             );
         }
         for (f, colour) in all.iter().zip(colours) {
-            let series: Vec<Vec<(f64, &str)>> = f.sign_ins.iter().map(|(_, r, _)| values(r)).collect();
+            let series: Vec<Vec<(f64, &str)>> = f.sign_ins.iter().map(|level| values(&level.run)).collect();
             for k in 0..series[0].len() {
                 let points: Vec<String> = series
                     .iter()
@@ -603,7 +696,7 @@ fn main() {
             all.push(measure("PostgreSQL", postgres.url(), length, seeded).await);
         }
         let bare = bare_sign_verify(length);
-        report(&all, seeded, bare);
+        report(&all, seeded, &bare);
         let svg = chart(&all);
         std::fs::create_dir_all("target/bench").unwrap();
         std::fs::write("target/bench/service.svg", &svg).unwrap();

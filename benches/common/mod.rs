@@ -26,7 +26,12 @@ pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// What a run measured.
 pub(crate) struct Run {
+    /// Requests answered after the warm-up: what the rates count.
     pub(crate) requests: usize,
+    /// Requests answered in all, the warm-up's and those still in flight
+    /// at the end included: what a process's CPU over the run is divided
+    /// by.
+    pub(crate) answered: usize,
     pub(crate) seconds: f64,
     /// Sorted.
     pub(crate) latencies: Vec<Duration>,
@@ -68,14 +73,36 @@ async fn send(http: &reqwest::Client, request: &Request, n: usize) {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
-/// The latencies the clients' tasks measured over `length`, as one run.
-pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, length: Duration) -> Run {
-    let mut latencies = Vec::new();
+/// What one client measured.
+#[derive(Default)]
+pub(crate) struct ClientRun {
+    /// The latencies of its requests after the warm-up.
+    pub(crate) latencies: Vec<Duration>,
+    /// Its requests answered in all, the warm-up's included.
+    pub(crate) answered: usize,
+}
+
+impl ClientRun {
+    /// Counts an answered request that started at `started`, and keeps its
+    /// latency `latency` if it started after `warm_up`.
+    pub(crate) fn record(&mut self, started: Instant, warm_up: Instant, latency: Duration) {
+        self.answered += 1;
+        if started >= warm_up {
+            self.latencies.push(latency);
+        }
+    }
+}
+
+/// What the clients' tasks measured over `length`, as one run.
+pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<ClientRun>>, length: Duration) -> Run {
+    let (mut latencies, mut answered) = (Vec::new(), 0);
     for t in tasks {
-        latencies.extend(t.await.unwrap());
+        let client = t.await.unwrap();
+        latencies.extend(client.latencies);
+        answered += client.answered;
     }
     latencies.sort();
-    Run { requests: latencies.len(), seconds: length.as_secs_f64(), latencies }
+    Run { requests: latencies.len(), answered, seconds: length.as_secs_f64(), latencies }
 }
 
 /// POSTs `body` as JSON and reads the answer as JSON.
@@ -94,15 +121,13 @@ pub(crate) async fn closed_loop(clients: usize, length: Duration, request: Reque
         .map(|_| {
             let (http, request, counter) = (http.clone(), request.clone(), counter.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut client = ClientRun::default();
                 while Instant::now() < end {
                     let started = Instant::now();
                     send(&http, &request, counter.fetch_add(1, Ordering::Relaxed)).await;
-                    if started >= warm_up {
-                        latencies.push(started.elapsed());
-                    }
+                    client.record(started, warm_up, started.elapsed());
                 }
-                latencies
+                client
             })
         })
         .collect();
@@ -122,18 +147,16 @@ pub(crate) async fn fixed_rate(rate: f64, clients: usize, length: Duration, requ
         .map(|_| {
             let (http, request, next) = (http.clone(), request.clone(), next.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut client = ClientRun::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= total {
-                        return latencies;
+                        return client;
                     }
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                     send(&http, &request, i).await;
-                    if due >= start + warm_up {
-                        latencies.push(due.elapsed());
-                    }
+                    client.record(due, start + warm_up, due.elapsed());
                 }
             })
         })
