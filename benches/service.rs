@@ -21,10 +21,13 @@
 //!   against the same requests sent straight to the upstream;
 //! - peak resident memory (`VmHWM`) with 1,000 sign-ins in flight, and
 //!   the largest anonymous part sampled through that phase;
-//! - refresh-token rotations at the sign-ins' levels above one client, against bare ES256 signing
-//!   and verification of the same claims on every core (in this process,
-//!   once the services are stopped), with the service's CPU per rotation
-//!   and the load generator's, as for sign-ins;
+//! - refresh-token rotations at the sign-ins' levels above one client,
+//!   against bare ES256 signing and verification of the same claims on
+//!   every core (in this process, once the services are stopped), with the
+//!   service's CPU per rotation and the load generator's, as for sign-ins;
+//! - for each closed-loop run, the cores the service and this process kept
+//!   busy on average: fewer than the machine has means the run waited
+//!   (on SQLite, for its one writer) rather than computed;
 //! - local-password (argon2id) sign-ins with 4 clients, last, as each hash
 //!   takes tens of MiB that the allocator keeps.
 //!
@@ -391,7 +394,7 @@ struct Level {
     load_cpu: Duration,
     /// The cores the service and this process kept busy through the run,
     /// on average: below the machine's count, the run was bound by
-    /// waiting (for the disk's syncs, say), not by CPU.
+    /// waiting (on SQLite's one writer, say), not by CPU.
     busy: f64,
 }
 
