@@ -399,8 +399,8 @@ struct Level {
 }
 
 impl Level {
-    /// Runs `load` with `clients` clients against `service`, and reads the
-    /// CPU both processes used while it ran.
+    /// Runs `load` (a closed loop of `clients` clients against `service`)
+    /// and reads the CPU both processes used while it ran.
     async fn measure(service: &Service, clients: usize, load: impl Future<Output = Run>) -> Self {
         let (before, load_before, started) = (service.cpu(), own_cpu(), Instant::now());
         let run = load.await;
