@@ -111,7 +111,9 @@ pub(crate) struct TestResult {
     /// `unavailable` (no answer).
     pub(crate) outcome: &'static str,
     /// Why there was no answer: `timeout`, `connect_failed`, `tls_failed`,
-    /// `blocked_target` or `protocol_error`.
+    /// `blocked_target`, `protocol_error`, or `too_many_in_flight` (as many
+    /// calls to the service were in progress as it may have, and none ended
+    /// within the timeout, so this one was not sent).
     pub(crate) error: Option<&'static str>,
     /// What the admin should know about the configuration, such as a plain
     /// http URL.

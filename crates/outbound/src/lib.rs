@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+mod in_flight;
 mod published;
+use in_flight::InFlight;
 pub use published::Published;
 use url::{Host, Url};
 
@@ -20,6 +22,10 @@ use url::{Host, Url};
 /// read only so that a well-behaved connection can be reused.
 const BODY_CAP: usize = 4 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls in progress to one organization's service at most, and the
+/// connections to one host the pool keeps idle: the same number, so that
+/// every connection a burst opens is one the pool keeps (`in_flight`).
+const CALLS_PER_ORIGIN: usize = 64;
 
 /// Why an upstream call produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +40,10 @@ pub enum UpstreamError {
     BlockedTarget,
     #[error("protocol error")]
     Protocol,
+    /// The call waited out its timeout behind as many calls to the same
+    /// service as may be in progress at once, and was never sent.
+    #[error("too many calls to this service were already in progress")]
+    TooManyInFlight,
 }
 
 impl UpstreamError {
@@ -45,6 +55,7 @@ impl UpstreamError {
             Self::Tls => "tls_failed",
             Self::BlockedTarget => "blocked_target",
             Self::Protocol => "protocol_error",
+            Self::TooManyInFlight => "too_many_in_flight",
         }
     }
 }
@@ -82,6 +93,7 @@ impl FetchLocks {
 pub struct OutboundClient {
     client: reqwest::Client,
     allow_private: bool,
+    in_flight: Arc<InFlight>,
 }
 
 impl std::fmt::Debug for OutboundClient {
@@ -95,16 +107,22 @@ impl OutboundClient {
     /// deployments whose authentication service lives on a private network
     /// (and for tests on loopback).
     pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+        Self::with_calls_per_origin(allow_private, CALLS_PER_ORIGIN)
+    }
+
+    /// As [`OutboundClient::new`], with at most `per_origin` calls through
+    /// [`OutboundClient::send`] in progress to one origin.
+    pub fn with_calls_per_origin(allow_private: bool, per_origin: usize) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(per_origin)
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .build()?;
-        Ok(Self { client, allow_private })
+        Ok(Self { client, allow_private, in_flight: Arc::new(InFlight::new(per_origin)) })
     }
 
     /// The resolver guards names; an address written into the URL is never
@@ -122,7 +140,15 @@ impl OutboundClient {
     }
 
     /// Sends one request and reads its status. Redirects are answers, not
-    /// followed.
+    /// followed. `timeout` covers the whole call: the wait for a turn when
+    /// as many calls to the same origin are already in progress as it may
+    /// have (`in_flight`), then the request and its answer.
+    ///
+    /// This is the call made to an organization's own service on every
+    /// sign-in. The calls to identity providers ([`OutboundClient::exchange`])
+    /// have no such bound: their hosts serve every customer of the
+    /// provider (one origin for all of Entra ID's tenants), and set their
+    /// own limits.
     pub async fn send(
         &self,
         method: http::Method,
@@ -133,7 +159,9 @@ impl OutboundClient {
     ) -> Result<UpstreamResponse, UpstreamError> {
         self.check_literal_target(&url)?;
         let started = Instant::now();
-        let mut request = self.client.request(method, url).headers(headers).timeout(timeout);
+        let _turn = self.in_flight.turn(&url, timeout).await?;
+        let left = || timeout.saturating_sub(started.elapsed());
+        let mut request = self.client.request(method, url).headers(headers).timeout(left());
         if let Some(body) = body {
             request = request.body(body);
         }
@@ -141,7 +169,7 @@ impl OutboundClient {
         let status = response.status().as_u16();
         let mut read = 0;
         while read < BODY_CAP {
-            match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), response.chunk()).await {
+            match tokio::time::timeout(left(), response.chunk()).await {
                 Ok(Ok(Some(chunk))) => read += chunk.len(),
                 _ => break,
             }
@@ -350,5 +378,106 @@ mod tests {
         ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// A loopback HTTP/1.1 service that holds each request for `hold`
+    /// (forever if `None`) before answering 200, and counts what it saw.
+    #[derive(Default)]
+    struct Seen {
+        connections: std::sync::atomic::AtomicUsize,
+        requests: std::sync::atomic::AtomicUsize,
+        in_progress: std::sync::atomic::AtomicUsize,
+        most_in_progress: std::sync::atomic::AtomicUsize,
+    }
+
+    async fn service(hold: Option<Duration>) -> (Url, Arc<Seen>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/auth", listener.local_addr().unwrap())).unwrap();
+        let seen = Arc::new(Seen::default());
+        let counts = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counts.connections.fetch_add(1, SeqCst);
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        request.clear();
+                        counts.requests.fetch_add(1, SeqCst);
+                        let now = counts.in_progress.fetch_add(1, SeqCst) + 1;
+                        counts.most_in_progress.fetch_max(now, SeqCst);
+                        match hold {
+                            Some(hold) => tokio::time::sleep(hold).await,
+                            None => std::future::pending::<()>().await,
+                        }
+                        counts.in_progress.fetch_sub(1, SeqCst);
+                        if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    async fn get(client: &OutboundClient, url: &Url, timeout: Duration) -> Result<u16, UpstreamError> {
+        let answer = client.send(http::Method::GET, url.clone(), http::HeaderMap::new(), None, timeout).await;
+        answer.map(|r| r.status)
+    }
+
+    /// A burst of calls to one service: all of them answered, never more
+    /// than the bound in progress at once, over no more connections than
+    /// that (each one kept and used again).
+    #[tokio::test]
+    async fn a_burst_to_one_service_is_sent_a_bounded_number_at_a_time_over_kept_connections() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (url, seen) = service(Some(Duration::from_millis(20))).await;
+        let client = OutboundClient::with_calls_per_origin(true, 8).unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (client, url) = (client.clone(), url.clone());
+            calls.spawn(async move { get(&client, &url, Duration::from_secs(30)).await });
+        }
+        while let Some(answer) = calls.join_next().await {
+            assert_eq!(answer.unwrap(), Ok(200));
+        }
+        assert_eq!(seen.requests.load(SeqCst), 100);
+        assert_eq!(seen.most_in_progress.load(SeqCst), 8, "as many at once as the bound, never more");
+        assert!(seen.connections.load(SeqCst) <= 8, "{} connections", seen.connections.load(SeqCst));
+    }
+
+    /// A service that stops answering holds its own turns, not anyone
+    /// else's: the next call to it fails within its own timeout without
+    /// being sent, and another service is called as usual.
+    #[tokio::test]
+    async fn a_service_that_stops_answering_holds_up_only_its_own_calls() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (stuck, seen) = service(None).await;
+        let (other, _) = service(Some(Duration::ZERO)).await;
+        let client = OutboundClient::with_calls_per_origin(true, 1).unwrap();
+        let first = tokio::spawn({
+            let (client, stuck) = (client.clone(), stuck.clone());
+            async move { get(&client, &stuck, Duration::from_secs(60)).await }
+        });
+        while seen.requests.load(SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            get(&client, &stuck, Duration::from_millis(100)).await,
+            Err(UpstreamError::TooManyInFlight)
+        );
+        assert_eq!(seen.requests.load(SeqCst), 1, "the call that waited was never sent");
+        assert_eq!(get(&client, &other, Duration::from_secs(30)).await, Ok(200));
+        first.abort();
     }
 }
