@@ -111,8 +111,9 @@ impl OutboundClient {
     }
 
     /// As [`OutboundClient::new`], with at most `per_origin` calls through
-    /// [`OutboundClient::send`] in progress to one origin.
-    pub fn with_calls_per_origin(allow_private: bool, per_origin: usize) -> Result<Self, reqwest::Error> {
+    /// [`OutboundClient::send`] in progress to one origin (the tests' own
+    /// bounds).
+    fn with_calls_per_origin(allow_private: bool, per_origin: usize) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
