@@ -250,8 +250,8 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
     };
     let password = Password::new(case.value(Placeholder::UserPassword).to_owned());
     let values = Values::of(&user, Some(password.expose()), &device).unwrap();
-    let prepared = RestConnector::new(&client, &auth).prepare(&auth.url, true, &values, &values);
-    let (request, _) = match (prepared, case.must_fail()) {
+    let prepared = RestConnector::new(&client, &auth).prepare(&auth.url, true, &values);
+    let request = match (prepared, case.must_fail()) {
         (Err(_), true) => return Ok(()),
         (Err(e), false) => return Err(TestCaseError::fail(format!("refused a safe request: {e}"))),
         (Ok(_), true) => return Err(TestCaseError::fail("sent a request that changes its structure")),
