@@ -110,27 +110,41 @@ impl Columns for NamedRow<'_> {
 pub(crate) struct Prefixed<'r, R: ?Sized> {
     row: &'r R,
     prefix: &'static str,
+    /// `{prefix}{name}` for the column being read: one string for the
+    /// whole record, not one per column (a rotation batch's read has about
+    /// 45 columns a row).
+    name: std::cell::RefCell<String>,
+}
+
+impl<R: Columns + ?Sized> Prefixed<'_, R> {
+    fn read<T>(&self, name: &str, read: impl FnOnce(&R, &str) -> Result<T>) -> Result<T> {
+        let mut full = self.name.borrow_mut();
+        full.clear();
+        full.push_str(self.prefix);
+        full.push_str(name);
+        read(self.row, &full)
+    }
 }
 
 impl<R: Columns + ?Sized> Columns for Prefixed<'_, R> {
     fn text(&self, name: &str) -> Result<String> {
-        self.row.text(&format!("{}{name}", self.prefix))
+        self.read(name, |row, name| row.text(name))
     }
     fn text_opt(&self, name: &str) -> Result<Option<String>> {
-        self.row.text_opt(&format!("{}{name}", self.prefix))
+        self.read(name, |row, name| row.text_opt(name))
     }
     fn int(&self, name: &str) -> Result<i64> {
-        self.row.int(&format!("{}{name}", self.prefix))
+        self.read(name, |row, name| row.int(name))
     }
     fn int_opt(&self, name: &str) -> Result<Option<i64>> {
-        self.row.int_opt(&format!("{}{name}", self.prefix))
+        self.read(name, |row, name| row.int_opt(name))
     }
 }
 
 /// The columns of `row` named `{prefix}{name}`, read as `name`: one
 /// record of several that a join returns side by side.
 pub(crate) fn prefixed<'r>(row: &'r dyn Columns, prefix: &'static str) -> Prefixed<'r, dyn Columns + 'r> {
-    Prefixed { row, prefix }
+    Prefixed { row, prefix, name: std::cell::RefCell::new(String::with_capacity(prefix.len() + 32)) }
 }
 
 /// `{alias}.{column} AS {prefix}{column}` for each of `columns` (a list
@@ -199,5 +213,11 @@ mod tests {
         assert_eq!(row.int("id").unwrap(), 1);
         assert_eq!(prefixed(&row, "u_").int("id").unwrap(), 2);
         assert!(matches!(prefixed(&row, "s_").int("id"), Err(StoreError::Corrupt(_))));
+        // One record's columns read one after another, through one name
+        // buffer, each find their own.
+        let u = prefixed(&row, "u_");
+        assert!(matches!(u.text("i"), Err(StoreError::Corrupt(_))), "u_i is not u_id");
+        assert_eq!(u.int("id").unwrap(), 2);
+        assert_eq!(u.int("ID").unwrap(), 2);
     }
 }
