@@ -126,6 +126,8 @@ impl Drop for User<'_> {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt as _;
+
     use super::*;
 
     fn url(s: &str) -> Url {
@@ -169,7 +171,7 @@ mod tests {
         let a_url = url("https://a.example/");
         let waiting = in_flight.turn(&a_url, Duration::from_secs(30));
         tokio::pin!(waiting);
-        assert!(futures_poll_once(waiting.as_mut()).await.is_none(), "no turn is free yet");
+        assert!(waiting.as_mut().now_or_never().is_none(), "no turn is free yet");
         drop(a);
         waiting.await.unwrap();
         drop(b);
@@ -191,22 +193,10 @@ mod tests {
         {
             let waiting = in_flight.turn(&a_url, Duration::from_secs(30));
             tokio::pin!(waiting);
-            assert!(futures_poll_once(waiting.as_mut()).await.is_none());
+            assert!(waiting.as_mut().now_or_never().is_none());
         }
         assert_eq!(in_flight.origins_in_use(), 1);
         drop(held);
         assert_eq!(in_flight.origins_in_use(), 0, "timed-out and abandoned waiters");
-    }
-
-    /// Polls `future` once: its output if it was ready.
-    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
-        let mut future = future;
-        std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
-                std::task::Poll::Ready(out) => Some(out),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await
     }
 }
