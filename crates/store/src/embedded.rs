@@ -27,10 +27,11 @@
 //! cannot be opened a second time, so a store on one has no readers, and
 //! every read goes through the pool.
 //!
-//! These connections only read (`query_only`): every write still goes
-//! through sqlx, its write turn and its group commit. A group-commit
-//! writer that reads before it writes reads here too, while it holds the
-//! write lock (`read_then_write`).
+//! These connections only read (`query_only`). Writes go through sqlx,
+//! except batches of sign-ins, which the embedded writer makes on a
+//! thread of its own (`embedded_writer`); all of them take the write turn.
+//! A group-commit writer that reads before it writes reads here too, while
+//! it holds the write lock (`read_then_write`).
 
 use std::borrow::Cow;
 use std::path::PathBuf;

@@ -22,6 +22,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Backend(#[from] sqlx::Error),
+    /// SQLite's error, on a connection of the store's own (`embedded_writer`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The database could not be reached; what a batch of writes answers each
     /// of its callers when its transaction could not be attempted.
     #[error("database unavailable: {0}")]
@@ -38,6 +41,15 @@ impl StoreError {
         let e = match self {
             StoreError::Unavailable(_) => return true,
             StoreError::Backend(e) => e,
+            // Nothing a row did: the file is locked by another process past
+            // the busy timeout, or the disk failed, filled, or went away.
+            StoreError::Sqlite(e) => {
+                use rusqlite::ErrorCode::*;
+                return matches!(
+                    e.sqlite_error_code(),
+                    Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen | ReadOnly)
+                );
+            }
             _ => return false,
         };
         match e {

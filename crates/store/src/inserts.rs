@@ -32,19 +32,77 @@
 //! writes.
 
 use sqlx::any::AnyArguments;
-use sqlx::{AnyConnection, Arguments, Encode, Type};
+use sqlx::{AnyConnection, Arguments};
 
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Backend, Result, Store};
 
 /// Inserts to apply together; values are bound in the order of the rows
 /// and columns declared by [`Inserts::insert`].
 #[derive(Default)]
 pub(crate) struct Inserts {
     statements: Vec<Declared>,
-    args: AnyArguments,
+    /// The values bound so far, in order; turned into either driver's
+    /// arguments when the statements are sent.
+    values: Vec<Value>,
     /// Placeholders declared so far; `bind` must fill exactly these.
     declared: usize,
-    bound: usize,
+}
+
+/// A value to insert, in one of the types the schema stores. A null has
+/// its column's type too: PostgreSQL types each parameter by the value
+/// bound to it, and a text column compared with a null bound as an
+/// integer is an error there.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Integer(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Text(Some(s))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(Some(s.to_owned()))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Integer(Some(n))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(s: Option<String>) -> Self {
+        Value::Text(s)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(s: Option<&str>) -> Self {
+        Value::Text(s.map(str::to_owned))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(n: Option<i64>) -> Self {
+        Value::Integer(n)
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Integer(None) | Value::Text(None) => ValueRef::Null,
+            Value::Integer(Some(n)) => ValueRef::Integer(*n),
+            Value::Text(Some(s)) => ValueRef::Text(s.as_bytes()),
+        }))
+    }
 }
 
 /// One declared statement: an `INSERT`, or another statement given whole.
@@ -59,6 +117,12 @@ struct Declared {
     template: String,
     /// Placeholders declared before this statement's.
     after: usize,
+    /// How many values it takes.
+    values: usize,
+    /// For an insert, the statement for one row (`template` is for all of
+    /// them) and the values in a row: the embedded writer runs it once a
+    /// row, prepared once (`Inserts::run`).
+    row: Option<(String, usize)>,
 }
 
 impl Inserts {
@@ -93,12 +157,13 @@ impl Inserts {
             return self;
         }
         let row = format!("({})", vec!["?"; width].join(", "));
-        let values = vec![row; rows].join(", ");
-        let template = match skip_existing {
+        let values = vec![row.as_str(); rows].join(", ");
+        let statement = |values: &str| match skip_existing {
             None => format!("INSERT INTO {into} VALUES {values}"),
             Some(key) => format!("INSERT INTO {into} VALUES {values} ON CONFLICT ({key}) DO NOTHING"),
         };
-        self.push(template, rows * width)
+        let template = statement(&values);
+        self.push(template, rows * width, Some((statement(&row), width)))
     }
 
     /// Declares a statement other than an insert (a `DELETE … RETURNING`,
@@ -108,28 +173,68 @@ impl Inserts {
     /// may return rows.
     pub(crate) fn statement(&mut self, template: String, values: usize) -> &mut Self {
         debug_assert_eq!(template.matches('?').count(), values, "one ? per value");
-        self.push(template, values)
+        self.push(template, values, None)
     }
 
-    fn push(&mut self, template: String, values: usize) -> &mut Self {
-        self.statements.push(Declared { template, after: self.declared });
+    fn push(&mut self, template: String, values: usize, row: Option<(String, usize)>) -> &mut Self {
+        self.statements.push(Declared { template, after: self.declared, values, row });
         self.declared += values;
         self
     }
 
     /// Binds the next value.
-    pub(crate) fn bind<'q, T>(&mut self, value: T) -> Result<&mut Self>
-    where
-        T: Encode<'q, sqlx::Any> + Type<sqlx::Any> + 'q,
-    {
-        self.args.add(value).map_err(|e| StoreError::Config(format!("cannot bind an insert value: {e}")))?;
-        self.bound += 1;
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> Result<&mut Self> {
+        self.values.push(value.into());
         Ok(self)
     }
 
     /// A mismatch is a bug in the caller's binding code, never bad input.
     fn assert_complete(&self) {
-        assert_eq!(self.bound, self.declared, "Inserts: values bound must match the placeholders declared");
+        assert_eq!(
+            self.values.len(),
+            self.declared,
+            "Inserts: values bound must match the placeholders declared"
+        );
+    }
+
+    /// The values as sqlx's arguments.
+    fn arguments(self) -> Result<AnyArguments, sqlx::Error> {
+        let mut args = AnyArguments::default();
+        for value in self.values {
+            match value {
+                Value::Integer(n) => args.add(n),
+                Value::Text(s) => args.add(s),
+            }
+            .map_err(sqlx::Error::Encode)?;
+        }
+        Ok(args)
+    }
+
+    /// Runs the declared statements on `conn`, the embedded writer's
+    /// connection, inside its transaction. An insert runs once a row, as
+    /// the one-row statement, kept prepared in the connection's cache: on
+    /// the caller's thread a statement costs no round trip, and one
+    /// program per table is all the cache holds, whatever the batch's
+    /// size (the multi-row text that the drivers' round trips need is a
+    /// new program for every row count). A statement given whole is
+    /// prepared for this run only, as its text may vary.
+    pub(crate) fn run(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.assert_complete();
+        for declared in &self.statements {
+            let values = &self.values[declared.after..declared.after + declared.values];
+            match &declared.row {
+                Some((row, width)) => {
+                    let mut statement = conn.prepare_cached(row)?;
+                    for row in values.chunks(*width) {
+                        statement.execute(rusqlite::params_from_iter(row))?;
+                    }
+                }
+                None => {
+                    conn.prepare(&declared.template)?.execute(rusqlite::params_from_iter(values))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The statements' text for `backend`.
@@ -159,13 +264,13 @@ impl Inserts {
         })
     }
 
-    fn finish(self, backend: Backend) -> Option<(String, AnyArguments)> {
+    fn finish(self, backend: Backend) -> Option<(String, Result<AnyArguments, sqlx::Error>)> {
         self.assert_complete();
         let sql = match (backend, self.combined(backend)?) {
             (Backend::Sqlite, script) => format!("BEGIN IMMEDIATE; {script}; COMMIT"),
             (Backend::Postgres, statement) => statement,
         };
-        Some((sql, self.args))
+        Some((sql, self.arguments()))
     }
 
     /// Runs the declared statements on `conn`, inside the caller's
@@ -212,7 +317,8 @@ impl Inserts {
             (Some(statements), None) => statements,
             (Some(script), Some(then)) => format!("{script}; {then}"),
         };
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args).persistent(false).fetch_all(conn).await
+        let args = self.arguments()?;
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false).fetch_all(conn).await
     }
 }
 
@@ -230,9 +336,19 @@ fn numbered(template: &str, after: usize) -> String {
 }
 
 impl Store {
-    /// Applies `inserts` in one round trip, all or none.
+    /// Applies `inserts`, all or none: on SQLite by the embedded writer
+    /// (`embedded_writer`), as one transaction on its thread; otherwise in
+    /// one round trip.
     pub(crate) async fn apply(&self, inserts: Inserts) -> Result<()> {
+        if inserts.statements.is_empty() {
+            return Ok(());
+        }
+        if let Some(writer) = &self.writer {
+            let turn = self.write_turn().await;
+            return writer.transaction(turn, move |conn| inserts.run(conn)).await;
+        }
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
+        let args = args?;
         let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
         let mut conn = self.lease_to_write().await?;
         if self.backend == Backend::Sqlite {
@@ -297,12 +413,24 @@ mod tests {
     /// closed, which rolls the transaction back and frees SQLite's write
     /// lock; handed back to the pool instead, it held the lock for as long
     /// as it sat there, and every other writer timed out.
+    ///
+    /// Both ways: by the embedded writer, and through the pool as a store
+    /// without one does.
     #[tokio::test]
     async fn a_script_cancelled_midway_leaves_no_transaction_open() {
+        a_script_cancelled_midway_leaves_no_transaction_open_on(true).await;
+        a_script_cancelled_midway_leaves_no_transaction_open_on(false).await;
+    }
+
+    async fn a_script_cancelled_midway_leaves_no_transaction_open_on(embedded: bool) {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("apply.db");
-        let store = Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        let mut store = Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        assert!(store.writer.is_some());
+        if !embedded {
+            store.writer = None;
+        }
         sqlx::query("CREATE TABLE t (v INTEGER)").execute(&store.pool).await.unwrap();
         let mut slow = Inserts::default();
         slow.statement(

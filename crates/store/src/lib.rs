@@ -6,7 +6,9 @@
 //! numbers and differ only in DDL spelling). All SQL uses `$N` placeholders,
 //! which both backends accept. On SQLite the reads every request makes
 //! run on the caller's thread instead, on connections of their own
-//! (`embedded`), with the same SQL, decoded by the same code (`columns`).
+//! (`embedded`), with the same SQL, decoded by the same code (`columns`),
+//! and batches of sign-ins are written on a connection and thread of their
+//! own (`embedded_writer`), from the same declared inserts (`inserts`).
 //! The same conformance suite (`tests/conformance.rs`) runs against both.
 //!
 //! Architecture invariant: this crate stores; it does not decide. Hashing,
@@ -24,6 +26,7 @@ mod columns;
 mod connections;
 mod domains;
 mod embedded;
+mod embedded_writer;
 mod error;
 mod group_commit;
 mod groups;
@@ -105,6 +108,10 @@ pub struct Store {
     /// `embedded`); `None` on PostgreSQL and for a database that is not a
     /// file.
     readers: Option<Arc<embedded::Readers>>,
+    /// The SQLite connection that writes batches of sign-ins on a thread
+    /// of its own (see `embedded_writer`); `None` as for `readers`, or
+    /// when it could not be opened.
+    writer: Option<Arc<embedded_writer::Writer>>,
     /// Group-commit writers (see `group_commit`); `None` on the writers' own
     /// handles.
     session_writer: Option<group_commit::Writer<sessions::SessionRow>>,
@@ -222,6 +229,7 @@ impl Store {
             write_turn: Arc::new(Mutex::new(())),
             kept,
             readers: None,
+            writer: None,
             session_writer: None,
             user_writer: None,
             rotation_writer: None,
@@ -229,11 +237,18 @@ impl Store {
         };
         store.migrate().await?;
         store.write_missing_filter_data().await?;
-        if backend == Backend::Sqlite {
-            store.readers = store.database_file().await?.map(|file| {
-                let keep = std::thread::available_parallelism().map_or(2, |n| n.get());
-                Arc::new(embedded::Readers::new(file, keep))
-            });
+        if backend == Backend::Sqlite
+            && let Some(file) = store.database_file().await?
+        {
+            let keep = std::thread::available_parallelism().map_or(2, |n| n.get());
+            store.readers = Some(Arc::new(embedded::Readers::new(file.clone(), keep)));
+            store.writer = match embedded_writer::Writer::start(file) {
+                Ok(writer) => Some(Arc::new(writer)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the SQLite writer; batches of sign-ins use the pool");
+                    None
+                }
+            };
         }
         store.session_writer = Some(group_commit::spawn(store.clone()));
         store.user_writer = Some(group_commit::spawn(store.clone()));
@@ -322,6 +337,9 @@ impl Store {
         self.kept.close();
         if let Some(readers) = &self.readers {
             readers.close();
+        }
+        if let Some(writer) = &self.writer {
+            writer.close().await;
         }
         self.pool.close().await;
     }

@@ -534,16 +534,16 @@ mod tests {
     use super::*;
     use crate::NewUser;
 
-    /// One batch handed to the writer directly, so that the rows are sure to
-    /// share it (concurrent callers only usually do): its rows are decided in
-    /// order, as if each ran after the one before.
-    #[tokio::test]
-    async fn a_batch_decides_its_rows_in_order() {
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap()
+    }
+
+    /// A store on a database file, with an organization and one user.
+    async fn store_with_a_user() -> (tempfile::TempDir, Store, gatehouse_core::Organization, User) {
         let dir = tempfile::tempdir().unwrap();
         let store =
-            Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display())).await.unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap();
-        let org = store.create_org("A", false, now).await.unwrap();
+            Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display())).await.unwrap();
+        let org = store.create_org("A", false, at()).await.unwrap();
         let new_user = NewUser {
             active: true,
             org_id: org.id,
@@ -556,7 +556,17 @@ mod tests {
             role: Role::Member,
             created_via: Origin::Admin,
         };
-        let user = store.create_user(&new_user, now).await.unwrap();
+        let user = store.create_user(&new_user, at()).await.unwrap();
+        (dir, store, org, user)
+    }
+
+    /// One batch handed to the writer directly, so that the rows are sure to
+    /// share it (concurrent callers only usually do): its rows are decided in
+    /// order, as if each ran after the one before.
+    #[tokio::test]
+    async fn a_batch_decides_its_rows_in_order() {
+        let (_dir, store, org, user) = store_with_a_user().await;
+        let now = at();
         let mut sessions = Vec::new();
         for token in ["a-1", "b-1"] {
             let session = NewSession {
@@ -600,6 +610,61 @@ mod tests {
         assert!(matches!(
             store.rotate_refresh_token("a-2", "a-5", now).await.unwrap(),
             RefreshOutcome::Invalid
+        ));
+    }
+
+    /// On a database file, a batch of sessions is one transaction of the
+    /// embedded writer's: a row that refers to a user who does not exist
+    /// fails the whole batch and leaves nothing behind (the batch writer
+    /// then tries each row alone), and the batch without it is written
+    /// whole, its refresh token usable.
+    #[tokio::test]
+    async fn a_batch_of_sessions_is_written_by_the_embedded_writer_all_or_none() {
+        let (_dir, store, org, user) = store_with_a_user().await;
+        let now = at();
+        let row = |user_id: UserId, token: &str| SessionRow {
+            session: NewSession {
+                id: SessionId::new(),
+                user_id,
+                org_id: org.id,
+                auth_method: AuthMethod::ExternalRest,
+                device: Device { os: Some("iOS".into()), name: None, ip: Some("192.0.2.7".parse().unwrap()) },
+                expires_at: now + chrono::Duration::days(1),
+                idp_groups: None,
+                browser_token_hash: None,
+            },
+            refresh_hash: token.into(),
+            audit: None,
+            now,
+        };
+        let good = row(user.id, "good-1");
+        let orphan = row(UserId::new(), "orphan-1");
+        let writer = store.writer.clone().expect("a database file has an embedded writer");
+        let committed = writer.committed();
+
+        let e = store.write_sessions(&[&good, &orphan]).await.unwrap_err();
+        assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+        assert!(!e.is_unavailable(), "a row's own fault, for the batch writer to try row by row");
+        assert!(matches!(store.get_session(good.session.id).await, Err(StoreError::NotFound)));
+
+        store.write_sessions(&[&good]).await.unwrap();
+        assert_eq!(writer.committed(), committed + 1);
+        let stored = store.get_session(good.session.id).await.unwrap();
+        assert_eq!(
+            (stored.user_id, stored.auth_method, stored.created_at, stored.expires_at),
+            (user.id, AuthMethod::ExternalRest, now, good.session.expires_at)
+        );
+        // The device, read back as stored (the session record leaves it out).
+        let device: (Option<String>, Option<String>, Option<String>) =
+            sqlx::query_as("SELECT device_os, device_name, device_ip FROM sessions WHERE id = $1")
+                .bind(good.session.id.to_string())
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(device, (Some("iOS".into()), None, Some("192.0.2.7".into())));
+        assert!(matches!(
+            store.rotate_refresh_token("good-1", "good-2", now).await.unwrap(),
+            RefreshOutcome::Rotated { .. }
         ));
     }
 }
