@@ -153,22 +153,7 @@ impl Readers {
         params: &[&str],
         decode: impl Fn(&dyn Columns) -> Result<T>,
     ) -> Result<Option<Vec<T>>> {
-        self.read(|conn| {
-            let names: Vec<Cow<'static, str>> = (0..params.len()).map(placeholder_name).collect();
-            let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
-                .iter()
-                .zip(params)
-                .map(|(name, value)| (name.as_ref(), value as &dyn rusqlite::ToSql))
-                .collect();
-            let mut statement = conn.prepare_cached(sql)?;
-            let names = ColumnNames::of(&statement);
-            let mut rows = statement.query(named.as_slice())?;
-            let mut decoded = Vec::new();
-            while let Some(row) = rows.next()? {
-                decoded.push(decode(&names.row(row))?);
-            }
-            Ok(decoded)
-        })
+        self.read(|conn| rows_on(conn, sql, params, decode))
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -196,6 +181,40 @@ impl Readers {
     pub(crate) fn close(&self) {
         self.disabled.store(true, Ordering::Relaxed);
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The rows `sql` selects on `conn`, as [`Readers::rows`] reads them: on
+/// a reader, or on the embedded writer inside its transaction
+/// (`embedded_writer`).
+pub(crate) fn rows_on<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[&str],
+    decode: impl Fn(&dyn Columns) -> Result<T>,
+) -> std::result::Result<Vec<T>, ReadError> {
+    let names: Vec<Cow<'static, str>> = (0..params.len()).map(placeholder_name).collect();
+    let named: Vec<(&str, &dyn rusqlite::ToSql)> = names
+        .iter()
+        .zip(params)
+        .map(|(name, value)| (name.as_ref(), value as &dyn rusqlite::ToSql))
+        .collect();
+    let mut statement = conn.prepare_cached(sql)?;
+    let names = ColumnNames::of(&statement);
+    let mut rows = statement.query(named.as_slice())?;
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        decoded.push(decode(&names.row(row))?);
+    }
+    Ok(decoded)
+}
+
+impl From<ReadError> for StoreError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Sqlite(e) => StoreError::Sqlite(e),
+            ReadError::Store(e) => e,
+        }
     }
 }
 

@@ -9,7 +9,10 @@
 //! back (docs/benchmarks.md, "Where a sign-in's CPU goes, counted").
 //! Here the whole transaction is one job on this module's thread, through
 //! rusqlite: each table's one-row insert is kept prepared and run once a
-//! row (`Inserts::run`), its values bound as they are.
+//! row (`Inserts::run`), its values bound as they are. A batch of
+//! refresh-token rotations is one job too (`sessions::rotate_on`): its
+//! read, its decisions and its writes, on one thread under one lock, where
+//! its `ReadThenWrite` transaction took two hand-offs to sqlx's thread.
 //!
 //! What holds, as for the pool's writers:
 //! - **One writer at a time.** A job carries this process's write turn
@@ -87,7 +90,7 @@ impl Writer {
     pub(crate) async fn transaction<T, F>(&self, turn: Option<OwnedMutexGuard<()>>, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (done, answer) = oneshot::channel();
         let gone = Gone::default();
@@ -105,7 +108,7 @@ impl Writer {
                     if outcome.is_ok() {
                         committed.fetch_add(1, Ordering::Relaxed);
                     }
-                    outcome.map_err(StoreError::from)
+                    outcome
                 }
             };
             drop(turn);
@@ -192,8 +195,8 @@ fn serve(path: PathBuf, conn: Connection, queue: &mpsc::Receiver<Job>) {
 fn run<T>(
     conn: &mut Connection,
     abandoned: &Arc<AtomicBool>,
-    write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+    write: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
     let watched = abandoned.clone();
     conn.progress_handler(PROGRESS_STEPS, Some(move || watched.load(Ordering::Relaxed)))?;
     let outcome = (|| {
@@ -246,11 +249,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
         let writer = Writer::start(path.clone()).unwrap();
-        writer.transaction(None, |c| c.execute("INSERT INTO c VALUES (1)", [])).await.unwrap();
+        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
         let e = writer
             .transaction(None, |c| {
                 c.execute("INSERT INTO c VALUES (1)", [])?;
-                c.execute("INSERT INTO c VALUES (2)", [])
+                Ok(c.execute("INSERT INTO c VALUES (2)", [])?)
             })
             .await
             .unwrap_err();
@@ -258,7 +261,7 @@ mod tests {
         assert_eq!(count(&path, "c"), 1, "the failed transaction's first row was rolled back");
         assert_eq!(writer.committed(), 1);
         // The connection is clean for the next.
-        writer.transaction(None, |c| c.execute("INSERT INTO c VALUES (1)", [])).await.unwrap();
+        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
         assert_eq!(count(&path, "c"), 2);
     }
 
@@ -300,7 +303,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.is_unavailable(), "{e}");
-        writer.transaction(None, |c| c.execute("INSERT INTO c VALUES (1)", [])).await.unwrap();
+        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
         assert_eq!(count(&path, "c"), 1, "the panicking write's row is not there; the next one's is");
     }
 
@@ -314,11 +317,11 @@ mod tests {
             async move {
                 writer
                     .transaction(None, |c| {
-                        c.execute(
+                        Ok(c.execute(
                             "INSERT INTO p WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n \
                              WHERE i < 100000000) SELECT i FROM n",
                             [],
-                        )
+                        )?)
                     })
                     .await
             }
@@ -342,7 +345,7 @@ mod tests {
         assert_eq!(rows, 1, "the abandoned insert wrote nothing");
         assert_eq!(writer.committed(), 0);
         // And the writer goes on.
-        writer.transaction(None, |c| c.execute("INSERT INTO p VALUES (7)", [])).await.unwrap();
+        writer.transaction(None, |c| Ok(c.execute("INSERT INTO p VALUES (7)", [])?)).await.unwrap();
         assert_eq!(count(&path, "p"), 2);
     }
 
@@ -357,7 +360,7 @@ mod tests {
         writer
             .transaction(Some(held), move |c| {
                 assert!(watched.try_lock().is_err(), "the turn is held while the transaction runs");
-                c.execute("INSERT INTO c VALUES (1)", [])
+                Ok(c.execute("INSERT INTO c VALUES (1)", [])?)
             })
             .await
             .unwrap();
@@ -369,9 +372,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
         let writer = Writer::start(path.clone()).unwrap();
-        writer.transaction(None, |c| c.execute("INSERT INTO c VALUES (1)", [])).await.unwrap();
+        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
         writer.close().await;
-        let e = writer.transaction(None, |c| c.execute("INSERT INTO c VALUES (1)", [])).await.unwrap_err();
+        let e =
+            writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap_err();
         assert!(e.is_unavailable(), "{e}");
         assert_eq!(count(&path, "c"), 1);
     }

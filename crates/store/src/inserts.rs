@@ -217,11 +217,15 @@ impl Inserts {
     /// program per table is all the cache holds, whatever the batch's
     /// size (the multi-row text that the drivers' round trips need is a
     /// new program for every row count). A statement given whole is
-    /// prepared for this run only, as its text may vary.
-    pub(crate) fn run(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    /// prepared for this run only, as its text may vary. Returns how many
+    /// rows the last statement returned (the only one that may return
+    /// any, as for [`Inserts::fetch_in`]).
+    pub(crate) fn run(&self, conn: &rusqlite::Connection) -> Result<usize> {
         self.assert_complete();
+        let mut returned = 0;
         for declared in &self.statements {
             let values = &self.values[declared.after..declared.after + declared.values];
+            returned = 0;
             match &declared.row {
                 Some((row, width)) => {
                     let mut statement = conn.prepare_cached(row)?;
@@ -230,11 +234,15 @@ impl Inserts {
                     }
                 }
                 None => {
-                    conn.prepare(&declared.template)?.execute(rusqlite::params_from_iter(values))?;
+                    let mut statement = conn.prepare(&declared.template)?;
+                    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+                    while rows.next()?.is_some() {
+                        returned += 1;
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(returned)
     }
 
     /// The statements' text for `backend`.
@@ -345,7 +353,7 @@ impl Store {
         }
         if let Some(writer) = &self.writer {
             let turn = self.write_turn().await;
-            return writer.transaction(turn, move |conn| inserts.run(conn)).await;
+            return writer.transaction(turn, move |conn| inserts.run(conn).map(drop)).await;
         }
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
         let args = args?;

@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row};
 use crate::columns::{Columns, aliased, prefixed};
 use crate::inserts::Inserts;
 use crate::read_then_write::{ReadRows, ReadThenWrite};
-use crate::{NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
+use crate::{Backend, NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -188,55 +188,28 @@ impl Store {
     /// their sessions, the sessions' users and those users' groups), then
     /// one conditional update that spends the winners, one insert of their
     /// successors, and an update for each session that a reuse revokes
-    /// (rare: it means a stolen token). On SQLite the read runs on the
-    /// calling thread and the writes go with the commit
-    /// (`read_then_write`): two hand-offs to the connection's thread
-    /// instead of five.
+    /// (rare: it means a stolen token). On a SQLite file the whole batch is
+    /// one job of the embedded writer (`embedded_writer`), read and writes
+    /// on its thread with no hand-off between them; elsewhere it is a
+    /// `ReadThenWrite` transaction.
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
+        if let Some(writer) = &self.writer {
+            let turn = self.write_turn().await;
+            let rows: Vec<Rotation> = rows.iter().map(|row| (*row).clone()).collect();
+            return writer.transaction(turn, move |conn| rotate_on(conn, &rows)).await;
+        }
         let mut tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
         let read = read_presented(&mut tx, &presented).await;
-        let Presented { tokens, sessions, users, groups } = tx.or_roll_back(read).await?;
-
-        // Decide each row as if the rows ran one after another: a token spent
-        // by an earlier row is reused by a later one, and a session that an
-        // earlier row revoked is dead for later ones.
-        let mut spent: HashSet<&str> =
-            tokens.iter().filter(|(_, (_, rotated))| *rotated).map(|(hash, _)| hash.as_str()).collect();
-        let mut revoked: HashMap<SessionId, DateTime<Utc>> = HashMap::new();
-        let mut plan = Vec::with_capacity(rows.len());
-        for row in rows {
-            let step = match tokens.get(&row.presented).and_then(|(id, _)| sessions.get(id)) {
-                None => Step::Invalid,
-                Some(session) if !session.is_live(row.now) || revoked.contains_key(&session.id) => {
-                    Step::Invalid
-                }
-                Some(session) if spent.contains(row.presented.as_str()) => {
-                    revoked.insert(session.id, row.now);
-                    Step::Reused(session.id)
-                }
-                Some(session) => match users.get(&session.user_id) {
-                    Some(user) if user.active => {
-                        spent.insert(row.presented.as_str());
-                        Step::Rotate(session, user)
-                    }
-                    _ => Step::Invalid,
-                },
-            };
-            plan.push(step);
-        }
+        let read = tx.or_roll_back(read).await?;
+        let (mut plan, mut revoked) = decide(rows, &read);
 
         // Spend the winners' tokens. Where another writer may have spent
         // one since it was read (PostgreSQL, another process), that is
         // learnt first, and such a row lost the race: it is a reuse. Where
         // none can (SQLite, under its write lock), the spend goes with the
         // commit.
-        let winners: Vec<&Rotation> = rows
-            .iter()
-            .zip(&plan)
-            .filter(|(_, step)| matches!(step, Step::Rotate(..)))
-            .map(|(r, _)| *r)
-            .collect();
+        let winners = winners(rows, &plan);
         let exclusive = tx.exclusive();
         if !exclusive {
             let mut spend = Inserts::default();
@@ -258,16 +231,7 @@ impl Store {
             }
         }
         let mut writes = Inserts::default();
-        let rotated = plan.iter().filter(|step| matches!(step, Step::Rotate(..))).count();
-        writes.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
-        for (row, step) in rows.iter().zip(&plan) {
-            if let Step::Rotate(session, _) = step {
-                writes.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
-            }
-        }
-        for (session, at) in &revoked {
-            add_revoke(&mut writes, *session, "refresh token reused", *at)?;
-        }
+        add_rotation_writes(&mut writes, rows, &plan, &revoked)?;
         if exclusive {
             // Last, so that its rows are the ones that come back.
             add_spend(&mut writes, &winners)?;
@@ -277,18 +241,7 @@ impl Store {
             !exclusive || spent_now.len() == winners.len(),
             "under the write lock every winner read unspent is spent"
         );
-        Ok(plan
-            .into_iter()
-            .map(|step| match step {
-                Step::Invalid => RefreshOutcome::Invalid,
-                Step::Reused(session_id) => RefreshOutcome::Reused { session_id },
-                Step::Rotate(session, user) => RefreshOutcome::Rotated {
-                    session: session.clone(),
-                    user: Box::new(user.clone()),
-                    groups: groups.get(&user.id).cloned().unwrap_or_default(),
-                },
-            })
-            .collect())
+        Ok(outcomes(plan, &read))
     }
 
     /// Ends the session the refresh token belongs to. Returns whether there
@@ -320,7 +273,7 @@ impl Store {
 }
 
 /// One presented refresh token to rotate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rotation {
     presented: String,
     new_hash: String,
@@ -354,6 +307,7 @@ fn distinct<T: Eq + std::hash::Hash + Clone>(items: impl Iterator<Item = T>) -> 
 /// What a batch of rotations reads: the presented tokens (their session
 /// and whether they were spent), those sessions, their users and the
 /// users' group names.
+#[derive(Default)]
 struct Presented {
     tokens: HashMap<String, (SessionId, bool)>,
     sessions: HashMap<SessionId, SessionRecord>,
@@ -366,51 +320,168 @@ struct Presented {
 /// one per table, a batch was four round trips; on SQLite each a hand-off
 /// to the connection's thread and back.)
 async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result<Presented> {
-    let mut read = Presented {
-        tokens: HashMap::new(),
-        sessions: HashMap::new(),
-        users: HashMap::new(),
-        groups: HashMap::new(),
-    };
     if hashes.is_empty() {
-        return Ok(read);
+        return Ok(Presented::default());
     }
-    let sql = format!(
+    let list = crate::json_strings(hashes);
+    let found = tx.rows(&presented_sql(tx.backend()), &[list.as_str()], presented_row).await?;
+    Ok(Presented::from_rows(found))
+}
+
+/// As [`read_presented`], on the embedded writer's connection, inside its
+/// transaction.
+fn read_presented_on(conn: &rusqlite::Connection, hashes: &[String]) -> Result<Presented> {
+    if hashes.is_empty() {
+        return Ok(Presented::default());
+    }
+    let list = crate::json_strings(hashes);
+    let found =
+        crate::embedded::rows_on(conn, &presented_sql(Backend::Sqlite), &[list.as_str()], presented_row)?;
+    Ok(Presented::from_rows(found))
+}
+
+/// The query of [`read_presented`]; its one parameter is the hashes as a
+/// JSON array.
+fn presented_sql(backend: Backend) -> String {
+    format!(
         "SELECT t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, \
            {groups} AS u_group_names \
          FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id \
          WHERE t.token_hash IN {list}",
         sessions = aliased(COLUMNS, "s", "s_"),
         users = crate::users::columns_aliased("u", "u_"),
-        groups = crate::users::group_names_json(tx.backend(), "u.id"),
-        list = crate::in_json_strings(tx.backend(), 1),
-    );
-    let list = crate::json_strings(hashes);
-    let params = [list.as_str()];
-    let found = tx.rows(&sql, &params, |row| {
-        let session: SessionId = parse_id(&row.text("token_session")?)?;
-        let token = (row.text("token_hash")?, session, row.int_opt("rotated_at")?.is_some());
-        if row.text_opt("s_id")?.is_none() {
-            return Ok((token, None));
-        }
-        let record = session_from_row(&prefixed(row, "s_"))?;
-        if row.text_opt("u_id")?.is_none() {
-            return Ok((token, Some((record, None))));
-        }
-        let user = crate::users::user_from_row(&prefixed(row, "u_"))?;
-        let groups: Vec<String> = serde_json::from_str(&row.text("u_group_names")?)
-            .map_err(|e| StoreError::Corrupt(format!("group names of a refreshing user: {e}")))?;
-        Ok((token, Some((record, Some((user, groups))))))
-    });
-    for ((hash, session, rotated), record) in found.await? {
-        read.tokens.insert(hash, (session, rotated));
-        let Some((record, user)) = record else { continue };
-        read.sessions.insert(session, record);
-        let Some((user, groups)) = user else { continue };
-        read.groups.insert(user.id, groups);
-        read.users.insert(user.id, user);
+        groups = crate::users::group_names_json(backend, "u.id"),
+        list = crate::in_json_strings(backend, 1),
+    )
+}
+
+/// One row of [`presented_sql`]: a token (its hash, its session, whether
+/// it was spent), with its session if there is one, and the session's user
+/// and their groups if there is one.
+type PresentedRow = ((String, SessionId, bool), Option<(SessionRecord, Option<(User, Vec<String>)>)>);
+
+fn presented_row(row: &dyn Columns) -> Result<PresentedRow> {
+    let session: SessionId = parse_id(&row.text("token_session")?)?;
+    let token = (row.text("token_hash")?, session, row.int_opt("rotated_at")?.is_some());
+    if row.text_opt("s_id")?.is_none() {
+        return Ok((token, None));
     }
-    Ok(read)
+    let record = session_from_row(&prefixed(row, "s_"))?;
+    if row.text_opt("u_id")?.is_none() {
+        return Ok((token, Some((record, None))));
+    }
+    let user = crate::users::user_from_row(&prefixed(row, "u_"))?;
+    let groups: Vec<String> = serde_json::from_str(&row.text("u_group_names")?)
+        .map_err(|e| StoreError::Corrupt(format!("group names of a refreshing user: {e}")))?;
+    Ok((token, Some((record, Some((user, groups))))))
+}
+
+impl Presented {
+    fn from_rows(found: Vec<PresentedRow>) -> Self {
+        let mut read = Presented::default();
+        for ((hash, session, rotated), record) in found {
+            read.tokens.insert(hash, (session, rotated));
+            let Some((record, user)) = record else { continue };
+            read.sessions.insert(session, record);
+            let Some((user, groups)) = user else { continue };
+            read.groups.insert(user.id, groups);
+            read.users.insert(user.id, user);
+        }
+        read
+    }
+}
+
+/// A batch of rotations on the embedded writer's connection, inside its
+/// transaction: its write lock is held from the read on, so no other
+/// writer can spend a token between them, and the spend goes with the
+/// other writes.
+fn rotate_on(conn: &rusqlite::Connection, rows: &[Rotation]) -> Result<Vec<RefreshOutcome>> {
+    let rows: Vec<&Rotation> = rows.iter().collect();
+    let presented = distinct(rows.iter().map(|r| r.presented.clone()));
+    let read = read_presented_on(conn, &presented)?;
+    let (plan, revoked) = decide(&rows, &read);
+    let winners = winners(&rows, &plan);
+    let mut writes = Inserts::default();
+    add_rotation_writes(&mut writes, &rows, &plan, &revoked)?;
+    add_spend(&mut writes, &winners)?;
+    let spent = writes.run(conn)?;
+    debug_assert_eq!(spent, winners.len(), "under the write lock every winner read unspent is spent");
+    Ok(outcomes(plan, &read))
+}
+
+/// Decides each row as if the rows ran one after another: a token spent
+/// by an earlier row is reused by a later one, and a session that an
+/// earlier row revoked is dead for later ones. Returns each row's step and
+/// the sessions that reuses revoke, with when.
+fn decide<'a>(
+    rows: &[&'a Rotation],
+    read: &'a Presented,
+) -> (Vec<Step<'a>>, HashMap<SessionId, DateTime<Utc>>) {
+    let Presented { tokens, sessions, users, .. } = read;
+    let mut spent: HashSet<&str> =
+        tokens.iter().filter(|(_, (_, rotated))| *rotated).map(|(hash, _)| hash.as_str()).collect();
+    let mut revoked: HashMap<SessionId, DateTime<Utc>> = HashMap::new();
+    let mut plan = Vec::with_capacity(rows.len());
+    for row in rows {
+        let step = match tokens.get(&row.presented).and_then(|(id, _)| sessions.get(id)) {
+            None => Step::Invalid,
+            Some(session) if !session.is_live(row.now) || revoked.contains_key(&session.id) => Step::Invalid,
+            Some(session) if spent.contains(row.presented.as_str()) => {
+                revoked.insert(session.id, row.now);
+                Step::Reused(session.id)
+            }
+            Some(session) => match users.get(&session.user_id) {
+                Some(user) if user.active => {
+                    spent.insert(row.presented.as_str());
+                    Step::Rotate(session, user)
+                }
+                _ => Step::Invalid,
+            },
+        };
+        plan.push(step);
+    }
+    (plan, revoked)
+}
+
+/// The rows whose step is to rotate.
+fn winners<'a>(rows: &[&'a Rotation], plan: &[Step<'_>]) -> Vec<&'a Rotation> {
+    rows.iter().zip(plan).filter(|(_, step)| matches!(step, Step::Rotate(..))).map(|(r, _)| *r).collect()
+}
+
+/// Declares the winners' successor tokens and the revocations of the
+/// sessions that reuses revoke.
+fn add_rotation_writes(
+    writes: &mut Inserts,
+    rows: &[&Rotation],
+    plan: &[Step<'_>],
+    revoked: &HashMap<SessionId, DateTime<Utc>>,
+) -> Result<()> {
+    let rotated = plan.iter().filter(|step| matches!(step, Step::Rotate(..))).count();
+    writes.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
+    for (row, step) in rows.iter().zip(plan) {
+        if let Step::Rotate(session, _) = step {
+            writes.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
+        }
+    }
+    for (session, at) in revoked {
+        add_revoke(writes, *session, "refresh token reused", *at)?;
+    }
+    Ok(())
+}
+
+/// What each row's caller is told.
+fn outcomes(plan: Vec<Step<'_>>, read: &Presented) -> Vec<RefreshOutcome> {
+    plan.into_iter()
+        .map(|step| match step {
+            Step::Invalid => RefreshOutcome::Invalid,
+            Step::Reused(session_id) => RefreshOutcome::Reused { session_id },
+            Step::Rotate(session, user) => RefreshOutcome::Rotated {
+                session: session.clone(),
+                user: Box::new(user.clone()),
+                groups: read.groups.get(&user.id).cloned().unwrap_or_default(),
+            },
+        })
+        .collect()
 }
 
 /// Declares the spending of the presented tokens of `rows`, each at its
@@ -563,9 +634,21 @@ mod tests {
     /// One batch handed to the writer directly, so that the rows are sure to
     /// share it (concurrent callers only usually do): its rows are decided in
     /// order, as if each ran after the one before.
+    ///
+    /// Both ways: by the embedded writer, and as a `ReadThenWrite`
+    /// transaction, as a store without one writes it.
     #[tokio::test]
     async fn a_batch_decides_its_rows_in_order() {
-        let (_dir, store, org, user) = store_with_a_user().await;
+        a_batch_decides_its_rows_in_order_on(true).await;
+        a_batch_decides_its_rows_in_order_on(false).await;
+    }
+
+    async fn a_batch_decides_its_rows_in_order_on(embedded: bool) {
+        let (_dir, mut store, org, user) = store_with_a_user().await;
+        let writer = store.writer.clone().unwrap();
+        if !embedded {
+            store.writer = None;
+        }
         let now = at();
         let mut sessions = Vec::new();
         for token in ["a-1", "b-1"] {
@@ -592,7 +675,13 @@ mod tests {
         let rows =
             [rotation("a-1", "a-2"), rotation("a-1", "a-3"), rotation("a-2", "a-4"), rotation("b-1", "b-2")];
         let refs: Vec<&Rotation> = rows.iter().collect();
+        let committed = writer.committed();
         let outcomes = store.write_rotations(&refs).await.unwrap();
+        assert_eq!(
+            writer.committed() - committed,
+            usize::from(embedded),
+            "written by the embedded writer or not"
+        );
         assert!(matches!(&outcomes[0], RefreshOutcome::Rotated { session, .. } if session.id == sessions[0]));
         assert!(matches!(&outcomes[1], RefreshOutcome::Reused { session_id } if *session_id == sessions[0]));
         // A successor cannot come back before its batch answers; had it,
@@ -610,6 +699,11 @@ mod tests {
         assert!(matches!(
             store.rotate_refresh_token("a-2", "a-5", now).await.unwrap(),
             RefreshOutcome::Invalid
+        ));
+        // The batch spent b's first token: presented again, it is a reuse.
+        assert!(matches!(
+            store.rotate_refresh_token("b-1", "b-9", now).await.unwrap(),
+            RefreshOutcome::Reused { .. }
         ));
     }
 
