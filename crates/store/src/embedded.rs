@@ -28,7 +28,7 @@
 //! every read goes through the pool.
 //!
 //! These connections only read (`query_only`). Writes go through sqlx,
-//! except batches of sign-ins, which the embedded writer makes on a
+//! except the group-commit batches, which the embedded writer makes on a
 //! thread of its own (`embedded_writer`); all of them take the write turn.
 //! A group-commit writer that reads before it writes reads here too, while
 //! it holds the write lock (`read_then_write`).

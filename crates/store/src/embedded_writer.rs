@@ -13,6 +13,10 @@
 //! refresh-token rotations is one job too (`sessions::rotate_on`): its
 //! read, its decisions and its writes, on one thread under one lock, where
 //! its `ReadThenWrite` transaction took two hand-offs to sqlx's thread.
+//! So is a batch of SCIM creates (`users::insert_users_on`): the check of
+//! its addresses' domains, its users, their email index, their audit
+//! events and the tombstones they lift. A batch's read runs the code
+//! written for `ReadRows` on the writer's connection (`OnWriter`).
 //!
 //! What holds, as for the pool's writers:
 //! - **One writer at a time.** A job carries this process's write turn
@@ -42,10 +46,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use std::task::{Context, Poll, Waker};
+
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
-use crate::{Result, StoreError};
+use crate::columns::Columns;
+use crate::read_then_write::ReadRows;
+use crate::{Backend, Result, StoreError};
 
 /// SQLite's virtual-machine steps between two checks of whether a job's
 /// caller has gone (a few microseconds' work).
@@ -140,6 +148,38 @@ impl Writer {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// The writer's connection, read inside its job's transaction: code
+/// written for [`ReadRows`] (a batch's read before its writes) runs on it
+/// through [`at_once`]. The write lock is held from the `BEGIN`, so what
+/// it reads is what the transaction's writes follow.
+pub(crate) struct OnWriter<'c>(pub(crate) &'c Connection);
+
+impl ReadRows for OnWriter<'_> {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        decode: impl Fn(&dyn Columns) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        Ok(crate::embedded::rows_on(self.0, sql, params, decode)?)
+    }
+}
+
+/// What `future` gives, polled once: for code written for [`ReadRows`]
+/// run on [`OnWriter`], whose reads answer without waiting. Anything else
+/// awaited inside it is a bug, and panics (the job fails alone).
+pub(crate) fn at_once<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("a job on the SQLite writer waited on something other than its connection"),
     }
 }
 

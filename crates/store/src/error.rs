@@ -81,6 +81,22 @@ impl StoreError {
         }
     }
 
+    /// As [`StoreError::on_insert`], for SQLite's errors on the store's
+    /// own connections (`embedded_writer`); other errors pass through.
+    pub(crate) fn on_embedded_insert(what: &'static str) -> impl FnOnce(StoreError) -> StoreError {
+        use rusqlite::ffi::{
+            SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE,
+        };
+        move |e| match &e {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => match failure.extended_code {
+                SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => StoreError::Conflict(what),
+                _ => e,
+            },
+            _ => e,
+        }
+    }
+
     pub(crate) fn unique(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         move |e| match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),

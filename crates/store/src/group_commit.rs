@@ -11,7 +11,9 @@
 //! (a duplicate userName, a user deleted meanwhile) fails alone, with its own
 //! error. Refresh-token rotations are batched the same way; each of them has
 //! an outcome of its own (rotated, reused, invalid), which the batch returns
-//! row by row.
+//! row by row. On a SQLite file each batch is then one job of the embedded
+//! writer (`embedded_writer`), on its thread; elsewhere a transaction
+//! through the pool.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -34,6 +34,7 @@
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments};
 
+use crate::columns::{ColumnNames, Columns};
 use crate::{Backend, Result, Store};
 
 /// Inserts to apply together; values are bound in the order of the rows
@@ -217,15 +218,19 @@ impl Inserts {
     /// program per table is all the cache holds, whatever the batch's
     /// size (the multi-row text that the drivers' round trips need is a
     /// new program for every row count). A statement given whole is
-    /// prepared for this run only, as its text may vary. Returns how many
-    /// rows the last statement returned (the only one that may return
-    /// any, as for [`Inserts::fetch_in`]).
-    pub(crate) fn run(&self, conn: &rusqlite::Connection) -> Result<usize> {
+    /// prepared for this run only, as its text may vary. Returns the rows
+    /// the last statement returned (the only one that may return any, as
+    /// for [`Inserts::fetch_in`]), each decoded by `decode`.
+    pub(crate) fn run<T>(
+        &self,
+        conn: &rusqlite::Connection,
+        decode: impl Fn(&dyn Columns) -> Result<T>,
+    ) -> Result<Vec<T>> {
         self.assert_complete();
-        let mut returned = 0;
+        let mut returned = Vec::new();
         for declared in &self.statements {
             let values = &self.values[declared.after..declared.after + declared.values];
-            returned = 0;
+            returned.clear();
             match &declared.row {
                 Some((row, width)) => {
                     let mut statement = conn.prepare_cached(row)?;
@@ -235,9 +240,10 @@ impl Inserts {
                 }
                 None => {
                     let mut statement = conn.prepare(&declared.template)?;
+                    let names = ColumnNames::of(&statement);
                     let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-                    while rows.next()?.is_some() {
-                        returned += 1;
+                    while let Some(row) = rows.next()? {
+                        returned.push(decode(&names.row(row))?);
                     }
                 }
             }
@@ -353,7 +359,7 @@ impl Store {
         }
         if let Some(writer) = &self.writer {
             let turn = self.write_turn().await;
-            return writer.transaction(turn, move |conn| inserts.run(conn).map(drop)).await;
+            return writer.transaction(turn, move |conn| inserts.run(conn, |_| Ok(())).map(drop)).await;
         }
         let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
         let args = args?;

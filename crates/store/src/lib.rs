@@ -7,8 +7,9 @@
 //! which both backends accept. On SQLite the reads every request makes
 //! run on the caller's thread instead, on connections of their own
 //! (`embedded`), with the same SQL, decoded by the same code (`columns`),
-//! and batches of sign-ins are written on a connection and thread of their
-//! own (`embedded_writer`), from the same declared inserts (`inserts`).
+//! and the group-commit batches (sign-ins, rotations, SCIM creates) are
+//! written on a connection and thread of their own (`embedded_writer`),
+//! from the same declared inserts (`inserts`).
 //! The same conformance suite (`tests/conformance.rs`) runs against both.
 //!
 //! Architecture invariant: this crate stores; it does not decide. Hashing,
@@ -108,9 +109,9 @@ pub struct Store {
     /// `embedded`); `None` on PostgreSQL and for a database that is not a
     /// file.
     readers: Option<Arc<embedded::Readers>>,
-    /// The SQLite connection that writes batches of sign-ins on a thread
-    /// of its own (see `embedded_writer`); `None` as for `readers`, or
-    /// when it could not be opened.
+    /// The SQLite connection that writes the group-commit batches on a
+    /// thread of its own (see `embedded_writer`); `None` as for `readers`,
+    /// or when it could not be opened.
     writer: Option<Arc<embedded_writer::Writer>>,
     /// Group-commit writers (see `group_commit`); `None` on the writers' own
     /// handles.
@@ -245,7 +246,7 @@ impl Store {
             store.writer = match embedded_writer::Writer::start(file) {
                 Ok(writer) => Some(Arc::new(writer)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the SQLite writer; batches of sign-ins use the pool");
+                    tracing::warn!(error = %e, "cannot start the SQLite writer; batched writes use the pool");
                     None
                 }
             };

@@ -5,6 +5,7 @@ use gatehouse_core::{AuthMethod, Device, IdpGroups, OrgId, SessionId, User, User
 use sqlx::{AnyConnection, Row};
 
 use crate::columns::{Columns, aliased, prefixed};
+use crate::embedded_writer::{OnWriter, at_once};
 use crate::inserts::Inserts;
 use crate::read_then_write::{ReadRows, ReadThenWrite};
 use crate::{Backend, NewAuditEvent, Result, Store, StoreError, from_millis, millis, parse_id};
@@ -319,24 +320,12 @@ struct Presented {
 /// token joined to its session and the session's user. (As four queries,
 /// one per table, a batch was four round trips; on SQLite each a hand-off
 /// to the connection's thread and back.)
-async fn read_presented(tx: &mut ReadThenWrite<'_>, hashes: &[String]) -> Result<Presented> {
+async fn read_presented(tx: &mut impl ReadRows, hashes: &[String]) -> Result<Presented> {
     if hashes.is_empty() {
         return Ok(Presented::default());
     }
     let list = crate::json_strings(hashes);
     let found = tx.rows(&presented_sql(tx.backend()), &[list.as_str()], presented_row).await?;
-    Ok(Presented::from_rows(found))
-}
-
-/// As [`read_presented`], on the embedded writer's connection, inside its
-/// transaction.
-fn read_presented_on(conn: &rusqlite::Connection, hashes: &[String]) -> Result<Presented> {
-    if hashes.is_empty() {
-        return Ok(Presented::default());
-    }
-    let list = crate::json_strings(hashes);
-    let found =
-        crate::embedded::rows_on(conn, &presented_sql(Backend::Sqlite), &[list.as_str()], presented_row)?;
     Ok(Presented::from_rows(found))
 }
 
@@ -398,14 +387,14 @@ impl Presented {
 fn rotate_on(conn: &rusqlite::Connection, rows: &[Rotation]) -> Result<Vec<RefreshOutcome>> {
     let rows: Vec<&Rotation> = rows.iter().collect();
     let presented = distinct(rows.iter().map(|r| r.presented.clone()));
-    let read = read_presented_on(conn, &presented)?;
+    let read = at_once(read_presented(&mut OnWriter(conn), &presented))?;
     let (plan, revoked) = decide(&rows, &read);
     let winners = winners(&rows, &plan);
     let mut writes = Inserts::default();
     add_rotation_writes(&mut writes, &rows, &plan, &revoked)?;
     add_spend(&mut writes, &winners)?;
-    let spent = writes.run(conn)?;
-    debug_assert_eq!(spent, winners.len(), "under the write lock every winner read unspent is spent");
+    let spent = writes.run(conn, |_| Ok(()))?;
+    debug_assert_eq!(spent.len(), winners.len(), "under the write lock every winner read unspent is spent");
     Ok(outcomes(plan, &read))
 }
 

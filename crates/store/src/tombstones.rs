@@ -156,15 +156,16 @@ pub(crate) fn add_lift(batch: &mut crate::inserts::Inserts, users: &[Supersedes<
 
 /// The tombstones a statement declared by `add_lift` deleted.
 pub(crate) fn lifted(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Lifted>> {
-    rows.iter()
-        .map(|row| {
-            Ok(Lifted {
-                org: parse_id(&row.try_get::<String, _>("org_id")?)?,
-                email: row.try_get("email_normalized")?,
-                external_id: row.try_get("external_id_normalized")?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| lifted_row(row)).collect()
+}
+
+/// One row of what a statement declared by `add_lift` deleted.
+pub(crate) fn lifted_row(row: &dyn crate::columns::Columns) -> Result<Lifted> {
+    Ok(Lifted {
+        org: parse_id(&row.text("org_id")?)?,
+        email: row.text_opt("email_normalized")?,
+        external_id: row.text_opt("external_id_normalized")?,
+    })
 }
 
 /// How many of `lifted` each of `users` lifted (0 for `None`, a user that

@@ -3,6 +3,7 @@ use gatehouse_core::{Email, OrgId, Origin, Role, User, UserId};
 use sqlx::{AnyConnection, Row};
 
 use crate::columns::Columns;
+use crate::embedded_writer::{OnWriter, at_once};
 use crate::inserts::Inserts;
 use crate::read_then_write::ReadThenWrite;
 use crate::{Backend, Result, Store, StoreError, clamp_limit, from_millis, millis, parse_id};
@@ -591,8 +592,23 @@ impl Store {
     /// lifts the tombstones of those provisioned: one transaction. Returns
     /// the tombstones each row lifted.
     async fn write_users(&self, rows: &[&UserRow]) -> Result<Vec<u64>> {
-        let tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
-        let lifted = insert_users(tx, rows, "a user with this email or userName", |_| Ok(())).await?;
+        const WHAT: &str = "a user with this email or userName";
+        let lifted = match &self.writer {
+            Some(writer) => {
+                let turn = self.write_turn().await;
+                let owned: Vec<UserRow> = rows.iter().map(|row| (*row).clone()).collect();
+                writer
+                    .transaction(turn, move |conn| {
+                        let rows: Vec<&UserRow> = owned.iter().collect();
+                        insert_users_on(conn, &rows, WHAT)
+                    })
+                    .await?
+            }
+            None => {
+                let tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
+                insert_users(tx, rows, WHAT, |_| Ok(())).await?
+            }
+        };
         let superseding: Vec<_> = rows.iter().map(|r| r.supersedes()).collect();
         Ok(crate::tombstones::count_per_user(lifted, &superseding))
     }
@@ -1009,11 +1025,79 @@ pub(crate) async fn insert_users(
     what: &'static str,
     more: impl FnOnce(&mut Inserts) -> Result<()>,
 ) -> Result<Vec<crate::tombstones::Lifted>> {
-    let addresses: Vec<(OrgId, &str)> =
-        rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect();
-    let checked = crate::domains::refuse_owned_elsewhere(&mut tx, &addresses).await;
+    let checked = crate::domains::refuse_owned_elsewhere(&mut tx, &user_addresses(rows)).await;
     tx.or_roll_back(checked).await?;
     let mut inserts = Inserts::default();
+    declare_users(&mut inserts, rows)?;
+    let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
+    let users: Vec<&User> = users.iter().collect();
+    // A batch of users with very many emails each could pass a backend's
+    // limit on the values of one statement; their index goes in
+    // statements of its own, after the users they refer to.
+    let emails = email_index_rows(&users);
+    let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
+    if !index_apart {
+        add_email_index(&mut inserts, &emails)?;
+    }
+    add_user_audits(&mut inserts, rows)?;
+    more(&mut inserts)?;
+    // Last: only the last statement's rows come back.
+    add_user_lifts(&mut inserts, rows)?;
+    // The organization's existence is the foreign key's to check.
+    let lifted = if index_apart {
+        let written = match inserts.fetch_in(tx.conn()).await {
+            Ok(rows) => insert_email_index(tx.conn(), &emails).await.map(|()| rows),
+            Err(e) => Err(StoreError::on_insert(what)(e)),
+        };
+        let rows = tx.or_roll_back(written).await?;
+        tx.commit_with(Inserts::default()).await?;
+        rows
+    } else {
+        tx.commit_with(inserts).await.map_err(StoreError::on_insert(what))?
+    };
+    crate::tombstones::lifted(&lifted)
+}
+
+/// As [`insert_users`] with nothing more, on the embedded writer's
+/// connection inside its transaction (`embedded_writer`). Each row is a
+/// statement of its own there, so the email index always goes with the
+/// rest.
+fn insert_users_on(
+    conn: &rusqlite::Connection,
+    rows: &[&UserRow],
+    what: &'static str,
+) -> Result<Vec<crate::tombstones::Lifted>> {
+    at_once(crate::domains::refuse_owned_elsewhere(&mut OnWriter(conn), &user_addresses(rows)))?;
+    let mut inserts = Inserts::default();
+    declare_users(&mut inserts, rows)?;
+    let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
+    let users: Vec<&User> = users.iter().collect();
+    add_email_index(&mut inserts, &email_index_rows(&users))?;
+    add_user_audits(&mut inserts, rows)?;
+    add_user_lifts(&mut inserts, rows)?;
+    inserts.run(conn, crate::tombstones::lifted_row).map_err(StoreError::on_embedded_insert(what))
+}
+
+/// The (organization, email domain) of each row that has an email.
+fn user_addresses<'r>(rows: &[&'r UserRow]) -> Vec<(OrgId, &'r str)> {
+    rows.iter().filter_map(|r| Some((r.new.org_id, r.new.email.as_ref()?.domain()))).collect()
+}
+
+/// Declares the rows' audit events.
+fn add_user_audits(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
+    let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
+        rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
+    crate::audit::add_audit_events(inserts, &audits)
+}
+
+/// Declares the lifting of the tombstones the rows supersede.
+fn add_user_lifts(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
+    let superseding: Vec<_> = rows.iter().filter_map(|r| r.supersedes()).collect();
+    crate::tombstones::add_lift(inserts, &superseding)
+}
+
+/// Declares the insert of the rows' users.
+fn declare_users(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
     inserts.insert(
         "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
          user_name_normalized, scim_resource, external_id_normalized, created_at, updated_at, email_domain, role, \
@@ -1049,36 +1133,7 @@ pub(crate) async fn insert_users(
             .bind(1_i64)?
             .bind(display_name_key(&new.display_name))?;
     }
-    let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
-    let users: Vec<&User> = users.iter().collect();
-    // A batch of users with very many emails each could pass a backend's
-    // limit on the values of one statement; their index goes in
-    // statements of its own, after the users they refer to.
-    let emails = email_index_rows(&users);
-    let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
-    if !index_apart {
-        add_email_index(&mut inserts, &emails)?;
-    }
-    let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
-        rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
-    crate::audit::add_audit_events(&mut inserts, &audits)?;
-    more(&mut inserts)?;
-    // Last: only the last statement's rows come back.
-    let superseding: Vec<_> = rows.iter().filter_map(|r| r.supersedes()).collect();
-    crate::tombstones::add_lift(&mut inserts, &superseding)?;
-    // The organization's existence is the foreign key's to check.
-    let lifted = if index_apart {
-        let written = match inserts.fetch_in(tx.conn()).await {
-            Ok(rows) => insert_email_index(tx.conn(), &emails).await.map(|()| rows),
-            Err(e) => Err(StoreError::on_insert(what)(e)),
-        };
-        let rows = tx.or_roll_back(written).await?;
-        tx.commit_with(Inserts::default()).await?;
-        rows
-    } else {
-        tx.commit_with(inserts).await.map_err(StoreError::on_insert(what))?
-    };
-    crate::tombstones::lifted(&lifted)
+    Ok(())
 }
 
 /// A display name as filters and sorting compare it (migration 0017):
@@ -1156,7 +1211,10 @@ async fn insert_email_index(conn: &mut AnyConnection, rows: &[EmailRow<'_>]) -> 
 
 #[cfg(test)]
 mod tests {
+    use gatehouse_core::{OrgId, UserId};
+
     use super::prefix_successor;
+    use crate::StoreError;
 
     /// Two nodes that index the same old users as they start write the same
     /// rows: the second write skips them, and fails nothing.
@@ -1282,5 +1340,80 @@ mod tests {
         assert_eq!(prefix_successor("a\u{D7FF}").unwrap(), "a\u{E000}", "surrogates skipped");
         assert_eq!(prefix_successor("a\u{10FFFF}").unwrap(), "b");
         assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    }
+
+    /// A batch of users answers the same by the embedded writer and by a
+    /// `ReadThenWrite` transaction through the pool: the rows written, a
+    /// duplicate a conflict, a missing organization not found, a domain
+    /// another organization verified refused, a deletion lifted and
+    /// counted; and a failed batch leaves nothing behind.
+    #[tokio::test]
+    async fn a_batch_of_users_answers_alike_on_the_writer_and_through_the_pool() {
+        for embedded in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("u.db").display());
+            let mut store = crate::Store::open(&url).await.unwrap();
+            let writer = store.writer.clone().unwrap();
+            if !embedded {
+                store.writer = None;
+            }
+            let now = chrono::DateTime::UNIX_EPOCH;
+            let org = store.create_org("A", true, now).await.unwrap();
+            let other = store.create_org("B", true, now).await.unwrap();
+            store.add_domain(other.id, "owned.test", "challenge", now).await.unwrap();
+            store.mark_domain_verified(other.id, "owned.test", "dns", now).await.unwrap();
+            let new = |org_id: OrgId, email: &str| super::NewUser {
+                active: true,
+                org_id,
+                email: Some(gatehouse_core::Email::parse(email).unwrap()),
+                display_name: "Ivy".into(),
+                external_id: Some("ext-1".into()),
+                password_hash: None,
+                user_name: None,
+                scim_resource: Some(format!(r#"{{"emails":[{{"value":"{email}"}}]}}"#)),
+                role: gatehouse_core::Role::Member,
+                created_via: gatehouse_core::Origin::Scim,
+            };
+            let row = |new: super::NewUser, lift: bool| {
+                let mut row = super::UserRow::new(UserId::new(), new, None, now);
+                row.lift_tombstones = lift;
+                row
+            };
+            // A user SCIM deleted leaves a tombstone, which creating it
+            // again through SCIM lifts.
+            let first = store.create_user(&new(org.id, "ivy@example.com"), now).await.unwrap();
+            store.delete_user_tombstoned(first.id, now).await.unwrap();
+            let committed = writer.committed();
+
+            let ivy = row(new(org.id, "ivy@example.com"), true);
+            let duplicate = row(new(org.id, "IVY@example.com"), false);
+            let e = store.write_users(&[&ivy, &duplicate]).await.unwrap_err();
+            assert!(
+                matches!(e, StoreError::Conflict("a user with this email or userName")),
+                "{embedded}: {e}"
+            );
+            assert!(matches!(store.get_user(ivy.id).await, Err(StoreError::NotFound)), "{embedded}");
+
+            let nowhere = row(new(OrgId::new(), "ivy@example.com"), false);
+            let e = store.write_users(&[&nowhere]).await.unwrap_err();
+            assert!(matches!(e, StoreError::NotFound), "{embedded}: {e}");
+
+            let owned = row(new(org.id, "ivy@sales.owned.test"), false);
+            let e = store.write_users(&[&owned]).await.unwrap_err();
+            assert!(matches!(&e, StoreError::DomainOwned(d) if d == "owned.test"), "{embedded}: {e}");
+
+            let lifted = store.write_users(&[&ivy]).await.unwrap();
+            assert_eq!(lifted, [1], "{embedded}");
+            let stored = store.get_user(ivy.id).await.unwrap();
+            assert_eq!(stored.email.as_ref().map(|e| e.as_str()), Some("ivy@example.com"), "{embedded}");
+            let indexed: Vec<String> =
+                sqlx::query_scalar("SELECT value_normalized FROM user_emails WHERE user_id = $1")
+                    .bind(ivy.id.to_string())
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(indexed, ["ivy@example.com"], "{embedded}");
+            assert_eq!(writer.committed() - committed, usize::from(embedded), "{embedded}");
+        }
     }
 }
