@@ -44,9 +44,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
-
 use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{OwnedMutexGuard, oneshot};
@@ -130,7 +129,7 @@ impl Writer {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
         let outcome = answer.await;
-        gone.forget();
+        drop(gone);
         outcome.unwrap_or_else(|_| Err(StoreError::Unavailable("the SQLite writer failed mid-write".into())))
     }
 
@@ -183,16 +182,12 @@ pub(crate) fn at_once<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
-/// Marks its job abandoned when dropped before [`Gone::forget`]: the
-/// caller's future was dropped while the job was queued or running.
+/// Marks its job abandoned when dropped: if the caller's future is
+/// dropped while the job is queued or running, the job sees the mark.
+/// Dropped once the answer has come, it marks a job that has ended, and
+/// nothing reads it.
 #[derive(Default)]
 struct Gone(Arc<AtomicBool>);
-
-impl Gone {
-    fn forget(self) {
-        std::mem::forget(self);
-    }
-}
 
 impl Drop for Gone {
     fn drop(&mut self) {

@@ -9,8 +9,12 @@
 //! most of a sign-in's added latency. [`Inserts`] collects the statements
 //! and their values, and [`Store::apply`] sends them as one:
 //!
-//! - SQLite: one script, `BEGIN IMMEDIATE; …; COMMIT`, rolled back if any
-//!   statement in it fails;
+//! - SQLite, on a database file: one job of the embedded writer
+//!   (`embedded_writer`), which runs each insert's one-row statement once
+//!   a row on its own thread ([`Inserts::run`]), with no round trip to
+//!   save;
+//! - SQLite otherwise: one script, `BEGIN IMMEDIATE; …; COMMIT`, rolled
+//!   back if any statement in it fails;
 //! - PostgreSQL: one statement, the first inserts as data-modifying CTEs.
 //!   A single statement is atomic, and its foreign keys are checked at its
 //!   end, so a row may refer to one inserted by an earlier part.
@@ -183,7 +187,8 @@ impl Inserts {
         self
     }
 
-    /// Binds the next value.
+    /// Binds the next value. (It cannot fail; the `Result` keeps the
+    /// callers' chains of binds as they were when sqlx's arguments could.)
     pub(crate) fn bind(&mut self, value: impl Into<Value>) -> Result<&mut Self> {
         self.values.push(value.into());
         Ok(self)
