@@ -19,10 +19,11 @@
 //! written for `ReadRows` on the writer's connection (`OnWriter`).
 //!
 //! What holds, as for the pool's writers:
-//! - **One writer at a time.** A job carries this process's write turn
-//!   (`Store::write_turn`), taken by the async caller before the job is
-//!   queued and released when its transaction has ended; the thread never
-//!   waits for the turn. Other processes on the file meet the busy
+//! - **One writer at a time.** The writer shares this process's write
+//!   turn (`Store::write_turn`) and takes it for each job itself, on the
+//!   async side, before the job is queued; the job releases it when its
+//!   transaction has ended, and the thread never waits for it. No caller
+//!   can forget it. Other processes on the file meet the busy
 //!   timeout, as they do with the pool.
 //! - **Durable when answered.** The connection has the pool's settings
 //!   (`SQLITE_PRAGMAS`: `synchronous = FULL`, so the commit syncs the log
@@ -44,11 +45,10 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::{OwnedMutexGuard, oneshot};
+use tokio::sync::oneshot;
 
 use crate::columns::Columns;
 use crate::read_then_write::ReadRows;
@@ -68,6 +68,8 @@ pub(crate) struct Writer {
     /// `None` once closed.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The process's write turn, shared with the pool's writers.
+    turn: Arc<tokio::sync::Mutex<()>>,
     /// Transactions this writer committed, for tests to tell its writes
     /// from the pool's.
     #[cfg(test)]
@@ -76,8 +78,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Opens a connection to the database file at `path` and starts the
-    /// writer's thread.
-    pub(crate) fn start(path: PathBuf) -> std::result::Result<Self, String> {
+    /// writer's thread; its jobs take `turn`, the process's write turn.
+    pub(crate) fn start(
+        path: PathBuf,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    ) -> std::result::Result<Self, String> {
         let conn = open(&path).map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -87,18 +92,21 @@ impl Writer {
         Ok(Self {
             jobs: Mutex::new(Some(jobs)),
             thread: Mutex::new(Some(thread)),
+            turn,
             #[cfg(test)]
             committed: Arc::default(),
         })
     }
 
     /// Runs `write` in one transaction on the writer's connection, holding
-    /// `turn` until the transaction has ended, and returns what it returned.
-    pub(crate) async fn transaction<T, F>(&self, turn: Option<OwnedMutexGuard<()>>, write: F) -> Result<T>
+    /// the write turn until the transaction has ended, and returns what it
+    /// returned.
+    pub(crate) async fn transaction<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let turn = self.turn.clone().lock_owned().await;
         let (done, answer) = oneshot::channel();
         let gone = Gone::default();
         let abandoned = gone.0.clone();
@@ -175,11 +183,10 @@ impl ReadRows for OnWriter<'_> {
 /// run on [`OnWriter`], whose reads answer without waiting. Anything else
 /// awaited inside it is a bug, and panics (the job fails alone).
 pub(crate) fn at_once<T>(future: impl Future<Output = T>) -> T {
-    let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(value) => value,
-        Poll::Pending => panic!("a job on the SQLite writer waited on something other than its connection"),
-    }
+    use futures::FutureExt as _;
+    std::pin::pin!(future)
+        .now_or_never()
+        .expect("a job on the SQLite writer waited on something other than its connection")
 }
 
 /// Marks its job abandoned when dropped: if the caller's future is
@@ -272,6 +279,15 @@ mod tests {
         path
     }
 
+    fn start(path: &Path) -> Writer {
+        Writer::start(path.to_owned(), Arc::default()).unwrap()
+    }
+
+    /// Runs `sql` alone in a transaction on `writer`.
+    async fn exec(writer: &Writer, sql: &'static str) -> Result<usize> {
+        writer.transaction(move |c| Ok(c.execute(sql, [])?)).await
+    }
+
     fn count(path: &Path, table: &str) -> i64 {
         Connection::open(path)
             .unwrap()
@@ -283,10 +299,10 @@ mod tests {
     async fn commits_whole_or_not_at_all_and_enforces_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
-        let writer = Writer::start(path.clone()).unwrap();
-        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
+        let writer = start(&path);
+        exec(&writer, "INSERT INTO c VALUES (1)").await.unwrap();
         let e = writer
-            .transaction(None, |c| {
+            .transaction(|c| {
                 c.execute("INSERT INTO c VALUES (1)", [])?;
                 Ok(c.execute("INSERT INTO c VALUES (2)", [])?)
             })
@@ -296,7 +312,7 @@ mod tests {
         assert_eq!(count(&path, "c"), 1, "the failed transaction's first row was rolled back");
         assert_eq!(writer.committed(), 1);
         // The connection is clean for the next.
-        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
+        exec(&writer, "INSERT INTO c VALUES (1)").await.unwrap();
         assert_eq!(count(&path, "c"), 2);
     }
 
@@ -305,9 +321,9 @@ mod tests {
     #[tokio::test]
     async fn has_the_pools_durability_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Writer::start(database(&dir)).unwrap();
+        let writer = start(&database(&dir));
         let settings = writer
-            .transaction(None, |c| {
+            .transaction(|c| {
                 let value = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
                 Ok([
                     value("synchronous")?,
@@ -327,9 +343,9 @@ mod tests {
     async fn a_write_that_panics_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
-        let writer = Writer::start(path.clone()).unwrap();
+        let writer = start(&path);
         let e = writer
-            .transaction(None, |c| {
+            .transaction(|c| {
                 c.execute("INSERT INTO c VALUES (1)", [])?;
                 panic!("a bug in a write");
                 #[allow(unreachable_code)]
@@ -338,7 +354,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.is_unavailable(), "{e}");
-        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
+        exec(&writer, "INSERT INTO c VALUES (1)").await.unwrap();
         assert_eq!(count(&path, "c"), 1, "the panicking write's row is not there; the next one's is");
     }
 
@@ -346,12 +362,12 @@ mod tests {
     async fn a_write_whose_caller_goes_away_writes_nothing_and_frees_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
-        let writer = Arc::new(Writer::start(path.clone()).unwrap());
+        let writer = Arc::new(start(&path));
         let running = tokio::spawn({
             let writer = writer.clone();
             async move {
                 writer
-                    .transaction(None, |c| {
+                    .transaction(|c| {
                         Ok(c.execute(
                             "INSERT INTO p WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n \
                              WHERE i < 100000000) SELECT i FROM n",
@@ -380,20 +396,33 @@ mod tests {
         assert_eq!(rows, 1, "the abandoned insert wrote nothing");
         assert_eq!(writer.committed(), 0);
         // And the writer goes on.
-        writer.transaction(None, |c| Ok(c.execute("INSERT INTO p VALUES (7)", [])?)).await.unwrap();
+        exec(&writer, "INSERT INTO p VALUES (7)").await.unwrap();
         assert_eq!(count(&path, "p"), 2);
     }
 
+    /// A job takes the process's write turn itself: it waits while another
+    /// writer holds it, and holds it until its transaction has ended.
     #[tokio::test]
-    async fn holds_the_turn_until_its_transaction_has_ended() {
+    async fn takes_the_turn_and_holds_it_until_its_transaction_has_ended() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
-        let writer = Writer::start(path.clone()).unwrap();
         let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let writer = Arc::new(Writer::start(path.clone(), turn.clone()).unwrap());
         let held = turn.clone().lock_owned().await;
+        let waiting = tokio::spawn({
+            let writer = writer.clone();
+            async move { exec(&writer, "INSERT INTO c VALUES (1)").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits while another writer holds the turn");
+        assert_eq!(count(&path, "c"), 0);
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(count(&path, "c"), 1);
+
         let watched = turn.clone();
         writer
-            .transaction(Some(held), move |c| {
+            .transaction(move |c| {
                 assert!(watched.try_lock().is_err(), "the turn is held while the transaction runs");
                 Ok(c.execute("INSERT INTO c VALUES (1)", [])?)
             })
@@ -406,11 +435,10 @@ mod tests {
     async fn once_closed_it_refuses_and_lets_go_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = database(&dir);
-        let writer = Writer::start(path.clone()).unwrap();
-        writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap();
+        let writer = start(&path);
+        exec(&writer, "INSERT INTO c VALUES (1)").await.unwrap();
         writer.close().await;
-        let e =
-            writer.transaction(None, |c| Ok(c.execute("INSERT INTO c VALUES (1)", [])?)).await.unwrap_err();
+        let e = exec(&writer, "INSERT INTO c VALUES (1)").await.unwrap_err();
         assert!(e.is_unavailable(), "{e}");
         assert_eq!(count(&path, "c"), 1);
     }
@@ -419,7 +447,7 @@ mod tests {
     fn a_missing_file_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent.db");
-        assert!(Writer::start(path.clone()).is_err());
+        assert!(Writer::start(path.clone(), Arc::default()).is_err());
         assert!(!path.exists());
     }
 }

@@ -283,13 +283,17 @@ impl Inserts {
         })
     }
 
-    fn finish(self, backend: Backend) -> Option<(String, Result<AnyArguments, sqlx::Error>)> {
+    /// The declared statements as [`Store::apply`] sends them through the
+    /// pool, with their arguments; only for a declaration that is not
+    /// empty.
+    fn finish(self, backend: Backend) -> Result<(String, AnyArguments), sqlx::Error> {
         self.assert_complete();
-        let sql = match (backend, self.combined(backend)?) {
+        debug_assert!(!self.statements.is_empty(), "apply returns early for nothing declared");
+        let sql = match (backend, self.combined(backend).unwrap_or_default()) {
             (Backend::Sqlite, script) => format!("BEGIN IMMEDIATE; {script}; COMMIT"),
             (Backend::Postgres, statement) => statement,
         };
-        Some((sql, self.arguments()))
+        Ok((sql, self.arguments()?))
     }
 
     /// Runs the declared statements on `conn`, inside the caller's
@@ -363,11 +367,9 @@ impl Store {
             return Ok(());
         }
         if let Some(writer) = &self.writer {
-            let turn = self.write_turn().await;
-            return writer.transaction(turn, move |conn| inserts.run(conn, |_| Ok(())).map(drop)).await;
+            return writer.transaction(move |conn| inserts.run(conn, |_| Ok(())).map(drop)).await;
         }
-        let Some((sql, args)) = inserts.finish(self.backend) else { return Ok(()) };
-        let args = args?;
+        let (sql, args) = inserts.finish(self.backend)?;
         let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
         let mut conn = self.lease_to_write().await?;
         if self.backend == Backend::Sqlite {

@@ -243,7 +243,7 @@ impl Store {
         {
             let keep = std::thread::available_parallelism().map_or(2, |n| n.get());
             store.readers = Some(Arc::new(embedded::Readers::new(file.clone(), keep)));
-            store.writer = match embedded_writer::Writer::start(file) {
+            store.writer = match embedded_writer::Writer::start(file, store.write_turn.clone()) {
                 Ok(writer) => Some(Arc::new(writer)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start the SQLite writer; batched writes use the pool");

@@ -195,9 +195,8 @@ impl Store {
     /// `ReadThenWrite` transaction.
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         if let Some(writer) = &self.writer {
-            let turn = self.write_turn().await;
             let rows: Vec<Rotation> = rows.iter().map(|row| (*row).clone()).collect();
-            return writer.transaction(turn, move |conn| rotate_on(conn, &rows)).await;
+            return writer.transaction(move |conn| rotate_on(conn, &rows)).await;
         }
         let mut tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));

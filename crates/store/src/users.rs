@@ -595,10 +595,9 @@ impl Store {
         const WHAT: &str = "a user with this email or userName";
         let lifted = match &self.writer {
             Some(writer) => {
-                let turn = self.write_turn().await;
                 let owned: Vec<UserRow> = rows.iter().map(|row| (*row).clone()).collect();
                 writer
-                    .transaction(turn, move |conn| {
+                    .transaction(move |conn| {
                         let rows: Vec<&UserRow> = owned.iter().collect();
                         insert_users_on(conn, &rows, WHAT)
                     })
