@@ -40,8 +40,13 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/", get(|| async { see_other("/login") }))
         .route("/static/gatehouse.css", get(stylesheet))
         .route("/static/placeholders.js", get(placeholders_script))
-        .layer(axum::middleware::from_fn_with_state(state, csrf::layer))
-        .layer(axum::middleware::from_fn(headers))
+        // One `layer` call, as in `app` (outside in): the pages' headers,
+        // then the CSRF check.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(headers))
+                .layer(axum::middleware::from_fn_with_state(state, csrf::layer)),
+        )
 }
 
 async fn stylesheet() -> Response {
