@@ -4,7 +4,8 @@
 //! method, path and status, never headers, query strings or bodies, which is
 //! where credentials travel.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -94,20 +95,44 @@ pub fn render_metrics() -> String {
 /// the route is the matched route's template (or `unmatched`), the method
 /// one of the standard ones (or `other`), the status one this service sent.
 pub async fn track_http(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method.to_owned()), ("status", status)];
-    metrics::counter!("gatehouse_http_requests_total", &labels).increment(1);
-    metrics::histogram!("gatehouse_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, duration) = http_series(route, method, response.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request counter and duration histogram of one label set.
+type HttpSeries = (metrics::Counter, metrics::Histogram);
+
+/// The handles of each label set's series, registered with the recorder
+/// the first time the set is seen. Registering builds the metric's key (its
+/// name and three labels, each an allocation) and looks it up in the
+/// recorder; done for every request, that was a dozen allocations per
+/// request. The sets are as bounded as the labels are (see above).
+fn http_series(route: &str, method: &'static str, status: u16) -> HttpSeries {
+    type ByRoute = HashMap<String, HashMap<(&'static str, u16), HttpSeries>>;
+    static SERIES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
+    let series = SERIES.get_or_init(RwLock::default);
+    let known = series
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+        .and_then(|r| r.get(&(method, status)).cloned());
+    if let Some(known) = known {
+        return known;
+    }
+    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
+    let registered = (
+        metrics::counter!("gatehouse_http_requests_total", &labels),
+        metrics::histogram!("gatehouse_http_request_duration_seconds", &labels),
+    );
+    let mut series = series.write().unwrap_or_else(PoisonError::into_inner);
+    series.entry(route.to_owned()).or_default().entry((method, status)).or_insert(registered).clone()
 }
 
 /// A request method as a metric label: the methods HTTP defines, else `other`
