@@ -222,15 +222,12 @@ pub(crate) async fn insert_audit_events(
     events: &[(&NewAuditEvent, DateTime<Utc>)],
 ) -> Result<()> {
     let mut inserts = Inserts::default();
-    add_audit_events(&mut inserts, events)?;
+    add_audit_events(&mut inserts, events);
     Ok(inserts.execute_in(conn).await?)
 }
 
 /// Declares the insert of `events` in `inserts`.
-pub(crate) fn add_audit_events(
-    inserts: &mut Inserts,
-    events: &[(&NewAuditEvent, DateTime<Utc>)],
-) -> Result<()> {
+pub(crate) fn add_audit_events(inserts: &mut Inserts, events: &[(&NewAuditEvent, DateTime<Utc>)]) {
     inserts.insert(
         "audit_events (id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
          created_at, actor)",
@@ -239,18 +236,17 @@ pub(crate) fn add_audit_events(
     );
     for (event, now) in events {
         inserts
-            .bind(uuid::Uuid::now_v7().to_string())?
-            .bind(event.org_id.map(|o| o.to_string()))?
-            .bind(event.user_id.map(|u| u.to_string()))?
-            .bind(event.kind)?
-            .bind(event.method)?
-            .bind(event.outcome)?
-            .bind(event.detail.as_ref().map(|d| d.to_string()))?
-            .bind(event.device.os.clone())?
-            .bind(event.device.name.clone())?
-            .bind(event.device.ip.map(|ip| ip.to_string()))?
-            .bind(millis(*now))?
-            .bind(event.actor.clone())?;
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(event.org_id.map(|o| o.to_string()))
+            .bind(event.user_id.map(|u| u.to_string()))
+            .bind(event.kind)
+            .bind(event.method)
+            .bind(event.outcome)
+            .bind(event.detail.as_ref().map(|d| d.to_string()))
+            .bind(event.device.os.clone())
+            .bind(event.device.name.clone())
+            .bind(event.device.ip.map(|ip| ip.to_string()))
+            .bind(millis(*now))
+            .bind(event.actor.clone());
     }
-    Ok(())
 }

@@ -187,11 +187,10 @@ impl Inserts {
         self
     }
 
-    /// Binds the next value. (It cannot fail; the `Result` keeps the
-    /// callers' chains of binds as they were when sqlx's arguments could.)
-    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> Result<&mut Self> {
+    /// Binds the next value.
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         self.values.push(value.into());
-        Ok(self)
+        self
     }
 
     /// A mismatch is a bug in the caller's binding code, never bad input.

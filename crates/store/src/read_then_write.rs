@@ -240,7 +240,7 @@ mod tests {
         let mut inserts = Inserts::default();
         for v in values {
             inserts.insert("t (v)", 1, 1);
-            inserts.bind(*v).unwrap();
+            inserts.bind(*v);
         }
         inserts
     }

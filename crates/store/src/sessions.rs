@@ -113,7 +113,7 @@ impl Store {
         let mut inserts = Inserts::default();
         let audits: Vec<(&NewAuditEvent, DateTime<Utc>)> =
             rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
-        crate::audit::add_audit_events(&mut inserts, &audits)?;
+        crate::audit::add_audit_events(&mut inserts, &audits);
         inserts.insert(
             "sessions (id, user_id, org_id, auth_method, device_os, device_name, device_ip, created_at, expires_at, \
              idp_groups, browser_token_hash)",
@@ -123,21 +123,21 @@ impl Store {
         for r in rows {
             let new = &r.session;
             inserts
-                .bind(new.id.to_string())?
-                .bind(new.user_id.to_string())?
-                .bind(new.org_id.to_string())?
-                .bind(new.auth_method.as_str())?
-                .bind(new.device.os.clone())?
-                .bind(new.device.name.clone())?
-                .bind(new.device.ip.map(|ip| ip.to_string()))?
-                .bind(millis(r.now))?
-                .bind(millis(new.expires_at))?
-                .bind(write_idp_groups(new.idp_groups.as_ref()))?
-                .bind(new.browser_token_hash.clone())?;
+                .bind(new.id.to_string())
+                .bind(new.user_id.to_string())
+                .bind(new.org_id.to_string())
+                .bind(new.auth_method.as_str())
+                .bind(new.device.os.clone())
+                .bind(new.device.name.clone())
+                .bind(new.device.ip.map(|ip| ip.to_string()))
+                .bind(millis(r.now))
+                .bind(millis(new.expires_at))
+                .bind(write_idp_groups(new.idp_groups.as_ref()))
+                .bind(new.browser_token_hash.clone());
         }
         inserts.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rows.len());
         for r in rows {
-            inserts.bind(r.refresh_hash.clone())?.bind(r.session.id.to_string())?.bind(millis(r.now))?;
+            inserts.bind(r.refresh_hash.clone()).bind(r.session.id.to_string()).bind(millis(r.now));
         }
         self.apply(inserts).await
     }
@@ -213,7 +213,7 @@ impl Store {
         let exclusive = tx.exclusive();
         if !exclusive {
             let mut spend = Inserts::default();
-            add_spend(&mut spend, &winners)?;
+            add_spend(&mut spend, &winners);
             let spent = spend.fetch_in(tx.conn()).await;
             let spent_now: HashSet<String> = tx
                 .or_roll_back(spent)
@@ -231,10 +231,10 @@ impl Store {
             }
         }
         let mut writes = Inserts::default();
-        add_rotation_writes(&mut writes, rows, &plan, &revoked)?;
+        add_rotation_writes(&mut writes, rows, &plan, &revoked);
         if exclusive {
             // Last, so that its rows are the ones that come back.
-            add_spend(&mut writes, &winners)?;
+            add_spend(&mut writes, &winners);
         }
         let spent_now = tx.commit_with(writes).await?;
         debug_assert!(
@@ -390,8 +390,8 @@ fn rotate_on(conn: &rusqlite::Connection, rows: &[Rotation]) -> Result<Vec<Refre
     let (plan, revoked) = decide(&rows, &read);
     let winners = winners(&rows, &plan);
     let mut writes = Inserts::default();
-    add_rotation_writes(&mut writes, &rows, &plan, &revoked)?;
-    add_spend(&mut writes, &winners)?;
+    add_rotation_writes(&mut writes, &rows, &plan, &revoked);
+    add_spend(&mut writes, &winners);
     let spent = writes.run(conn, |_| Ok(()))?;
     debug_assert_eq!(spent.len(), winners.len(), "under the write lock every winner read unspent is spent");
     Ok(outcomes(plan, &read))
@@ -443,18 +443,17 @@ fn add_rotation_writes(
     rows: &[&Rotation],
     plan: &[Step<'_>],
     revoked: &HashMap<SessionId, DateTime<Utc>>,
-) -> Result<()> {
+) {
     let rotated = plan.iter().filter(|step| matches!(step, Step::Rotate(..))).count();
     writes.insert("refresh_tokens (token_hash, session_id, created_at)", 3, rotated);
     for (row, step) in rows.iter().zip(plan) {
         if let Step::Rotate(session, _) = step {
-            writes.bind(row.new_hash.clone())?.bind(session.id.to_string())?.bind(millis(row.now))?;
+            writes.bind(row.new_hash.clone()).bind(session.id.to_string()).bind(millis(row.now));
         }
     }
     for (session, at) in revoked {
-        add_revoke(writes, *session, "refresh token reused", *at)?;
+        add_revoke(writes, *session, "refresh token reused", *at);
     }
-    Ok(())
 }
 
 /// What each row's caller is told.
@@ -475,9 +474,9 @@ fn outcomes(plan: Vec<Step<'_>>, read: &Presented) -> Vec<RefreshOutcome> {
 /// Declares the spending of the presented tokens of `rows`, each at its
 /// row's time, where no one has yet; the statement returns the hashes it
 /// spent.
-fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) -> Result<()> {
+fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) {
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     // `CASE token_hash WHEN ? THEN ? …` gives each token its own time; the
     // hashes are listed again for the index.
@@ -491,22 +490,20 @@ fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) -> Result<()> {
         3 * rows.len(),
     );
     for row in rows {
-        writes.bind(row.presented.clone())?.bind(millis(row.now))?;
+        writes.bind(row.presented.clone()).bind(millis(row.now));
     }
     for row in rows {
-        writes.bind(row.presented.clone())?;
+        writes.bind(row.presented.clone());
     }
-    Ok(())
 }
 
 /// Declares the end of session `id`, if it is still live.
-fn add_revoke(writes: &mut Inserts, id: SessionId, reason: &str, now: DateTime<Utc>) -> Result<()> {
+fn add_revoke(writes: &mut Inserts, id: SessionId, reason: &str, now: DateTime<Utc>) {
     writes.statement(
         "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL".into(),
         3,
     );
-    writes.bind(millis(now))?.bind(reason.to_owned())?.bind(id.to_string())?;
-    Ok(())
+    writes.bind(millis(now)).bind(reason.to_owned()).bind(id.to_string());
 }
 
 async fn revoke_session(

@@ -274,23 +274,12 @@ async fn insert_link(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let mut inserts = Inserts::default();
-    add_link(&mut inserts, connection_id, subject, user, now)?;
+    add_link(&mut inserts, connection_id, subject, user, now);
     inserts.execute_in(conn).await.map_err(StoreError::on_insert("a link for this subject"))
 }
 
 /// Declares the insert of a link from `subject` to `user`.
-fn add_link(
-    inserts: &mut Inserts,
-    connection_id: &str,
-    subject: &str,
-    user: UserId,
-    now: DateTime<Utc>,
-) -> Result<()> {
+fn add_link(inserts: &mut Inserts, connection_id: &str, subject: &str, user: UserId, now: DateTime<Utc>) {
     inserts.insert("identity_links (connection_id, subject, user_id, created_at)", 4, 1);
-    inserts
-        .bind(connection_id.to_owned())?
-        .bind(subject.to_owned())?
-        .bind(user.to_string())?
-        .bind(millis(now))?;
-    Ok(())
+    inserts.bind(connection_id.to_owned()).bind(subject.to_owned()).bind(user.to_string()).bind(millis(now));
 }

@@ -132,11 +132,11 @@ impl Lifted {
 /// Declares in `batch`, as its last statement, the deletion of the
 /// tombstones that `users` supersede, returning what it deletes (read
 /// with `lifted`). Nothing is declared when no user has a key.
-pub(crate) fn add_lift(batch: &mut crate::inserts::Inserts, users: &[Supersedes<'_>]) -> Result<()> {
+pub(crate) fn add_lift(batch: &mut crate::inserts::Inserts, users: &[Supersedes<'_>]) {
     let users: Vec<_> =
         users.iter().filter(|u| key(u.email).is_some() || key(u.external_id).is_some()).collect();
     if users.is_empty() {
-        return Ok(());
+        return;
     }
     // Each value appears once, so that both backends bind the same list;
     // an absent key is NULL, which equals nothing.
@@ -149,9 +149,8 @@ pub(crate) fn add_lift(batch: &mut crate::inserts::Inserts, users: &[Supersedes<
         3 * users.len(),
     );
     for user in users {
-        batch.bind(user.org.to_string())?.bind(key(user.email))?.bind(key(user.external_id))?;
+        batch.bind(user.org.to_string()).bind(key(user.email)).bind(key(user.external_id));
     }
-    Ok(())
 }
 
 /// The tombstones a statement declared by `add_lift` deleted.

@@ -605,7 +605,7 @@ impl Store {
             }
             None => {
                 let tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
-                insert_users(tx, rows, WHAT, |_| Ok(())).await?
+                insert_users(tx, rows, WHAT, |_| {}).await?
             }
         };
         let superseding: Vec<_> = rows.iter().map(|r| r.supersedes()).collect();
@@ -1022,12 +1022,12 @@ pub(crate) async fn insert_users(
     mut tx: ReadThenWrite<'_>,
     rows: &[&UserRow],
     what: &'static str,
-    more: impl FnOnce(&mut Inserts) -> Result<()>,
+    more: impl FnOnce(&mut Inserts),
 ) -> Result<Vec<crate::tombstones::Lifted>> {
     let checked = crate::domains::refuse_owned_elsewhere(&mut tx, &user_addresses(rows)).await;
     tx.or_roll_back(checked).await?;
     let mut inserts = Inserts::default();
-    declare_users(&mut inserts, rows)?;
+    declare_users(&mut inserts, rows);
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     let users: Vec<&User> = users.iter().collect();
     // A batch of users with very many emails each could pass a backend's
@@ -1036,12 +1036,12 @@ pub(crate) async fn insert_users(
     let emails = email_index_rows(&users);
     let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
     if !index_apart {
-        add_email_index(&mut inserts, &emails)?;
+        add_email_index(&mut inserts, &emails);
     }
-    add_user_audits(&mut inserts, rows)?;
-    more(&mut inserts)?;
+    add_user_audits(&mut inserts, rows);
+    more(&mut inserts);
     // Last: only the last statement's rows come back.
-    add_user_lifts(&mut inserts, rows)?;
+    add_user_lifts(&mut inserts, rows);
     // The organization's existence is the foreign key's to check.
     let lifted = if index_apart {
         let written = match inserts.fetch_in(tx.conn()).await {
@@ -1068,12 +1068,12 @@ fn insert_users_on(
 ) -> Result<Vec<crate::tombstones::Lifted>> {
     at_once(crate::domains::refuse_owned_elsewhere(&mut OnWriter(conn), &user_addresses(rows)))?;
     let mut inserts = Inserts::default();
-    declare_users(&mut inserts, rows)?;
+    declare_users(&mut inserts, rows);
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     let users: Vec<&User> = users.iter().collect();
-    add_email_index(&mut inserts, &email_index_rows(&users))?;
-    add_user_audits(&mut inserts, rows)?;
-    add_user_lifts(&mut inserts, rows)?;
+    add_email_index(&mut inserts, &email_index_rows(&users));
+    add_user_audits(&mut inserts, rows);
+    add_user_lifts(&mut inserts, rows);
     inserts.run(conn, crate::tombstones::lifted_row).map_err(StoreError::on_embedded_insert(what))
 }
 
@@ -1083,20 +1083,20 @@ fn user_addresses<'r>(rows: &[&'r UserRow]) -> Vec<(OrgId, &'r str)> {
 }
 
 /// Declares the rows' audit events.
-fn add_user_audits(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
+fn add_user_audits(inserts: &mut Inserts, rows: &[&UserRow]) {
     let audits: Vec<(&crate::NewAuditEvent, DateTime<Utc>)> =
         rows.iter().filter_map(|r| r.audit.as_ref().map(|a| (a, r.now))).collect();
     crate::audit::add_audit_events(inserts, &audits)
 }
 
 /// Declares the lifting of the tombstones the rows supersede.
-fn add_user_lifts(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
+fn add_user_lifts(inserts: &mut Inserts, rows: &[&UserRow]) {
     let superseding: Vec<_> = rows.iter().filter_map(|r| r.supersedes()).collect();
     crate::tombstones::add_lift(inserts, &superseding)
 }
 
 /// Declares the insert of the rows' users.
-fn declare_users(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
+fn declare_users(inserts: &mut Inserts, rows: &[&UserRow]) {
     inserts.insert(
         "users (id, org_id, email, email_normalized, display_name, external_id, active, password_hash, user_name, \
          user_name_normalized, scim_resource, external_id_normalized, created_at, updated_at, email_domain, role, \
@@ -1107,32 +1107,31 @@ fn declare_users(inserts: &mut Inserts, rows: &[&UserRow]) -> Result<()> {
     for r in rows {
         let new = &r.new;
         inserts
-            .bind(r.id.to_string())?
-            .bind(new.org_id.to_string())?
-            .bind(new.email.as_ref().map(|e| e.as_str().to_owned()))?
-            .bind(new.email.as_ref().map(|e| e.normalized().to_owned()))?
-            .bind(new.display_name.clone())?
-            .bind(new.external_id.clone())?
-            .bind(i64::from(new.active))?
-            .bind(new.password_hash.clone())?
-            .bind(new.user_name.clone())?
+            .bind(r.id.to_string())
+            .bind(new.org_id.to_string())
+            .bind(new.email.as_ref().map(|e| e.as_str().to_owned()))
+            .bind(new.email.as_ref().map(|e| e.normalized().to_owned()))
+            .bind(new.display_name.clone())
+            .bind(new.external_id.clone())
+            .bind(i64::from(new.active))
+            .bind(new.password_hash.clone())
+            .bind(new.user_name.clone())
             .bind(
                 new.user_name
                     .as_ref()
                     .map(|n| n.to_lowercase())
                     .or_else(|| new.email.as_ref().map(|e| e.normalized().to_owned())),
-            )?
-            .bind(new.scim_resource.clone())?
-            .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))?
-            .bind(millis(r.now))?
-            .bind(millis(r.now))?
-            .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))?
-            .bind(new.role.as_str())?
-            .bind(new.created_via.as_str())?
-            .bind(1_i64)?
-            .bind(display_name_key(&new.display_name))?;
+            )
+            .bind(new.scim_resource.clone())
+            .bind(new.external_id.as_ref().map(|e| e.to_lowercase()))
+            .bind(millis(r.now))
+            .bind(millis(r.now))
+            .bind(new.email.as_ref().map_or_else(String::new, |e| e.domain().to_owned()))
+            .bind(new.role.as_str())
+            .bind(new.created_via.as_str())
+            .bind(1_i64)
+            .bind(display_name_key(&new.display_name));
     }
-    Ok(())
 }
 
 /// A display name as filters and sorting compare it (migration 0017):
@@ -1177,7 +1176,7 @@ fn email_index_rows<'u>(users: &[&'u User]) -> Vec<EmailRow<'u>> {
 }
 
 /// Declares the insert of email index `rows` in `inserts`.
-fn add_email_index(inserts: &mut Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
+fn add_email_index(inserts: &mut Inserts, rows: &[EmailRow<'_>]) {
     inserts.insert_new(
         "user_emails (user_id, position, org_id, value_normalized, type_normalized, is_primary)",
         6,
@@ -1186,14 +1185,13 @@ fn add_email_index(inserts: &mut Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
     );
     for (user, position, entry) in rows {
         inserts
-            .bind(user.id.to_string())?
-            .bind(*position as i64)?
-            .bind(user.org_id.to_string())?
-            .bind(entry.value.clone())?
-            .bind(entry.kind.clone())?
-            .bind(entry.primary.map(i64::from))?;
+            .bind(user.id.to_string())
+            .bind(*position as i64)
+            .bind(user.org_id.to_string())
+            .bind(entry.value.clone())
+            .bind(entry.kind.clone())
+            .bind(entry.primary.map(i64::from));
     }
-    Ok(())
 }
 
 /// Inserts email index `rows` that are not there yet, in statements of
@@ -1202,7 +1200,7 @@ fn add_email_index(inserts: &mut Inserts, rows: &[EmailRow<'_>]) -> Result<()> {
 async fn insert_email_index(conn: &mut AnyConnection, rows: &[EmailRow<'_>]) -> Result<()> {
     for chunk in rows.chunks(EMAIL_ROWS_PER_STATEMENT) {
         let mut inserts = Inserts::default();
-        add_email_index(&mut inserts, chunk)?;
+        add_email_index(&mut inserts, chunk);
         inserts.execute_in(conn).await?;
     }
     Ok(())
