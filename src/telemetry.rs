@@ -113,7 +113,10 @@ type HttpSeries = (metrics::Counter, metrics::Histogram);
 /// the first time the set is seen. Registering builds the metric's key (its
 /// name and three labels, each an allocation) and looks it up in the
 /// recorder; done for every request, that was a dozen allocations per
-/// request. The sets are as bounded as the labels are (see above).
+/// request. The sets are as bounded as the labels are (see above). A kept
+/// handle stays the one `/metrics` renders because the recorder never
+/// drops a series (`recorder_upkept_every` sets no idle timeout); one that
+/// did would need these handles forgotten with it.
 fn http_series(route: &str, method: &'static str, status: u16) -> HttpSeries {
     type ByRoute = HashMap<String, HashMap<(&'static str, u16), HttpSeries>>;
     static SERIES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
