@@ -1026,8 +1026,6 @@ pub(crate) async fn insert_users(
 ) -> Result<Vec<crate::tombstones::Lifted>> {
     let checked = crate::domains::refuse_owned_elsewhere(&mut tx, &user_addresses(rows)).await;
     tx.or_roll_back(checked).await?;
-    let mut inserts = Inserts::default();
-    declare_users(&mut inserts, rows);
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     let users: Vec<&User> = users.iter().collect();
     // A batch of users with very many emails each could pass a backend's
@@ -1035,13 +1033,8 @@ pub(crate) async fn insert_users(
     // statements of its own, after the users they refer to.
     let emails = email_index_rows(&users);
     let index_apart = emails.len() > EMAIL_ROWS_PER_STATEMENT;
-    if !index_apart {
-        add_email_index(&mut inserts, &emails);
-    }
-    add_user_audits(&mut inserts, rows);
-    more(&mut inserts);
-    // Last: only the last statement's rows come back.
-    add_user_lifts(&mut inserts, rows);
+    let mut inserts = Inserts::default();
+    declare_user_batch(&mut inserts, rows, (!index_apart).then_some(emails.as_slice()), more);
     // The organization's existence is the foreign key's to check.
     let lifted = if index_apart {
         let written = match inserts.fetch_in(tx.conn()).await {
@@ -1067,14 +1060,31 @@ fn insert_users_on(
     what: &'static str,
 ) -> Result<Vec<crate::tombstones::Lifted>> {
     at_once(crate::domains::refuse_owned_elsewhere(&mut OnWriter(conn), &user_addresses(rows)))?;
-    let mut inserts = Inserts::default();
-    declare_users(&mut inserts, rows);
     let users: Vec<User> = rows.iter().map(|r| r.user()).collect();
     let users: Vec<&User> = users.iter().collect();
-    add_email_index(&mut inserts, &email_index_rows(&users));
-    add_user_audits(&mut inserts, rows);
-    add_user_lifts(&mut inserts, rows);
+    let mut inserts = Inserts::default();
+    declare_user_batch(&mut inserts, rows, Some(&email_index_rows(&users)), |_| {});
     inserts.run(conn, crate::tombstones::lifted_row).map_err(StoreError::on_embedded_insert(what))
+}
+
+/// Declares a batch of new users, in the order both ways of writing one
+/// need: the users, their email index (`emails`; `None` when it is written
+/// apart, after them), their audit events, what `more` declares, and last
+/// the lifting of the tombstones they supersede, since only the last
+/// statement's rows come back.
+fn declare_user_batch(
+    inserts: &mut Inserts,
+    rows: &[&UserRow],
+    emails: Option<&[EmailRow<'_>]>,
+    more: impl FnOnce(&mut Inserts),
+) {
+    declare_users(inserts, rows);
+    if let Some(emails) = emails {
+        add_email_index(inserts, emails);
+    }
+    add_user_audits(inserts, rows);
+    more(inserts);
+    add_user_lifts(inserts, rows);
 }
 
 /// The (organization, email domain) of each row that has an email.
