@@ -174,6 +174,68 @@ impl ProcStat {
     }
 }
 
+/// Where the service's CPU went, in clock ticks since it started: the
+/// threads of its async runtime (the workers, which run HTTP in and out,
+/// the reads and the signing, and its blocking pool), the SQLite writer's
+/// thread (`crates/store/src/embedded_writer.rs`: the batches' statements,
+/// the log's writes and their sync), and the kernel's part of the whole.
+/// The rest (sqlx's connection threads, threads that have ended) is the
+/// whole less the two.
+#[derive(Clone, Copy, Default)]
+struct Split {
+    total: u64,
+    system: u64,
+    runtime: u64,
+    writer: u64,
+}
+
+impl Split {
+    /// The service `pid`'s split so far.
+    fn read(pid: u32) -> Self {
+        let Some(process) = ProcStat::read(&pid.to_string()) else { return Self::default() };
+        let mut split = Self { total: process.cpu_ticks(), system: process.field(12), ..Self::default() };
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        for thread in threads {
+            let Some(stat) = ProcStat::read(&format!("{pid}/task/{}", thread.file_name().to_string_lossy()))
+            else {
+                continue;
+            };
+            // The runtime names its threads `tokio-rt-worker` (older
+            // releases `tokio-runtime-worker`, which the kernel cuts to 15
+            // bytes).
+            if stat.name.starts_with("tokio-r") {
+                split.runtime += stat.cpu_ticks();
+            } else if stat.name == "sqlite-writer" {
+                split.writer += stat.cpu_ticks();
+            }
+        }
+        split
+    }
+
+    /// What was used between `before` and `self`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            total: self.total.saturating_sub(before.total),
+            system: self.system.saturating_sub(before.system),
+            runtime: self.runtime.saturating_sub(before.runtime),
+            writer: self.writer.saturating_sub(before.writer),
+        }
+    }
+
+    /// The runtime's, the writer's and the rest's CPU per request, in µs,
+    /// for `requests` requests.
+    fn per_request(self, requests: f64) -> String {
+        let micros = |ticks: u64| micros(ticks_to_time(ticks)) / requests;
+        let rest = self.total.saturating_sub(self.runtime + self.writer);
+        format!("{:.0}/{:.0}/{:.0}", micros(self.runtime), micros(self.writer), micros(rest))
+    }
+
+    /// The kernel's share of the whole, in per cent.
+    fn system_share(self) -> f64 {
+        100.0 * self.system as f64 / (self.total as f64).max(1.0)
+    }
+}
+
 /// The CPU this process (the load generator and the stub upstream) has
 /// used.
 fn own_cpu() -> Duration {
@@ -446,6 +508,8 @@ struct Level {
     /// The database server's CPU per request, where it is a process on
     /// this machine (PostgreSQL on loopback); SQLite's is the service's.
     database_cpu: Option<Duration>,
+    /// Where the service's CPU went, through the whole run.
+    split: Split,
 }
 
 impl Level {
@@ -460,15 +524,25 @@ impl Level {
         // The database's CPU is read outside the other two's window: it
         // walks `/proc`, in this process.
         let database_before = database.cpu();
+        let split_before = Split::read(service.pid());
         let (before, load_before, started) = (service.cpu(), own_cpu(), Instant::now());
         let run = load.await;
         let (cpu, load_cpu) = (service.cpu() - before, own_cpu() - load_before);
+        let split = Split::read(service.pid()).since(split_before);
         let busy = (cpu + load_cpu).as_secs_f64() / started.elapsed().as_secs_f64();
         // The warm-up's requests used CPU too; they are counted in.
         let all = (run.answered as f64).max(1.0);
         let database_cpu =
             database.cpu().zip(database_before).map(|(after, before)| (after - before).div_f64(all));
-        Self { clients, run, cpu: cpu.div_f64(all), load_cpu: load_cpu.div_f64(all), busy, database_cpu }
+        Self {
+            clients,
+            run,
+            cpu: cpu.div_f64(all),
+            load_cpu: load_cpu.div_f64(all),
+            busy,
+            database_cpu,
+            split,
+        }
     }
 }
 
@@ -646,19 +720,33 @@ fn report(all: &[Figures], seeded: usize, bare: &Bare) {
         let cells: Vec<String> = all.iter().map(value).collect();
         println!("{name:<44} {:>12} {:>12}   {target}", cells[0], cells.get(1).cloned().unwrap_or_default());
     };
+    // Only a run with a database server of its own has its CPU to show.
+    let with_server = all.iter().any(|f| f.sign_ins.iter().any(|l| l.database_cpu.is_some()));
     // What a closed-loop run cost per request (`noun`), under `label`:
     // the service's CPU in µs and in bare sign+verifies (with `targets`
-    // for the two), the load's, the database server's added, and the
-    // cores busy.
+    // for the two), where in the service it went, the load's, the
+    // database server's added, and the cores busy.
     let cpu_rows = |label: &str, noun: &str, level: &dyn Fn(&Figures) -> &Level, targets: [&str; 2]| {
         row(label, &|f| format!("{:.0}", micros(level(f).cpu)), targets[0]);
         row("    in bare ES256 sign+verifies", &|f| format!("{:.2}", bare.units(level(f).cpu)), targets[1]);
+        row(
+            "    runtime/SQLite writer/other threads, us",
+            &|f| level(f).split.per_request((level(f).run.answered as f64).max(1.0)),
+            "",
+        );
+        row("    of it in the kernel, %", &|f| format!("{:.0}", level(f).split.system_share()), "");
         row(
             &format!("    the load's CPU per {noun}, us"),
             &|f| format!("{:.0}", micros(level(f).load_cpu)),
             "",
         );
-        row("    with the database server's, in bare sign+verifies", &|f| with_database(level(f), bare), "");
+        if with_server {
+            row(
+                "    with the database server's, in bare sign+verifies",
+                &|f| with_database(level(f), bare),
+                "",
+            );
+        }
         row("  cores busy, service and load", &|f| format!("{:.2}", level(f).busy), "");
     };
     row("start-up, first (migrating), ms", &|f| format!("{:.0}", ms(f.first_start)), "");
