@@ -248,6 +248,24 @@ mod tests {
         readers.read(|conn| Ok(conn.query_row("SELECT v FROM t", [], |row| row.get(0))?))
     }
 
+    /// The SQLite library is built as `.cargo/config.toml` asks: no
+    /// process-wide count of its allocations, and a page cache of its own
+    /// for each connection, so that the writer's thread and the readers do
+    /// not queue on the same two locks (docs/benchmarks.md, "SQLite's
+    /// process-wide locks"). A build whose environment already set
+    /// `LIBSQLITE3_FLAGS` would lose them, and fail here.
+    #[test]
+    fn sqlite_is_built_without_its_process_wide_locks() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut options = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> =
+            options.query_map([], |row| row.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        // What it is still built with, from libsqlite3-sys's own flags.
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
+
     #[test]
     fn reads_and_keeps_at_most_keep_connections() {
         let dir = tempfile::tempdir().unwrap();
