@@ -115,9 +115,9 @@ impl Service {
         self.child.id()
     }
 
-    /// User + system CPU the process has used.
-    fn cpu(&self) -> Duration {
-        cpu_of(&self.pid().to_string())
+    /// The CPU the process has used, and where it went.
+    fn cpu(&self) -> Split {
+        Split::read(self.pid())
     }
 
     /// Resident memory now and at its peak, and of it now the anonymous
@@ -192,7 +192,7 @@ struct Split {
 impl Split {
     /// The service `pid`'s split so far.
     fn read(pid: u32) -> Self {
-        let Some(process) = ProcStat::read(&pid.to_string()) else { return Self::default() };
+        let process = ProcStat::read(&pid.to_string()).expect("the service is running");
         let mut split = Self { total: process.cpu_ticks(), system: process.field(12), ..Self::default() };
         let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
         for thread in threads {
@@ -222,18 +222,30 @@ impl Split {
         }
     }
 
-    /// The runtime's, the writer's and the rest's CPU per request, in µs,
-    /// for `requests` requests.
-    fn per_request(self, requests: f64) -> String {
-        let micros = |ticks: u64| micros(ticks_to_time(ticks)) / requests;
-        let rest = self.total.saturating_sub(self.runtime + self.writer);
-        format!("{:.0}/{:.0}/{:.0}", micros(self.runtime), micros(self.writer), micros(rest))
+    /// The whole, user and system.
+    fn time(self) -> Duration {
+        ticks_to_time(self.total)
     }
 
-    /// The kernel's share of the whole, in per cent.
-    fn system_share(self) -> f64 {
-        100.0 * self.system as f64 / (self.total as f64).max(1.0)
+    /// The runtime's, the writer's and the rest's part, each over
+    /// `requests`, and the kernel's share of the whole in per cent.
+    fn per_request(self, requests: f64) -> Threads {
+        let each = |ticks: u64| ticks_to_time(ticks).div_f64(requests);
+        Threads {
+            runtime: each(self.runtime),
+            writer: each(self.writer),
+            rest: each(self.total.saturating_sub(self.runtime + self.writer)),
+            kernel_percent: 100.0 * self.system as f64 / (self.total as f64).max(1.0),
+        }
     }
+}
+
+/// A [`Split`] per request.
+struct Threads {
+    runtime: Duration,
+    writer: Duration,
+    rest: Duration,
+    kernel_percent: f64,
 }
 
 /// The CPU this process (the load generator and the stub upstream) has
@@ -508,8 +520,8 @@ struct Level {
     /// The database server's CPU per request, where it is a process on
     /// this machine (PostgreSQL on loopback); SQLite's is the service's.
     database_cpu: Option<Duration>,
-    /// Where the service's CPU went, through the whole run.
-    split: Split,
+    /// Where the service's CPU went, per request.
+    threads: Threads,
 }
 
 impl Level {
@@ -524,11 +536,11 @@ impl Level {
         // The database's CPU is read outside the other two's window: it
         // walks `/proc`, in this process.
         let database_before = database.cpu();
-        let split_before = Split::read(service.pid());
         let (before, load_before, started) = (service.cpu(), own_cpu(), Instant::now());
         let run = load.await;
-        let (cpu, load_cpu) = (service.cpu() - before, own_cpu() - load_before);
-        let split = Split::read(service.pid()).since(split_before);
+        let load_cpu = own_cpu() - load_before;
+        let split = service.cpu().since(before);
+        let cpu = split.time();
         let busy = (cpu + load_cpu).as_secs_f64() / started.elapsed().as_secs_f64();
         // The warm-up's requests used CPU too; they are counted in.
         let all = (run.answered as f64).max(1.0);
@@ -541,7 +553,7 @@ impl Level {
             load_cpu: load_cpu.div_f64(all),
             busy,
             database_cpu,
-            split,
+            threads: split.per_request(all),
         }
     }
 }
@@ -731,10 +743,14 @@ fn report(all: &[Figures], seeded: usize, bare: &Bare) {
         row("    in bare ES256 sign+verifies", &|f| format!("{:.2}", bare.units(level(f).cpu)), targets[1]);
         row(
             "    runtime/SQLite writer/other threads, us",
-            &|f| level(f).split.per_request((level(f).run.answered as f64).max(1.0)),
+            &|f| {
+                let threads = &level(f).threads;
+                let [runtime, writer, rest] = [threads.runtime, threads.writer, threads.rest].map(micros);
+                format!("{runtime:.0}/{writer:.0}/{rest:.0}")
+            },
             "",
         );
-        row("    of it in the kernel, %", &|f| format!("{:.0}", level(f).split.system_share()), "");
+        row("    of it in the kernel, %", &|f| format!("{:.0}", level(f).threads.kernel_percent), "");
         row(
             &format!("    the load's CPU per {noun}, us"),
             &|f| format!("{:.0}", micros(level(f).load_cpu)),
