@@ -12,10 +12,12 @@
 
 mod clock;
 mod connector;
+mod hex;
 mod model;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{ConnectorError, Device, LoginOutcome, PasswordAttempt, PasswordConnector, RejectReason};
+pub use hex::{hex, push_hex};
 pub use model::{
     AccountPolicy, AccountSettings, AuthMethod, Email, EmailDomains, EmailError, EmailIndexEntry,
     GroupsSource, IdpGroups, InvalidField, OrgId, Organization, Origin, Password, Role, SessionId, User,

@@ -192,7 +192,7 @@ impl Sp {
     pub fn authn_request(&self, sso_url: &str, relay_state: &str) -> Result<(Url, String), SpError> {
         let mut request = self.inner.make_authentication_request(sso_url).map_err(err)?;
         // samael's own id has 32 random bits.
-        request.id = format!("_{}", hex(&rand::random::<[u8; 16]>()));
+        request.id = format!("_{}", gatehouse_core::hex(&rand::random::<[u8; 16]>()));
         let url = if self.connection.sign_authn_requests {
             request.signed_redirect(relay_state, &self.key).map_err(err)?
         } else {
@@ -200,8 +200,4 @@ impl Sp {
         };
         Ok((url.ok_or_else(|| SpError("the IdP has no SSO URL".into()))?, request.id))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
