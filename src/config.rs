@@ -37,6 +37,7 @@ pub struct RawSettings {
     pub password_hash_concurrency: Option<usize>,
     pub password_hash_queue: Option<usize>,
     pub max_connections: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub client_timeout_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub lockout: Option<String>,
@@ -77,6 +78,8 @@ GATEHOUSE_ prefix in the --config TOML file; the environment wins):
   GATEHOUSE_PASSWORD_HASH_CONCURRENCY  argon2 hashes computed at once [default: CPU count]
   GATEHOUSE_PASSWORD_HASH_QUEUE   argon2 hashes waiting at most; more are refused with 503 [default: 64]
   GATEHOUSE_MAX_CONNECTIONS       open client connections at most; more wait to be accepted [default: 1024]
+  GATEHOUSE_WORKER_THREADS        threads that serve requests [default: one fewer than the CPUs with
+                                  SQLite, whose writer thread keeps the one left; the CPUs with PostgreSQL]
   GATEHOUSE_CLIENT_TIMEOUT_SECS   how long a client may take to send its headers, pause in its body,
                                   or keep an idle connection open [default: 10]
   GATEHOUSE_REQUEST_TIMEOUT_SECS  the most any request may take, body and upstream calls included;
@@ -154,6 +157,7 @@ impl RawSettings {
         parsed!(password_hash_concurrency, "GATEHOUSE_PASSWORD_HASH_CONCURRENCY");
         parsed!(password_hash_queue, "GATEHOUSE_PASSWORD_HASH_QUEUE");
         parsed!(max_connections, "GATEHOUSE_MAX_CONNECTIONS");
+        parsed!(worker_threads, "GATEHOUSE_WORKER_THREADS");
         parsed!(client_timeout_secs, "GATEHOUSE_CLIENT_TIMEOUT_SECS");
         parsed!(request_timeout_secs, "GATEHOUSE_REQUEST_TIMEOUT_SECS");
         if let Some(v) = env("GATEHOUSE_TRUSTED_PROXIES") {
@@ -217,6 +221,8 @@ pub struct Settings {
     pub allow_private_targets: bool,
     pub password_hash_concurrency: usize,
     pub password_hash_queue: usize,
+    /// The async runtime's worker threads, which serve every request.
+    pub worker_threads: usize,
     /// Connections, header and idle timeouts (see `crate::server`).
     pub limits: crate::server::Limits,
     /// The most any request may take.
@@ -256,6 +262,28 @@ impl RateLimits {
         saml_acs_ip: None,
         scim_auth_ip: None,
     };
+}
+
+/// The most worker threads a setting may ask for: each is a thread with its
+/// own stack and run queue, and far more than the machine has CPUs only adds
+/// switching between them.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// The runtime's worker threads on a machine with `cpus` CPUs, unless the
+/// operator says otherwise.
+///
+/// On SQLite the database is a thread of this process: the embedded writer,
+/// which commits every sign-in, rotation and SCIM create in batches (one
+/// sync each), and which every one of those requests waits for. As many
+/// workers as CPUs leave it none of its own, so it queues behind them, and
+/// the workers, there being more of them than the work keeps busy, park and
+/// wake each other at every batch: on two CPUs one worker took 13-18% less
+/// CPU per pass-through sign-in than two, with as many sign-ins per second
+/// (docs/benchmarks.md, "One worker fewer than the CPUs"). On PostgreSQL
+/// the database is a server of its own, usually on another machine, and
+/// the runtime keeps tokio's default of one worker per CPU.
+fn default_worker_threads(cpus: usize, sqlite: bool) -> usize {
+    if sqlite { cpus.saturating_sub(1).max(1) } else { cpus.max(1) }
 }
 
 /// `N/DURATION` (`10/15m`), or `off`.
@@ -394,6 +422,20 @@ impl Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        let worker_threads = match raw.worker_threads {
+            Some(0) => return Err(ConfigError::new("GATEHOUSE_WORKER_THREADS", "must be positive")),
+            Some(n) if n > MAX_WORKER_THREADS => {
+                return Err(ConfigError::new(
+                    "GATEHOUSE_WORKER_THREADS",
+                    format!("must be at most {MAX_WORKER_THREADS}"),
+                ));
+            }
+            Some(n) => n,
+            None => default_worker_threads(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                database_url.starts_with("sqlite:"),
+            ),
+        };
         let max_connections = match raw.max_connections {
             Some(0) => return Err(ConfigError::new("GATEHOUSE_MAX_CONNECTIONS", "must be positive")),
             Some(n) => n,
@@ -473,6 +515,7 @@ impl Settings {
             allow_private_targets: raw.allow_private_targets.unwrap_or(false),
             password_hash_concurrency,
             password_hash_queue: raw.password_hash_queue.unwrap_or(64),
+            worker_threads,
             limits: crate::server::Limits { max_connections, client_timeout },
             request_timeout,
             rate_limits,
@@ -553,6 +596,27 @@ mod tests {
         for bad in ["10", "0/1m", "10/0m", "10/15", "10/15w", "-1/1m", "10/m", "x/1h", "10/365d"] {
             let err = settings(&[("GATEHOUSE_LIMIT_LOGIN_IP", bad)]).unwrap_err();
             assert_eq!(err.name, "GATEHOUSE_LIMIT_LOGIN_IP", "{bad}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_leave_sqlite_its_writer_a_cpu() {
+        assert_eq!(default_worker_threads(1, true), 1, "one CPU still needs a worker");
+        assert_eq!(default_worker_threads(2, true), 1);
+        assert_eq!(default_worker_threads(8, true), 7);
+        assert_eq!(default_worker_threads(1, false), 1);
+        assert_eq!(default_worker_threads(2, false), 2);
+        assert_eq!(default_worker_threads(8, false), 8);
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(settings(&[]).unwrap().worker_threads, default_worker_threads(cpus, true));
+        let key = MasterKey::generate().to_base64();
+        let postgres =
+            [("GATEHOUSE_DATABASE_URL", "postgres://db/g"), ("GATEHOUSE_MASTER_KEY", key.as_str())];
+        assert_eq!(settings(&postgres).unwrap().worker_threads, cpus);
+        assert_eq!(settings(&[("GATEHOUSE_WORKER_THREADS", " 3 ")]).unwrap().worker_threads, 3);
+        for bad in ["0", "-1", "1025", "two", "1e3", "18446744073709551616", ""] {
+            let err = settings(&[("GATEHOUSE_WORKER_THREADS", bad)]).unwrap_err();
+            assert_eq!(err.name, "GATEHOUSE_WORKER_THREADS", "{bad:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `gatehouse` command: serve, and the operator tasks that touch the
 //! database directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -92,39 +92,52 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatehouse: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let failed = |e: anyhow::Error| {
+        // One line, with the chain of causes.
+        eprintln!("gatehouse: {}", format!("{e:#}").replace('\n', " "));
+        ExitCode::FAILURE
     };
-    match runtime.block_on(run(cli)) {
+    // Read before the runtime exists: they say how many threads it has.
+    let settings = match settings(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => return failed(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failed(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match runtime.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, with the chain of causes.
-            eprintln!("gatehouse: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(e),
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let raw = match &cli.config {
+/// The settings: the file's, if one is given, overlaid by the environment.
+fn settings(file: Option<&Path>) -> anyhow::Result<Settings> {
+    let raw = match file {
         Some(path) => RawSettings::from_file(path)?,
         None => RawSettings::default(),
     };
-    let settings = Settings::from_raw(raw.overlay_env(|name| std::env::var(name).ok())?)?;
+    Ok(Settings::from_raw(raw.overlay_env(|name| std::env::var(name).ok())?)?)
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     gatehouse::telemetry::init_logging(settings.log_format, &settings.log_level)?;
     let clock = Arc::new(SystemClock);
-    match cli.command {
+    match command {
         Command::Serve => {
             let bind = settings.bind;
             let state = gatehouse::bootstrap(settings, clock).await?;
             let listener = tokio::net::TcpListener::bind(bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;
-            tracing::info!(address = %listener.local_addr()?, issuer = state.issuer(), "gatehouse listening");
+            // The runtime's own count, which is what serves (`GATEHOUSE_WORKER_THREADS`).
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            tracing::info!(address = %listener.local_addr()?, issuer = state.issuer(), workers, "gatehouse listening");
             gatehouse::serve(listener, state, gatehouse::shutdown_signal()).await?;
         }
         Command::AdminToken(AdminTokenCommand::Create { label }) => {

@@ -136,12 +136,13 @@ fn help_documents_every_setting() {
 #[test]
 fn a_bad_setting_stops_startup_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("GATEHOUSE_BIND", "not-an-address")], "GATEHOUSE_BIND"),
         (&[("GATEHOUSE_DATABASE_URL", "mysql://localhost/x")], "GATEHOUSE_DATABASE_URL"),
         (&[("GATEHOUSE_DATABASE_URL", "postgres://127.0.0.1/test")], "GATEHOUSE_MASTER_KEY"),
         (&[("GATEHOUSE_LOG_FORMAT", "yaml")], "GATEHOUSE_LOG_FORMAT"),
         (&[("GATEHOUSE_ADMIN_TOKEN", "too-short-secret")], "GATEHOUSE_ADMIN_TOKEN"),
+        (&[("GATEHOUSE_WORKER_THREADS", "0")], "GATEHOUSE_WORKER_THREADS"),
     ];
     for (env, name) in cases {
         let out = gatehouse(dir.path()).arg("serve").envs(env.iter().copied()).output().unwrap();
@@ -159,6 +160,25 @@ fn a_bad_setting_stops_startup_with_one_line_naming_it() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("bad.toml"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "nothing created by a refused start");
+}
+
+/// The runtime serves with the workers it is given, and by default on SQLite
+/// with one fewer than the CPUs, which leaves one to the embedded writer.
+#[tokio::test]
+async fn the_runtime_has_the_workers_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (setting, workers) in [(None, cpus.saturating_sub(1).max(1)), (Some("3"), 3)] {
+        let mut cmd = gatehouse(dir.path());
+        if let Some(n) = setting {
+            cmd.env("GATEHOUSE_WORKER_THREADS", n);
+        }
+        let process = Process::serve(cmd, dir.path(), "workers").await;
+        let log = process.log_text();
+        let listening =
+            log.lines().find(|l| l.contains("gatehouse listening")).unwrap_or_else(|| panic!("{log}"));
+        assert!(listening.contains(&format!("workers={workers}")), "{setting:?}: {listening}");
+    }
 }
 
 /// `gatehouse serve` with no configuration: SQLite under ./data, a master key
