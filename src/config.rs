@@ -275,10 +275,10 @@ const MAX_WORKER_THREADS: usize = 1024;
 /// On SQLite the database is a thread of this process: the embedded writer,
 /// which commits every sign-in, rotation and SCIM create in batches (one
 /// sync each), and which every one of those requests waits for. As many
-/// workers as CPUs leave it none of its own, so it queues behind them, and
-/// the workers, there being more of them than the work keeps busy, park and
-/// wake each other at every batch: on two CPUs one worker took 13-18% less
-/// CPU per pass-through sign-in than two, with as many sign-ins per second
+/// workers as CPUs leave it none of its own, and workers that the load
+/// keeps only partly busy park and are woken again, a futex call and a
+/// context switch each time: on two CPUs one worker took 12-20% less CPU
+/// per pass-through sign-in than two, with as many sign-ins per second
 /// (docs/benchmarks.md, "One worker fewer than the CPUs"). On PostgreSQL
 /// the database is a server of its own, usually on another machine, and
 /// the runtime keeps tokio's default of one worker per CPU.
