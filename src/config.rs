@@ -326,6 +326,8 @@ impl Settings {
             }
             None => (format!("sqlite://{}?mode=rwc", data_dir.join("gatehouse.db").display()), true),
         };
+        // The embedded default is a SQLite URL too.
+        let sqlite = database_url.starts_with("sqlite:");
         let bind: SocketAddr = match raw.bind {
             Some(b) => b.trim().parse().map_err(|_| {
                 ConfigError::new("GATEHOUSE_BIND", format!("{b:?} is not an address like 127.0.0.1:8080"))
@@ -370,7 +372,7 @@ impl Settings {
                 MasterKeys::parse(&k).map_err(|e| ConfigError::new("GATEHOUSE_MASTER_KEY", e.to_string()))?,
             ),
             (None, Some(path)) => MasterKeySource::File { path: PathBuf::from(path.trim()), create: false },
-            (None, None) if embedded_database || database_url.starts_with("sqlite:") => {
+            (None, None) if sqlite => {
                 MasterKeySource::File { path: data_dir.join("master.key"), create: true }
             }
             (None, None) => {
@@ -431,10 +433,9 @@ impl Settings {
                 ));
             }
             Some(n) => n,
-            None => default_worker_threads(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-                database_url.starts_with("sqlite:"),
-            ),
+            None => {
+                default_worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()), sqlite)
+            }
         };
         let max_connections = match raw.max_connections {
             Some(0) => return Err(ConfigError::new("GATEHOUSE_MAX_CONNECTIONS", "must be positive")),
