@@ -166,7 +166,11 @@ impl ProcStat {
     }
 
     fn cpu_ticks(&self) -> u64 {
-        self.field(11) + self.field(12)
+        self.field(11) + self.system_ticks()
+    }
+
+    fn system_ticks(&self) -> u64 {
+        self.field(12)
     }
 
     fn reaped_children_ticks(&self) -> u64 {
@@ -193,7 +197,8 @@ impl Split {
     /// The service `pid`'s split so far.
     fn read(pid: u32) -> Self {
         let process = ProcStat::read(&pid.to_string()).expect("the service is running");
-        let mut split = Self { total: process.cpu_ticks(), system: process.field(12), ..Self::default() };
+        let mut split =
+            Self { total: process.cpu_ticks(), system: process.system_ticks(), ..Self::default() };
         let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
         for thread in threads {
             let Some(stat) = ProcStat::read(&format!("{pid}/task/{}", thread.file_name().to_string_lossy()))
