@@ -177,7 +177,9 @@ async fn the_runtime_has_the_workers_it_is_given() {
         let log = process.log_text();
         let listening =
             log.lines().find(|l| l.contains("gatehouse listening")).unwrap_or_else(|| panic!("{log}"));
-        assert!(listening.contains(&format!("workers={workers}")), "{setting:?}: {listening}");
+        // The whole field, so that `workers=12` is not taken for `workers=1`.
+        let field = format!("workers={workers}");
+        assert!(listening.split_whitespace().any(|f| f == field), "{setting:?}: {listening}");
     }
 }
 
