@@ -15,7 +15,10 @@
 //!   system, from `/proc/<pid>/stat`) per sign-in, in microseconds and in
 //!   bare ES256 sign+verifies (below), with this process's own CPU per
 //!   sign-in beside it (the load generator's and the stub's, which share
-//!   the cores);
+//!   the cores), and, since the kernel's part costs more on some machines
+//!   than on others, the user-space part in bare units and two counts
+//!   that do not depend on the machine's speed: context switches and write
+//!   calls per sign-in;
 //! - added latency with an upstream that takes 20 ms, at a fixed rate with
 //!   up to 16 clients (latency counted from when each request was due),
 //!   against the same requests sent straight to the upstream;
@@ -185,26 +188,40 @@ impl ProcStat {
 /// the log's writes and their sync), and the kernel's part of the whole.
 /// The rest (sqlx's connection threads, threads that have ended) is the
 /// whole less the two.
+///
+/// Beside the time, two counts that do not depend on how fast the machine
+/// is: the context switches of the live threads (`/proc/<pid>/task/*/status`),
+/// and the write calls (`syscw` in `/proc/<pid>/io`: `write`, `pwrite64`,
+/// `writev`, ..., not `send*`) of the process and of the writer's thread,
+/// whose writes are the log's pages.
 #[derive(Clone, Copy, Default)]
 struct Split {
     total: u64,
     system: u64,
     runtime: u64,
     writer: u64,
+    switches: u64,
+    writes: u64,
+    writer_writes: u64,
 }
 
 impl Split {
     /// The service `pid`'s split so far.
     fn read(pid: u32) -> Self {
         let process = ProcStat::read(&pid.to_string()).expect("the service is running");
-        let mut split =
-            Self { total: process.cpu_ticks(), system: process.system_ticks(), ..Self::default() };
+        let mut split = Self {
+            total: process.cpu_ticks(),
+            system: process.system_ticks(),
+            writes: write_calls(&pid.to_string()),
+            ..Self::default()
+        };
         let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
         for thread in threads {
-            let Some(stat) = ProcStat::read(&format!("{pid}/task/{}", thread.file_name().to_string_lossy()))
-            else {
+            let task = format!("{pid}/task/{}", thread.file_name().to_string_lossy());
+            let Some(stat) = ProcStat::read(&task) else {
                 continue;
             };
+            split.switches += context_switches(&task);
             // The runtime names its threads `tokio-rt-worker` (older
             // releases `tokio-runtime-worker`, which the kernel cuts to 15
             // bytes).
@@ -212,6 +229,7 @@ impl Split {
                 split.runtime += stat.cpu_ticks();
             } else if stat.name == "sqlite-writer" {
                 split.writer += stat.cpu_ticks();
+                split.writer_writes += write_calls(&task);
             }
         }
         split
@@ -224,6 +242,9 @@ impl Split {
             system: self.system.saturating_sub(before.system),
             runtime: self.runtime.saturating_sub(before.runtime),
             writer: self.writer.saturating_sub(before.writer),
+            switches: self.switches.saturating_sub(before.switches),
+            writes: self.writes.saturating_sub(before.writes),
+            writer_writes: self.writer_writes.saturating_sub(before.writer_writes),
         }
     }
 
@@ -240,7 +261,11 @@ impl Split {
             runtime: each(self.runtime),
             writer: each(self.writer),
             rest: each(self.total.saturating_sub(self.runtime + self.writer)),
+            user: each(self.total.saturating_sub(self.system)),
             kernel_percent: 100.0 * self.system as f64 / (self.total as f64).max(1.0),
+            switches: self.switches as f64 / requests,
+            writes: self.writes as f64 / requests,
+            writer_writes: self.writer_writes as f64 / requests,
         }
     }
 }
@@ -250,7 +275,30 @@ struct Threads {
     runtime: Duration,
     writer: Duration,
     rest: Duration,
+    /// The whole less the kernel's part.
+    user: Duration,
     kernel_percent: f64,
+    switches: f64,
+    writes: f64,
+    writer_writes: f64,
+}
+
+/// The voluntary and involuntary context switches of the thread at
+/// `/proc/<task>` so far; 0 once it has ended.
+fn context_switches(task: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{task}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The write calls (`syscw`) of the process or thread at `/proc/<task>` so
+/// far; 0 once it has ended.
+fn write_calls(task: &str) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{task}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("syscw:")?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The CPU this process (the load generator and the stub upstream) has
@@ -756,6 +804,19 @@ fn report(all: &[Figures], seeded: usize, bare: &Bare) {
             "",
         );
         row("    of it in the kernel, %", &|f| format!("{:.0}", level(f).threads.kernel_percent), "");
+        row(
+            "    in user space, in bare sign+verifies",
+            &|f| format!("{:.2}", bare.units(level(f).threads.user)),
+            "",
+        );
+        row(
+            "    switches/write calls/the writer's",
+            &|f| {
+                let t = &level(f).threads;
+                format!("{:.1}/{:.1}/{:.1}", t.switches, t.writes, t.writer_writes)
+            },
+            "",
+        );
         row(
             &format!("    the load's CPU per {noun}, us"),
             &|f| format!("{:.0}", micros(level(f).load_cpu)),
