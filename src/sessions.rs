@@ -1,9 +1,11 @@
 //! Where every successful sign-in ends, whatever the method: a session row, a
-//! refresh token (stored as a hash) and a signed access token.
+//! refresh token (stored as its issue time and hash, so that new tokens sit
+//! together in the index: `gatehouse_session::ordered_token_key`) and a
+//! signed access token.
 
 use chrono::Duration;
 use gatehouse_core::{AuthMethod, Device, IdpGroups, SessionId, User};
-use gatehouse_session::{AccessClaims, OpaqueToken, VerifyError, hash_opaque_token, token_kid};
+use gatehouse_session::{AccessClaims, OpaqueToken, VerifyError, ordered_token_key, token_kid};
 use gatehouse_store::{NewAuditEvent, NewSession, RefreshOutcome, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -56,8 +58,8 @@ pub(crate) async fn issue(
     device: &Device,
     audit: &NewAuditEvent,
 ) -> Result<TokenResponse, ApiError> {
-    let browser = (holder == Holder::Browser).then(|| OpaqueToken::generate(BROWSER_PREFIX));
     let now = state.clock().now();
+    let browser = (holder == Holder::Browser).then(|| OpaqueToken::generate_ordered(BROWSER_PREFIX, now));
     let session_ttl = Duration::from_std(state.settings().session_ttl).map_err(ApiError::internal)?;
     let session = NewSession {
         id: SessionId::new(),
@@ -69,7 +71,7 @@ pub(crate) async fn issue(
         idp_groups,
         browser_token_hash: browser.as_ref().map(|b| b.hash().to_owned()),
     };
-    let refresh = OpaqueToken::generate(REFRESH_PREFIX);
+    let refresh = OpaqueToken::generate_ordered(REFRESH_PREFIX, now);
     state.store().create_session(&session, refresh.hash(), Some(audit), now).await?;
     let mut tokens =
         access_response(state, user, groups, session.idp_groups.as_ref(), session.id, method, refresh)
@@ -83,9 +85,9 @@ pub(crate) async fn issue(
 pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<TokenResponse, ApiError> {
     const INVALID: ApiError =
         ApiError::Unauthorized { code: "invalid_grant", message: "the refresh token is invalid or expired" };
-    let next = OpaqueToken::generate(REFRESH_PREFIX);
     let now = state.clock().now();
-    match state.store().rotate_refresh_token(&hash_opaque_token(refresh_token), next.hash(), now).await? {
+    let next = OpaqueToken::generate_ordered(REFRESH_PREFIX, now);
+    match state.store().rotate_refresh_token(&ordered_token_key(refresh_token), next.hash(), now).await? {
         RefreshOutcome::Rotated { session, user, groups } => {
             let idp = session.idp_groups.as_ref();
             access_response(state, &user, groups, idp, session.id, session.auth_method, next).await
@@ -101,7 +103,7 @@ pub(crate) async fn refresh(state: &AppState, refresh_token: &str) -> Result<Tok
 /// Ends the session the refresh token belongs to. Unknown tokens are not an
 /// error: the caller's goal, no live session for that token, holds.
 pub(crate) async fn logout(state: &AppState, refresh_token: &str) -> Result<(), ApiError> {
-    state.store().revoke_by_refresh_token(&hash_opaque_token(refresh_token), state.clock().now()).await?;
+    state.store().revoke_by_refresh_token(&ordered_token_key(refresh_token), state.clock().now()).await?;
     Ok(())
 }
 
@@ -144,7 +146,7 @@ pub(crate) async fn browser_session(
     state: &AppState,
     token: &str,
 ) -> Result<Option<(gatehouse_store::SessionRecord, User)>, ApiError> {
-    let Some((session, user)) = state.store().browser_session(&hash_opaque_token(token)).await? else {
+    let Some((session, user)) = state.store().browser_session(&ordered_token_key(token)).await? else {
         return Ok(None);
     };
     Ok((session.is_live(state.clock().now()) && user.active).then_some((session, user)))

@@ -198,7 +198,64 @@ async fn changing_a_password_ends_its_sessions(server: TestServer) {
     assert_eq!(server.login("erin@example.com", "erin's second password").await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// Refresh tokens carry their issue time, so that their keys sit together
+/// in the index. Tokens issued before that (stored by their plain hash)
+/// still rotate, are still spent once, and still sign out.
+async fn refresh_tokens_issued_before_ordered_keys_still_work(server: TestServer) {
+    use gatehouse_session::{OpaqueToken, hash_opaque_token, ordered_token_key};
+    let org = server.create_org("Acme").await;
+    server.create_user(&org, "old@example.com", Some("correct horse battery")).await;
+    let (status, tokens) = server.login("old@example.com", "correct horse battery").await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let issued = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let millis = server.state.clock().now().timestamp_millis();
+    assert!(issued.starts_with(&format!("ghr_{millis:012x}.")), "{issued}");
+
+    // Two sessions' tokens turned into tokens of the old form, as an
+    // upgraded database holds them.
+    let url = server.db.url().to_owned();
+    let rewrite = |new: String| {
+        let url = url.clone();
+        async move {
+            let old = OpaqueToken::generate("ghr");
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let changed = sqlx::query("UPDATE refresh_tokens SET token_hash = $1 WHERE token_hash = $2")
+                .bind(hash_opaque_token(old.plain()))
+                .bind(ordered_token_key(&new))
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected();
+            pool.close().await;
+            assert_eq!(changed, 1);
+            old.plain().to_owned()
+        }
+    };
+    let old = rewrite(issued).await;
+    let (_, other) = server.login("old@example.com", "correct horse battery").await;
+    let old_other = rewrite(other["refresh_token"].as_str().unwrap().to_owned()).await;
+
+    let (status, rotated) = server.post("/v1/token/refresh", json!({ "refresh_token": old })).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let next = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert!(next.starts_with(&format!("ghr_{millis:012x}.")), "its successor has the new form");
+    // Spent: presented again, it is reuse, which ends the session.
+    let (status, body) = server.post("/v1/token/refresh", json!({ "refresh_token": old })).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_grant")));
+    let (status, _) = server.post("/v1/token/refresh", json!({ "refresh_token": next })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended");
+    // The other session's old token signs out.
+    assert_eq!(
+        server.post("/v1/logout", json!({ "refresh_token": old_other })).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, _) = server.post("/v1/token/refresh", json!({ "refresh_token": old_other })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "signed out");
+}
+
 on_both_backends!(
+    refresh_tokens_issued_before_ordered_keys_still_work,
     changing_a_password_ends_its_sessions,
     sign_in_refresh_and_sign_out,
     reusing_a_refresh_token_revokes_the_session,

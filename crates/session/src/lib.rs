@@ -24,7 +24,7 @@ pub use keys::{
     token_kid,
 };
 pub use master_key::{MasterKey, MasterKeyError, MasterKeys};
-pub use opaque::{OpaqueToken, hash_opaque_token};
+pub use opaque::{OpaqueToken, hash_opaque_token, ordered_token_key};
 
 /// Fails unless exactly one jsonwebtoken crypto backend is compiled in.
 ///
