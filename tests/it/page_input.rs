@@ -229,7 +229,52 @@ async fn setup_links_cannot_reach_further(server: TestServer) {
     assert_eq!(policy["sso_required"], false, "nothing changed");
 }
 
+/// Browser tokens carry their issue time, as refresh tokens do. A browser
+/// holding a cookie from before (its session stored by the plain hash) is
+/// still signed in.
+async fn browser_cookies_from_before_ordered_keys_still_sign_in(server: TestServer) {
+    use gatehouse_session::{OpaqueToken, hash_opaque_token, ordered_token_key};
+    let org = server.create_org("Acme").await;
+    server.create_user(&org, "ada@acme.test", Some("correct horse battery")).await;
+    let (client, csrf) = visitor(&server).await;
+    let form = format!("csrf={csrf}&email=ada%40acme.test&password=correct+horse+battery");
+    let signed_in = post_form(&client, &server, "/login/password", &form).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let issued = signed_in
+        .cookies()
+        .find(|c| c.name() == "gatehouse_browser")
+        .expect("a browser cookie")
+        .value()
+        .to_owned();
+    let millis = server.state.clock().now().timestamp_millis();
+    assert!(issued.starts_with(&format!("ghw_{millis:012x}.")), "{issued}");
+
+    // The session's token turned into one of the old form.
+    let old = OpaqueToken::generate("ghw");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(server.db.url()).await.unwrap();
+    let changed = sqlx::query("UPDATE sessions SET browser_token_hash = $1 WHERE browser_token_hash = $2")
+        .bind(hash_opaque_token(old.plain()))
+        .bind(ordered_token_key(&issued))
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    pool.close().await;
+    assert_eq!(changed, 1);
+
+    let account = |cookie: String| {
+        server.http.get(server.url("/account")).header("cookie", format!("gatehouse_browser={cookie}")).send()
+    };
+    let page = account(old.plain().to_owned()).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("ada@acme.test"));
+    let gone = account(issued).await.unwrap();
+    assert_eq!(gone.status(), StatusCode::SEE_OTHER, "the token's new form names no session now");
+}
+
 on_both_backends!(
+    browser_cookies_from_before_ordered_keys_still_sign_in,
     forged_and_cross_site_posts_are_refused,
     sign_ins_never_redirect_off_site,
     markup_in_names_is_shown_as_text,
