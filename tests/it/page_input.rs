@@ -6,7 +6,7 @@ use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{ADMIN_TOKEN, TestServer, on_both_backends};
+use crate::support::{ADMIN_TOKEN, TestServer, execute_sql, on_both_backends};
 
 /// A client that keeps cookies and follows nothing, with the CSRF cookie a
 /// first page view gives; returns it and the token.
@@ -251,17 +251,9 @@ async fn browser_cookies_from_before_ordered_keys_still_sign_in(server: TestServ
 
     // The session's token turned into one of the old form.
     let old = OpaqueToken::generate("ghw");
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(server.db.url()).await.unwrap();
-    let changed = sqlx::query("UPDATE sessions SET browser_token_hash = $1 WHERE browser_token_hash = $2")
-        .bind(hash_opaque_token(old.plain()))
-        .bind(ordered_token_key(&issued))
-        .execute(&pool)
-        .await
-        .unwrap()
-        .rows_affected();
-    pool.close().await;
-    assert_eq!(changed, 1);
+    let sql = "UPDATE sessions SET browser_token_hash = $1 WHERE browser_token_hash = $2";
+    let keys = [hash_opaque_token(old.plain()), ordered_token_key(&issued)];
+    assert_eq!(execute_sql(server.db.url(), sql, &[&keys[0], &keys[1]]).await, 1);
 
     let account = |cookie: String| {
         server.http.get(server.url("/account")).header("cookie", format!("gatehouse_browser={cookie}")).send()

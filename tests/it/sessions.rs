@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, on_both_backends};
+use crate::support::{TestServer, execute_sql, on_both_backends};
 
 /// Verifies `token` the way a relying app would: against the published JWKS.
 async fn verify_with_jwks(server: &TestServer, token: &str) -> Value {
@@ -218,17 +218,9 @@ async fn refresh_tokens_issued_before_ordered_keys_still_work(server: TestServer
         let url = url.clone();
         async move {
             let old = OpaqueToken::generate("ghr");
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-            let changed = sqlx::query("UPDATE refresh_tokens SET token_hash = $1 WHERE token_hash = $2")
-                .bind(hash_opaque_token(old.plain()))
-                .bind(ordered_token_key(&new))
-                .execute(&pool)
-                .await
-                .unwrap()
-                .rows_affected();
-            pool.close().await;
-            assert_eq!(changed, 1);
+            let sql = "UPDATE refresh_tokens SET token_hash = $1 WHERE token_hash = $2";
+            let keys = [hash_opaque_token(old.plain()), ordered_token_key(&new)];
+            assert_eq!(execute_sql(&url, sql, &[&keys[0], &keys[1]]).await, 1);
             old.plain().to_owned()
         }
     };

@@ -259,6 +259,20 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// Runs one statement with text parameters on the database at `url`, as an
+/// operator or an older release would have; returns the rows it changed.
+pub async fn execute_sql(url: &str, sql: &str, params: &[&str]) -> u64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+    for param in params {
+        query = query.bind(param.to_string());
+    }
+    let changed = query.execute(&pool).await.unwrap().rows_affected();
+    pool.close().await;
+    changed
+}
+
 /// How many audit events of `kind` the database at `url` holds; with
 /// `without_org`, only those that belong to no organization. Read with SQL,
 /// for events no API lists.
