@@ -417,12 +417,14 @@ impl Settings {
                 })
             })
             .collect::<Result<_, _>>()?;
+        // Asked once: on Linux the answer reads the process's cgroup files.
+        let cpus = std::thread::available_parallelism().ok().map(|n| n.get());
         let password_hash_concurrency = match raw.password_hash_concurrency {
             Some(0) => {
                 return Err(ConfigError::new("GATEHOUSE_PASSWORD_HASH_CONCURRENCY", "must be positive"));
             }
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            None => cpus.unwrap_or(2),
         };
         let worker_threads = match raw.worker_threads {
             Some(0) => return Err(ConfigError::new("GATEHOUSE_WORKER_THREADS", "must be positive")),
@@ -433,9 +435,7 @@ impl Settings {
                 ));
             }
             Some(n) => n,
-            None => {
-                default_worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()), sqlite)
-            }
+            None => default_worker_threads(cpus.unwrap_or(1), sqlite),
         };
         let max_connections = match raw.max_connections {
             Some(0) => return Err(ConfigError::new("GATEHOUSE_MAX_CONNECTIONS", "must be positive")),
