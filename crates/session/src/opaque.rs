@@ -77,14 +77,10 @@ pub fn ordered_token_key(plain: &str) -> String {
         .and_then(|(_, rest)| rest.split_once('.'))
         .map(|(time, _)| time)
         .filter(|time| time.len() == 12 && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let hash = hash_opaque_token(plain);
     match time {
-        Some(time) => {
-            let mut key = String::with_capacity(12 + 43);
-            key.push_str(time);
-            URL_SAFE_NO_PAD.encode_string(Sha256::digest(plain.as_bytes()), &mut key);
-            key
-        }
-        None => hash_opaque_token(plain),
+        Some(time) => time.to_owned() + &hash,
+        None => hash,
     }
 }
 
