@@ -17,7 +17,10 @@
 //!   back if any statement in it fails;
 //! - PostgreSQL: one statement, the first inserts as data-modifying CTEs.
 //!   A single statement is atomic, and its foreign keys are checked at its
-//!   end, so a row may refer to one inserted by an earlier part.
+//!   end, so a row may refer to one inserted by an earlier part. Each
+//!   insert's rows go as one parameter, a JSON array of rows
+//!   (`INSERT … SELECT … FROM json_array_elements($n::json)`), so the
+//!   statement's text is the same for one row as for sixty-four.
 //!
 //! Inside a transaction of its own, a writer sends its statements the same
 //! way with [`Inserts::fetch_in`] (a script without the `BEGIN` and
@@ -26,14 +29,18 @@
 //! tombstones they lift (a statement other than an insert, declared with
 //! [`Inserts::statement`], whose `RETURNING` rows come back) as one.
 //!
-//! These statements are not kept prepared (`.persistent(false)`): their
-//! text differs with every row count, and sqlx keeps up to a hundred
-//! prepared statements per connection, so each width of each batch stayed
-//! prepared on every connection. On SQLite a prepared statement lives in
-//! this process, and a 64-row insert's program is large: kept, they were
-//! tens of MiB of the peak under load (docs/benchmarks.md, "Prepared
-//! statements"). Preparing one again costs far less than the batch it
-//! writes.
+//! On PostgreSQL a statement made only of inserts is kept prepared, as
+//! sqlx does by default: its text does not vary with the batch, and a
+//! statement prepared afresh is a round trip more (sqlx parses and
+//! describes it, waits, then binds and executes it), which every sign-in
+//! waited for (docs/benchmarks.md, "PostgreSQL's batches kept prepared").
+//! One with a statement given whole ([`Inserts::statement`]), whose text
+//! may vary with the rows, is not (`.persistent(false)`), nor is any
+//! script on SQLite: there the text differs with every row count, sqlx
+//! keeps up to a hundred prepared statements per connection, and on
+//! SQLite a prepared statement lives in this process; a 64-row insert's
+//! program is large, and kept, they were tens of MiB of the peak under
+//! load (docs/benchmarks.md, "Prepared statements").
 
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Arguments};
@@ -118,16 +125,55 @@ struct Declared {
     /// when the statement is prepared and again (through sqlx) when it is
     /// bound, so a batch of 64 sign-ins, 704 values, cost hundreds of
     /// thousands of string comparisons (docs/benchmarks.md). PostgreSQL
-    /// gets them numbered (`numbered`).
+    /// gets a statement given whole numbered (`numbered`), and an insert
+    /// in its own form ([`Insert::over_json`]).
     template: String,
-    /// Placeholders declared before this statement's.
+    /// Values declared before this statement's.
     after: usize,
     /// How many values it takes.
     values: usize,
-    /// For an insert, the statement for one row (`template` is for all of
-    /// them) and the values in a row: the embedded writer runs it once a
-    /// row, prepared once (`Inserts::run`).
-    row: Option<(String, usize)>,
+    /// What an insert is, for the forms other than `template`.
+    insert: Option<Insert>,
+}
+
+/// An insert's table and shape.
+struct Insert {
+    /// The table and its column list, as `INSERT INTO` takes them.
+    into: String,
+    /// Values in a row.
+    width: usize,
+    /// The unique key whose existing rows are skipped, if any.
+    skip_existing: Option<&'static str>,
+    /// The statement for one row: the embedded writer runs it once a row,
+    /// prepared once (`Inserts::run`).
+    row: String,
+}
+
+impl Insert {
+    /// The insert on PostgreSQL, its rows read from parameter `param`, a
+    /// JSON array of rows, each an array of the row's values
+    /// ([`Inserts::json_rows`]). A column is cast to `BIGINT` where
+    /// `first` (a row of the batch; every row binds the same types) has an
+    /// integer, and otherwise read as the text it is; a JSON `null` is
+    /// SQL's `NULL` either way. The text depends on the table and the
+    /// types only, never on the number of rows.
+    fn over_json(&self, param: usize, first: &[Value]) -> String {
+        use std::fmt::Write as _;
+        let mut columns = String::new();
+        for (i, value) in first.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = match value {
+                Value::Integer(_) => write!(columns, "{sep}(r.v ->> {i})::bigint"),
+                Value::Text(_) => write!(columns, "{sep}r.v ->> {i}"),
+            };
+        }
+        let conflict =
+            self.skip_existing.map(|key| format!(" ON CONFLICT ({key}) DO NOTHING")).unwrap_or_default();
+        format!(
+            "INSERT INTO {} SELECT {columns} FROM json_array_elements(${param}::json) AS r(v){conflict}",
+            self.into
+        )
+    }
 }
 
 impl Inserts {
@@ -168,7 +214,8 @@ impl Inserts {
             Some(key) => format!("INSERT INTO {into} VALUES {values} ON CONFLICT ({key}) DO NOTHING"),
         };
         let template = statement(&values);
-        self.push(template, rows * width, Some((statement(&row), width)))
+        let insert = Insert { into: into.to_owned(), width, skip_existing, row: statement(&row) };
+        self.push(template, rows * width, Some(insert))
     }
 
     /// Declares a statement other than an insert (a `DELETE … RETURNING`,
@@ -181,8 +228,8 @@ impl Inserts {
         self.push(template, values, None)
     }
 
-    fn push(&mut self, template: String, values: usize, row: Option<(String, usize)>) -> &mut Self {
-        self.statements.push(Declared { template, after: self.declared, values, row });
+    fn push(&mut self, template: String, values: usize, insert: Option<Insert>) -> &mut Self {
+        self.statements.push(Declared { template, after: self.declared, values, insert });
         self.declared += values;
         self
     }
@@ -202,17 +249,68 @@ impl Inserts {
         );
     }
 
-    /// The values as sqlx's arguments.
-    fn arguments(self) -> Result<AnyArguments, sqlx::Error> {
+    /// The values of `declared`.
+    fn values_of(&self, declared: &Declared) -> &[Value] {
+        &self.values[declared.after..declared.after + declared.values]
+    }
+
+    /// The parameters as `render` numbers them for `backend`, as sqlx's
+    /// arguments: every value in order on SQLite; on PostgreSQL an
+    /// insert's rows as one JSON text ([`Inserts::json_rows`]).
+    fn arguments(&self, backend: Backend) -> Result<AnyArguments, sqlx::Error> {
         let mut args = AnyArguments::default();
-        for value in self.values {
-            match value {
-                Value::Integer(n) => args.add(n),
-                Value::Text(s) => args.add(s),
+        for declared in &self.statements {
+            match (backend, &declared.insert) {
+                (Backend::Postgres, Some(insert)) => {
+                    args.add(self.json_rows(declared, insert.width)).map_err(sqlx::Error::Encode)?;
+                }
+                _ => {
+                    for value in self.values_of(declared) {
+                        match value {
+                            Value::Integer(n) => args.add(*n),
+                            Value::Text(s) => args.add(s.clone()),
+                        }
+                        .map_err(sqlx::Error::Encode)?;
+                    }
+                }
             }
-            .map_err(sqlx::Error::Encode)?;
         }
         Ok(args)
+    }
+
+    /// The rows of the insert `declared` as a JSON array of arrays, each
+    /// value a JSON string, integer or `null`. serde_json escapes every
+    /// string, so no value can end its string or its row early.
+    fn json_rows(&self, declared: &Declared, width: usize) -> String {
+        use std::io::Write as _;
+        let values = self.values_of(declared);
+        let mut out: Vec<u8> = Vec::with_capacity(values.len() * 24);
+        out.push(b'[');
+        for (i, row) in values.chunks(width).enumerate() {
+            out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+            for (j, value) in row.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                // Writing to a Vec cannot fail.
+                let _ = match value {
+                    Value::Integer(Some(n)) => write!(out, "{n}"),
+                    Value::Text(Some(s)) => serde_json::to_writer(&mut out, s).map_err(std::io::Error::other),
+                    Value::Integer(None) | Value::Text(None) => out.write_all(b"null"),
+                };
+            }
+            out.push(b']');
+        }
+        out.push(b']');
+        String::from_utf8(out).expect("JSON of UTF-8 strings and integers is UTF-8")
+    }
+
+    /// Whether the statements' text, as `render` gives it for `backend`,
+    /// is the same whatever the number of rows, so that keeping it
+    /// prepared cannot fill sqlx's cache with one statement a width
+    /// (module documentation): PostgreSQL's inserts only.
+    fn text_is_fixed(&self, backend: Backend) -> bool {
+        backend == Backend::Postgres && self.statements.iter().all(|d| d.insert.is_some())
     }
 
     /// Runs the declared statements on `conn`, the embedded writer's
@@ -233,10 +331,10 @@ impl Inserts {
         self.assert_complete();
         let mut returned = Vec::new();
         for declared in &self.statements {
-            let values = &self.values[declared.after..declared.after + declared.values];
+            let values = self.values_of(declared);
             returned.clear();
-            match &declared.row {
-                Some((row, width)) => {
+            match &declared.insert {
+                Some(Insert { row, width, .. }) => {
                     let mut statement = conn.prepare_cached(row)?;
                     for row in values.chunks(*width) {
                         statement.execute(rusqlite::params_from_iter(row))?;
@@ -255,13 +353,23 @@ impl Inserts {
         Ok(returned)
     }
 
-    /// The statements' text for `backend`.
+    /// The statements' text for `backend`, their parameters numbered in
+    /// the order `arguments` binds them.
     fn render(&self, backend: Backend) -> Vec<String> {
+        let mut params = 0;
         self.statements
             .iter()
-            .map(|d| match backend {
-                Backend::Sqlite => d.template.clone(),
-                Backend::Postgres => numbered(&d.template, d.after),
+            .map(|d| match (backend, &d.insert) {
+                (Backend::Sqlite, _) => d.template.clone(),
+                (Backend::Postgres, Some(insert)) => {
+                    params += 1;
+                    insert.over_json(params, &self.values_of(d)[..insert.width])
+                }
+                (Backend::Postgres, None) => {
+                    let text = numbered(&d.template, params);
+                    params += d.values;
+                    text
+                }
             })
             .collect()
     }
@@ -292,7 +400,7 @@ impl Inserts {
             (Backend::Sqlite, script) => format!("BEGIN IMMEDIATE; {script}; COMMIT"),
             (Backend::Postgres, statement) => statement,
         };
-        Ok((sql, self.arguments()?))
+        Ok((sql, self.arguments(backend)?))
     }
 
     /// Runs the declared statements on `conn`, inside the caller's
@@ -339,8 +447,9 @@ impl Inserts {
             (Some(statements), None) => statements,
             (Some(script), Some(then)) => format!("{script}; {then}"),
         };
-        let args = self.arguments()?;
-        sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false).fetch_all(conn).await
+        let args = self.arguments(backend)?;
+        let keep = then.is_none() && self.text_is_fixed(backend);
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(keep).fetch_all(conn).await
     }
 }
 
@@ -368,8 +477,9 @@ impl Store {
         if let Some(writer) = &self.writer {
             return writer.transaction(move |conn| inserts.run(conn, |_| Ok(())).map(drop)).await;
         }
+        let keep = inserts.text_is_fixed(self.backend);
         let (sql, args) = inserts.finish(self.backend)?;
-        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(false);
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(keep);
         let mut conn = self.lease_to_write().await?;
         if self.backend == Backend::Sqlite {
             // The script is its own transaction: until it has run to its
@@ -404,28 +514,87 @@ mod tests {
         inserts
             .insert("t (a, b)", 2, 2)
             .insert_new("u (c)", 1, 1, "c")
-            .statement("DELETE FROM v WHERE w = ?".into(), 1);
+            .statement("DELETE FROM v WHERE w = ? AND x = ?".into(), 2);
+        inserts.bind("a1").bind(1).bind("a2").bind(2).bind(Option::<i64>::None).bind("w").bind(3);
         assert_eq!(
             inserts.render(Backend::Sqlite),
             [
                 "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)",
                 "INSERT INTO u (c) VALUES (?) ON CONFLICT (c) DO NOTHING",
-                "DELETE FROM v WHERE w = ?",
+                "DELETE FROM v WHERE w = ? AND x = ?",
             ]
         );
+        // On PostgreSQL each insert's rows are one parameter, and the
+        // statements given whole are numbered after them.
         assert_eq!(
             inserts.render(Backend::Postgres),
             [
-                "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)",
-                "INSERT INTO u (c) VALUES ($5) ON CONFLICT (c) DO NOTHING",
-                "DELETE FROM v WHERE w = $6",
+                "INSERT INTO t (a, b) SELECT r.v ->> 0, (r.v ->> 1)::bigint FROM json_array_elements($1::json) AS r(v)",
+                "INSERT INTO u (c) SELECT (r.v ->> 0)::bigint FROM json_array_elements($2::json) AS r(v) \
+                 ON CONFLICT (c) DO NOTHING",
+                "DELETE FROM v WHERE w = $3 AND x = $4",
             ]
         );
-        assert_eq!(
-            inserts.combined(Backend::Postgres).unwrap(),
-            "WITH insert_0 AS (INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)), \
-             insert_1 AS (INSERT INTO u (c) VALUES ($5) ON CONFLICT (c) DO NOTHING) DELETE FROM v WHERE w = $6"
-        );
+        assert_eq!(inserts.arguments(Backend::Sqlite).unwrap().values.0.len(), 7);
+        assert_eq!(inserts.arguments(Backend::Postgres).unwrap().values.0.len(), 4);
+        let declared = &inserts.statements;
+        assert_eq!(inserts.json_rows(&declared[0], 2), r#"[["a1",1],["a2",2]]"#);
+        assert_eq!(inserts.json_rows(&declared[1], 1), "[[null]]");
+        assert!(inserts.combined(Backend::Postgres).unwrap().starts_with(
+            "WITH insert_0 AS (INSERT INTO t (a, b) SELECT r.v ->> 0, (r.v ->> 1)::bigint FROM \
+                 json_array_elements($1::json) AS r(v)), insert_1 AS (INSERT INTO u (c) SELECT"
+        ));
+        // A statement given whole may vary with the rows: not kept
+        // prepared.
+        assert!(!inserts.text_is_fixed(Backend::Postgres));
+        assert!(!inserts.text_is_fixed(Backend::Sqlite));
+    }
+
+    /// On PostgreSQL a batch of inserts has one text whatever its number of
+    /// rows, so that it is kept prepared without filling sqlx's cache with
+    /// one statement per width; on SQLite the script's text grows with the
+    /// rows and is never kept.
+    #[test]
+    fn a_batch_of_inserts_has_one_text_on_postgres_whatever_its_rows() {
+        let batch = |rows: usize| {
+            let mut inserts = Inserts::default();
+            inserts.insert("t (a, b)", 2, rows).insert("u (c)", 1, rows);
+            for i in 0..rows {
+                inserts.bind(format!("a{i}")).bind(i as i64);
+            }
+            for i in 0..rows {
+                inserts.bind(Some(format!("c{i}")));
+            }
+            inserts
+        };
+        let one = batch(1);
+        let many = batch(64);
+        assert!(one.text_is_fixed(Backend::Postgres) && many.text_is_fixed(Backend::Postgres));
+        assert_eq!(one.combined(Backend::Postgres), many.combined(Backend::Postgres));
+        assert!(!one.text_is_fixed(Backend::Sqlite));
+        assert_ne!(one.combined(Backend::Sqlite), many.combined(Backend::Sqlite));
+    }
+
+    /// Whatever a value holds, its rows' JSON reads back as exactly the
+    /// rows bound: a string cannot end early or open a row of its own.
+    #[test]
+    fn rows_as_json_read_back_exactly() {
+        let hostile =
+            ["\"],[\"x\"", "\\", "\\\"", "]]", "null", "\u{2028}\u{2029}\u{7f}\u{1b}[0m", "é😀", ""];
+        let mut inserts = Inserts::default();
+        inserts.insert("t (a, b, c)", 3, hostile.len());
+        for (i, text) in hostile.iter().enumerate() {
+            let n = [i64::MIN, i64::MAX, 0, -1][i % 4];
+            inserts.bind(*text).bind(n).bind(Option::<String>::None);
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&inserts.json_rows(&inserts.statements[0], 3)).unwrap();
+        let rows = json.as_array().unwrap();
+        assert_eq!(rows.len(), hostile.len());
+        for (i, row) in rows.iter().enumerate() {
+            let n = [i64::MIN, i64::MAX, 0, -1][i % 4];
+            assert_eq!(row, &serde_json::json!([hostile[i], n, null]));
+        }
     }
 
     /// A script whose caller went away mid-way (a cancelled future) has

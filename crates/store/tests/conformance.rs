@@ -865,6 +865,92 @@ async fn concurrent_sessions_are_group_committed_and_failures_stay_apart(store: 
     assert_eq!(events.events.len(), 40, "one audit event per stored session, none for the failed one");
 }
 
+/// What a batch of sign-ins writes reads back exactly as it was given,
+/// whatever the characters: on PostgreSQL each insert's rows travel as one
+/// JSON parameter (`inserts`), so a quote, a backslash or a bracket in a
+/// device's name must not end its string or its row, and an integer must
+/// keep every bit.
+async fn a_batch_stores_every_value_as_given(store: Store) {
+    let org = store.create_org("A", false, t0()).await.unwrap();
+    let user = store.create_user(&new_user(org.id, "values@example.com"), t0()).await.unwrap();
+    let hostile = [
+        "\"],[\"x\"",
+        "back\\slash\\",
+        "quote\" OR 1=1 --",
+        "null",
+        "[]",
+        "{\"a\":1}",
+        "\u{2028}line\u{2029}separators\t\r\n",
+        "é😀 ünïcödé",
+        "$1 ? ?? $2::json",
+        "",
+    ];
+    // The last millisecond of year 9999 among them: near the largest an
+    // expiry can be, in every bit of its integer.
+    let expires = [t0().timestamp_millis() + 1, t0().timestamp_millis() + 86_400_000, 253_402_300_799_999];
+    let ip = |i: usize| i.is_multiple_of(3).then(|| "2001:db8::7".parse().unwrap());
+    let attempts = hostile.iter().enumerate().map(|(i, name)| {
+        let store = store.clone();
+        let device = Device {
+            os: i.is_multiple_of(2).then(|| format!("{name}-os")),
+            name: Some((*name).to_owned()),
+            ip: ip(i),
+        };
+        let groups =
+            IdpGroups::asserted(GroupsSource::Idp, &[(*name).to_owned(), format!("{name}\"")], false);
+        let session = NewSession {
+            id: SessionId::new(),
+            user_id: user.id,
+            org_id: org.id,
+            auth_method: AuthMethod::ExternalRest,
+            device: device.clone(),
+            expires_at: DateTime::from_timestamp_millis(expires[i % expires.len()]).unwrap(),
+            idp_groups: Some(groups.clone()),
+            browser_token_hash: None,
+        };
+        let audit = NewAuditEvent {
+            org_id: Some(org.id),
+            user_id: Some(user.id),
+            kind: "login",
+            method: Some("external_rest"),
+            outcome: "success",
+            detail: Some(serde_json::json!({ "said": name })),
+            device,
+            actor: None,
+        };
+        async move {
+            store.create_session(&session, &format!("values-{i}"), Some(&audit), t0()).await.unwrap();
+            (session, groups)
+        }
+    });
+    let written = futures::future::join_all(attempts).await;
+    for (session, groups) in &written {
+        let stored = store.get_session(session.id).await.unwrap();
+        assert_eq!(stored.idp_groups.as_ref(), Some(groups));
+        assert_eq!(stored.expires_at, session.expires_at);
+        assert_eq!(stored.created_at, t0());
+    }
+    let events = store.list_audit_events(&AuditFilter::org(org.id), None, 200).await.unwrap().events;
+    type Seen = (Option<String>, Option<String>, Option<String>, serde_json::Value);
+    let mut seen: Vec<Seen> =
+        events.into_iter().map(|e| (e.device_name, e.device_os, e.device_ip, e.detail.unwrap())).collect();
+    let mut sent: Vec<Seen> = (0..written.len())
+        .map(|i| {
+            let name = hostile[i];
+            let os = i.is_multiple_of(2).then(|| format!("{name}-os"));
+            (
+                Some(name.to_owned()),
+                os,
+                ip(i).map(|ip: std::net::IpAddr| ip.to_string()),
+                serde_json::json!({ "said": name }),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen, sent);
+}
+
 async fn concurrent_creates_keep_their_own_outcomes(store: Store) {
     let org = store.create_org("A", true, t0()).await.unwrap();
     // 30 distinct users, 10 tries at one userName, 1 in a missing organization,
@@ -1450,6 +1536,7 @@ conformance!(
     provisioning_lifts_tombstones_with_the_creation,
     email_filters_follow_changed_emails,
     sessions_keep_the_groups_their_idp_asserted,
+    a_batch_stores_every_value_as_given,
     audit_filters_and_retention,
     orgs_round_trip,
     users_are_unique_by_email_in_any_case,
