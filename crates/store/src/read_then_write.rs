@@ -1,10 +1,11 @@
 //! A write transaction that reads first and then writes, in as few round
 //! trips as the backend allows.
 //!
-//! The group-commit writers of SCIM creates and of refresh-token rotations
-//! read before they write (the verified domains the new addresses fall in;
-//! the presented tokens with their sessions and users), decide, and then
-//! write everything at once. As a sqlx transaction that is begin, read,
+//! The group-commit writers of SCIM creates and (on a SQLite database
+//! that is not a file) of refresh-token rotations read before they write
+//! (the verified domains the new addresses fall in; the presented tokens
+//! with their sessions and users), decide, and then write everything at
+//! once. As a sqlx transaction that is begin, read,
 //! write, commit: on SQLite four hand-offs to the connection's thread and
 //! back, all made while holding the database's only write lock, so every
 //! other writer waits them out (docs/benchmarks.md, "Reads inside the write
@@ -21,8 +22,7 @@
 //! Once anything is written through [`ReadThenWrite::conn`], later reads go
 //! through the transaction's own connection, the only one that sees those
 //! writes. On PostgreSQL, and on SQLite without readers, it is the usual
-//! transaction, and [`ReadThenWrite::exclusive`] says whether another
-//! writer may have committed since a read.
+//! transaction.
 //!
 //! The transaction is begun and ended with plain SQL, not with sqlx's
 //! `Transaction`, which cannot learn that a script committed. So a
@@ -68,13 +68,6 @@ impl<'s> ReadThenWrite<'s> {
             return Err(e.into());
         }
         Ok(Self { store, lease: Some(lease), wrote: false })
-    }
-
-    /// Whether no other writer can have committed since this transaction
-    /// began (SQLite's write lock), so that what it read still holds when
-    /// it writes.
-    pub(crate) fn exclusive(&self) -> bool {
-        self.store.backend == Backend::Sqlite
     }
 
     pub(crate) fn backend(&self) -> Backend {

@@ -184,63 +184,101 @@ impl Store {
         crate::group_commit::submit(self, self.rotation_writer.as_ref(), row).await
     }
 
-    /// Rotates the refresh tokens of `rows`, in their order, in one
-    /// transaction: one read for the whole batch (the tokens joined to
-    /// their sessions, the sessions' users and those users' groups), then
-    /// one conditional update that spends the winners, one insert of their
-    /// successors, and an update for each session that a reuse revokes
-    /// (rare: it means a stolen token). On a SQLite file the whole batch is
-    /// one job of the embedded writer (`embedded_writer`), read and writes
-    /// on its thread with no hand-off between them; elsewhere it is a
-    /// `ReadThenWrite` transaction.
+    /// Rotates the refresh tokens of `rows`, in their order: one read for
+    /// the whole batch (the tokens joined to their sessions, the sessions'
+    /// users and those users' groups), then one conditional update that
+    /// spends the winners, one insert of their successors, and the end of
+    /// each session that a reuse revokes (rare: it means a stolen token).
+    /// On a SQLite file the whole batch is one job of the embedded writer
+    /// (`embedded_writer`), read and writes on its thread with no hand-off
+    /// between them; on PostgreSQL the read and one statement
+    /// (`rotate_on_postgres`); on SQLite otherwise a `ReadThenWrite`
+    /// transaction. On SQLite the write lock is held from the read on, so
+    /// no other writer can spend a token between them.
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         if let Some(writer) = &self.writer {
             let rows: Vec<Rotation> = rows.iter().map(|row| (*row).clone()).collect();
             return writer.transaction(move |conn| rotate_on(conn, &rows)).await;
         }
+        if self.backend == Backend::Postgres {
+            return self.rotate_on_postgres(rows).await;
+        }
         let mut tx = ReadThenWrite::begin(self, self.lease_to_write().await?).await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
         let read = read_presented(&mut tx, &presented).await;
         let read = tx.or_roll_back(read).await?;
-        let (mut plan, mut revoked) = decide(rows, &read);
-
-        // Spend the winners' tokens. Where another writer may have spent
-        // one since it was read (PostgreSQL, another process), that is
-        // learnt first, and such a row lost the race: it is a reuse. Where
-        // none can (SQLite, under its write lock), the spend goes with the
-        // commit.
+        let (plan, revoked) = decide(rows, &read);
         let winners = winners(rows, &plan);
-        let exclusive = tx.exclusive();
-        if !exclusive {
-            let mut spend = Inserts::default();
-            add_spend(&mut spend, &winners);
-            let spent = spend.fetch_in(tx.conn()).await;
-            let spent_now: HashSet<String> = tx
-                .or_roll_back(spent)
+        let mut writes = Inserts::default();
+        add_rotation_writes(&mut writes, rows, &plan, &revoked);
+        // Last, so that its rows are the ones that come back.
+        add_spend(&mut writes, &winners);
+        let spent_now = tx.commit_with(writes).await?;
+        debug_assert_eq!(
+            spent_now.len(),
+            winners.len(),
+            "under the write lock every winner read unspent is spent"
+        );
+        Ok(outcomes(plan, &read))
+    }
+
+    /// A batch of rotations on PostgreSQL: the read, then all it decided as
+    /// one statement ([`ROTATE_ON_POSTGRES`]), kept prepared, its rows bound
+    /// as JSON so that its text is the same for any batch. Two round trips,
+    /// where a transaction around them took five at the least (begin, the
+    /// read, the spend, the writes, commit): a batch waited on every one of
+    /// them, and so did the rotations queued behind it.
+    ///
+    /// Another node may spend a token between the read and the statement,
+    /// as it could inside a transaction (each statement of PostgreSQL's
+    /// READ COMMITTED reads afresh). The statement spends only what is
+    /// still unspent, writes successors for exactly what it spent, and ends
+    /// the session of each winner that found its token spent: that row lost
+    /// the race, and is a reuse, as if the rows had run one after another
+    /// (`tests/two_nodes.rs`). One statement is atomic, so a successor is
+    /// never written without its spend, nor a reuse without the end of its
+    /// session.
+    async fn rotate_on_postgres(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
+        let mut lease = self.lease().await?;
+        let presented = distinct(rows.iter().map(|r| r.presented.clone()));
+        let read = read_presented(&mut *lease, &presented).await?;
+        let (mut plan, revoked) = decide(rows, &read);
+        let winners: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&plan)
+            .filter_map(|(row, step)| match step {
+                Step::Rotate(session, _) => Some(serde_json::json!([
+                    row.presented,
+                    millis(row.now),
+                    row.new_hash,
+                    session.id.to_string()
+                ])),
+                _ => None,
+            })
+            .collect();
+        let ended: Vec<serde_json::Value> =
+            revoked.iter().map(|(id, at)| serde_json::json!([id.to_string(), millis(*at)])).collect();
+        let spent: HashSet<String> = if winners.is_empty() && ended.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query(ROTATE_ON_POSTGRES)
+                .bind(serde_json::Value::from(winners).to_string())
+                .bind(serde_json::Value::from(ended).to_string())
+                .bind(REUSED)
+                .fetch_all(&mut *lease)
                 .await?
                 .iter()
                 .map(|row| row.text("token_hash"))
-                .collect::<Result<_>>()?;
-            for (row, step) in rows.iter().zip(plan.iter_mut()) {
-                if let Step::Rotate(session, _) = step
-                    && !spent_now.contains(&row.presented)
-                {
-                    revoked.entry(session.id).or_insert(row.now);
-                    *step = Step::Reused(session.id);
-                }
+                .collect::<Result<_>>()?
+        };
+        lease.finish();
+        for (row, step) in rows.iter().zip(plan.iter_mut()) {
+            if let Step::Rotate(session, _) = step
+                && !spent.contains(&row.presented)
+            {
+                *step = Step::Reused(session.id);
             }
         }
-        let mut writes = Inserts::default();
-        add_rotation_writes(&mut writes, rows, &plan, &revoked);
-        if exclusive {
-            // Last, so that its rows are the ones that come back.
-            add_spend(&mut writes, &winners);
-        }
-        let spent_now = tx.commit_with(writes).await?;
-        debug_assert!(
-            !exclusive || spent_now.len() == winners.len(),
-            "under the write lock every winner read unspent is spent"
-        );
         Ok(outcomes(plan, &read))
     }
 
@@ -452,7 +490,7 @@ fn add_rotation_writes(
         }
     }
     for (session, at) in revoked {
-        add_revoke(writes, *session, "refresh token reused", *at);
+        add_revoke(writes, *session, REUSED, *at);
     }
 }
 
@@ -496,6 +534,40 @@ fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) {
         writes.bind(row.presented.clone());
     }
 }
+
+/// Why a reuse ends a session, in its row.
+const REUSED: &str = "refresh token reused";
+
+/// [`Store::rotate_on_postgres`]'s statement. `$1` is the winners, each
+/// `[presented hash, time, successor's hash, session id]`; `$2` the
+/// sessions that reuses the read found end, each `[session id, time]`; `$3`
+/// the reason a reuse ends a session. It spends each winner's token where
+/// it is still unspent, inserts a successor for each token it spent, ends
+/// the sessions in `$2` and those of the winners whose token it found
+/// spent (each at its earliest time, if still live), and returns the
+/// hashes it spent. Its parts see one snapshot, and a part learns what
+/// another wrote only from its `RETURNING` (`spent`): the token index is
+/// used for the spend and the key of `sessions` for the ends, whatever
+/// the batch (the plan is generic once the statement has run a few times).
+const ROTATE_ON_POSTGRES: &str = "\
+    WITH winners AS (\
+        SELECT w.v ->> 0 AS presented, (w.v ->> 1)::bigint AS at, w.v ->> 2 AS successor, w.v ->> 3 AS session_id \
+        FROM json_array_elements($1::json) AS w(v)), \
+    spent AS (\
+        UPDATE refresh_tokens AS t SET rotated_at = winners.at FROM winners \
+        WHERE t.token_hash = winners.presented AND t.rotated_at IS NULL RETURNING t.token_hash), \
+    successors AS (\
+        INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
+        SELECT successor, session_id, at FROM winners WHERE presented IN (SELECT token_hash FROM spent)), \
+    ended AS (\
+        UPDATE sessions AS s SET revoked_at = e.at, revoked_reason = $3 \
+        FROM (SELECT id, min(at) AS at FROM (\
+                SELECT r.v ->> 0 AS id, (r.v ->> 1)::bigint AS at FROM json_array_elements($2::json) AS r(v) \
+                UNION ALL \
+                SELECT session_id, at FROM winners WHERE presented NOT IN (SELECT token_hash FROM spent)\
+            ) AS u GROUP BY id) AS e \
+        WHERE s.id = e.id AND s.revoked_at IS NULL) \
+    SELECT token_hash FROM spent";
 
 /// Declares the end of session `id`, if it is still live.
 fn add_revoke(writes: &mut Inserts, id: SessionId, reason: &str, now: DateTime<Utc>) {
