@@ -363,7 +363,16 @@ impl Inserts {
                 (Backend::Sqlite, _) => d.template.clone(),
                 (Backend::Postgres, Some(insert)) => {
                     params += 1;
-                    insert.over_json(params, &self.values_of(d)[..insert.width])
+                    let values = self.values_of(d);
+                    let first = &values[..insert.width];
+                    debug_assert!(
+                        values.chunks(insert.width).all(|row| row
+                            .iter()
+                            .zip(first)
+                            .all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b))),
+                        "every row of an insert binds the types its first row does"
+                    );
+                    insert.over_json(params, first)
                 }
                 (Backend::Postgres, None) => {
                     let text = numbered(&d.template, params);
@@ -573,6 +582,17 @@ mod tests {
         assert_eq!(one.combined(Backend::Postgres), many.combined(Backend::Postgres));
         assert!(!one.text_is_fixed(Backend::Sqlite));
         assert_ne!(one.combined(Backend::Sqlite), many.combined(Backend::Sqlite));
+    }
+
+    /// PostgreSQL's insert casts each column by its first row's type, so a
+    /// batch whose rows bind a column as different types is a bug in its
+    /// caller, caught before it reaches the database.
+    #[test]
+    #[should_panic(expected = "every row of an insert binds the types its first row does")]
+    fn rows_that_bind_other_types_are_a_bug() {
+        let mut inserts = Inserts::default();
+        inserts.insert("t (a)", 1, 2).bind("text").bind(7);
+        inserts.render(Backend::Postgres);
     }
 
     /// Whatever a value holds, its rows' JSON reads back as exactly the
