@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use gatehouse_core::{Clock as _, SystemClock};
 use samael::crypto::{CertificateDer, CryptoProvider, XmlSec};
 use serde_json::{Value, json};
 
@@ -127,12 +128,12 @@ fn main() {
 
     // Both must succeed on this response, or the rates mean nothing.
     XmlSec::verify_signed_xml(&xml, &cert, Some("ID")).expect("raw verification");
-    gatehouse_saml::validate(&sp, &response, None).expect("ACS validation");
+    gatehouse_saml::validate(&sp, &response, None, SystemClock.now()).expect("ACS validation");
 
     // Warm up, then measure, alternating so that drift hits both alike.
     let _ = rate(Duration::from_millis(500), || XmlSec::verify_signed_xml(&xml, &cert, Some("ID")).unwrap());
     let _ = rate(Duration::from_millis(500), || {
-        gatehouse_saml::validate(&sp, &response, None).unwrap();
+        gatehouse_saml::validate(&sp, &response, None, SystemClock.now()).unwrap();
     });
     // Short rounds, alternating, and the median of the per-round ratios:
     // this machine's neighbours come and go, and hit both sides alike.
@@ -141,7 +142,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let r = rate(length / ROUNDS, || XmlSec::verify_signed_xml(&xml, &cert, Some("ID")).unwrap());
         let a = rate(length / ROUNDS, || {
-            gatehouse_saml::validate(&sp, &response, None).unwrap();
+            gatehouse_saml::validate(&sp, &response, None, SystemClock.now()).unwrap();
         });
         raw.push(r);
         acs.push(a);

@@ -37,10 +37,6 @@ pub(crate) fn router() -> Router<AppState> {
     )
 }
 
-/// How long an assertion id is remembered against replay when the assertion
-/// names no end of its validity.
-const ASSERTION_REMEMBERED_BY_DEFAULT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
-
 /// The SAML connection with this id; any other id, or a connection of
 /// another protocol, is not one.
 async fn saml_connection(state: &AppState, id: &str) -> Result<(Connection, SamlConnection), ApiError> {
@@ -185,21 +181,20 @@ pub(crate) async fn acs(
         (FlowClient::Web { return_to, browser_hash: None, from_page: false }, None)
     };
 
-    let mut validated = validate(&loaded, &form.saml_response, request_id.as_deref()).await?;
+    let now = state.clock().now();
+    let mut validated = validate(&loaded, &form.saml_response, request_id.as_deref(), now).await?;
     if matches!(validated, Err(AcsError::BadSignature))
         && let Some(fresh) = state.saml_providers().after_bad_signature(&state, stored, &loaded).await
     {
         // The IdP rolled its certificate over: try once more with the new one.
-        validated = validate(&fresh, &form.saml_response, request_id.as_deref()).await?;
+        validated = validate(&fresh, &form.saml_response, request_id.as_deref(), now).await?;
     }
     let outcome = match validated {
         Err(e) => Err(refusal(&e)),
         Ok(identity) => {
-            let now = state.clock().now();
-            let remember_until = identity.valid_until.unwrap_or(now + ASSERTION_REMEMBERED_BY_DEFAULT);
             if !state
                 .store()
-                .first_use_of_assertion(&stored.id, &identity.assertion_id, remember_until, now)
+                .first_use_of_assertion(&stored.id, &identity.assertion_id, identity.valid_until, now)
                 .await?
             {
                 Err(Failure::new(
@@ -224,11 +219,12 @@ async fn validate(
     loaded: &Arc<Loaded>,
     saml_response: &str,
     request_id: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Result<gatehouse_saml::SamlIdentity, AcsError>, ApiError> {
     let (loaded, response, request_id) =
         (loaded.clone(), saml_response.to_owned(), request_id.map(str::to_owned));
     tokio::task::spawn_blocking(move || {
-        gatehouse_saml::validate(&loaded.sp, &response, request_id.as_deref())
+        gatehouse_saml::validate(&loaded.sp, &response, request_id.as_deref(), now)
     })
     .await
     .map_err(ApiError::internal)

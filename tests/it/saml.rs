@@ -450,6 +450,9 @@ async fn refused_responses_are_limited_per_address() {
     let rule = gatehouse_store::ThrottleRule { limit: 3, window: chrono::Duration::minutes(10) };
     let Rig { server, idp, entity_id, .. } =
         Rig::start_with(TestDb::sqlite(), |s| s.rate_limits.saml_acs_ip = Some(rule)).await;
+    // Refused ten minutes ago by the service's clock; then, at the IdP's
+    // time (the wall clock), the block has ended.
+    server.clock.set(Utc::now() - chrono::Duration::minutes(10));
     let forged = |case: &'static str| {
         let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
         async move {
@@ -472,8 +475,60 @@ async fn refused_responses_are_limited_per_address() {
         (StatusCode::TOO_MANY_REQUESTS, Some("too_many_requests"))
     );
     assert!(answer.session.is_none());
-    server.clock.advance(chrono::Duration::minutes(10));
+    server.clock.set(Utc::now());
     assert_eq!(post(&browser(), &forged("valid").await).await.status, StatusCode::FOUND, "the block ends");
+}
+
+/// The time window is judged by the service's clock, not the machine's:
+/// one genuine response is too early an hour before it was issued, too
+/// late an hour after, and good at the time the IdP gave it. And an
+/// assertion that answers a request stays an answer to it: posted as an
+/// unsolicited one (the response's unsigned `InResponseTo` stripped, where
+/// IdP-initiated sign-in is on), it is refused.
+#[tokio::test]
+async fn the_service_clock_judges_responses_and_answers_stay_answers() {
+    let Rig { server, idp, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
+    let forged = |query: String| {
+        let url = idp.url(&format!("/forge?sp={entity_id}&{query}"));
+        async move {
+            let forged: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            let response = forged["SAMLResponse"].as_str().unwrap().to_owned();
+            (forged["acs"].as_str().unwrap().to_owned(), response)
+        }
+    };
+    let form = |action: &str, response: String| PostForm {
+        action: action.to_owned(),
+        fields: vec![("SAMLResponse".into(), response), ("RelayState".into(), RETURN_TO.into())],
+    };
+    let (acs, genuine) = forged("case=valid".into()).await;
+    let issued = Utc::now();
+    for (offset, reason) in [(-60, "not_yet_valid"), (60, "expired")] {
+        server.clock.set(issued + chrono::Duration::minutes(offset));
+        let answer = post(&browser(), &form(&acs, genuine.clone())).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some(reason)),
+            "{offset} minutes"
+        );
+    }
+    server.clock.set(issued);
+    signs_in(&server, &post(&browser(), &form(&acs, genuine)).await, "alice@acme.test").await;
+
+    let (acs, answering) = forged("case=valid&in_response_to=_a_request_of_another_browser".into()).await;
+    let xml =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&answering).unwrap()).unwrap();
+    let stripped = xml.replacen(r#" InResponseTo="_a_request_of_another_browser""#, "", 1);
+    assert_ne!(stripped, xml);
+    assert!(stripped.contains(r#"InResponseTo="_a_request_of_another_browser""#), "the assertion's stays");
+    let stripped = base64::engine::general_purpose::STANDARD.encode(stripped);
+    let answer = post(&browser(), &form(&acs, stripped)).await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("in_response_to_mismatch")),
+        "{}",
+        answer.body
+    );
+    assert!(answer.session.is_none());
 }
 
 /// When the IdP's metadata endpoint is down at the hourly refresh, the last
@@ -482,14 +537,21 @@ async fn refused_responses_are_limited_per_address() {
 /// refreshed copy lasts another hour.
 #[tokio::test]
 async fn a_metadata_outage_keeps_the_last_good_copy() {
-    let Rig { server, idp, connection, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
+    // The metadata is first read an hour and a minute ago by the service's
+    // clock, which is then set to the IdP's (the wall clock): the copy is
+    // due for a refresh, and the IdP's responses are fresh.
+    let server = server_with(TestDb::sqlite(), |_| {}).await;
+    server.clock.set(Utc::now() - chrono::Duration::minutes(61));
+    let idp = SamlIdp::start().await;
+    let org = server.create_sso_org(&[RETURN_TO]).await;
+    let (connection, entity_id) = ping(&server, &idp, &org, json!({})).await;
     // Our SP metadata is built from the cached IdP metadata, so each GET of
     // it goes through the cache without needing a sign-in.
     let ours = || async { reqwest::get(&entity_id).await.unwrap().status() };
     let asked = idp.metadata_requests().await;
 
     idp.metadata_outage(true).await;
-    server.clock.advance(chrono::Duration::minutes(61));
+    server.clock.set(Utc::now());
     let (browser, form) = sp_initiated(&server, &connection, "ada@acme.test", "").await;
     signs_in(&server, &post(&browser, &form).await, "ada@acme.test").await;
     assert_eq!(idp.metadata_requests().await, asked + 1, "the stale copy was due for a refresh");

@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 
 /// The only source of the current time.
 ///
-/// Token expiry, refresh-token lifetimes, audit timestamps and (later) SAML
+/// Token expiry, refresh-token lifetimes, audit timestamps and SAML
 /// conditions all read the time through this trait so that tests can move it.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;

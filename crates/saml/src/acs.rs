@@ -8,9 +8,11 @@
 //!    (assertion, response or both) must be met;
 //! 3. samael (xmlsec): every signature verified against the pinned IdP
 //!    certificates only (never `KeyInfo`), allowed algorithms only, the
-//!    document reduced to the bytes that were digested, then Destination, Issuer,
-//!    Audience, Recipient, InResponseTo and the time window with skew;
-//! 4. the identity, read from the verified assertion only.
+//!    document reduced to the bytes that were digested;
+//! 4. those bytes read (`assertion.rs`), and Destination, Issuer, Audience,
+//!    Recipient, InResponseTo and the time window with skew checked by the
+//!    caller's clock;
+//! 5. the identity, read from the verified assertion only.
 //!
 //! Replay (the assertion id seen before) is the caller's, in the database.
 
@@ -21,9 +23,8 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use samael::crypto::{CryptoProvider, ReduceMode, XmlSec};
-use samael::schema::Assertion;
-use samael::service_provider::Error as SamlError;
 
+use crate::assertion::{self, Assertion, Expected};
 use crate::config::SignedParts;
 use crate::sp::Sp;
 
@@ -34,6 +35,9 @@ pub const MAX_RESPONSE_BASE64: usize = 256 * 1024;
 /// signature's KeyInfo and X509Data); libxml2, which reads it next, gives up
 /// at 256 and needs no deeper input to be fed to it.
 pub(crate) const MAX_DEPTH: usize = 64;
+/// How long after its `IssueInstant` a response or an assertion is taken,
+/// before the connection's clock skew is added.
+const MAX_ISSUE_DELAY: chrono::Duration = chrono::Duration::minutes(5);
 
 const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
 const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
@@ -121,11 +125,12 @@ pub struct SamlIdentity {
     /// The value of the connection's `external_id_attribute`, to match
     /// against SCIM `externalId`.
     pub external_id: Option<String>,
-    /// For the replay cache: the assertion's id and until when it counts
-    /// (its `NotOnOrAfter` plus the allowed skew; `None` when it names no
-    /// end, and the caller picks one by its own clock).
+    /// For the replay cache: the assertion's id, and the time from which
+    /// it would be refused anyway (the end of its window or of its issue's
+    /// delay, whichever comes first, with the skew), so that it is
+    /// remembered for as long as it could be accepted, and no longer.
     pub assertion_id: String,
-    pub valid_until: Option<DateTime<Utc>>,
+    pub valid_until: DateTime<Utc>,
 }
 
 /// True when the text declares a DTD (`<!DOCTYPE`, `<!ENTITY`), in any case,
@@ -325,10 +330,16 @@ fn precheck(saml_response: &str) -> Result<(String, Shape), AcsError> {
     Ok((xml, shape))
 }
 
-/// Validates a `SAMLResponse` form value for this SP. `request_id` is the
-/// AuthnRequest this sign-in sent (`None` for an IdP-initiated one).
-/// Blocking (xmlsec): call it off the async runtime.
-pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Result<SamlIdentity, AcsError> {
+/// Validates a `SAMLResponse` form value for this SP at `now` (the
+/// service's clock). `request_id` is the AuthnRequest this sign-in sent
+/// (`None` for an IdP-initiated one). Blocking (xmlsec): call it off the
+/// async runtime.
+pub fn validate(
+    sp: &Sp,
+    saml_response: &str,
+    request_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<SamlIdentity, AcsError> {
     let (xml, shape) = precheck(saml_response)?;
     let connection = &sp.connection;
     let assertion_required = matches!(connection.signed, SignedParts::Assertion | SignedParts::Both);
@@ -344,89 +355,58 @@ pub fn validate(sp: &Sp, saml_response: &str, request_id: Option<&str>) -> Resul
     if shape.destination.as_deref().is_some_and(|d| d != sp.endpoints.acs_url) {
         return Err(AcsError::WrongDestination);
     }
-    let solicited = match (request_id, &shape.in_response_to) {
-        (Some(expected), Some(found)) if expected == found => true,
-        (Some(_), _) => return Err(AcsError::InResponseTo),
-        (None, Some(_)) => return Err(AcsError::InResponseTo),
-        (None, None) if connection.allow_idp_initiated => false,
+    match (request_id, &shape.in_response_to) {
+        (Some(expected), Some(found)) if expected == found => {}
+        (Some(_), _) | (None, Some(_)) => return Err(AcsError::InResponseTo),
+        (None, None) if connection.allow_idp_initiated => {}
         (None, None) => return Err(AcsError::Unsolicited),
-    };
-    let ids: Vec<&str> = request_id.into_iter().collect();
-    if shape.encrypted {
-        // Verified by xmlsec (the response signature covers the
-        // ciphertext), decrypted here, then the conditions checked by a
-        // samael instance that knows no key and so verifies nothing again.
-        let verified = XmlSec::reduce_xml_to_signed_with_allowed_algorithms(
-            &xml,
-            &sp.idp_certs,
-            ReduceMode::PreDigest,
-            sp.algorithms.as_deref(),
-        )
-        .map_err(|_| AcsError::BadSignature)?;
-        let decrypted = crate::decrypt::decrypt_response(&sp.key, &verified)?;
-        let provider = if solicited { &sp.verified } else { &sp.verified_idp_initiated };
-        let assertion = provider
-            .parse_xml_response_with_mode(
-                &decrypted,
-                request_id.map(|_| ids.as_slice()),
-                ReduceMode::PreDigest,
-            )
-            .map_err(classify)?;
-        return identity(sp, &assertion);
     }
-    let provider = if solicited { &sp.inner } else { &sp.idp_initiated };
-    // PreDigest: what is read is the very bytes xmlsec digested (the
-    // canonical form of the signed element): the strictest of samael's
-    // reductions, and the cheapest.
-    let assertion = provider
-        .parse_xml_response_with_mode(&xml, request_id.map(|_| ids.as_slice()), ReduceMode::PreDigest)
-        .map_err(classify)?;
-    if shape.assertion_id.as_deref().is_some_and(|id| id != assertion.id) && !shape.encrypted {
+    // Every signature verified against the pinned certificates, with the
+    // allowed algorithms only; what comes back is the very bytes xmlsec
+    // digested (the canonical form of the signed element, samael's
+    // `PreDigest`), samael's strictest reduction, and from here on
+    // nothing is read from anywhere else.
+    let verified = XmlSec::reduce_xml_to_signed_with_allowed_algorithms(
+        &xml,
+        &sp.idp_certs,
+        ReduceMode::PreDigest,
+        sp.algorithms.as_deref(),
+    )
+    .map_err(|_| AcsError::BadSignature)?;
+    let signed = if shape.encrypted {
+        // The response's signature covers the ciphertext; decrypted here.
+        assertion::read(&crate::decrypt::decrypt_response(&sp.key, &verified)?)?
+    } else {
+        assertion::read(&verified)?
+    };
+    if !shape.encrypted && shape.assertion_id.as_deref() != Some(signed.assertion.id.as_str()) {
         return Err(AcsError::Invalid("the verified assertion is not the one in the response".into()));
     }
-    identity(sp, &assertion)
+    let valid_until = signed.check(&Expected {
+        idp_entity_id: &sp.idp_entity_id,
+        sp_entity_id: &sp.endpoints.entity_id,
+        acs_url: &sp.endpoints.acs_url,
+        request_id,
+        now,
+        skew: connection.clock_skew,
+        max_issue_delay: MAX_ISSUE_DELAY + connection.clock_skew,
+    })?;
+    identity(sp, signed.assertion, valid_until)
 }
 
-fn classify(e: SamlError) -> AcsError {
-    match e {
-        SamlError::FailedToValidateSignature
-        | SamlError::CryptoXmlError(_)
-        | SamlError::CryptoProviderError(_) => AcsError::BadSignature,
-        SamlError::DestinationValidationError { .. } => AcsError::WrongDestination,
-        SamlError::AssertionIssuerMismatch { .. } | SamlError::ResponseIssuerMismatch { .. } => {
-            AcsError::WrongIssuer
-        }
-        SamlError::AssertionConditionAudienceRestrictionFailed { .. } => AcsError::WrongAudience,
-        SamlError::AssertionRecipientMismatch { .. } => AcsError::WrongRecipient,
-        SamlError::AssertionExpired { .. }
-        | SamlError::ResponseExpired { .. }
-        | SamlError::AssertionConditionExpired { .. }
-        | SamlError::AssertionSubjectConfirmationExpired { .. } => AcsError::Expired,
-        SamlError::AssertionConditionExpiredBefore { .. }
-        | SamlError::AssertionSubjectConfirmationExpiredBefore { .. } => AcsError::NotYetValid,
-        SamlError::AssertionInResponseToInvalid { .. } | SamlError::ResponseInResponseToInvalid { .. } => {
-            AcsError::InResponseTo
-        }
-        SamlError::ResponseBadStatusCode { code } => AcsError::IdpStatus(code),
-        other => AcsError::Invalid(other.to_string()),
-    }
-}
-
-fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
+fn identity(sp: &Sp, assertion: Assertion, valid_until: DateTime<Utc>) -> Result<SamlIdentity, AcsError> {
     let connection = &sp.connection;
-    let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref()).ok_or(AcsError::NoNameId)?;
+    let name_id = assertion.name_id.as_ref().ok_or(AcsError::NoNameId)?;
     if name_id.value.trim().is_empty() {
         return Err(AcsError::NoNameId);
     }
     let values = |name: &str| -> Vec<String> {
         assertion
-            .attribute_statements
+            .attributes
             .iter()
-            .flatten()
-            .flat_map(|s| s.attributes.iter())
             .filter(|a| a.name.as_deref() == Some(name) || a.friendly_name.as_deref() == Some(name))
             .flat_map(|a| a.values.iter())
-            .filter_map(|v| v.value.clone())
+            .cloned()
             .collect()
     };
     let email_format =
@@ -442,7 +422,6 @@ fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
         (Some(f), Some(l)) => Some(format!("{f} {l}")),
         (f, l) => f.or(l),
     };
-    let until = assertion.conditions.as_ref().and_then(|c| c.not_on_or_after);
     Ok(SamlIdentity {
         subject: name_id.value.clone(),
         name_id_format: name_id.format.clone(),
@@ -455,7 +434,7 @@ fn identity(sp: &Sp, assertion: &Assertion) -> Result<SamlIdentity, AcsError> {
             .and_then(|a| values(a).into_iter().next())
             .filter(|v| !v.is_empty()),
         assertion_id: assertion.id.clone(),
-        valid_until: until.map(|t| t + connection.clock_skew),
+        valid_until,
     })
 }
 

@@ -4,11 +4,12 @@
 //! Built on samael (xmlsec1 and libxml2 underneath), with its fail-open
 //! defaults closed here (`docs/identity-providers.md` §2.3 says which, and why): an IdP without
 //! a signing certificate is refused, SHA-1 is off unless a connection allows
-//! it, IdP-initiated mode (which drops every InResponseTo check) is used only
-//! for responses that answer no request, and a DOCTYPE, comment or
-//! processing instruction refuses a message before samael sees it.
+//! it, a DOCTYPE, comment or processing instruction refuses a message before
+//! samael sees it, and samael only verifies and reduces: what was signed is
+//! read and judged here (`assertion.rs`), by the caller's clock.
 
 mod acs;
+mod assertion;
 mod config;
 mod decrypt;
 mod fetch;

@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 
-use chrono::Duration;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
@@ -81,15 +80,12 @@ pub struct SpEndpoints {
     pub acs_url: String,
 }
 
-/// A ready service provider: samael's, with every fail-open default closed.
+/// A ready service provider. samael's makes our AuthnRequests; responses
+/// are verified by xmlsec through samael and judged by `acs.rs`, with every
+/// fail-open default closed.
 pub struct Sp {
     pub(crate) inner: ServiceProvider,
-    pub(crate) idp_initiated: ServiceProvider,
-    /// The same two for responses already verified here (decrypted ones):
-    /// they know no IdP key, so samael checks only the conditions. Never
-    /// given anything that did not come out of xmlsec's verification.
-    pub(crate) verified: ServiceProvider,
-    pub(crate) verified_idp_initiated: ServiceProvider,
+    pub(crate) idp_entity_id: String,
     pub(crate) idp_certs: Vec<samael::crypto::CertificateDer>,
     pub(crate) algorithms: Option<Vec<AllowedSignatureAlgorithm>>,
     pub(crate) connection: SamlConnection,
@@ -121,35 +117,20 @@ impl Sp {
         // lifting the list, which only a connection that asks for it does.
         let algorithms = (!connection.allow_sha1).then_some(algorithms);
         let certificate = samael::crypto::CertificateDer::from(keys.certificate.to_der().map_err(err)?);
-        let mut keyless = metadata.clone();
-        for idp in keyless.idp_sso_descriptors.iter_mut().flatten() {
-            idp.key_descriptors.clear();
-        }
-        let build = |idp_initiated: bool, metadata: &EntityDescriptor| {
-            ServiceProviderBuilder::default()
-                .entity_id(endpoints.entity_id.clone())
-                .metadata_url(endpoints.entity_id.clone())
-                .acs_url(endpoints.acs_url.clone())
-                .slo_url(None)
-                .key(keys.key.clone())
-                .certificate(certificate.clone())
-                .idp_metadata(metadata.clone())
-                .authn_name_id_format(connection.name_id_format.clone())
-                .allowed_signature_algorithms(algorithms.clone())
-                .max_clock_skew(connection.clock_skew)
-                .max_issue_delay(Duration::minutes(5) + connection.clock_skew)
-                // samael's IdP-initiated mode skips every InResponseTo
-                // check, so it is a second instance, used only for responses
-                // that answer no request.
-                .allow_idp_initiated(idp_initiated)
-                .build()
-                .map_err(err)
-        };
+        let inner = ServiceProviderBuilder::default()
+            .entity_id(endpoints.entity_id.clone())
+            .metadata_url(endpoints.entity_id.clone())
+            .acs_url(endpoints.acs_url.clone())
+            .slo_url(None)
+            .key(keys.key.clone())
+            .certificate(certificate)
+            .idp_metadata(metadata)
+            .authn_name_id_format(connection.name_id_format.clone())
+            .build()
+            .map_err(err)?;
         Ok(Self {
-            inner: build(false, &metadata)?,
-            idp_initiated: build(true, &metadata)?,
-            verified: build(false, &keyless)?,
-            verified_idp_initiated: build(true, &keyless)?,
+            inner,
+            idp_entity_id: idp.entity_id.clone(),
             idp_certs: idp.signing_certs.iter().cloned().map(samael::crypto::CertificateDer::from).collect(),
             algorithms,
             connection,
