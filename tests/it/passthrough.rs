@@ -84,7 +84,10 @@ fn decoded_body(data_as: &str, r: &Recorded) -> Vec<(String, String)> {
                         for a in e.attributes() {
                             let a = a.unwrap();
                             let key = if tag == "login" { "email".to_owned() } else { "device".to_owned() };
-                            out.push((key, a.unescape_value().unwrap().into_owned()));
+                            out.push((
+                                key,
+                                a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned(),
+                            ));
                         }
                         current = Some(tag);
                         raw.clear();

@@ -202,7 +202,7 @@ fn xml_fields(body: &[u8]) -> Vec<(String, String)> {
                     let a = a.unwrap();
                     out.push((
                         String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
-                        a.unescape_value().unwrap().into_owned(),
+                        a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned(),
                     ));
                 }
                 current = Some(String::from_utf8(e.name().as_ref().to_vec()).unwrap());

@@ -35,6 +35,11 @@ pub const MAX_RESPONSE_BASE64: usize = 256 * 1024;
 /// signature's KeyInfo and X509Data); libxml2, which reads it next, gives up
 /// at 256 and needs no deeper input to be fed to it.
 pub(crate) const MAX_DEPTH: usize = 64;
+/// How many attributes, namespace declarations included, one element may
+/// have. A SAML element has a handful; an element with tens of thousands is
+/// an attempt on the parser's time (the duplicate check over them was
+/// quadratic in the XML parser this crate used before quick-xml 0.41).
+pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// How long after its `IssueInstant` a response or an assertion is taken,
 /// before the connection's clock skew is added.
 const MAX_ISSUE_DELAY: chrono::Duration = chrono::Duration::minutes(5);
@@ -190,7 +195,7 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
                 b"Signature" | b"Reference" => DSIG_NS,
                 _ => return "other",
             };
-            match reader.resolve_element(e.name()) {
+            match reader.resolver().resolve_element(e.name()) {
                 (ResolveResult::Bound(ns), local) if ns.as_ref() == wanted => match local.as_ref() {
                     b"Response" => "response",
                     b"Assertion" => "assertion",
@@ -212,6 +217,13 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
             },
             Event::Start(_) if stack.len() >= MAX_DEPTH => {
                 return Err(AcsError::Malformed(format!("elements nest more than {MAX_DEPTH} deep")));
+            }
+            Event::Start(e) | Event::Empty(e)
+                if e.attributes().with_checks(false).count() > MAX_ATTRIBUTES =>
+            {
+                return Err(AcsError::Malformed(format!(
+                    "an element has more than {MAX_ATTRIBUTES} attributes"
+                )));
             }
             Event::Start(e) => open(&e, kind(&e), false, &mut stack, &mut signature, &mut shape)?,
             Event::Empty(e) => open(&e, kind(&e), true, &mut stack, &mut signature, &mut shape)?,
@@ -237,7 +249,9 @@ fn open(
         for a in e.attributes() {
             let a = a.map_err(|e| AcsError::Malformed(e.to_string()))?;
             if a.key.as_ref() == name {
-                let v = a.unescape_value().map_err(|e| AcsError::Malformed(e.to_string()))?;
+                let v = a
+                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .map_err(|e| AcsError::Malformed(e.to_string()))?;
                 return Ok(Some(v.into_owned()));
             }
         }
@@ -605,6 +619,23 @@ mod tests {
         for n in [MAX_DEPTH, 100_000] {
             assert!(matches!(shape(&nest(n)), Err(AcsError::Malformed(m)) if m.contains("nest")), "{n}");
         }
+        // Attributes and namespace declarations, counted before any is read.
+        let root = |attributes: String| format!(r#"<samlp:Response {P} ID="r"{attributes}/>"#);
+        let many = |n: usize, make: fn(usize) -> String| (0..n).map(make).collect::<String>();
+        let attribute = |i: usize| format!(r#" a{i}="""#);
+        let namespace = |i: usize| format!(r#" xmlns:n{i}="urn:n{i}""#);
+        // The root already has four: its three namespaces and its ID.
+        assert!(shape(&root(many(MAX_ATTRIBUTES - 4, attribute))).is_ok());
+        for attributes in [many(MAX_ATTRIBUTES - 3, attribute), many(20_000, attribute)] {
+            let outcome = shape(&root(attributes));
+            assert!(
+                matches!(&outcome, Err(AcsError::Malformed(m)) if m.contains("attributes")),
+                "{outcome:?}"
+            );
+        }
+        // quick-xml refuses a flood of namespace declarations first.
+        let outcome = shape(&root(many(9_000, namespace)));
+        assert!(matches!(&outcome, Err(AcsError::Malformed(m)) if m.contains("namespace")), "{outcome:?}");
         let with_decl = |decl: &str| format!(r#"{decl}<samlp:Response {P} ID="r"/>"#);
         for ok in [
             r#"<?xml version="1.0"?>"#,

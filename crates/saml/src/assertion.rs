@@ -185,7 +185,11 @@ impl Attributes<'_, '_> {
         for a in self.0.attributes() {
             let a = a.map_err(malformed)?;
             if a.key.as_ref() == name {
-                once(&mut found, a.unescape_value().map_err(malformed)?.into_owned(), "attribute")?;
+                once(
+                    &mut found,
+                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(malformed)?.into_owned(),
+                    "attribute",
+                )?;
             }
         }
         Ok(found)
@@ -248,7 +252,7 @@ pub(crate) fn read(xml: &str) -> Result<Signed, AcsError> {
             if stack.len() >= MAX_DEPTH {
                 return Err(AcsError::Malformed(format!("elements nest more than {MAX_DEPTH} deep")));
             }
-            let (ns, local) = reader.resolve_element(e.name());
+            let (ns, local) = reader.resolver().resolve_element(e.name());
             let ns: &[u8] = match &ns {
                 ResolveResult::Bound(ns) => ns.as_ref(),
                 _ => b"",
@@ -278,7 +282,9 @@ pub(crate) fn read(xml: &str) -> Result<Signed, AcsError> {
                 let tag = stack.pop().ok_or_else(|| malformed("an unmatched end tag"))?;
                 close(tag, &mut state)?;
             }
-            Event::Text(t) if reading => state.text.push_str(&t.xml_content().map_err(malformed)?),
+            Event::Text(t) if reading => {
+                state.text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0).map_err(malformed)?)
+            }
             Event::CData(t) if reading => state.text.push_str(&t.decode().map_err(malformed)?),
             Event::GeneralRef(r) => {
                 let c = reference(&r)?;
