@@ -115,6 +115,22 @@ async fn post(browser: &reqwest::Client, form: &PostForm) -> Answer {
     Answer { status, location, session, body }
 }
 
+/// A response the rig forges (`/forge?sp=…&{query}`), as the form a browser
+/// posts to the ACS, returning to `RETURN_TO`.
+async fn forged(idp: &SamlIdp, entity_id: &str, query: String) -> PostForm {
+    let url = idp.url(&format!("/forge?sp={entity_id}&{query}"));
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "forging {url}: {:?}", response.text().await);
+    let forged: Value = response.json().await.unwrap();
+    PostForm {
+        action: forged["acs"].as_str().unwrap().to_owned(),
+        fields: vec![
+            ("SAMLResponse".into(), forged["SAMLResponse"].as_str().unwrap().to_owned()),
+            ("RelayState".into(), RETURN_TO.into()),
+        ],
+    }
+}
+
 fn user(name_id: &str) -> String {
     let user = json!({ "name_id": name_id, "attributes": { "firstName": ["Ada"], "lastName": ["Lovelace"], "groups": ["eng"] } });
     URL_SAFE_NO_PAD.encode(user.to_string())
@@ -317,21 +333,7 @@ async fn ping_sign_in_every_way(db: TestDb) {
 #[tokio::test]
 async fn the_attack_corpus_is_refused() {
     let Rig { server, idp, org, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
-    let forge = |case: &str| {
-        let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
-        async move {
-            let response = reqwest::get(&url).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "forging {url}: {:?}", response.text().await);
-            let forged: Value = response.json().await.unwrap();
-            PostForm {
-                action: forged["acs"].as_str().unwrap().to_owned(),
-                fields: vec![
-                    ("SAMLResponse".into(), forged["SAMLResponse"].as_str().unwrap().to_owned()),
-                    ("RelayState".into(), RETURN_TO.into()),
-                ],
-            }
-        }
-    };
+    let forge = |case: &str| forged(&idp, &entity_id, format!("case={case}"));
     let genuine = post(&browser(), &forge("valid").await).await;
     assert_eq!(genuine.status, StatusCode::FOUND, "the control case: {}", genuine.body);
 
@@ -453,19 +455,7 @@ async fn refused_responses_are_limited_per_address() {
     // Refused ten minutes ago by the service's clock; then, at the IdP's
     // time (the wall clock), the block has ended.
     server.clock.set(Utc::now() - chrono::Duration::minutes(10));
-    let forged = |case: &'static str| {
-        let url = idp.url(&format!("/forge?sp={entity_id}&case={case}"));
-        async move {
-            let forged: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-            PostForm {
-                action: forged["acs"].as_str().unwrap().to_owned(),
-                fields: vec![
-                    ("SAMLResponse".into(), forged["SAMLResponse"].as_str().unwrap().to_owned()),
-                    ("RelayState".into(), RETURN_TO.into()),
-                ],
-            }
-        }
-    };
+    let forged = |case: &str| forged(&idp, &entity_id, format!("case={case}"));
     for case in ["xsw1", "expired", "unknown_certificate"] {
         assert_eq!(post(&browser(), &forged(case).await).await.status, StatusCode::UNAUTHORIZED, "{case}");
     }
@@ -488,23 +478,11 @@ async fn refused_responses_are_limited_per_address() {
 #[tokio::test]
 async fn the_service_clock_judges_responses_and_answers_stay_answers() {
     let Rig { server, idp, entity_id, .. } = Rig::start(TestDb::sqlite()).await;
-    let forged = |query: String| {
-        let url = idp.url(&format!("/forge?sp={entity_id}&{query}"));
-        async move {
-            let forged: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-            let response = forged["SAMLResponse"].as_str().unwrap().to_owned();
-            (forged["acs"].as_str().unwrap().to_owned(), response)
-        }
-    };
-    let form = |action: &str, response: String| PostForm {
-        action: action.to_owned(),
-        fields: vec![("SAMLResponse".into(), response), ("RelayState".into(), RETURN_TO.into())],
-    };
-    let (acs, genuine) = forged("case=valid".into()).await;
+    let genuine = forged(&idp, &entity_id, "case=valid".into()).await;
     let issued = Utc::now();
     for (offset, reason) in [(-60, "not_yet_valid"), (60, "expired")] {
         server.clock.set(issued + chrono::Duration::minutes(offset));
-        let answer = post(&browser(), &form(&acs, genuine.clone())).await;
+        let answer = post(&browser(), &genuine).await;
         assert_eq!(
             (answer.status, answer.body["error"].as_str()),
             (StatusCode::UNAUTHORIZED, Some(reason)),
@@ -512,16 +490,17 @@ async fn the_service_clock_judges_responses_and_answers_stay_answers() {
         );
     }
     server.clock.set(issued);
-    signs_in(&server, &post(&browser(), &form(&acs, genuine)).await, "alice@acme.test").await;
+    signs_in(&server, &post(&browser(), &genuine).await, "alice@acme.test").await;
 
-    let (acs, answering) = forged("case=valid&in_response_to=_a_request_of_another_browser".into()).await;
-    let xml =
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&answering).unwrap()).unwrap();
+    let mut answering =
+        forged(&idp, &entity_id, "case=valid&in_response_to=_a_request_of_another_browser".into()).await;
+    let xml = base64::engine::general_purpose::STANDARD.decode(&answering.fields[0].1).unwrap();
+    let xml = String::from_utf8(xml).unwrap();
     let stripped = xml.replacen(r#" InResponseTo="_a_request_of_another_browser""#, "", 1);
     assert_ne!(stripped, xml);
     assert!(stripped.contains(r#"InResponseTo="_a_request_of_another_browser""#), "the assertion's stays");
-    let stripped = base64::engine::general_purpose::STANDARD.encode(stripped);
-    let answer = post(&browser(), &form(&acs, stripped)).await;
+    answering.fields[0].1 = base64::engine::general_purpose::STANDARD.encode(stripped);
+    let answer = post(&browser(), &answering).await;
     assert_eq!(
         (answer.status, answer.body["error"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("in_response_to_mismatch")),

@@ -19,7 +19,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use samael::crypto::{CryptoProvider, ReduceMode, XmlSec};
@@ -44,9 +44,28 @@ pub(crate) const MAX_ATTRIBUTES: usize = 64;
 /// before the connection's clock skew is added.
 const MAX_ISSUE_DELAY: chrono::Duration = chrono::Duration::minutes(5);
 
-const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
-const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+pub(crate) const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
+pub(crate) const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 const DSIG_NS: &[u8] = b"http://www.w3.org/2000/09/xmldsig#";
+
+/// The value of an element's unprefixed attribute `name`, read as XML reads
+/// it (references resolved, white space normalised). Every attribute is
+/// looked at, so a name given twice is refused, not read either way.
+pub(crate) fn attribute(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, AcsError> {
+    let malformed = |e: &dyn std::fmt::Display| AcsError::Malformed(e.to_string());
+    let mut found = None;
+    for a in e.attributes() {
+        let a = a.map_err(|e| malformed(&e))?;
+        if a.key.as_ref() == name {
+            found = Some(
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .map_err(|e| malformed(&e))?
+                    .into_owned(),
+            );
+        }
+    }
+    Ok(found)
+}
 
 /// Why a response was refused. [`AcsError::reason`] is the stable code for
 /// the audit trail.
@@ -238,35 +257,23 @@ fn shape(xml: &str) -> Result<Shape, AcsError> {
 type Stack = Vec<(&'static str, Option<String>)>;
 
 fn open(
-    e: &quick_xml::events::BytesStart<'_>,
+    e: &BytesStart<'_>,
     kind: &'static str,
     empty: bool,
     stack: &mut Stack,
     signature: &mut Option<(usize, Option<String>)>,
     shape: &mut Shape,
 ) -> Result<(), AcsError> {
-    let attr = |name: &[u8]| -> Result<Option<String>, AcsError> {
-        for a in e.attributes() {
-            let a = a.map_err(|e| AcsError::Malformed(e.to_string()))?;
-            if a.key.as_ref() == name {
-                let v = a
-                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                    .map_err(|e| AcsError::Malformed(e.to_string()))?;
-                return Ok(Some(v.into_owned()));
-            }
-        }
-        Ok(None)
-    };
     // Only these elements' ids matter: a signature counts only when it
     // references its own parent, the response or the assertion.
     let id = match kind {
-        "response" | "assertion" | "encrypted" => attr(b"ID")?,
+        "response" | "assertion" | "encrypted" => attribute(e, b"ID")?,
         _ => None,
     };
     if stack.is_empty() {
         shape.root_is_response = kind == "response";
-        shape.in_response_to = attr(b"InResponseTo")?;
-        shape.destination = attr(b"Destination")?;
+        shape.in_response_to = attribute(e, b"InResponseTo")?;
+        shape.destination = attribute(e, b"Destination")?;
     }
     match kind {
         "assertion" | "encrypted" => {
@@ -280,7 +287,7 @@ fn open(
             if let Some((_, reference)) = signature.as_mut()
                 && reference.is_none()
             {
-                *reference = Some(attr(b"URI")?.unwrap_or_default());
+                *reference = Some(attribute(e, b"URI")?.unwrap_or_default());
             }
         }
         _ => {}

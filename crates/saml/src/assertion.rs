@@ -21,10 +21,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use crate::acs::{AcsError, MAX_DEPTH};
+use crate::acs::{ASSERTION_NS, AcsError, MAX_DEPTH, PROTOCOL_NS, attribute};
 
-const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
-const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
 
@@ -176,23 +174,12 @@ fn once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), AcsError> {
     Ok(())
 }
 
-/// An element's unprefixed attributes, unescaped.
+/// An element's unprefixed attributes.
 struct Attributes<'a, 'b>(&'a BytesStart<'b>);
 
 impl Attributes<'_, '_> {
     fn get(&self, name: &[u8]) -> Result<Option<String>, AcsError> {
-        let mut found = None;
-        for a in self.0.attributes() {
-            let a = a.map_err(malformed)?;
-            if a.key.as_ref() == name {
-                once(
-                    &mut found,
-                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(malformed)?.into_owned(),
-                    "attribute",
-                )?;
-            }
-        }
-        Ok(found)
+        attribute(self.0, name)
     }
 
     fn time(&self, name: &[u8]) -> Result<Option<DateTime<Utc>>, AcsError> {
@@ -711,8 +698,6 @@ mod tests {
             format!(r#"<samlp:Response {NS} ID="r"><saml:EncryptedAssertion/></samlp:Response>"#),
             format!(r#"<samlp:Response {NS} ID="r"/>"#),
             format!(r#"<saml:Other {NS}/>"#),
-            format!("{}{}", "<saml:Advice>".repeat(70), "</saml:Advice>".repeat(70))
-                .replace("<saml:Advice>", &format!("<saml:Advice {NS}>")),
             String::new(),
         ];
         for xml in twice {
@@ -720,6 +705,24 @@ mod tests {
             assert!(
                 matches!(outcome, Err(AcsError::Malformed(_) | AcsError::AssertionCount(_))),
                 "{xml}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_as_in_the_pre_checks() {
+        let nest = |n: usize| {
+            good().replace(
+                "</saml:Conditions>",
+                &format!("</saml:Conditions>{}{}", "<saml:Advice>".repeat(n), "</saml:Advice>".repeat(n)),
+            )
+        };
+        assert!(judged(&nest(MAX_DEPTH - 1), "2026-12-07T12:01:00Z", Some("q")).is_ok());
+        for n in [MAX_DEPTH, 10_000] {
+            let outcome = read(&nest(n));
+            assert!(
+                matches!(&outcome, Err(AcsError::Malformed(m)) if m.contains("nest")),
+                "{n}: {outcome:?}"
             );
         }
     }

@@ -13,11 +13,10 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use samael::schema::Response;
 
-use crate::acs::{AcsError, has_dtd};
+use crate::acs::{ASSERTION_NS, AcsError, has_dtd};
 
 const RSA_OAEP_MGF1P: &str = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p";
 const RSA_OAEP: &str = "http://www.w3.org/2009/xmlenc11#rsa-oaep";
-const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 
 fn refused(why: impl Into<String>) -> AcsError {
     AcsError::Decryption(why.into())
