@@ -191,8 +191,9 @@ impl Store {
     /// each session that a reuse revokes (rare: it means a stolen token).
     /// On a SQLite file the whole batch is one job of the embedded writer
     /// (`embedded_writer`), read and writes on its thread with no hand-off
-    /// between them; on PostgreSQL the read and one statement
-    /// (`rotate_on_postgres`); on SQLite otherwise a `ReadThenWrite`
+    /// between them; on PostgreSQL one statement, or for a batch whose rows
+    /// touch each other the read and one statement (`rotate_on_postgres`);
+    /// on SQLite otherwise a `ReadThenWrite`
     /// transaction. On SQLite the write lock is held from the read on, so
     /// no other writer can spend a token between them.
     async fn write_rotations(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
@@ -222,54 +223,49 @@ impl Store {
         Ok(outcomes(plan, &read))
     }
 
-    /// A batch of rotations on PostgreSQL: the read, then all it decided as
-    /// one statement ([`ROTATE_ON_POSTGRES`]), kept prepared, its rows bound
-    /// as JSON so that its text is the same for any batch. Two round trips,
-    /// where a transaction around them took five at the least (begin, the
-    /// read, the spend, the writes, commit): a batch waited on every one of
-    /// them, and so did the rotations queued behind it.
+    /// A batch of rotations on PostgreSQL. The usual batch, in which no
+    /// token is presented twice and no two tokens belong to one session, is
+    /// one statement ([`rotate_at_once_sql`]): its rows cannot touch each
+    /// other, so deciding each on its own, as the statement does, is
+    /// deciding them in order. Any other batch is the read, then all it
+    /// decided as one statement ([`ROTATE_ON_POSTGRES`]); the one-statement
+    /// form finds a clash of sessions only in what it reads, and then
+    /// writes nothing, so its read serves the second step.
     ///
-    /// Another node may spend a token between the read and the statement,
-    /// as it could inside a transaction (each statement of PostgreSQL's
-    /// READ COMMITTED reads afresh). The statement spends only what is
-    /// still unspent, writes successors for exactly what it spent, and ends
-    /// the session of each winner that found its token spent: that row lost
-    /// the race, and is a reuse, as if the rows had run one after another
-    /// (`tests/two_nodes.rs`). One statement is atomic, so a successor is
-    /// never written without its spend, nor a reuse without the end of its
-    /// session.
+    /// Either way another node may spend a token between the read and the
+    /// spend, as it could inside a transaction (each statement of
+    /// PostgreSQL's READ COMMITTED reads afresh; within one statement, the
+    /// spend's row lock re-checks the row). The spend takes only what is
+    /// still unspent, successors are written for exactly what it spent,
+    /// and each winner that found its token spent ends its session: that
+    /// row lost the race, and is a reuse, as if the rows had run one after
+    /// another (`tests/two_nodes.rs`). One statement is atomic, so a
+    /// successor is never written without its spend, nor a reuse without
+    /// the end of its session.
     async fn rotate_on_postgres(&self, rows: &[&Rotation]) -> Result<Vec<RefreshOutcome>> {
         let mut lease = self.lease().await?;
         let presented = distinct(rows.iter().map(|r| r.presented.clone()));
-        let read = read_presented(&mut *lease, &presented).await?;
-        let (mut plan, revoked) = decide(rows, &read);
-        let winners: Vec<serde_json::Value> = rows
-            .iter()
-            .zip(&plan)
-            .filter_map(|(row, step)| match step {
-                Step::Rotate(session, _) => Some(serde_json::json!([
-                    row.presented,
-                    millis(row.now),
-                    row.new_hash,
-                    session.id.to_string()
-                ])),
-                _ => None,
-            })
-            .collect();
-        let ended: Vec<serde_json::Value> =
-            revoked.iter().map(|(id, at)| serde_json::json!([id.to_string(), millis(*at)])).collect();
-        let spent: HashSet<String> = if winners.is_empty() && ended.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query(ROTATE_ON_POSTGRES)
-                .bind(serde_json::Value::from(winners).to_string())
-                .bind(serde_json::Value::from(ended).to_string())
-                .bind(REUSED)
-                .fetch_all(&mut *lease)
-                .await?
+        let (read, spent) = if presented.len() == rows.len() {
+            let batch: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|row| row.text("token_hash"))
-                .collect::<Result<_>>()?
+                .map(|row| serde_json::json!([row.presented, millis(row.now), row.new_hash]))
+                .collect();
+            let batch = serde_json::Value::from(batch).to_string();
+            let found = lease.rows(&rotate_at_once_sql(), &[batch.as_str(), REUSED], at_once_row).await?;
+            let clashed = found.first().is_some_and(|row| row.clashed);
+            let spent: HashSet<String> =
+                found.iter().filter(|row| row.spent).map(|row| row.read.0.0.clone()).collect();
+            (
+                Presented::from_rows(found.into_iter().map(|row| row.read).collect()),
+                (!clashed).then_some(spent),
+            )
+        } else {
+            (read_presented(&mut *lease, &presented).await?, None)
+        };
+        let (mut plan, revoked) = decide(rows, &read);
+        let spent = match spent {
+            Some(spent) => spent,
+            None => spend_on_postgres(&mut lease, rows, &plan, &revoked).await?,
         };
         lease.finish();
         for (row, step) in rows.iter().zip(plan.iter_mut()) {
@@ -535,10 +531,115 @@ fn add_spend(writes: &mut Inserts, rows: &[&Rotation]) {
     }
 }
 
+/// Writes what a batch of rotations on PostgreSQL decided from its read,
+/// as [`ROTATE_ON_POSTGRES`], and returns the hashes it spent.
+async fn spend_on_postgres(
+    conn: &mut AnyConnection,
+    rows: &[&Rotation],
+    plan: &[Step<'_>],
+    revoked: &HashMap<SessionId, DateTime<Utc>>,
+) -> Result<HashSet<String>> {
+    let winners: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(plan)
+        .filter_map(|(row, step)| match step {
+            Step::Rotate(session, _) => Some(serde_json::json!([
+                row.presented,
+                millis(row.now),
+                row.new_hash,
+                session.id.to_string()
+            ])),
+            _ => None,
+        })
+        .collect();
+    let ended: Vec<serde_json::Value> =
+        revoked.iter().map(|(id, at)| serde_json::json!([id.to_string(), millis(*at)])).collect();
+    if winners.is_empty() && ended.is_empty() {
+        return Ok(HashSet::new());
+    }
+    sqlx::query(ROTATE_ON_POSTGRES)
+        .bind(serde_json::Value::from(winners).to_string())
+        .bind(serde_json::Value::from(ended).to_string())
+        .bind(REUSED)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| row.text("token_hash"))
+        .collect()
+}
+
+/// [`Store::rotate_on_postgres`]'s statement for a batch that presents no
+/// token twice. `$1` is the rows, each `[presented hash, time, successor's
+/// hash]`; `$2` the reason a reuse ends a session. It reads each token
+/// with its session, the session's user and their groups, as
+/// [`presented_sql`] does. If two of the tokens belong to one session
+/// (`clashed`), the rows are not independent, and it writes nothing.
+/// Otherwise, of the tokens whose session is live at their row's time, it
+/// spends each unspent one whose user is active, where it is still
+/// unspent, inserts a successor for each token it spent, and ends the
+/// session of each token that was spent already (a reuse) and of each it
+/// meant to spend and found spent (a race lost to another node). It
+/// returns every token it read, whether it spent it (`spent_now`) and
+/// `clashed`. As in [`ROTATE_ON_POSTGRES`], its parts see one snapshot.
+fn rotate_at_once_sql() -> String {
+    format!(
+        "WITH batch AS (\
+            SELECT b.v ->> 0 AS presented, (b.v ->> 1)::bigint AS at, b.v ->> 2 AS successor \
+            FROM json_array_elements($1::json) AS b(v)), \
+        found AS (\
+            SELECT batch.at, batch.successor, t.token_hash, t.session_id AS token_session, t.rotated_at, \
+              {sessions}, {users}, {groups} AS u_group_names \
+            FROM batch JOIN refresh_tokens t ON t.token_hash = batch.presented \
+            LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id), \
+        clash AS (SELECT count(s_id) <> count(DISTINCT s_id) AS clashed FROM found), \
+        live AS (\
+            SELECT * FROM found \
+            WHERE NOT (SELECT clashed FROM clash) AND s_revoked_at IS NULL AND s_expires_at > at), \
+        spent AS (\
+            UPDATE refresh_tokens AS t SET rotated_at = live.at FROM live \
+            WHERE t.token_hash = live.token_hash AND live.rotated_at IS NULL AND live.u_active = 1 \
+              AND t.rotated_at IS NULL \
+            RETURNING t.token_hash), \
+        successors AS (\
+            INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
+            SELECT successor, s_id, at FROM live WHERE token_hash IN (SELECT token_hash FROM spent)), \
+        ended AS (\
+            UPDATE sessions AS s SET revoked_at = live.at, revoked_reason = $2 FROM live \
+            WHERE s.id = live.s_id AND s.revoked_at IS NULL \
+              AND (live.rotated_at IS NOT NULL \
+                OR (live.u_active = 1 AND live.token_hash NOT IN (SELECT token_hash FROM spent)))) \
+        SELECT found.*, (SELECT clashed FROM clash)::int::bigint AS clashed, \
+          (found.token_hash IN (SELECT token_hash FROM spent))::int::bigint AS spent_now \
+        FROM found",
+        sessions = aliased(COLUMNS, "s", "s_"),
+        users = crate::users::columns_aliased("u", "u_"),
+        groups = crate::users::group_names_json(Backend::Postgres, "u.id"),
+    )
+}
+
+/// One row of [`rotate_at_once_sql`].
+struct AtOnceRow {
+    read: PresentedRow,
+    /// Whether two tokens of the batch belong to one session (so nothing
+    /// was written).
+    clashed: bool,
+    /// Whether the statement spent this token.
+    spent: bool,
+}
+
+fn at_once_row(row: &dyn Columns) -> Result<AtOnceRow> {
+    Ok(AtOnceRow {
+        read: presented_row(row)?,
+        clashed: row.int("clashed")? != 0,
+        spent: row.int("spent_now")? != 0,
+    })
+}
+
 /// Why a reuse ends a session, in its row.
 const REUSED: &str = "refresh token reused";
 
-/// [`Store::rotate_on_postgres`]'s statement. `$1` is the winners, each
+/// [`Store::rotate_on_postgres`]'s statement after its read, for a batch
+/// whose rows touch each other. `$1` is the winners, each
 /// `[presented hash, time, successor's hash, session id]`; `$2` the
 /// sessions that reuses the read found end, each `[session id, time]`; `$3`
 /// the reason a reuse ends a session. It spends each winner's token where
@@ -666,25 +767,50 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap()
     }
 
-    /// A store on a database file, with an organization and one user.
-    async fn store_with_a_user() -> (tempfile::TempDir, Store, gatehouse_core::Organization, User) {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display())).await.unwrap();
-        let org = store.create_org("A", false, at()).await.unwrap();
-        let new_user = NewUser {
-            active: true,
-            org_id: org.id,
-            email: Some(Email::parse("ivy@example.com").unwrap()),
-            display_name: "Ivy".into(),
+    /// A member of `org`, signed up by an administrator.
+    fn member(org: OrgId, email: &str, active: bool) -> NewUser {
+        NewUser {
+            active,
+            org_id: org,
+            email: Some(Email::parse(email).unwrap()),
+            display_name: email.into(),
             external_id: None,
             password_hash: None,
             user_name: None,
             scim_resource: None,
             role: Role::Member,
             created_via: Origin::Admin,
-        };
-        let user = store.create_user(&new_user, at()).await.unwrap();
+        }
+    }
+
+    /// An app's session for `user`, ending at `expires_at`.
+    fn app_session(user: &User, expires_at: DateTime<Utc>) -> NewSession {
+        NewSession {
+            id: SessionId::new(),
+            user_id: user.id,
+            org_id: user.org_id,
+            auth_method: AuthMethod::LocalPassword,
+            device: Device::default(),
+            expires_at,
+            idp_groups: None,
+            browser_token_hash: None,
+        }
+    }
+
+    /// A store on `url` (a fresh database), with an organization and one
+    /// active user.
+    async fn with_a_user(url: &str) -> (Store, gatehouse_core::Organization, User) {
+        let store = Store::open(url).await.unwrap();
+        let org = store.create_org("A", false, at()).await.unwrap();
+        let user = store.create_user(&member(org.id, "ivy@example.com", true), at()).await.unwrap();
+        (store, org, user)
+    }
+
+    /// A store on a database file, with an organization and one user.
+    async fn store_with_a_user() -> (tempfile::TempDir, Store, gatehouse_core::Organization, User) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, org, user) =
+            with_a_user(&format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display())).await;
         (dir, store, org, user)
     }
 
@@ -701,7 +827,7 @@ mod tests {
     }
 
     async fn a_batch_decides_its_rows_in_order_on(embedded: bool) {
-        let (_dir, mut store, org, user) = store_with_a_user().await;
+        let (_dir, mut store, _, user) = store_with_a_user().await;
         let writer = store.writer.clone().unwrap();
         if !embedded {
             store.writer = None;
@@ -709,16 +835,7 @@ mod tests {
         let now = at();
         let mut sessions = Vec::new();
         for token in ["a-1", "b-1"] {
-            let session = NewSession {
-                id: SessionId::new(),
-                user_id: user.id,
-                org_id: org.id,
-                auth_method: AuthMethod::LocalPassword,
-                device: Device::default(),
-                expires_at: now + chrono::Duration::days(1),
-                idp_groups: None,
-                browser_token_hash: None,
-            };
+            let session = app_session(&user, now + chrono::Duration::days(1));
             store.create_session(&session, token, None, now).await.unwrap();
             sessions.push(session.id);
         }
@@ -762,6 +879,161 @@ mod tests {
             store.rotate_refresh_token("b-1", "b-9", now).await.unwrap(),
             RefreshOutcome::Reused { .. }
         ));
+    }
+
+    /// On PostgreSQL too a batch decides its rows in order, whichever
+    /// statement writes it (`rotate_on_postgres`): a batch whose rows
+    /// cannot touch each other is one statement; one that presents a token
+    /// twice, or two tokens of one session, is read first. Each batch goes
+    /// to the writer directly, so that its rows are sure to share it.
+    #[tokio::test]
+    async fn a_batch_decides_its_rows_in_order_on_postgres() {
+        let Some(db) = gatehouse_testkit::TestDb::postgres().await else { return };
+        let (store, org, user) = with_a_user(db.url()).await;
+        let idle = store.create_user(&member(org.id, "ida@example.com", false), at()).await.unwrap();
+        let now = at();
+        let session = |user: &User, token: &'static str, expires_at: DateTime<Utc>| {
+            let (store, new) = (&store, app_session(user, expires_at));
+            async move {
+                store.create_session(&new, token, None, now).await.unwrap();
+                new.id
+            }
+        };
+        let live = now + chrono::Duration::days(1);
+        let rotation = |presented: &str, new_hash: &str| Rotation {
+            presented: presented.into(),
+            new_hash: new_hash.into(),
+            now,
+        };
+        let batch = |rows: Vec<Rotation>| {
+            let store = &store;
+            async move { store.write_rotations(&rows.iter().collect::<Vec<_>>()).await.unwrap() }
+        };
+        let revoked = |id: SessionId| {
+            let store = &store;
+            async move { store.get_session(id).await.unwrap().revoked_at.is_some() }
+        };
+
+        // Rows that cannot touch each other: a current token, one spent
+        // before, one whose session has ended, one whose user is inactive,
+        // one unknown.
+        let current = session(&user, "p-1", live).await;
+        let stolen = session(&user, "q-1", live).await;
+        assert!(matches!(batch(vec![rotation("q-1", "q-2")]).await[0], RefreshOutcome::Rotated { .. }));
+        let ended = session(&user, "r-1", now).await;
+        let inactive = session(&idle, "s-1", live).await;
+        let outcomes = batch(vec![
+            rotation("p-1", "p-2"),
+            rotation("q-1", "q-3"),
+            rotation("r-1", "r-2"),
+            rotation("s-1", "s-2"),
+            rotation("nobody", "n-2"),
+        ])
+        .await;
+        assert!(matches!(&outcomes[0], RefreshOutcome::Rotated { session, .. } if session.id == current));
+        assert!(matches!(&outcomes[1], RefreshOutcome::Reused { session_id } if *session_id == stolen));
+        assert!(matches!(
+            outcomes[2..],
+            [RefreshOutcome::Invalid, RefreshOutcome::Invalid, RefreshOutcome::Invalid]
+        ));
+        assert!(!revoked(current).await && revoked(stolen).await);
+        assert!(!revoked(ended).await && !revoked(inactive).await, "an invalid token ends nothing");
+        assert!(matches!(batch(vec![rotation("p-2", "p-3")]).await[0], RefreshOutcome::Rotated { .. }));
+        assert!(matches!(batch(vec![rotation("q-2", "q-4")]).await[0], RefreshOutcome::Invalid));
+        assert!(matches!(batch(vec![rotation("n-2", "n-3")]).await[0], RefreshOutcome::Invalid));
+        // The inactive user's token was not spent: active again, it rotates.
+        sqlx::query("UPDATE users SET active = 1 WHERE id = $1")
+            .bind(idle.id.to_string())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(batch(vec![rotation("s-1", "s-3")]).await[0], RefreshOutcome::Rotated { .. }));
+
+        // Two tokens of one session: the reuse first ends the session for
+        // the row after it; the rotation first still rotates.
+        let reuse_first = session(&user, "c-1", live).await;
+        batch(vec![rotation("c-1", "c-2")]).await;
+        let rotate_first = session(&user, "d-1", live).await;
+        batch(vec![rotation("d-1", "d-2")]).await;
+        let outcomes = batch(vec![
+            rotation("c-1", "c-8"),
+            rotation("c-2", "c-9"),
+            rotation("d-2", "d-8"),
+            rotation("d-1", "d-9"),
+        ])
+        .await;
+        assert!(matches!(&outcomes[0], RefreshOutcome::Reused { session_id } if *session_id == reuse_first));
+        assert!(matches!(&outcomes[1], RefreshOutcome::Invalid), "{:?}", outcomes[1]);
+        assert!(
+            matches!(&outcomes[2], RefreshOutcome::Rotated { session, .. } if session.id == rotate_first)
+        );
+        assert!(matches!(&outcomes[3], RefreshOutcome::Reused { session_id } if *session_id == rotate_first));
+        assert!(revoked(reuse_first).await && revoked(rotate_first).await);
+        // What was written is what the rows one after another would write:
+        // c's current token unspent, and a successor only for d's.
+        let stored = |condition: &'static str| {
+            let store = &store;
+            async move {
+                let sql = format!("SELECT token_hash FROM refresh_tokens WHERE {condition}");
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&store.pool).await.unwrap();
+                rows.into_iter().map(|(hash,)| hash).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(stored("token_hash IN ('c-2', 'd-2') AND rotated_at IS NOT NULL").await, ["d-2"]);
+        assert_eq!(stored("token_hash IN ('c-8', 'c-9', 'd-8', 'd-9')").await, ["d-8"]);
+
+        // A token twice: the first rotates, the second is a reuse.
+        let twice = session(&user, "e-1", live).await;
+        let outcomes = batch(vec![rotation("e-1", "e-2"), rotation("e-1", "e-3")]).await;
+        assert!(matches!(&outcomes[0], RefreshOutcome::Rotated { session, .. } if session.id == twice));
+        assert!(matches!(&outcomes[1], RefreshOutcome::Reused { session_id } if *session_id == twice));
+        assert!(revoked(twice).await);
+        store.close().await;
+    }
+
+    /// On PostgreSQL's read-first path, a token that another node spends
+    /// between the read and the statement is not spent again: its row is
+    /// a reuse and its session ends, as if the two had run one after the
+    /// other. (`tests/two_nodes.rs` races whole rotations, which take the
+    /// one-statement path; this puts the other node's spend between the
+    /// read-first path's two steps.)
+    #[tokio::test]
+    async fn a_token_spent_after_the_read_is_a_reuse_on_postgres() {
+        let Some(db) = gatehouse_testkit::TestDb::postgres().await else { return };
+        let (store, _, user) = with_a_user(db.url()).await;
+        let other = Store::open(db.url()).await.unwrap();
+        let now = at();
+        let session = app_session(&user, now + chrono::Duration::days(1));
+        store.create_session(&session, "t-1", None, now).await.unwrap();
+
+        let row = Rotation { presented: "t-1".into(), new_hash: "t-2".into(), now };
+        let rows = [&row];
+        let mut lease = store.lease().await.unwrap();
+        let read = read_presented(&mut *lease, &["t-1".to_owned()]).await.unwrap();
+        let (plan, revoked) = decide(&rows, &read);
+        assert!(matches!(plan[..], [Step::Rotate(..)]) && revoked.is_empty());
+        assert!(matches!(
+            other.rotate_refresh_token("t-1", "t-9", now).await.unwrap(),
+            RefreshOutcome::Rotated { .. }
+        ));
+        let spent = spend_on_postgres(&mut lease, &rows, &plan, &revoked).await.unwrap();
+        lease.finish();
+        assert!(spent.is_empty(), "spent once, by the other node");
+        assert!(
+            store.get_session(session.id).await.unwrap().revoked_at.is_some(),
+            "a reuse ends the session"
+        );
+        assert!(matches!(
+            store.rotate_refresh_token("t-9", "t-10", now).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
+        assert!(matches!(
+            store.rotate_refresh_token("t-2", "t-3", now).await.unwrap(),
+            RefreshOutcome::Invalid
+        ));
+        store.close().await;
+        other.close().await;
     }
 
     /// On a database file, a batch of sessions is one transaction of the
