@@ -254,7 +254,7 @@ impl Store {
             let found = lease.rows(&rotate_at_once_sql(), &[batch.as_str(), REUSED], at_once_row).await?;
             let clashed = found.first().is_some_and(|row| row.clashed);
             let spent: HashSet<String> =
-                found.iter().filter(|row| row.spent).map(|row| row.read.0.0.clone()).collect();
+                found.iter().filter(|row| row.spent).map(|row| row.hash().to_owned()).collect();
             (
                 Presented::from_rows(found.into_iter().map(|row| row.read).collect()),
                 (!clashed).then_some(spent),
@@ -268,6 +268,14 @@ impl Store {
             None => spend_on_postgres(&mut lease, rows, &plan, &revoked).await?,
         };
         lease.finish();
+        debug_assert!(
+            spent.iter().all(|hash| {
+                rows.iter()
+                    .zip(&plan)
+                    .any(|(row, step)| matches!(step, Step::Rotate(..)) && row.presented == *hash)
+            }),
+            "a statement spends only what the plan rotates"
+        );
         for (row, step) in rows.iter().zip(plan.iter_mut()) {
             if let Step::Rotate(session, _) = step
                 && !spent.contains(&row.presented)
@@ -625,6 +633,13 @@ struct AtOnceRow {
     clashed: bool,
     /// Whether the statement spent this token.
     spent: bool,
+}
+
+impl AtOnceRow {
+    /// The token's hash.
+    fn hash(&self) -> &str {
+        &self.read.0.0
+    }
 }
 
 fn at_once_row(row: &dyn Columns) -> Result<AtOnceRow> {
