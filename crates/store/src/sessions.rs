@@ -251,7 +251,7 @@ impl Store {
                 .map(|row| serde_json::json!([row.presented, millis(row.now), row.new_hash]))
                 .collect();
             let batch = serde_json::Value::from(batch).to_string();
-            let found = lease.rows(&rotate_at_once_sql(), &[batch.as_str(), REUSED], at_once_row).await?;
+            let found = lease.rows(rotate_at_once_sql(), &[batch.as_str(), REUSED], at_once_row).await?;
             let clashed = found.first().is_some_and(|row| row.clashed);
             let spent: HashSet<String> =
                 found.iter().filter(|row| row.spent).map(|row| row.hash().to_owned()).collect();
@@ -374,16 +374,27 @@ async fn read_presented(tx: &mut impl ReadRows, hashes: &[String]) -> Result<Pre
 /// JSON array.
 fn presented_sql(backend: Backend) -> String {
     format!(
-        "SELECT t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, \
-           {groups} AS u_group_names \
-         FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id \
-         WHERE t.token_hash IN {list}",
-        sessions = aliased(COLUMNS, "s", "s_"),
-        users = crate::users::columns_aliased("u", "u_"),
-        groups = crate::users::group_names_json(backend, "u.id"),
+        "SELECT {columns} FROM refresh_tokens t {PRESENTED_JOINS} WHERE t.token_hash IN {list}",
+        columns = presented_columns(backend),
         list = crate::in_json_strings(backend, 1),
     )
 }
+
+/// What [`presented_row`] reads: a token (`t`) with its session (`s`),
+/// the session's user (`u`) and their groups, joined by
+/// [`PRESENTED_JOINS`].
+fn presented_columns(backend: Backend) -> String {
+    format!(
+        "t.token_hash, t.session_id AS token_session, t.rotated_at, {sessions}, {users}, {groups} AS u_group_names",
+        sessions = aliased(COLUMNS, "s", "s_"),
+        users = crate::users::columns_aliased("u", "u_"),
+        groups = crate::users::group_names_json(backend, "u.id"),
+    )
+}
+
+/// A token's session and the session's user, for [`presented_columns`].
+const PRESENTED_JOINS: &str =
+    "LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id";
 
 /// One row of [`presented_sql`]: a token (its hash, its session, whether
 /// it was spent), with its session if there is one, and the session's user
@@ -589,16 +600,15 @@ async fn spend_on_postgres(
 /// meant to spend and found spent (a race lost to another node). It
 /// returns every token it read, whether it spent it (`spent_now`) and
 /// `clashed`. As in [`ROTATE_ON_POSTGRES`], its parts see one snapshot.
-fn rotate_at_once_sql() -> String {
-    format!(
-        "WITH batch AS (\
+fn rotate_at_once_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH batch AS (\
             SELECT b.v ->> 0 AS presented, (b.v ->> 1)::bigint AS at, b.v ->> 2 AS successor \
             FROM json_array_elements($1::json) AS b(v)), \
         found AS (\
-            SELECT batch.at, batch.successor, t.token_hash, t.session_id AS token_session, t.rotated_at, \
-              {sessions}, {users}, {groups} AS u_group_names \
-            FROM batch JOIN refresh_tokens t ON t.token_hash = batch.presented \
-            LEFT JOIN sessions s ON s.id = t.session_id LEFT JOIN users u ON u.id = s.user_id), \
+            SELECT batch.at, batch.successor, {columns} \
+            FROM batch JOIN refresh_tokens t ON t.token_hash = batch.presented {PRESENTED_JOINS}), \
         clash AS (SELECT count(s_id) <> count(DISTINCT s_id) AS clashed FROM found), \
         live AS (\
             SELECT * FROM found \
@@ -619,10 +629,10 @@ fn rotate_at_once_sql() -> String {
         SELECT found.*, (SELECT clashed FROM clash)::int::bigint AS clashed, \
           (found.token_hash IN (SELECT token_hash FROM spent))::int::bigint AS spent_now \
         FROM found",
-        sessions = aliased(COLUMNS, "s", "s_"),
-        users = crate::users::columns_aliased("u", "u_"),
-        groups = crate::users::group_names_json(Backend::Postgres, "u.id"),
-    )
+            columns = presented_columns(Backend::Postgres),
+        )
+    });
+    &SQL
 }
 
 /// One row of [`rotate_at_once_sql`].
@@ -943,13 +953,21 @@ mod tests {
             rotation("r-1", "r-2"),
             rotation("s-1", "s-2"),
             rotation("nobody", "n-2"),
+            // The rows travel as one JSON value: a value that would end
+            // its row early, unescaped, is one unknown token.
+            rotation(r#"x", 0, "h-2"], ["p-1\\"#, "h-3"),
         ])
         .await;
         assert!(matches!(&outcomes[0], RefreshOutcome::Rotated { session, .. } if session.id == current));
         assert!(matches!(&outcomes[1], RefreshOutcome::Reused { session_id } if *session_id == stolen));
         assert!(matches!(
             outcomes[2..],
-            [RefreshOutcome::Invalid, RefreshOutcome::Invalid, RefreshOutcome::Invalid]
+            [
+                RefreshOutcome::Invalid,
+                RefreshOutcome::Invalid,
+                RefreshOutcome::Invalid,
+                RefreshOutcome::Invalid
+            ]
         ));
         assert!(!revoked(current).await && revoked(stolen).await);
         assert!(!revoked(ended).await && !revoked(inactive).await, "an invalid token ends nothing");
@@ -997,6 +1015,7 @@ mod tests {
         };
         assert_eq!(stored("token_hash IN ('c-2', 'd-2') AND rotated_at IS NOT NULL").await, ["d-2"]);
         assert_eq!(stored("token_hash IN ('c-8', 'c-9', 'd-8', 'd-9')").await, ["d-8"]);
+        assert!(stored("token_hash IN ('h-2', 'h-3')").await.is_empty(), "the hostile row wrote nothing");
 
         // A token twice: the first rotates, the second is a reuse.
         let twice = session(&user, "e-1", live).await;
