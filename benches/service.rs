@@ -61,7 +61,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{Run, closed_loop, env_number, fixed_rate, ms, set_up, sign_in, stub};
+use common::{
+    BENCH_USERS, Run, bench_email, closed_loop, env_number, fixed_rate, fixed_rate_of, ms, set_up, sign_in,
+    stub,
+};
 use gatehouse_core::Origin;
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdefghijklmn";
@@ -411,6 +414,75 @@ async fn seed(db_url: &str, count: usize) {
     store.close().await;
 }
 
+/// The database's own part of a sign-in's added latency.
+struct DatabaseTrips {
+    /// A user read by their email, as a sign-in's lookup reads them.
+    lookup: Run,
+    /// A one-row insert in a transaction of its own, committed (synced to
+    /// disk), as a sign-in's session is.
+    commit: Run,
+}
+
+/// `show` of PostgreSQL's own round trips, where they were measured.
+fn trips(f: &Figures, show: impl Fn(&DatabaseTrips) -> String) -> String {
+    f.database_trips.as_ref().map_or_else(String::new, show)
+}
+
+/// A sign-in on PostgreSQL makes two round trips to the server: the
+/// lookup before the upstream call and the commit of its session after.
+/// Measured here without the service, from this process, at the
+/// added-latency figure's `rate` with as many clients, on the service's own
+/// database (idle by then), they are the part of that figure the server
+/// and its disk set: where a commit's sync takes a millisecond, no service
+/// can add less than that. The commits go to a table of their own, in a
+/// database the bench drops.
+async fn database_round_trips(db_url: &str, run: &str, rate: f64, length: Duration) -> DatabaseTrips {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(16)
+        .connect(db_url)
+        .await
+        .expect("the service's database");
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_commits (n BIGINT NOT NULL, at BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("a table for the commits");
+    let lookup = fixed_rate_of(rate, 16, length, {
+        let (pool, run) = (pool.clone(), run.to_owned());
+        move |i| {
+            let (pool, email) = (pool.clone(), bench_email(&run, i % BENCH_USERS));
+            async move {
+                let found = sqlx::query("SELECT id, email, active FROM users WHERE email_normalized = $1")
+                    .bind(email)
+                    .fetch_optional(&pool)
+                    .await
+                    .expect("the lookup");
+                assert!(found.is_some(), "the bench user is there");
+            }
+        }
+    })
+    .await;
+    let commit = fixed_rate_of(rate, 16, length, {
+        let pool = pool.clone();
+        move |i| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.expect("a transaction");
+                sqlx::query("INSERT INTO bench_commits (n, at) VALUES ($1, $2)")
+                    .bind(i as i64)
+                    .bind(Utc::now().timestamp_millis())
+                    .execute(&mut *tx)
+                    .await
+                    .expect("the insert");
+                tx.commit().await.expect("the commit");
+            }
+        }
+    })
+    .await;
+    pool.close().await;
+    DatabaseTrips { lookup, commit }
+}
+
 /// Refresh-token rotations: each of `clients` signs in once as its own
 /// bench user, then rotates its refresh token in a loop (each rotation
 /// spends the token and returns the next), for `length` after a warm-up.
@@ -673,6 +745,9 @@ struct Figures {
     idle_anon_mib: f64,
     sign_ins: Vec<Level>,
     added: (f64, f64, f64),
+    /// The database's own round trips that every sign-in makes, at the
+    /// added-latency figure's rate: its lookup and its commit.
+    database_trips: Option<DatabaseTrips>,
     peak_mib: f64,
     peak_anon_mib: f64,
     /// Rotations at each level (the sign-ins that start the clients'
@@ -729,6 +804,12 @@ async fn measure(
         ms(through.percentile(0.99)) - ms(direct.percentile(0.99)),
         through.rate(),
     );
+    // SQLite is read and written in the service's own process: it has no
+    // round trips of its own to measure apart.
+    let database_trips = match backend {
+        "PostgreSQL" => Some(database_round_trips(db_url, &slow_run, rate, length).await),
+        _ => None,
+    };
 
     // A thousand sign-ins in flight, each waiting 20 ms on the upstream.
     // The process's peak (`VmHWM`) counts the mapped code too, which moves
@@ -768,6 +849,7 @@ async fn measure(
         idle_anon_mib,
         sign_ins,
         added,
+        database_trips,
         peak_mib,
         peak_anon_mib,
         refresh,
@@ -878,6 +960,27 @@ fn report(all: &[Figures], seeded: usize, bare: &Bare) {
     row("local-password sign-ins/s, 4 clients", &|f| format!("{:.1}", f.local.rate()), "");
     row("20 ms upstream at 400/s: added p50, ms", &|f| format!("{:.2}", f.added.0), "<= 1");
     row("20 ms upstream at 400/s: added p99, ms", &|f| format!("{:.2}", f.added.1), "<= 2");
+    row(
+        "  the database's lookup + commit, p50, ms",
+        &|f| trips(f, |t| format!("{:.2}+{:.2}", ms(t.lookup.percentile(0.5)), ms(t.commit.percentile(0.5)))),
+        "",
+    );
+    row(
+        "  the same, p99, ms",
+        &|f| {
+            trips(f, |t| format!("{:.2}+{:.2}", ms(t.lookup.percentile(0.99)), ms(t.commit.percentile(0.99))))
+        },
+        "",
+    );
+    row(
+        "  added p50 beyond the database's, ms",
+        &|f| {
+            trips(f, |t| {
+                format!("{:.2}", f.added.0 - ms(t.lookup.percentile(0.5)) - ms(t.commit.percentile(0.5)))
+            })
+        },
+        "",
+    );
     row("memory peak, 1000 in flight, MiB", &|f| format!("{:.1}", f.peak_mib), "<= 64");
     row("  anonymous at its largest, MiB", &|f| format!("{:.1}", f.peak_anon_mib), "");
     // Throughput must not fall as concurrency rises: the highest level

@@ -139,13 +139,29 @@ pub(crate) async fn closed_loop(clients: usize, length: Duration, request: Reque
 /// was due.
 pub(crate) async fn fixed_rate(rate: f64, clients: usize, length: Duration, request: Request) -> Run {
     let http = client(clients);
+    fixed_rate_of(rate, clients, length, move |i| {
+        let (http, request) = (http.clone(), request.clone());
+        async move { send(&http, &request, i).await }
+    })
+    .await
+}
+
+/// Any operation (`operation(i)` is the `i`th) at `rate` per second, as
+/// [`fixed_rate`] sends requests: at most `clients` at once, each
+/// operation's latency counted from when it was due.
+pub(crate) async fn fixed_rate_of<F, Fut>(rate: f64, clients: usize, length: Duration, operation: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let operation = Arc::new(operation);
     let start = Instant::now();
     let warm_up = Duration::from_millis(500);
     let total = ((warm_up + length).as_secs_f64() * rate) as usize;
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (http, request, next) = (http.clone(), request.clone(), next.clone());
+            let (operation, next) = (operation.clone(), next.clone());
             tokio::spawn(async move {
                 let mut client = ClientRun::default();
                 loop {
@@ -155,7 +171,7 @@ pub(crate) async fn fixed_rate(rate: f64, clients: usize, length: Duration, requ
                     }
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
-                    send(&http, &request, i).await;
+                    operation(i).await;
                     client.record(due, start + warm_up, due.elapsed());
                 }
             })
