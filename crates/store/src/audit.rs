@@ -91,33 +91,15 @@ impl Store {
         limit: u32,
     ) -> Result<AuditPage> {
         let limit = clamp_limit(limit);
-        // Every condition is always present, switched off by its own
-        // parameter, so that the statement text is one of a few fixed ones.
-        let org = match filter.org {
-            OrgScope::Any => "",
-            OrgScope::Only(_) => "org_id = $1 AND ",
-            OrgScope::None => "org_id IS NULL AND ",
-        };
-        let sql = format!(
-            "SELECT id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
-               actor, created_at \
-             FROM audit_events WHERE {org}($2 = '' OR id < $2) AND ($3 = '' OR kind = $3) \
-               AND ($4 = '' OR user_id = $4) AND created_at >= $5 AND created_at < $6 \
-             ORDER BY id DESC LIMIT $7"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(match filter.org {
-                OrgScope::Only(o) => o.to_string(),
-                _ => String::new(),
-            })
-            .bind(before.unwrap_or_default())
-            .bind(filter.kind.clone().unwrap_or_default())
-            .bind(filter.user.map(|u| u.to_string()).unwrap_or_default())
-            .bind(filter.since.map_or(i64::MIN, millis))
-            .bind(filter.until.map_or(i64::MAX, millis))
-            .bind(limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let (sql, params) = list_sql(filter, before);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Number(number) => query.bind(number),
+            };
+        }
+        let rows = query.bind(limit + 1).fetch_all(&self.pool).await?;
         let mut events = rows
             .iter()
             .map(|row| {
@@ -176,6 +158,66 @@ impl Store {
             }
         }
     }
+}
+
+/// A value bound to the audit list's statement.
+#[derive(Debug, PartialEq)]
+enum Param {
+    Text(String),
+    Number(i64),
+}
+
+/// The statement that lists the events `filter` and the `before` cursor
+/// select, with its parameters in order, the page's limit last (not
+/// included). Only the conditions that are given are written: one written
+/// as `($n = '' OR user_id = $n)`, so that one text served every filter,
+/// kept both backends' planners from the index that serves it (a plan is
+/// chosen for the text, whatever the values), and a user's events were
+/// found by reading the organization's. So the text is one of a few dozen,
+/// one per set of conditions given.
+fn list_sql(filter: &AuditFilter, before: Option<&str>) -> (String, Vec<Param>) {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    let mut condition = |sql: &str, param: Option<Param>| {
+        match param {
+            Some(param) => {
+                params.push(param);
+                conditions.push(sql.replace('?', &format!("${}", params.len())));
+            }
+            None => conditions.push(sql.to_owned()),
+        };
+    };
+    match filter.org {
+        OrgScope::Any => {}
+        OrgScope::Only(org) => condition("org_id = ?", Some(Param::Text(org.to_string()))),
+        OrgScope::None => condition("org_id IS NULL", None),
+    }
+    // An empty kind or cursor selects nothing out, as before this text
+    // was built per filter.
+    if let Some(kind) = filter.kind.as_ref().filter(|kind| !kind.is_empty()) {
+        condition("kind = ?", Some(Param::Text(kind.clone())));
+    }
+    if let Some(user) = filter.user {
+        condition("user_id = ?", Some(Param::Text(user.to_string())));
+    }
+    if let Some(before) = before.filter(|before| !before.is_empty()) {
+        condition("id < ?", Some(Param::Text(before.to_owned())));
+    }
+    if let Some(since) = filter.since {
+        condition("created_at >= ?", Some(Param::Number(millis(since))));
+    }
+    if let Some(until) = filter.until {
+        condition("created_at < ?", Some(Param::Number(millis(until))));
+    }
+    let filter =
+        if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+    let sql = format!(
+        "SELECT id, org_id, user_id, kind, method, outcome, detail, device_os, device_name, device_ip, \
+           actor, created_at \
+         FROM audit_events {filter}ORDER BY id DESC LIMIT ${}",
+        params.len() + 1
+    );
+    (sql, params)
 }
 
 /// Which organization's events to list.
@@ -248,5 +290,76 @@ pub(crate) fn add_audit_events(inserts: &mut Inserts, events: &[(&NewAuditEvent,
             .bind(event.device.ip.map(|ip| ip.to_string()))
             .bind(millis(*now))
             .bind(event.actor.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::{OrgId, UserId};
+    use sqlx::{AssertSqlSafe, Row};
+
+    use super::*;
+
+    /// Each filter is read through the index made for it, with or without
+    /// the page's cursor. SQLite plans a statement by its text alone, as
+    /// PostgreSQL's generic plans do, so its plan shows what the text
+    /// allows; a condition switched off by a parameter allowed only the
+    /// organization's index or a scan.
+    #[tokio::test]
+    async fn each_filter_reads_its_own_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display())).await.unwrap();
+        let (org, user) = (OrgId::new(), UserId::new());
+        let by_kind = AuditFilter { kind: Some("login".into()), ..AuditFilter::default() };
+        let cases = [
+            (AuditFilter { user: Some(user), ..AuditFilter::org(org) }, "audit_events_by_user"),
+            (AuditFilter { user: Some(user), ..AuditFilter::default() }, "audit_events_by_user"),
+            (by_kind, "audit_events_by_kind"),
+            (AuditFilter::org(org), "audit_events_by_org"),
+        ];
+        for (filter, index) in cases {
+            for before in [None, Some("01900000-0000-7000-8000-000000000000")] {
+                let (sql, params) = list_sql(&filter, before);
+                let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+                for param in params {
+                    query = match param {
+                        Param::Text(text) => query.bind(text),
+                        Param::Number(number) => query.bind(number),
+                    };
+                }
+                let rows = query.bind(50_i64).fetch_all(&store.pool).await.unwrap();
+                let plan: Vec<String> = rows.iter().map(|row| row.try_get("detail").unwrap()).collect();
+                assert!(plan.iter().any(|step| step.contains(index)), "{filter:?}, {before:?}: {plan:?}");
+            }
+        }
+        store.close().await;
+    }
+
+    /// Values are bound, never written into the statement, and its
+    /// placeholders are numbered in the order of its parameters.
+    #[test]
+    fn values_are_bound_in_order() {
+        let user = UserId::new();
+        let filter = AuditFilter {
+            kind: Some("x' OR 1=1 --".into()),
+            user: Some(user),
+            since: Some(DateTime::from_timestamp_millis(5).unwrap()),
+            ..AuditFilter::org(OrgId::new())
+        };
+        let (sql, params) = list_sql(&filter, Some("$1"));
+        assert!(!sql.contains("OR 1=1"), "{sql}");
+        assert!(
+            sql.contains("org_id = $1 AND kind = $2 AND user_id = $3 AND id < $4 AND created_at >= $5"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("LIMIT $6"), "{sql}");
+        assert_eq!(params[1], Param::Text("x' OR 1=1 --".into()));
+        assert_eq!(params[3], Param::Text("$1".into()));
+        assert_eq!(params[4], Param::Number(5));
+        let (sql, params) = list_sql(&AuditFilter::default(), None);
+        assert!(!sql.contains("WHERE") && sql.ends_with("LIMIT $1") && params.is_empty(), "{sql}");
+        let empty = AuditFilter { kind: Some(String::new()), ..AuditFilter::default() };
+        assert_eq!(list_sql(&empty, Some("")), (sql, params));
     }
 }

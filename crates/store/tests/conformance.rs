@@ -1514,6 +1514,19 @@ async fn audit_filters_and_retention(store: Store) {
         ..Default::default()
     };
     assert_eq!(list(window).await, ["user_created", "login"]);
+    // Conditions together, and a user's events page by page.
+    let users_logins =
+        AuditFilter { user: Some(user.id), kind: Some("login".into()), ..AuditFilter::org(org.id) };
+    assert_eq!(list(users_logins).await, ["login"]);
+    let users = AuditFilter { user: Some(user.id), ..AuditFilter::org(org.id) };
+    let first = store.list_audit_events(&users, None, 1).await.unwrap();
+    let rest = store.list_audit_events(&users, first.next.as_deref(), 1).await.unwrap();
+    let pages: Vec<_> = first.events.iter().chain(&rest.events).map(|e| e.kind.as_str()).collect();
+    assert_eq!(pages, ["user_updated", "login"]);
+    assert_eq!(rest.next, None);
+    // A value is a value, never part of the statement.
+    let hostile = AuditFilter { kind: Some("x' OR '1'='1".into()), ..AuditFilter::default() };
+    assert!(list(hostile).await.is_empty());
     let page = store.list_audit_events(&AuditFilter::default(), None, 1).await.unwrap();
     assert_eq!(page.events[0].actor.as_deref(), Some("admin:bootstrap"));
 
