@@ -197,6 +197,8 @@ async fn a_misbehaving_service_under_a_thousand_concurrent_sign_ins() {
 
     use crate::cli::{Process, call, gatehouse};
     const SIGN_INS: usize = 1000;
+    // The calls one organization's service may have in progress.
+    const IN_PROGRESS: usize = 64;
     let dir = tempfile::tempdir().unwrap();
     let out = gatehouse(dir.path()).args(["admin-token", "create", "--label", "faults"]).output().unwrap();
     let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -257,7 +259,14 @@ async fn a_misbehaving_service_under_a_thousand_concurrent_sign_ins() {
         );
         let unavailable = "503 external_auth_unavailable".to_owned();
         assert!(seen.keys().all(|k| *k == expected || *k == unavailable), "{how:?}: {seen:?}");
-        assert!(seen.get(&expected).is_some_and(|n| *n > SIGN_INS / 4), "{how:?}: {seen:?}");
+        // The first calls to reach the service, as many as it may have in
+        // progress (64, `crates/outbound/src/in_flight.rs`), wait for no
+        // turn, so each ends with the service's own answer. How many more
+        // do within their 1 s depends on how fast the machine is, which is
+        // for a benchmark to measure: a quarter of them, as this test
+        // asked once, was 236 of the 1,000 on a slow guest running the
+        // whole suite.
+        assert!(seen.get(&expected).is_some_and(|n| *n >= IN_PROGRESS), "{how:?}: {seen:?}");
         if how == Misbehaviour::Silent {
             // No call to a service that never answers ends before its 1 s
             // timeout, so until the first of them ends no more than the
@@ -272,7 +281,11 @@ async fn a_misbehaving_service_under_a_thousand_concurrent_sign_ins() {
             let first = *accepted.first().expect("the service was called");
             let early =
                 accepted.iter().filter(|at| at.duration_since(first) < Duration::from_millis(500)).count();
-            assert!(early <= 64, "{early} connections in the first half second, {} in all", accepted.len());
+            assert!(
+                early <= IN_PROGRESS,
+                "{early} connections in the first half second, {} in all",
+                accepted.len()
+            );
         }
         assert_eq!(
             call(Method::GET, format!("{base}/healthz"), None, None).await.0,
