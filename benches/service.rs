@@ -434,7 +434,10 @@ fn trips(f: &Figures, show: impl Fn(&DatabaseTrips) -> String) -> String {
 /// added-latency figure's `rate` with as many clients, on the service's own
 /// database (idle by then), they are the part of that figure the server
 /// and its disk set: where a commit's sync takes a millisecond, no service
-/// can add less than that. The commits go to a table of their own, in a
+/// can add less than that. (Where the disk cannot keep up with a commit
+/// per request, these commits queue while the service's batches share
+/// theirs, and the added latency less them goes negative:
+/// docs/benchmarks.md.) The commits go to a table of their own, in a
 /// database the bench drops.
 async fn database_round_trips(db_url: &str, run: &str, rate: f64, length: Duration) -> DatabaseTrips {
     sqlx::any::install_default_drivers();

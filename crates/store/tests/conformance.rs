@@ -355,6 +355,17 @@ async fn logout_revokes_the_session(store: Store) {
     assert!(!store.revoke_by_refresh_token("nope", t0()).await.unwrap());
     assert!(!store.get_session(sid).await.unwrap().is_live(t0()));
     assert!(matches!(store.rotate_refresh_token("g-1", "g-2", t0()).await.unwrap(), RefreshOutcome::Invalid));
+    // A token already spent by a rotation still names its session, and
+    // ends that one alone.
+    let rotated = session_for(&store, user.id, org.id, "g-3").await;
+    let other = session_for(&store, user.id, org.id, "g-5").await;
+    assert!(matches!(
+        store.rotate_refresh_token("g-3", "g-4", t0()).await.unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    assert!(store.revoke_by_refresh_token("g-3", t0()).await.unwrap());
+    assert!(!store.get_session(rotated).await.unwrap().is_live(t0()));
+    assert!(store.get_session(other).await.unwrap().is_live(t0()));
 }
 
 async fn signing_keys_stay_published_until_retired_long_enough(store: Store) {
