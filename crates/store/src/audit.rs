@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_core::{Device, OrgId, UserId};
 use sqlx::{AnyConnection, Row};
 
-use crate::inserts::Inserts;
+use crate::inserts::{Inserts, Value};
 use crate::{Result, Store, clamp_limit, from_millis, millis, parse_id};
 
 /// An audit event as recorded. `detail` is free-form JSON text chosen by the
@@ -92,13 +92,8 @@ impl Store {
     ) -> Result<AuditPage> {
         let limit = clamp_limit(limit);
         let (sql, params) = list_sql(filter, before);
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for param in params {
-            query = match param {
-                Param::Text(text) => query.bind(text),
-                Param::Number(number) => query.bind(number),
-            };
-        }
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let query = params.into_iter().fold(query, |query, param| param.bind_to(query));
         let rows = query.bind(limit + 1).fetch_all(&self.pool).await?;
         let mut events = rows
             .iter()
@@ -160,13 +155,6 @@ impl Store {
     }
 }
 
-/// A value bound to the audit list's statement.
-#[derive(Debug, PartialEq)]
-enum Param {
-    Text(String),
-    Number(i64),
-}
-
 /// The statement that lists the events `filter` and the `before` cursor
 /// select, with its parameters in order, the page's limit last (not
 /// included). Only the conditions that are given are written: one written
@@ -175,10 +163,10 @@ enum Param {
 /// chosen for the text, whatever the values), and a user's events were
 /// found by reading the organization's. So the text is one of a few dozen,
 /// one per set of conditions given.
-fn list_sql(filter: &AuditFilter, before: Option<&str>) -> (String, Vec<Param>) {
+fn list_sql(filter: &AuditFilter, before: Option<&str>) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
-    let mut condition = |sql: &str, param: Option<Param>| {
+    let mut condition = |sql: &str, param: Option<Value>| {
         match param {
             Some(param) => {
                 params.push(param);
@@ -189,25 +177,25 @@ fn list_sql(filter: &AuditFilter, before: Option<&str>) -> (String, Vec<Param>) 
     };
     match filter.org {
         OrgScope::Any => {}
-        OrgScope::Only(org) => condition("org_id = ?", Some(Param::Text(org.to_string()))),
+        OrgScope::Only(org) => condition("org_id = ?", Some(Value::from(org.to_string()))),
         OrgScope::None => condition("org_id IS NULL", None),
     }
     // An empty kind or cursor selects nothing out, as before this text
     // was built per filter.
     if let Some(kind) = filter.kind.as_ref().filter(|kind| !kind.is_empty()) {
-        condition("kind = ?", Some(Param::Text(kind.clone())));
+        condition("kind = ?", Some(Value::from(kind.clone())));
     }
     if let Some(user) = filter.user {
-        condition("user_id = ?", Some(Param::Text(user.to_string())));
+        condition("user_id = ?", Some(Value::from(user.to_string())));
     }
     if let Some(before) = before.filter(|before| !before.is_empty()) {
-        condition("id < ?", Some(Param::Text(before.to_owned())));
+        condition("id < ?", Some(Value::from(before.to_owned())));
     }
     if let Some(since) = filter.since {
-        condition("created_at >= ?", Some(Param::Number(millis(since))));
+        condition("created_at >= ?", Some(Value::from(millis(since))));
     }
     if let Some(until) = filter.until {
-        condition("created_at < ?", Some(Param::Number(millis(until))));
+        condition("created_at < ?", Some(Value::from(millis(until))));
     }
     let filter =
         if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
@@ -321,13 +309,8 @@ mod tests {
         for (filter, index) in cases {
             for before in [None, Some("01900000-0000-7000-8000-000000000000")] {
                 let (sql, params) = list_sql(&filter, before);
-                let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
-                for param in params {
-                    query = match param {
-                        Param::Text(text) => query.bind(text),
-                        Param::Number(number) => query.bind(number),
-                    };
-                }
+                let query = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+                let query = params.into_iter().fold(query, |query, param| param.bind_to(query));
                 let rows = query.bind(50_i64).fetch_all(&store.pool).await.unwrap();
                 let plan: Vec<String> = rows.iter().map(|row| row.try_get("detail").unwrap()).collect();
                 assert!(plan.iter().any(|step| step.contains(index)), "{filter:?}, {before:?}: {plan:?}");
@@ -354,9 +337,9 @@ mod tests {
             "{sql}"
         );
         assert!(sql.ends_with("LIMIT $6"), "{sql}");
-        assert_eq!(params[1], Param::Text("x' OR 1=1 --".into()));
-        assert_eq!(params[3], Param::Text("$1".into()));
-        assert_eq!(params[4], Param::Number(5));
+        assert_eq!(params[1], Value::from("x' OR 1=1 --"));
+        assert_eq!(params[3], Value::from("$1"));
+        assert_eq!(params[4], Value::from(5_i64));
         let (sql, params) = list_sql(&AuditFilter::default(), None);
         assert!(!sql.contains("WHERE") && sql.ends_with("LIMIT $1") && params.is_empty(), "{sql}");
         let empty = AuditFilter { kind: Some(String::new()), ..AuditFilter::default() };

@@ -106,6 +106,19 @@ impl From<Option<i64>> for Value {
     }
 }
 
+impl Value {
+    /// `query` with this value bound as its next parameter.
+    pub(crate) fn bind_to<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Any, AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, AnyArguments> {
+        match self {
+            Value::Integer(n) => query.bind(n),
+            Value::Text(s) => query.bind(s),
+        }
+    }
+}
+
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
